@@ -1,0 +1,380 @@
+"""MimicMotionPipeline: (reference image, pose frames) -> video frames, as the published pipeline.
+
+Inputs: ``image`` a PIL image (or list/tensor as diffusers accepts), ``image_pose`` (N,3,H,W)
+float in [-1,1] with frame 0 the reference pose. Output frames (B,N,3,H,W) float in [0,1] for
+``output_type="pt"``. Precomputed ``image_embeddings`` (1,D) and ``image_latents`` (1,4,H/8,W/8)
+skip the encoders; the augmentation noise is drawn regardless so the random stream is unchanged.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers.image_processor import VaeImageProcessor
+from diffusers.models import AutoencoderKLTemporalDecoder
+from diffusers.pipelines.pipeline_utils import DiffusionPipeline
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+from transformers import CLIPVisionModelWithProjection
+from transformers.utils import logging as hf_logging
+
+# diffusers' SVD module imports transformers' torchvision-backed CLIP processor, which only
+# warns that it falls back to PIL; we never use that processor for tensors.
+_verbosity = hf_logging.get_verbosity()
+hf_logging.set_verbosity_error()
+try:
+    from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import (
+        _resize_with_antialiasing,
+    )
+finally:
+    hf_logging.set_verbosity(_verbosity)
+
+if TYPE_CHECKING:  # models.loading builds this pipeline; import the classes for hints only
+    from mimicache.models.pose_net import PoseNet
+    from mimicache.models.unet import MimicMotionUNet
+
+CLIP_INPUT_SIZE = (224, 224)
+
+
+@dataclass
+class MimicMotionPipelineOutput(BaseOutput):
+    frames: torch.Tensor | np.ndarray | list
+
+
+def tile_indices(num_frames: int, tile_size: int, tile_overlap: int) -> list[list[int]]:
+    """Frame indices of each tile; every tile holds frame 0 (the reference).
+
+    Fewer frames than the tile size make one tile of all frames.
+    """
+    if num_frames <= tile_size:
+        return [list(range(num_frames))]
+    if not 0 <= tile_overlap < tile_size:
+        raise ValueError(f"tile_overlap must be in [0, {tile_size}), got {tile_overlap}")
+    stride = tile_size - tile_overlap
+    tiles = [
+        [0, *range(start + 1, min(start + tile_size, num_frames))]
+        for start in range(0, num_frames - tile_size + 1, stride)
+    ]
+    if tiles[-1][-1] < num_frames - 1:
+        tiles.append([0, *range(num_frames - tile_size + 1, num_frames)])
+    return tiles
+
+
+def tile_weights(tile_size: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """Triangular blending weights (T,): min((p+0.5)·2/T, 2-(p+0.5)·2/T)."""
+    weight = (torch.arange(tile_size, device=device) + 0.5) * 2.0 / tile_size
+    return torch.minimum(weight, 2 - weight)
+
+
+class MimicMotionPipeline(DiffusionPipeline):
+    model_cpu_offload_seq = "image_encoder->pose_net->unet->vae"
+
+    def __init__(
+        self,
+        vae: AutoencoderKLTemporalDecoder,
+        image_encoder: CLIPVisionModelWithProjection,
+        unet: MimicMotionUNet,
+        scheduler,
+        feature_extractor,
+        pose_net: PoseNet,
+    ):
+        super().__init__()
+        self.register_modules(
+            vae=vae,
+            image_encoder=image_encoder,
+            unet=unet,
+            scheduler=scheduler,
+            feature_extractor=feature_extractor,
+            pose_net=pose_net,
+        )
+        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
+
+    # -- stage 1: CLIP --------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_image(self, image, device: torch.device | str) -> torch.Tensor:
+        """Reference image -> CLIP ``image_embeds`` (1,D) in the encoder's dtype."""
+        dtype = next(self.image_encoder.parameters()).dtype
+        if not isinstance(image, torch.Tensor):
+            pixels = self.image_processor.numpy_to_pt(self.image_processor.pil_to_numpy(image))
+            # SVD resizes in [-1,1] with its own antialiasing filter, then normalises for CLIP.
+            pixels = _resize_with_antialiasing(pixels * 2.0 - 1.0, CLIP_INPUT_SIZE)
+            pixels = (pixels + 1.0) / 2.0
+            mean = torch.tensor(self.feature_extractor.image_mean, dtype=pixels.dtype)
+            std = torch.tensor(self.feature_extractor.image_std, dtype=pixels.dtype)
+            image = (pixels - mean[:, None, None]) / std[:, None, None]
+        image = image.to(device=device, dtype=dtype)
+        return self.image_encoder(image).image_embeds
+
+    # -- stage 2: VAE ---------------------------------------------------------------------------
+    def prepare_image(self, image, height: int, width: int, device) -> torch.Tensor:
+        """Reference image -> (1,3,H,W) float32 in [-1,1] on ``device``."""
+        return self.image_processor.preprocess(image, height=height, width=width).to(device)
+
+    def draw_augmentation_noise(
+        self, shape: tuple[int, ...], generator, device, dtype=torch.float32
+    ) -> torch.Tensor:
+        """The first draw from the generator, made whether or not the latent is cached."""
+        return randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+
+    @torch.no_grad()
+    def encode_vae_image(self, image: torch.Tensor, device) -> torch.Tensor:
+        """Augmented image (1,3,H,W) -> latent distribution mode (1,4,H/8,W/8), unscaled."""
+        needs_upcasting = self.vae.dtype == torch.float16 and self.vae.config.force_upcast
+        if needs_upcasting:
+            self.vae.to(dtype=torch.float32)
+        try:
+            image = image.to(device=device, dtype=self.vae.dtype)
+            return self.vae.encode(image).latent_dist.mode()
+        finally:
+            if needs_upcasting:
+                self.vae.to(dtype=torch.float16)
+
+    # -- stage 3: pose --------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_pose(self, image_pose: torch.Tensor, device, chunk_size: int) -> torch.Tensor:
+        """Pose frames (N,3,H,W) -> pose latents (N,C,H/8,W/8), each frame exactly once.
+
+        PoseNet is per-frame, so its output does not depend on which tile a frame is in; chunks
+        only bound the activation memory.
+        """
+        dtype = next(self.pose_net.parameters()).dtype
+        image_pose = image_pose.to(device=device, dtype=dtype)
+        chunks = [
+            self.pose_net(image_pose[i : i + chunk_size])
+            for i in range(0, image_pose.shape[0], max(1, chunk_size))
+        ]
+        return torch.cat(chunks)
+
+    # -- stage 4: denoising ---------------------------------------------------------------------
+    def added_time_ids(
+        self, fps: int, motion_bucket_id: int, noise_aug_strength: float, dtype, device
+    ) -> torch.Tensor:
+        ids = [fps, motion_bucket_id, noise_aug_strength]
+        expected = self.unet.add_embedding.linear_1.in_features
+        if self.unet.config.addition_time_embed_dim * len(ids) != expected:
+            raise ValueError(
+                f"UNet expects an added time embedding of {expected} values; "
+                "its addition_time_embed_dim does not fit the three SVD time ids"
+            )
+        return torch.tensor([ids], dtype=dtype, device=device)
+
+    def prepare_latents(
+        self,
+        tile_size: int,
+        num_frames: int,
+        height: int,
+        width: int,
+        dtype,
+        device,
+        generator,
+        latents: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Initial noise (1,tile,4,h,w) — the second draw — repeated along frames and cut to N."""
+        shape = (
+            1,
+            tile_size,
+            self.unet.config.in_channels // 2,
+            height // self.vae_scale_factor,
+            width // self.vae_scale_factor,
+        )
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        else:
+            latents = latents.to(device)
+        latents = latents * self.scheduler.init_noise_sigma
+        return latents.repeat(1, num_frames // tile_size + 1, 1, 1, 1)[:, :num_frames]
+
+    def _step_kwargs(self, generator) -> dict:
+        params = set(inspect.signature(self.scheduler.step).parameters)
+        return {"generator": generator} if "generator" in params else {}
+
+    @torch.no_grad()
+    def denoise(
+        self,
+        latents: torch.Tensor,
+        image_latents: torch.Tensor,
+        image_embeddings: torch.Tensor,
+        pose_latents: torch.Tensor,
+        added_time_ids: torch.Tensor,
+        timesteps: torch.Tensor,
+        guidance_scale: torch.Tensor | None,
+        tiles: list[list[int]],
+        generator=None,
+    ) -> torch.Tensor:
+        """Tiled denoising over all timesteps.
+
+        latents (1,N,4,h,w); image_latents (1,N,4,h,w); image_embeddings (1,1,D);
+        pose_latents (N,C,h,w); guidance_scale (1,N,1,1,1) or None for no guidance passes.
+        """
+        num_frames = latents.shape[1]
+        guided = guidance_scale is not None
+        weight = tile_weights(len(tiles[0]), device=latents.device)
+        zero_latents = torch.zeros_like(image_latents) if guided else None
+        zero_embeddings = torch.zeros_like(image_embeddings) if guided else None
+        step_kwargs = self._step_kwargs(generator)
+        with self.progress_bar(total=len(timesteps) * len(tiles)) as progress:
+            for t in timesteps:
+                scaled = self.scheduler.scale_model_input(
+                    torch.cat([latents] * 2) if guided else latents, t
+                )
+                cond_input = torch.cat([scaled[-1:], image_latents], dim=2)
+                uncond_input = torch.cat([scaled[:1], zero_latents], dim=2) if guided else None
+                cond_pred = torch.zeros_like(image_latents)
+                uncond_pred = torch.zeros_like(image_latents) if guided else None
+                count = image_latents.new_zeros((num_frames,))
+                for idx in tiles:
+                    w = weight[:, None, None, None]
+                    if guided:
+                        pred = self.unet(
+                            uncond_input[:, idx],
+                            t,
+                            encoder_hidden_states=zero_embeddings,
+                            added_time_ids=added_time_ids,
+                            pose_latents=None,
+                            return_dict=False,
+                        )[0]
+                        uncond_pred[:, idx] += pred * w
+                    pred = self.unet(
+                        cond_input[:, idx],
+                        t,
+                        encoder_hidden_states=image_embeddings,
+                        added_time_ids=added_time_ids,
+                        pose_latents=pose_latents[idx],
+                        return_dict=False,
+                    )[0]
+                    cond_pred[:, idx] += pred * w
+                    count[idx] += weight
+                    progress.update()
+                cond_pred.div_(count[:, None, None, None])
+                if guided:
+                    uncond_pred.div_(count[:, None, None, None])
+                    noise_pred = uncond_pred + guidance_scale * (cond_pred - uncond_pred)
+                else:
+                    noise_pred = cond_pred
+                latents = self.scheduler.step(
+                    noise_pred, t, latents, **step_kwargs, return_dict=False
+                )[0]
+        return latents
+
+    # -- stage 5: decode ------------------------------------------------------------------------
+    @torch.no_grad()
+    def decode_latents(self, latents: torch.Tensor, decode_chunk_size: int = 8) -> torch.Tensor:
+        """Latents (B,N,4,h,w) -> frames (B,3,N,H,W) float32, roughly in [-1,1], on the CPU."""
+        batch, num_frames = latents.shape[:2]
+        latents = (1 / self.vae.config.scaling_factor) * latents.flatten(0, 1)
+        takes_frames = "num_frames" in inspect.signature(self.vae.forward).parameters
+        frames = []
+        for i in range(0, latents.shape[0], decode_chunk_size):
+            chunk = latents[i : i + decode_chunk_size]
+            kwargs = {"num_frames": chunk.shape[0]} if takes_frames else {}
+            frames.append(self.vae.decode(chunk.to(self.vae.dtype), **kwargs).sample.cpu())
+        video = torch.cat(frames).reshape(batch, num_frames, *frames[0].shape[1:])
+        return video.permute(0, 2, 1, 3, 4).float()
+
+    def postprocess_video(self, video: torch.Tensor, output_type: str = "pt"):
+        """(B,3,N,H,W) in [-1,1] -> per-video frames in [0,1] (pt: (B,N,3,H,W))."""
+        outputs = [self.image_processor.postprocess(v.permute(1, 0, 2, 3), output_type) for v in video]
+        if output_type == "pt":
+            return torch.stack(outputs)
+        if output_type == "np":
+            return np.stack(outputs)
+        return outputs
+
+    # -- the whole call -------------------------------------------------------------------------
+    @torch.no_grad()
+    def __call__(
+        self,
+        image: PIL.Image.Image | list | torch.Tensor,
+        image_pose: torch.Tensor,
+        height: int = 576,
+        width: int = 1024,
+        num_frames: int | None = None,
+        tile_size: int = 16,
+        tile_overlap: int = 4,
+        num_inference_steps: int = 25,
+        min_guidance_scale: float = 1.0,
+        max_guidance_scale: float = 3.0,
+        fps: int = 7,
+        motion_bucket_id: int = 127,
+        noise_aug_strength: float = 0.02,
+        decode_chunk_size: int | None = None,
+        generator: torch.Generator | None = None,
+        latents: torch.Tensor | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        device: str | torch.device | None = None,
+        image_embeddings: torch.Tensor | None = None,
+        image_latents: torch.Tensor | None = None,
+    ):
+        device = torch.device(device) if device is not None else self._execution_device
+        num_frames = num_frames if num_frames is not None else image_pose.shape[0]
+        decode_chunk_size = decode_chunk_size or num_frames
+        if height % 8 or width % 8:
+            raise ValueError(f"height and width must be divisible by 8, got {height} and {width}")
+        if image_pose.shape[0] != num_frames:
+            raise ValueError(
+                f"image_pose holds {image_pose.shape[0]} frames but num_frames is {num_frames}"
+            )
+        guided = max(min_guidance_scale, max_guidance_scale) > 1.0
+
+        # 1. CLIP embedding (1,1,D)
+        if image_embeddings is None:
+            image_embeddings = self.encode_image(image, device)
+        image_embeddings = image_embeddings.to(device).reshape(1, 1, -1)
+        dtype = image_embeddings.dtype
+
+        # 2. VAE latent of the noise-augmented image; the noise is the generator's first draw
+        if image_latents is None:
+            pixels = self.prepare_image(image, height, width, device)
+            noise = self.draw_augmentation_noise(pixels.shape, generator, device, pixels.dtype)
+            image_latents = self.encode_vae_image(pixels + noise_aug_strength * noise, device)
+        else:
+            self.draw_augmentation_noise((1, 3, height, width), generator, device)
+        image_latents = image_latents.to(device=device, dtype=dtype)
+        image_latents = image_latents.unsqueeze(1).repeat(1, num_frames, 1, 1, 1)
+
+        # 3. pose latents, once per frame for the whole call
+        tile_size = min(tile_size, num_frames)
+        pose_latents = self.encode_pose(image_pose, device, chunk_size=tile_size)
+
+        # 4. conditioning, timesteps, initial noise (the generator's second draw)
+        added_time_ids = self.added_time_ids(fps - 1, motion_bucket_id, noise_aug_strength, dtype, device)
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps
+        latents = self.prepare_latents(
+            tile_size, num_frames, height, width, dtype, device, generator, latents
+        )
+        guidance = None
+        if guided:
+            guidance = torch.linspace(min_guidance_scale, max_guidance_scale, num_frames)
+            guidance = guidance.to(device, latents.dtype)[None, :, None, None, None]
+
+        # 5. tiled denoising
+        tiles = tile_indices(num_frames, tile_size, tile_overlap)
+        latents = self.denoise(
+            latents,
+            image_latents,
+            image_embeddings,
+            pose_latents,
+            added_time_ids,
+            timesteps,
+            guidance,
+            tiles,
+            generator=generator,
+        )
+
+        # 6. decode
+        if output_type == "latent":
+            frames = latents
+        else:
+            frames = self.postprocess_video(self.decode_latents(latents, decode_chunk_size), output_type)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (frames,)
+        return MimicMotionPipelineOutput(frames=frames)

@@ -1,0 +1,161 @@
+"""Samplers for the denoising loop: SVD's Euler (from the base folder) and AnimateLCM-SVD.
+
+Sigmas are float32 tensors; model timesteps follow each scheduler's convention
+(AnimateLCM: 0.25·ln σ, float64 as the formula is evaluated).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import EulerDiscreteScheduler
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.schedulers.scheduling_utils import SchedulerMixin, SchedulerOutput
+from diffusers.utils.torch_utils import randn_tensor
+
+from mimicache.errors import ConfigError
+
+SCHEDULER_NAMES = ("EulerDiscreteScheduler", "AnimateLCM_SVD")
+
+
+class AnimateLCMSVDScheduler(SchedulerMixin, ConfigMixin):
+    """Consistency sampler for an LCM-distilled SVD UNet (v-prediction, Karras sigmas).
+
+    Each step jumps to the consistency estimate of the clean latent, then re-noises it at the
+    next sigma with a fresh draw from the caller's generator.
+    """
+
+    order = 1
+
+    @register_to_config
+    def __init__(
+        self,
+        num_train_timesteps: int = 40,
+        sigma_min: float = 0.002,
+        sigma_max: float = 700.0,
+        sigma_data: float = 1.0,
+        s_noise: float = 1.0,
+        rho: float = 7.0,
+        clip_denoised: bool = False,
+    ):
+        self.init_noise_sigma = (sigma_max**2 + 1) ** 0.5
+        sigmas = self._karras(np.linspace(0.0, 1.0, num_train_timesteps))
+        self.sigmas = torch.from_numpy(sigmas.astype(np.float32))
+        self.timesteps = torch.from_numpy(self.sigma_to_t(sigmas))
+        self.num_inference_steps: int | None = None
+        self._step_index: int | None = None
+
+    def _karras(self, ramp: np.ndarray) -> np.ndarray:
+        c = self.config
+        min_inv_rho = c.sigma_min ** (1.0 / c.rho)
+        max_inv_rho = c.sigma_max ** (1.0 / c.rho)
+        return (max_inv_rho + ramp * (min_inv_rho - max_inv_rho)) ** c.rho
+
+    @staticmethod
+    def sigma_to_t(sigmas: np.ndarray) -> np.ndarray:
+        return 0.25 * np.log(np.asarray(sigmas, dtype=np.float64) + 1e-44)
+
+    @property
+    def step_index(self) -> int | None:
+        return self._step_index
+
+    def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None):
+        train = self.config.num_train_timesteps
+        if not 1 <= num_inference_steps <= train:
+            raise ConfigError(
+                f"AnimateLCM_SVD needs 1..{train} inference steps (--lcm_num_train_timesteps), "
+                f"got {num_inference_steps}"
+            )
+        self.num_inference_steps = num_inference_steps
+        # every (train // steps)-th training index, starting from the noisiest (index 0)
+        indices = np.arange(num_inference_steps) * (train // num_inference_steps)
+        sigmas = self._karras(indices / (train - 1))
+        self.timesteps = torch.from_numpy(self.sigma_to_t(sigmas)).to(device)
+        sigmas = np.concatenate([sigmas, [self.config.sigma_min]]).astype(np.float32)
+        self.sigmas = torch.from_numpy(sigmas).to(device)
+        self._step_index = None
+
+    def _init_step_index(self, timestep: torch.Tensor | float) -> None:
+        timestep = torch.as_tensor(timestep, device=self.timesteps.device, dtype=self.timesteps.dtype)
+        matches = (self.timesteps == timestep).nonzero()
+        self._step_index = int(matches[0]) if len(matches) else 0
+
+    def scale_model_input(self, sample: torch.Tensor, timestep) -> torch.Tensor:
+        if self._step_index is None:
+            self._init_step_index(timestep)
+        sigma = self.sigmas[self._step_index]
+        return sample / ((sigma**2 + self.config.sigma_data**2) ** 0.5)
+
+    def step(
+        self,
+        model_output: torch.Tensor,
+        timestep,
+        sample: torch.Tensor,
+        generator: torch.Generator | None = None,
+        return_dict: bool = True,
+    ):
+        if self._step_index is None:
+            self._init_step_index(timestep)
+        sd = self.config.sigma_data
+        sigma = self.sigmas[self._step_index]
+        sigma_next = self.sigmas[self._step_index + 1]
+        c_skip = sd**2 / (sigma**2 + sd**2)
+        c_out = -sigma * sd / (sigma**2 + sd**2) ** 0.5
+        denoised = c_out * model_output + c_skip * sample
+        if self.config.clip_denoised:
+            denoised = denoised.clamp(-1, 1)
+        if len(self.timesteps) > 1:
+            noise = randn_tensor(
+                model_output.shape,
+                generator=generator,
+                device=model_output.device,
+                dtype=model_output.dtype,
+            )
+        else:
+            noise = torch.zeros_like(model_output)
+        prev = denoised + noise * self.config.s_noise * sigma_next.clamp(0, self.config.sigma_max)
+        self._step_index += 1
+        if not return_dict:
+            return (prev,)
+        return SchedulerOutput(prev_sample=prev)
+
+    def __len__(self) -> int:
+        return self.config.num_train_timesteps
+
+
+@dataclass(frozen=True)
+class SchedulerOptions:
+    """The seed scripts' scheduler flags; the sigma flags apply to AnimateLCM_SVD."""
+
+    name: str = "EulerDiscreteScheduler"
+    sigma_min: float = 0.002
+    sigma_max: float = 700.0
+    sigma_data: float = 1.0
+    s_noise: float = 1.0
+    rho: float = 7.0
+    clip_denoised: bool = False
+    lcm_num_train_timesteps: int = 40
+
+
+def build_scheduler(options: SchedulerOptions, base_scheduler_dir: Path | str | None = None):
+    """Euler from the base model's ``scheduler/`` config, or AnimateLCM-SVD from the options."""
+    if options.name == "EulerDiscreteScheduler":
+        if base_scheduler_dir is None:
+            raise ConfigError("EulerDiscreteScheduler needs the base model's scheduler/ folder")
+        return EulerDiscreteScheduler.from_pretrained(str(base_scheduler_dir))
+    if options.name == "AnimateLCM_SVD":
+        return AnimateLCMSVDScheduler(
+            num_train_timesteps=options.lcm_num_train_timesteps,
+            sigma_min=options.sigma_min,
+            sigma_max=options.sigma_max,
+            sigma_data=options.sigma_data,
+            s_noise=options.s_noise,
+            rho=options.rho,
+            clip_denoised=options.clip_denoised,
+        )
+    raise ConfigError(
+        f"unknown scheduler {options.name!r}: use --scheduler with one of {', '.join(SCHEDULER_NAMES)}"
+    )
