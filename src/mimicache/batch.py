@@ -1,0 +1,291 @@
+"""Batch planning and reporting: jobs = test cases x driving videos, output names, sidecars,
+the summary table and the exit code. Pure bookkeeping: no models are touched here."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from mimicache.config import InferenceConfig, TestCase, case_to_dict
+from mimicache.errors import InputError
+
+__all__ = [
+    "SIDECAR_SCHEMA",
+    "TIMESTAMP_FORMAT",
+    "VIDEO_EXTENSIONS",
+    "Job",
+    "JobResult",
+    "exit_code",
+    "format_summary",
+    "list_videos",
+    "make_timestamp",
+    "plan_jobs",
+    "write_sidecar",
+]
+
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi")
+TIMESTAMP_FORMAT = "%Y%m%d%H%M%S"
+SIDECAR_SCHEMA = 1
+
+
+def make_timestamp(now: datetime | None = None) -> str:
+    """``YYYYmmddHHMMSS`` of ``now`` (default: the local time now), as the seed scripts name
+    their outputs."""
+    return (now or datetime.now()).strftime(TIMESTAMP_FORMAT)
+
+
+def list_videos(folder: str | Path) -> list[Path]:
+    """The driving videos directly inside ``folder``, sorted by name.
+
+    Extensions in ``VIDEO_EXTENSIONS`` (any case); hidden files (leading dot) and
+    sub-folders are skipped. ``InputError`` if the folder is missing or holds no video.
+    """
+    path = Path(folder)
+    if not path.exists():
+        raise InputError(f"batch folder {path} does not exist (check --batch_folder)")
+    if not path.is_dir():
+        raise InputError(f"batch folder {path} is not a folder (check --batch_folder)")
+    videos = [
+        entry
+        for entry in path.iterdir()
+        if not entry.name.startswith(".")
+        and entry.suffix.lower() in VIDEO_EXTENSIONS
+        and entry.is_file()
+    ]
+    if not videos:
+        raise InputError(
+            f"batch folder {path} holds no video file ({', '.join(VIDEO_EXTENSIONS)}, any "
+            "case; hidden files are skipped)"
+        )
+    return sorted(videos, key=lambda p: p.name)
+
+
+@dataclass
+class Job:
+    """One generation: a test case (with its driving video) and where its mp4 goes."""
+
+    index: int  # 0-based position in the plan
+    case_index: int  # index into config.test_case
+    case: TestCase
+    video_path: Path
+    output_path: Path
+
+    @property
+    def name(self) -> str:
+        return self.video_path.stem
+
+    @property
+    def sidecar_path(self) -> Path:
+        return self.output_path.with_suffix(".json")
+
+
+def plan_jobs(
+    config: InferenceConfig,
+    *,
+    batch_folder: str | Path | None,
+    output_dir: str | Path,
+    timestamp: str,
+) -> list[Job]:
+    """The jobs of one run, in order.
+
+    Without ``batch_folder``: every test case as written, output
+    ``{output_dir}/{video_stem}_{timestamp}.mp4``. With it: every test case x every video of
+    the folder (case-major; the case's ``ref_video_path`` replaced by the video), output
+    ``{output_dir}/{basename(batch_folder)}/{video_stem}_{timestamp}.mp4``. A name that exists
+    on disk (mp4 or its json sidecar) or is already planned gets ``_1``, ``_2``... The caller
+    passes ``config.batch_video_folder`` when the command line gave no folder.
+    """
+    out = Path(output_dir)
+    pairs: list[tuple[int, TestCase]] = []
+    if batch_folder is None:
+        pairs = list(enumerate(config.test_case))
+        target = out
+    else:
+        folder = Path(batch_folder)
+        videos = list_videos(folder)
+        name = folder.resolve().name if folder.name in ("", ".", "..") else folder.name
+        target = out / name
+        for case_index, case in enumerate(config.test_case):
+            pairs += [(case_index, case.replace(ref_video_path=video)) for video in videos]
+
+    taken: set[Path] = set()
+    jobs = []
+    for index, (case_index, case) in enumerate(pairs):
+        output = _free_name(target, f"{case.ref_video_path.stem}_{timestamp}", taken)
+        taken.add(output)
+        jobs.append(Job(index, case_index, case, case.ref_video_path, output))
+    return jobs
+
+
+def _free_name(folder: Path, stem: str, taken: set[Path]) -> Path:
+    n = 0
+    while True:
+        candidate = folder / (f"{stem}.mp4" if n == 0 else f"{stem}_{n}.mp4")
+        if (
+            candidate not in taken
+            and not candidate.exists()
+            and not candidate.with_suffix(".json").exists()
+        ):
+            return candidate
+        n += 1
+
+
+@dataclass
+class JobResult:
+    """What happened to one job. ``timings`` in seconds (``preprocess``, ``pipeline``,
+    ``total`` and per-stage keys); ``error`` a one-line message for failed jobs."""
+
+    job: Job
+    status: Literal["ok", "failed"]
+    output: Path | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+    cache_events: list[Any] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.status not in ("ok", "failed"):
+            raise ValueError(f"status must be 'ok' or 'failed', got {self.status!r}")
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @classmethod
+    def failure(
+        cls, job: Job, error: BaseException | str, timings: dict[str, float] | None = None
+    ) -> JobResult:
+        """A failed result; an exception becomes ``"TypeName: message"``."""
+        text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        return cls(job, "failed", None, dict(timings or {}), text)
+
+
+def write_sidecar(
+    job: Job,
+    result: JobResult,
+    *,
+    config: InferenceConfig,
+    model_files: dict[str, Any],
+) -> Path:
+    """Write the JSON sidecar next to the job's mp4 (same stem, ``.json``) and return its path.
+
+    Holds the case's parameters, the model files, the timings, the cache events (dataclasses
+    through ``asdict``), the status and the mimicache version. Written atomically.
+    """
+    from mimicache import __version__
+
+    video = result.output if result.output is not None else job.output_path
+    path = Path(video).with_suffix(".json")
+    data = {
+        "schema": SIDECAR_SCHEMA,
+        "mimicache_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "status": result.status,
+        "error": result.error,
+        "output": str(video) if result.output is not None else None,
+        "job": {"index": job.index, "name": job.name, "case_index": job.case_index},
+        "config_file": None if config.source_path is None else str(config.source_path),
+        "parameters": case_to_dict(job.case),
+        "base_model_path": str(config.base_model_path),
+        "model_files": {str(k): _jsonable(v) for k, v in model_files.items()},
+        "timings": {str(k): float(v) for k, v in result.timings.items()},
+        "cache_events": [_jsonable(e) for e in result.cache_events],
+    }
+    text = json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _jsonable(dataclasses.asdict(value))
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, enum.Enum):
+        return _jsonable(value.value)
+    if isinstance(value, Path):
+        return str(value)
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    item = getattr(value, "item", None)  # numpy / torch scalars
+    if callable(item):
+        try:
+            return item()
+        except (TypeError, ValueError, RuntimeError):
+            pass
+    return str(value)
+
+
+_SUMMARY_HEADER = ("#", "job", "status", "preprocess", "pipeline", "total", "output")
+_ERROR_WIDTH = 80
+
+
+def format_summary(results: Sequence[JobResult] | Iterable[JobResult]) -> str:
+    """A text table: job, status, the three timings (seconds, 2 decimals) and the output
+    (failed jobs: a short error), then ``"N succeeded, M failed"``."""
+    results = list(results)
+    rows = [_SUMMARY_HEADER]
+    for r in results:
+        if r.ok:
+            last = str(r.output if r.output is not None else r.job.output_path)
+        else:
+            last = "error: " + _short(r.error or "unknown error")
+        rows.append(
+            (
+                str(r.job.index + 1),
+                _job_label(r.job, results),
+                r.status,
+                _seconds(r.timings.get("preprocess")),
+                _seconds(r.timings.get("pipeline")),
+                _seconds(r.timings.get("total")),
+                last,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(_SUMMARY_HEADER) - 1)]
+    right = {0, 3, 4, 5}
+    lines = []
+    for row in rows:
+        cells = [
+            row[i].rjust(widths[i]) if i in right else row[i].ljust(widths[i])
+            for i in range(len(widths))
+        ]
+        lines.append("  ".join([*cells, row[-1]]).rstrip())
+    ok = sum(r.ok for r in results)
+    lines.append(f"{ok} succeeded, {len(results) - ok} failed")
+    return "\n".join(lines)
+
+
+def _job_label(job: Job, results: list[JobResult]) -> str:
+    several_cases = len({r.job.case_index for r in results}) > 1
+    return f"{job.name} (case {job.case_index})" if several_cases else job.name
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _short(text: str) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else "unknown error"
+    return line if len(line) <= _ERROR_WIDTH else line[: _ERROR_WIDTH - 3] + "..."
+
+
+def exit_code(results: Iterable[JobResult]) -> int:
+    """0 when every job succeeded, 1 when any failed."""
+    return 0 if all(r.ok for r in results) else 1
