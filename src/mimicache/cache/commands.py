@@ -1,0 +1,303 @@
+"""``mimicache cache ls | stats | verify | prune | clear``: look at and tidy the feature cache.
+
+``add_cache_commands(subparsers)`` registers the ``cache`` sub-command on an argparse
+sub-parser set; ``run_cache_command(args)`` runs the parsed command and returns an exit code
+(0 ok, 1 problems left / aborted, 2 usage error or refusal).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from mimicache.cache.store import FeatureStore, Removal, format_size, parse_size
+from mimicache.errors import CacheError, MimicacheError
+
+__all__ = ["DEFAULT_CACHE_DIR", "add_cache_commands", "main", "run_cache_command"]
+
+DEFAULT_CACHE_DIR = "cache/features"
+
+
+def _size_arg(text: str) -> int:
+    try:
+        return parse_size(text)
+    except CacheError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _days_arg(text: str) -> float:
+    try:
+        days = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number of days {text!r}") from None
+    if not days >= 0:
+        raise argparse.ArgumentTypeError(f"--older-than must be >= 0 days (got {text!r})")
+    return days
+
+
+def add_cache_commands(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``cache`` (with ls, stats, verify, prune, clear) on ``subparsers``.
+
+    Every action takes ``--feature_cache_dir`` (default ``cache/features``). The parsed
+    namespace has ``cache_command`` and ``func=run_cache_command``.
+    """
+    cache = subparsers.add_parser(
+        "cache",
+        help="inspect and tidy the feature cache",
+        description="Inspect and tidy the feature cache (--feature_cache_dir).",
+    )
+    cache.set_defaults(func=run_cache_command, cache_command=None)
+    actions = cache.add_subparsers(dest="cache_command", metavar="ACTION")
+
+    def action(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = actions.add_parser(name, help=help_text, description=help_text)
+        p.add_argument(
+            "--feature_cache_dir",
+            "--feature-cache-dir",
+            dest="feature_cache_dir",
+            default=DEFAULT_CACHE_DIR,
+            help=f"cache directory (default: {DEFAULT_CACHE_DIR})",
+        )
+        p.set_defaults(func=run_cache_command, cache_command=name)
+        return p
+
+    p = action("ls", "list entries: stage, subject/inputs, size, created, last used")
+    p.add_argument("--stage", help="only this stage")
+    action("stats", "entries and bytes per stage, and the total")
+    p = action("verify", "check every entry's checksum and the index")
+    p.add_argument("--fix", action="store_true", help="remove bad entries, repair the index")
+    p = action(
+        "prune",
+        "remove stale temp files, then entries unused for --older-than days, then least "
+        "recently used entries until the cache fits --max-size",
+    )
+    p.add_argument(
+        "--max-size", "--max_size", dest="max_size", type=_size_arg, metavar="SIZE",
+        help="keep at most this much, e.g. 10GB, 500M, 1.5GiB",
+    )  # fmt: skip
+    p.add_argument(
+        "--older-than", "--older_than", dest="older_than", type=_days_arg, metavar="DAYS",
+        help="remove entries not used for more than DAYS days",
+    )  # fmt: skip
+    p.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
+                   help="only show what would be removed")  # fmt: skip
+    p = action("clear", "remove all entries (or one stage's)")
+    p.add_argument("--stage", help="only this stage")
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    return cache
+
+
+# --------------------------------------------------------------------------- output helpers
+
+
+def _when(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
+
+
+def _table(rows: Sequence[Sequence[str]], right: Sequence[int] = ()) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for r in rows:
+        cells = [
+            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))
+        ]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def _shorten(text: str, width: int = 60) -> str:
+    return text if len(text) <= width else "…" + text[-(width - 1) :]
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _summary(removals: list[Removal]) -> str:
+    parts = []
+    for kind, word in (("entry", "entry"), ("temp", "temp file"), ("orphan", "stray file")):
+        items = [r for r in removals if r.kind == kind]
+        if items:
+            word = "entries" if kind == "entry" and len(items) != 1 else word
+            count = f"{len(items)} {word}" if kind == "entry" else _plural(len(items), word)
+            parts.append(f"{count} ({format_size(sum(r.size for r in items))})")
+    return ", ".join(parts) if parts else "nothing"
+
+
+# --------------------------------------------------------------------------- the actions
+
+
+def _ls(store: FeatureStore, args: argparse.Namespace, out: TextIO) -> int:
+    entries = store.entries(args.stage)
+    if not entries:
+        where = f" for stage {args.stage!r}" if args.stage else ""
+        print(f"No entries{where} in {store.root}", file=out)
+        return 0
+    rows = [("STAGE", "KEY", "SUBJECT / INPUTS", "SIZE", "CREATED", "LAST USED")]
+    for e in entries:
+        what = e.subject or ",".join(f"{k}={v}" for k, v in sorted(e.inputs.items())) or "-"
+        rows.append(
+            (
+                e.stage,
+                e.key[:12],
+                _shorten(str(what)),
+                format_size(e.size),
+                _when(e.created),
+                _when(e.last_used),
+            )
+        )
+    print(_table(rows, right=(3,)), file=out)
+    total = sum(e.size for e in entries)
+    noun = "entry" if len(entries) == 1 else "entries"
+    print(f"{len(entries)} {noun}, {format_size(total)} in {store.root}", file=out)
+    return 0
+
+
+def _stats(store: FeatureStore, args: argparse.Namespace, out: TextIO) -> int:
+    stats = store.stats()
+    rows = [("STAGE", "ENTRIES", "SIZE", "BYTES")]
+    for stage in sorted(stats):
+        count, size = stats[stage]
+        rows.append((stage, str(count), format_size(size), str(size)))
+    count = sum(c for c, _ in stats.values())
+    size = sum(s for _, s in stats.values())
+    rows.append(("TOTAL", str(count), format_size(size), str(size)))
+    print(_table(rows, right=(1, 2, 3)), file=out)
+    print(f"Feature cache at {store.root}", file=out)
+    return 0
+
+
+def _verify(store: FeatureStore, args: argparse.Namespace, out: TextIO) -> int:
+    problems = store.verify(fix=args.fix)
+    for p in problems:
+        try:
+            where = p.path.relative_to(store.root)
+        except ValueError:
+            where = p.path
+        state = " [fixed]" if p.fixed else ""
+        print(f"{p.kind}: {where}: {p.detail}{state}", file=out)
+    count = len(store.entries())
+    left = [p for p in problems if not p.fixed]
+    noun = "entry" if count == 1 else "entries"
+    if not problems:
+        print(f"{count} {noun} OK in {store.root}", file=out)
+        return 0
+    fixed = len(problems) - len(left)
+    print(
+        f"{_plural(len(problems), 'problem')} ({fixed} fixed); {count} good {noun} in {store.root}",
+        file=out,
+    )
+    if left:
+        print("Run `mimicache cache verify --fix` to repair.", file=out)
+        return 1
+    return 0
+
+
+def _prune(store: FeatureStore, args: argparse.Namespace, out: TextIO) -> int:
+    removals = store.prune(
+        max_size=args.max_size, older_than_days=args.older_than, dry_run=args.dry_run
+    )
+    verb = "Would remove" if args.dry_run else "Removed"
+    for r in removals:
+        what = f"{r.stage} {r.key[:12]}" if r.kind == "entry" and r.key else str(r.path)
+        print(f"{verb} {what} ({format_size(r.size)}): {r.reason}", file=out)
+    stats = store.stats()
+    count = sum(c for c, _ in stats.values())
+    size = sum(s for _, s in stats.values())
+    if args.dry_run:
+        gone = sum(r.size for r in removals if r.kind == "entry")
+        size -= gone
+        count -= sum(1 for r in removals if r.kind == "entry")
+    noun = "entry" if count == 1 else "entries"
+    print(
+        f"{verb} {_summary(removals)}; {count} {noun} ({format_size(size)}) "
+        f"{'would remain' if args.dry_run else 'remain'} in {store.root}",
+        file=out,
+    )
+    return 0
+
+
+def _clear(
+    store: FeatureStore, args: argparse.Namespace, out: TextIO, stdin: TextIO, err: TextIO
+) -> int:
+    entries = store.entries(args.stage)
+    what = f"stage {args.stage!r} of " if args.stage else ""
+    if not args.yes:
+        size = format_size(sum(e.size for e in entries))
+        noun = "entry" if len(entries) == 1 else "entries"
+        question = (
+            f"Remove {len(entries)} {noun} ({size}) from {what}the feature cache at {store.root}?"
+        )
+        if not (hasattr(stdin, "isatty") and stdin.isatty()):
+            print(
+                f"Refusing to clear {what}the feature cache at {store.root} without --yes "
+                f"(no terminal to confirm on): {len(entries)} {noun}, {size}.",
+                file=err,
+            )
+            return 2
+        print(f"{question} [y/N] ", end="", file=out, flush=True)
+        answer = stdin.readline().strip().lower()
+        if answer not in ("y", "yes"):
+            print("Aborted; nothing removed.", file=out)
+            return 1
+    removals = store.clear(args.stage)
+    print(f"Removed {_summary(removals)} from {what}{store.root}", file=out)
+    return 0
+
+
+def run_cache_command(
+    args: argparse.Namespace,
+    *,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+    stdin: TextIO | None = None,
+) -> int:
+    """Run the ``cache`` action in ``args``; returns the exit code."""
+    out = stdout or sys.stdout
+    err = stderr or sys.stderr
+    action = getattr(args, "cache_command", None)
+    if action is None:
+        print("usage: mimicache cache {ls,stats,verify,prune,clear} ...", file=err)
+        return 2
+    root = Path(getattr(args, "feature_cache_dir", DEFAULT_CACHE_DIR)).expanduser()
+    if not root.is_dir():
+        if root.exists():
+            print(f"error: {root} is not a directory (--feature_cache_dir)", file=err)
+            return 2
+        print(f"No feature cache at {root.absolute()} (nothing to do)", file=out)
+        return 0
+    try:
+        # Admin commands never create entries; write access is needed only to change things.
+        writes = action in ("verify", "prune", "clear")
+        with FeatureStore(root, write=writes) as store:
+            if action == "ls":
+                return _ls(store, args, out)
+            if action == "stats":
+                return _stats(store, args, out)
+            if action == "verify":
+                return _verify(store, args, out)
+            if action == "prune":
+                return _prune(store, args, out)
+            if action == "clear":
+                return _clear(store, args, out, stdin or sys.stdin, err)
+    except MimicacheError as exc:
+        print(f"error: {exc}", file=err)
+        return 2
+    print(f"error: unknown cache action {action!r}", file=err)
+    return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m mimicache.cache.commands ACTION ...`` (the same as ``mimicache cache``)."""
+    parser = argparse.ArgumentParser(prog="mimicache")
+    add_cache_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["cache", *(sys.argv[1:] if argv is None else argv)])
+    return run_cache_command(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
