@@ -1,0 +1,279 @@
+"""Media I/O: reference images, driving videos (PyAV, streaming) and mp4 output.
+
+Images and frames are (H, W, 3) uint8 RGB arrays. ``fit_image`` reproduces the published
+reference-image fit; ``iter_frames`` the published frame sampling (effective stride from the
+average frame rate); ``write_video`` writes H.264/yuv420p mp4 atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mimicache.errors import InputError, MimicacheError
+
+logger = logging.getLogger(__name__)
+
+ASPECT_RATIO = 9 / 16
+
+__all__ = [
+    "ASPECT_RATIO",
+    "VideoInfo",
+    "effective_stride",
+    "fit_image",
+    "fit_size",
+    "iter_frames",
+    "probe_video",
+    "read_image",
+    "write_video",
+]
+
+
+# ----------------------------------------------------------------------------- images
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Image file → (H, W, 3) uint8 RGB.
+
+    8-bit images are converted like the published loader (``PIL.Image.convert("RGB")``: palette
+    expanded, alpha dropped without compositing, EXIF orientation not applied). 16-bit images
+    are scaled to 8 bit (value / 257, rounded) instead of being clipped at 255.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(
+            f"reference image not found: {path}. Check the ref_image_path in your config."
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as img:
+                img.load()
+                return _to_rgb8(img)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise InputError(
+            f"cannot read reference image {path}: {exc}. Use a PNG, JPEG or WebP image file."
+        ) from exc
+
+
+def _to_rgb8(img) -> np.ndarray:
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img).astype(np.float64)
+        if mode.startswith("I;16") or (mode in ("I", "F") and arr.size and arr.max() > 255):
+            arr = arr / 257.0
+        arr = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(arr[..., None], 3, axis=2))
+    if mode in ("RGB;16", "RGBA;16", "RGBX;16"):  # pragma: no cover - rare Pillow raw modes
+        img = img.convert("RGBA")
+    rgb = img.convert("RGB")
+    return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8))
+
+
+def fit_size(height: int, width: int, resolution: int) -> tuple[int, int, int, int]:
+    """(target_h, target_w, resize_h, resize_w) of the published fit for an h x w image."""
+    long_side = int(resolution / ASPECT_RATIO // 64) * 64
+    if height > width:
+        w_target, h_target = resolution, long_side
+    else:
+        w_target, h_target = long_side, resolution
+    h_w_ratio = float(height) / float(width)
+    if h_w_ratio < h_target / w_target:
+        h_resize, w_resize = h_target, math.ceil(h_target / h_w_ratio)
+    else:
+        h_resize, w_resize = math.ceil(w_target * h_w_ratio), w_target
+    return h_target, w_target, h_resize, w_resize
+
+
+def fit_image(image: np.ndarray, resolution: int) -> np.ndarray:
+    """(H, W, 3) uint8 → (h_target, w_target, 3) uint8: cover-resize then centre crop.
+
+    The resize is torchvision's v1 tensor resize with ``antialias=None`` on uint8: float32
+    bilinear interpolation (align_corners=False, no antialias), rounded, cast to uint8.
+    """
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"fit_image expects (H, W, 3) uint8, got {image.shape} {image.dtype}")
+    if resolution <= 0:
+        raise ValueError(f"resolution must be positive, got {resolution}")
+    h, w = image.shape[:2]
+    h_target, w_target, h_resize, w_resize = fit_size(h, w, resolution)
+    tensor = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1)
+    if (h_resize, w_resize) != (h, w):
+        x = tensor[None].to(torch.float32)
+        x = torch.nn.functional.interpolate(
+            x, size=[h_resize, w_resize], mode="bilinear", align_corners=False, antialias=False
+        )
+        tensor = x.round().to(torch.uint8)[0]
+    top = round((h_resize - h_target) / 2.0)
+    left = round((w_resize - w_target) / 2.0)
+    out = tensor[:, top : top + h_target, left : left + w_target]
+    return np.ascontiguousarray(out.permute(1, 2, 0).numpy())
+
+
+# ----------------------------------------------------------------------------- videos
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    path: Path
+    width: int
+    height: int
+    avg_fps: float
+    frame_count: int
+
+
+def effective_stride(sample_stride: int, avg_fps: float) -> int:
+    """Published rule: ``sample_stride * max(1, int(avg_fps / 24))``."""
+    return int(sample_stride) * max(1, int(avg_fps / 24))
+
+
+def _open_video(path: str | Path):
+    import av
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(
+            f"driving video not found: {path}. Check the ref_video_path in your config."
+        )
+    try:
+        container = av.open(str(path))
+    except Exception as exc:  # PyAV raises many FFmpeg error subclasses
+        raise InputError(
+            f"cannot open {path} as a video: {exc}. Use a video file FFmpeg can read (e.g. mp4)."
+        ) from exc
+    if not container.streams.video:
+        container.close()
+        raise InputError(
+            f"{path} has no video stream. Use a video file (e.g. mp4) as the driving video."
+        )
+    return path, container
+
+
+def _avg_fps(stream) -> float:
+    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+        if rate:
+            return float(rate)
+    return 0.0
+
+
+def probe_video(path: str | Path) -> VideoInfo:
+    """Size, average frame rate and frame count (from the header; counted if unknown)."""
+    path, container = _open_video(path)
+    try:
+        stream = container.streams.video[0]
+        count = int(stream.frames or 0)
+        if count <= 0:
+            count = sum(1 for p in container.demux(stream) if p.size)
+        cc = stream.codec_context
+        return VideoInfo(path, int(cc.width), int(cc.height), _avg_fps(stream), count)
+    except MimicacheError:
+        raise
+    except Exception as exc:
+        raise InputError(f"cannot read video {path}: {exc}. The file may be damaged.") from exc
+    finally:
+        container.close()
+
+
+def iter_frames(path: str | Path, sample_stride: int) -> Iterator[np.ndarray]:
+    """Yield frames 0, s, 2s, ... (s = effective stride) as (H, W, 3) uint8 RGB, streaming."""
+    if sample_stride < 1:
+        raise ValueError(f"sample_stride must be >= 1, got {sample_stride}")
+    path, container = _open_video(path)
+    yielded = 0
+    try:
+        stream = container.streams.video[0]
+        stride = effective_stride(sample_stride, _avg_fps(stream))
+        stream.thread_type = "AUTO"
+        try:
+            for index, frame in enumerate(container.decode(stream)):
+                if index % stride == 0:
+                    yielded += 1
+                    yield frame.to_ndarray(format="rgb24")
+        except MimicacheError:
+            raise
+        except Exception as exc:
+            if yielded == 0:
+                raise InputError(
+                    f"video {path} has no decodable frame ({exc}). Re-encode it (e.g. to H.264 "
+                    "mp4) or pick another video."
+                ) from exc
+            logger.warning("decoding %s stopped after %d sampled frames: %s", path, yielded, exc)
+    finally:
+        container.close()
+    if yielded == 0:
+        raise InputError(
+            f"video {path} has no decodable frame. Re-encode it (e.g. to H.264 mp4) or pick another video."
+        )
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def _rate(fps: float) -> Fraction:
+    if not (fps > 0 and math.isfinite(fps)):
+        raise ValueError(f"fps must be a positive number, got {fps}")
+    return Fraction(fps).limit_denominator(1001)
+
+
+def write_video(path: str | Path, frames: np.ndarray, fps: float) -> Path:
+    """Write (F, H, W, 3) uint8 RGB frames as H.264/yuv420p mp4, atomically; return the path.
+
+    H.264 with 4:2:0 chroma needs even sizes: an odd height or width is padded by one row/column
+    repeating the edge pixels (logged). The file appears only when complete: frames go to a
+    temporary file in the same folder that is renamed over ``path``; on any failure it is removed.
+    """
+    import av
+
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
+        raise ValueError(
+            f"write_video expects (F, H, W, 3) uint8 with F >= 1, got {frames.shape} {frames.dtype}"
+        )
+    rate = _rate(fps)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _, h, w, _ = frames.shape
+    pad_h, pad_w = h % 2, w % 2
+    if pad_h or pad_w:
+        logger.warning(
+            "%s: %dx%d is odd; padding to %dx%d for H.264/yuv420p", path, w, h, w + pad_w, h + pad_h
+        )
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.mp4", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        with av.open(str(tmp), mode="w", format="mp4") as container:
+            stream = container.add_stream("libx264", rate=rate)
+            stream.width, stream.height = w + pad_w, h + pad_h
+            stream.pix_fmt = "yuv420p"
+            for i, img in enumerate(frames):
+                if pad_h or pad_w:
+                    img = np.pad(img, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+                frame.pts = i
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, Exception) and not isinstance(exc, MimicacheError | ValueError):
+            raise MimicacheError(
+                f"cannot write video {path}: {exc}. Check the output folder and disk space."
+            ) from exc
+        raise
+    return path

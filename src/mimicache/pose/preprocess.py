@@ -1,0 +1,146 @@
+"""From a reference image and a driving video to ``pose_pixels`` / ``image_pixels``.
+
+Split into stages so each can be cached on its own:
+``extract_image_pose`` (fitted image → PoseFrame), ``extract_video_poses`` (video → raw,
+normalised, un-aligned poses; independent of the resolution), ``render_pose_frames`` (align +
+draw) and ``preprocess`` (all of it, the published ``preprocess``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mimicache.errors import InputError
+from mimicache.media import fit_image, iter_frames, probe_video, read_image
+from mimicache.pose.align import align_poses, reference_ids
+from mimicache.pose.draw import draw_pose
+from mimicache.pose.keypoints import PoseFrame, PoseSequence
+
+__all__ = [
+    "VideoPoses",
+    "extract_image_pose",
+    "extract_video_poses",
+    "preprocess",
+    "render_pose_frames",
+]
+
+
+@dataclass
+class VideoPoses:
+    """Raw DWPose output of the sampled video frames (normalised coordinates) and frame size."""
+
+    poses: list[PoseFrame]
+    frame_height: int
+    frame_width: int
+
+    def to_tensors(self) -> dict[str, torch.Tensor]:
+        out = PoseSequence(self.poses).to_tensors()
+        out["frame_hw"] = torch.tensor([self.frame_height, self.frame_width], dtype=torch.int64)
+        return out
+
+    @classmethod
+    def from_tensors(cls, tensors) -> VideoPoses:
+        rest = {k: v for k, v in tensors.items() if k != "frame_hw"}
+        fh, fw = (int(x) for x in tensors["frame_hw"].tolist())
+        return cls(PoseSequence.from_tensors(rest).frames, fh, fw)
+
+
+def extract_image_pose(
+    image: np.ndarray, dwpose, *, image_path: str | Path | None = None
+) -> PoseFrame:
+    """DWPose on the fitted reference image (H, W, 3) uint8 → its pose.
+
+    Raises :class:`InputError` when no usable person is found (no alignment keypoint of the
+    first person above 0.3), where the published code would crash later.
+    """
+    pose = dwpose.detect(image)
+    if not reference_ids(pose):
+        where = f" {image_path}" if image_path else ""
+        raise InputError(
+            f"no person found in the reference image{where}: no body keypoint used for alignment "
+            "was detected with confidence > 0.3. Use a reference image that shows one person "
+            "clearly, full body."
+        )
+    return pose
+
+
+def extract_video_poses(
+    video_path: str | Path, sample_stride: int, dwpose, *, progress: bool = True
+) -> VideoPoses:
+    """DWPose on frames 0, s, 2s, ... (effective stride) of the video, streamed."""
+    info = probe_video(video_path)
+    stride_total = None
+    if info.frame_count > 0:
+        from mimicache.media import effective_stride
+
+        stride = effective_stride(sample_stride, info.avg_fps)
+        stride_total = (info.frame_count + stride - 1) // stride
+    size: list[int] = []
+
+    def frames():
+        for frame in iter_frames(video_path, sample_stride):
+            if not size:
+                size.extend(frame.shape[:2])
+            yield frame
+
+    poses = dwpose.detect_many(frames(), progress=progress, total=stride_total)
+    if not size:  # pragma: no cover - iter_frames raises first
+        raise InputError(f"video {video_path} has no decodable frame.")
+    return VideoPoses(poses, size[0], size[1])
+
+
+def render_pose_frames(
+    ref_pose: PoseFrame,
+    video: VideoPoses,
+    height: int,
+    width: int,
+    *,
+    video_path: str | Path | None = None,
+) -> np.ndarray:
+    """(1+F, height, width, 3) uint8: the reference pose, then the aligned video poses, drawn."""
+    aligned = align_poses(
+        ref_pose,
+        video.poses,
+        (video.frame_height, video.frame_width),
+        (height, width),
+        video_path=video_path,
+    )
+    out = np.empty((1 + len(aligned), height, width, 3), dtype=np.uint8)
+    out[0] = draw_pose(ref_pose, height, width)
+    for i, pose in enumerate(aligned, start=1):
+        out[i] = draw_pose(pose, height, width)
+    return out
+
+
+def to_model_pixels(frames: np.ndarray) -> torch.Tensor:
+    """(N, H, W, 3) uint8 → (N, 3, H, W) float32 in [-1, 1] (``x / 127.5 - 1``)."""
+    tensor = torch.from_numpy(np.ascontiguousarray(frames.transpose(0, 3, 1, 2)))
+    return tensor / 127.5 - 1
+
+
+def preprocess(
+    video_path: str | Path,
+    image_path: str | Path,
+    resolution: int = 576,
+    sample_stride: int = 2,
+    dwpose=None,
+    *,
+    progress: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The published preprocess: ``(pose_pixels (1+F,3,H,W), image_pixels (1,3,H,W))`` float32.
+
+    DWPose runs once on the fitted reference image (the published code runs it twice with the
+    same result) and once per sampled video frame.
+    """
+    if dwpose is None:
+        raise ValueError("preprocess needs a DWPose instance (mimicache.pose.DWPose)")
+    image = fit_image(read_image(image_path), resolution)
+    ref_pose = extract_image_pose(image, dwpose, image_path=image_path)
+    video = extract_video_poses(video_path, sample_stride, dwpose, progress=progress)
+    height, width = image.shape[:2]
+    frames = render_pose_frames(ref_pose, video, height, width, video_path=video_path)
+    return to_model_pixels(frames), to_model_pixels(image[None])
