@@ -66,7 +66,9 @@ def test_extra_key_is_refused(tmp_path, tiny_base):
     state = tiny_checkpoint_state()
     state["pose_net.extra.weight"] = torch.zeros(2)
     ckpt = _write_state(tmp_path / "extra.pth", state)
-    with pytest.raises(ModelLoadError, match=r"1 unexpected pose_net\.\* keys.*pose_net\.extra\.weight"):
+    with pytest.raises(
+        ModelLoadError, match=r"1 unexpected pose_net\.\* keys.*pose_net\.extra\.weight"
+    ):
         _load(tiny_base, ckpt)
 
 
@@ -74,7 +76,7 @@ def test_foreign_key_is_refused(tmp_path, tiny_base):
     state = tiny_checkpoint_state()
     state["text_encoder.weight"] = torch.zeros(2)
     ckpt = _write_state(tmp_path / "foreign.pth", state)
-    with pytest.raises(ModelLoadError, match="neither unet.* nor pose_net.*"):
+    with pytest.raises(ModelLoadError, match=r"neither unet\.\* nor pose_net\.\*"):
         _load(tiny_base, ckpt)
 
 
@@ -82,7 +84,9 @@ def test_wrong_shape_is_refused(tmp_path, tiny_base):
     state = tiny_checkpoint_state()
     state["unet.conv_out.bias"] = torch.zeros(5, dtype=torch.float16)
     ckpt = _write_state(tmp_path / "shape.pth", state)
-    with pytest.raises(ModelLoadError, match=r"wrong shape.*unet\.conv_out\.bias: file \(5,\) vs model \(4,\)"):
+    with pytest.raises(
+        ModelLoadError, match=r"wrong shape.*unet\.conv_out\.bias: file \(5,\) vs model \(4,\)"
+    ):
         _load(tiny_base, ckpt)
 
 

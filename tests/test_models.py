@@ -9,7 +9,16 @@ from mimicache.models.tiny import TINY_UNET_CONFIG
 def test_pose_net_parameter_names_and_shapes():
     net = PoseNet(noise_latent_channels=320)
     shapes = {k: tuple(v.shape) for k, v in net.state_dict().items()}
-    convs = [(3, 3, 3), (16, 3, 4), (16, 16, 3), (32, 16, 4), (32, 32, 3), (64, 32, 4), (64, 64, 3), (128, 64, 3)]
+    convs = [
+        (3, 3, 3),
+        (16, 3, 4),
+        (16, 16, 3),
+        (32, 16, 4),
+        (32, 32, 3),
+        (64, 32, 4),
+        (64, 64, 3),
+        (128, 64, 3),
+    ]
     for i, (c_out, c_in, k) in enumerate(convs):
         assert shapes[f"conv_layers.{2 * i}.weight"] == (c_out, c_in, k, k)
         assert shapes[f"conv_layers.{2 * i}.bias"] == (c_out,)

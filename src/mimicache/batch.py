@@ -1,21 +1,27 @@
-"""Batch planning and reporting: jobs = test cases x driving videos, output names, sidecars,
-the summary table and the exit code. Pure bookkeeping: no models are touched here."""
+"""Batch runs: jobs = test cases x driving videos, output names, the run loop that isolates
+each job's failure, sidecars, the summary table and the exit code. Models come in as an
+already-loaded engine; nothing here loads them."""
 
 from __future__ import annotations
 
 import dataclasses
 import enum
 import json
+import logging
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
 from mimicache.config import InferenceConfig, TestCase, case_to_dict
-from mimicache.errors import InputError
+from mimicache.errors import InputError, MimicacheError
+from mimicache.media import write_video
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "SIDECAR_SCHEMA",
@@ -28,6 +34,7 @@ __all__ = [
     "list_videos",
     "make_timestamp",
     "plan_jobs",
+    "run_jobs",
     "write_sidecar",
 ]
 
@@ -289,3 +296,58 @@ def _short(text: str) -> str:
 def exit_code(results: Iterable[JobResult]) -> int:
     """0 when every job succeeded, 1 when any failed."""
     return 0 if all(r.ok for r in results) else 1
+
+
+def run_jobs(
+    engine: Any,
+    jobs: Sequence[Job],
+    *,
+    config: InferenceConfig,
+    progress: bool = True,
+    on_frames: Callable[[Job, Any], None] | None = None,
+) -> list[JobResult]:
+    """Run every job with the one loaded ``engine``; a failing job is recorded and the rest run.
+
+    Each job writes its mp4 (atomically) and a JSON sidecar, also when it failed.
+    """
+    results: list[JobResult] = []
+    for number, job in enumerate(jobs, start=1):
+        logger.info(
+            "[%d/%d] %s: image %s, video %s",
+            number,
+            len(jobs),
+            job.name,
+            job.case.ref_image_path,
+            job.video_path,
+        )
+        try:
+            generated = engine.generate(job.case, progress=progress)
+            start = time.perf_counter()
+            output = write_video(job.output_path, generated.frames, fps=generated.fps)
+            timings = dict(generated.timings, write=time.perf_counter() - start)
+            result = JobResult(job, "ok", output, timings, cache_events=generated.cache_events)
+            if on_frames is not None:
+                on_frames(job, generated.frames)
+            logger.info(
+                "[%d/%d] %s done: preprocess %.2fs, pipeline %.2fs, total %.2fs -> %s",
+                number,
+                len(jobs),
+                job.name,
+                timings.get("preprocess", 0.0),
+                timings.get("pipeline", 0.0),
+                timings.get("total", 0.0),
+                output,
+            )
+        except MimicacheError as exc:
+            logger.error("[%d/%d] %s failed: %s", number, len(jobs), job.name, exc)
+            logger.debug("traceback", exc_info=True)
+            result = JobResult.failure(job, exc)
+        except Exception as exc:  # a bug or a runtime fault (out of memory...): isolate the job
+            logger.exception("[%d/%d] %s failed unexpectedly", number, len(jobs), job.name)
+            result = JobResult.failure(job, exc)
+        try:
+            write_sidecar(job, result, config=config, model_files=engine.model_files)
+        except OSError as exc:
+            logger.warning("could not write the sidecar of %s: %s", job.name, exc)
+        results.append(result)
+    return results

@@ -9,6 +9,8 @@ skip the encoders; the augmentation noise is drawn regardless so the random stre
 from __future__ import annotations
 
 import inspect
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -69,6 +71,17 @@ def tile_weights(tile_size: int, device: torch.device | str | None = None) -> to
     """Triangular blending weights (T,): min((p+0.5)·2/T, 2-(p+0.5)·2/T)."""
     weight = (torch.arange(tile_size, device=device) + 0.5) * 2.0 / tile_size
     return torch.minimum(weight, 2 - weight)
+
+
+@contextmanager
+def _timed(timings: dict[str, float] | None, name: str, device: torch.device):
+    """Adds the stage's wall time to ``timings`` (after the device has finished the work)."""
+    start = time.perf_counter()
+    yield
+    if timings is not None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
 
 
 class MimicMotionPipeline(DiffusionPipeline):
@@ -279,7 +292,9 @@ class MimicMotionPipeline(DiffusionPipeline):
 
     def postprocess_video(self, video: torch.Tensor, output_type: str = "pt"):
         """(B,3,N,H,W) in [-1,1] -> per-video frames in [0,1] (pt: (B,N,3,H,W))."""
-        outputs = [self.image_processor.postprocess(v.permute(1, 0, 2, 3), output_type) for v in video]
+        outputs = [
+            self.image_processor.postprocess(v.permute(1, 0, 2, 3), output_type) for v in video
+        ]
         if output_type == "pt":
             return torch.stack(outputs)
         if output_type == "np":
@@ -311,7 +326,10 @@ class MimicMotionPipeline(DiffusionPipeline):
         device: str | torch.device | None = None,
         image_embeddings: torch.Tensor | None = None,
         image_latents: torch.Tensor | None = None,
+        timings: dict[str, float] | None = None,
     ):
+        """The published pipeline call; ``timings``, when given, receives seconds per stage
+        (clip, vae_encode, pose_net, denoise, decode)."""
         device = torch.device(device) if device is not None else self._execution_device
         num_frames = num_frames if num_frames is not None else image_pose.shape[0]
         decode_chunk_size = decode_chunk_size or num_frames
@@ -325,15 +343,17 @@ class MimicMotionPipeline(DiffusionPipeline):
 
         # 1. CLIP embedding (1,1,D)
         if image_embeddings is None:
-            image_embeddings = self.encode_image(image, device)
+            with _timed(timings, "clip", device):
+                image_embeddings = self.encode_image(image, device)
         image_embeddings = image_embeddings.to(device).reshape(1, 1, -1)
         dtype = image_embeddings.dtype
 
         # 2. VAE latent of the noise-augmented image; the noise is the generator's first draw
         if image_latents is None:
-            pixels = self.prepare_image(image, height, width, device)
-            noise = self.draw_augmentation_noise(pixels.shape, generator, device, pixels.dtype)
-            image_latents = self.encode_vae_image(pixels + noise_aug_strength * noise, device)
+            with _timed(timings, "vae_encode", device):
+                pixels = self.prepare_image(image, height, width, device)
+                noise = self.draw_augmentation_noise(pixels.shape, generator, device, pixels.dtype)
+                image_latents = self.encode_vae_image(pixels + noise_aug_strength * noise, device)
         else:
             self.draw_augmentation_noise((1, 3, height, width), generator, device)
         image_latents = image_latents.to(device=device, dtype=dtype)
@@ -341,10 +361,13 @@ class MimicMotionPipeline(DiffusionPipeline):
 
         # 3. pose latents, once per frame for the whole call
         tile_size = min(tile_size, num_frames)
-        pose_latents = self.encode_pose(image_pose, device, chunk_size=tile_size)
+        with _timed(timings, "pose_net", device):
+            pose_latents = self.encode_pose(image_pose, device, chunk_size=tile_size)
 
         # 4. conditioning, timesteps, initial noise (the generator's second draw)
-        added_time_ids = self.added_time_ids(fps - 1, motion_bucket_id, noise_aug_strength, dtype, device)
+        added_time_ids = self.added_time_ids(
+            fps - 1, motion_bucket_id, noise_aug_strength, dtype, device
+        )
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
         latents = self.prepare_latents(
@@ -357,23 +380,26 @@ class MimicMotionPipeline(DiffusionPipeline):
 
         # 5. tiled denoising
         tiles = tile_indices(num_frames, tile_size, tile_overlap)
-        latents = self.denoise(
-            latents,
-            image_latents,
-            image_embeddings,
-            pose_latents,
-            added_time_ids,
-            timesteps,
-            guidance,
-            tiles,
-            generator=generator,
-        )
+        with _timed(timings, "denoise", device):
+            latents = self.denoise(
+                latents,
+                image_latents,
+                image_embeddings,
+                pose_latents,
+                added_time_ids,
+                timesteps,
+                guidance,
+                tiles,
+                generator=generator,
+            )
 
         # 6. decode
         if output_type == "latent":
             frames = latents
         else:
-            frames = self.postprocess_video(self.decode_latents(latents, decode_chunk_size), output_type)
+            with _timed(timings, "decode", device):
+                video = self.decode_latents(latents, decode_chunk_size)
+                frames = self.postprocess_video(video, output_type)
         self.maybe_free_model_hooks()
         if not return_dict:
             return (frames,)

@@ -79,7 +79,9 @@ class AnimateLCMSVDScheduler(SchedulerMixin, ConfigMixin):
         self._step_index = None
 
     def _init_step_index(self, timestep: torch.Tensor | float) -> None:
-        timestep = torch.as_tensor(timestep, device=self.timesteps.device, dtype=self.timesteps.dtype)
+        timestep = torch.as_tensor(
+            timestep, device=self.timesteps.device, dtype=self.timesteps.dtype
+        )
         matches = (self.timesteps == timestep).nonzero()
         self._step_index = int(matches[0]) if len(matches) else 0
 

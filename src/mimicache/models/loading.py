@@ -154,7 +154,9 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
         ) from exc
     if isinstance(state, Mapping) and set(state) in ({"state_dict"}, {"module"}):
         state = next(iter(state.values()))
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    if not isinstance(state, Mapping) or not all(
+        isinstance(v, torch.Tensor) for v in state.values()
+    ):
         raise ModelLoadError(f"checkpoint {path} is not a state dict of tensors")
     return dict(state)
 
@@ -163,9 +165,13 @@ def _check_keys(path: Path, prefix: str, expected: Mapping, given: Mapping) -> l
     problems = []
     missing = sorted(set(expected) - set(given))
     unexpected = sorted(set(given) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(given) if tuple(expected[k].shape) != tuple(given[k].shape))
+    wrong = sorted(
+        k for k in set(expected) & set(given) if tuple(expected[k].shape) != tuple(given[k].shape)
+    )
     if missing:
-        problems.append(f"{len(missing)} missing {prefix}* keys, e.g. {[prefix + k for k in missing[:_SHOWN_KEYS]]}")
+        problems.append(
+            f"{len(missing)} missing {prefix}* keys, e.g. {[prefix + k for k in missing[:_SHOWN_KEYS]]}"
+        )
     if unexpected:
         problems.append(
             f"{len(unexpected)} unexpected {prefix}* keys, e.g. {[prefix + k for k in unexpected[:_SHOWN_KEYS]]}"
@@ -212,11 +218,14 @@ def build_mimicmotion_modules(
     if problems:
         raise ModelLoadError(
             f"checkpoint {ckpt_path} does not match the MimicMotion model built from "
-            f"{unet_config}: " + "; ".join(problems)
+            f"{unet_config}: "
+            + "; ".join(problems)
             + ". Use MimicMotion_1-1.pth with the SVD img2vid-xt-1-1 base model."
         )
     unet.load_state_dict({k: v.to(dtype) for k, v in unet_state.items()}, strict=True, assign=True)
-    pose_net.load_state_dict({k: v.to(dtype) for k, v in pose_state.items()}, strict=True, assign=True)
+    pose_net.load_state_dict(
+        {k: v.to(dtype) for k, v in pose_state.items()}, strict=True, assign=True
+    )
     return unet, pose_net
 
 

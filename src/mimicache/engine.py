@@ -1,0 +1,390 @@
+"""MimicMotion: models loaded once, ``generate(case)`` runs the cached stages and the pipeline.
+
+A job's frames are (F,H,W,3) uint8 with the reference frame dropped, exactly what the
+published script writes. Each stage goes through the feature cache when one is given; with
+or without it the same code computes each value, so a hit never changes a result.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import torch
+import zstandard
+
+from mimicache.cache import stages
+from mimicache.cache.keys import file_digest, fingerprint_files
+from mimicache.cache.store import CacheEvent, FeatureStore, StageKey
+from mimicache.config import InferenceConfig, TestCase
+from mimicache.errors import InputError
+from mimicache.media import effective_stride, fit_image, probe_video, read_image
+from mimicache.models.loading import BaseModelFiles, load_pipeline, resolve_base_model
+from mimicache.pipeline import MimicMotionPipeline
+from mimicache.pose import DWPose, PoseSequence, VideoPoses
+from mimicache.pose.preprocess import (
+    extract_image_pose,
+    extract_video_poses,
+    render_pose_frames,
+    to_model_pixels,
+)
+from mimicache.schedulers import SchedulerOptions
+
+logger = logging.getLogger(__name__)
+
+# The published script passes fps=7 to the pipeline whatever the config says; the config's fps
+# only sets the written video's frame rate.
+PIPELINE_FPS = 7
+DECODE_CHUNK_SIZE = 8
+
+
+@dataclass
+class GenerationResult:
+    frames: np.ndarray  # (F,H,W,3) uint8 RGB, reference frame dropped
+    fps: int
+    timings: dict[str, float]
+    cache_events: list[CacheEvent] = field(default_factory=list)
+
+
+def published_reference_image(image_pixels: torch.Tensor) -> PIL.Image.Image:
+    """(1,3,H,W) in [-1,1] -> the PIL image the published script hands to the pipeline.
+
+    It converts back with ``((x + 1) * 127.5).to(uint8)``, which truncates and so lowers about a
+    quarter of the 256 levels by one; CLIP and the VAE see that image, so we do the same.
+    """
+    restored = ((image_pixels[0] + 1.0) * 127.5).to(torch.uint8)
+    return PIL.Image.fromarray(restored.permute(1, 2, 0).numpy())
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class MimicMotion:
+    """The loaded models plus an optional feature cache; generate() runs one job."""
+
+    def __init__(
+        self,
+        pipeline: MimicMotionPipeline,
+        dwpose: DWPose,
+        *,
+        base_files: BaseModelFiles,
+        ckpt_path: Path,
+        device: torch.device,
+        dtype: torch.dtype,
+        cache: FeatureStore | None = None,
+        cache_pipeline_features: bool = True,
+    ):
+        self.pipeline = pipeline
+        self.dwpose = dwpose
+        self.base_files = base_files
+        self.ckpt_path = Path(ckpt_path)
+        self.device = device
+        self.dtype = dtype
+        self.cache = cache
+        self.cache_pipeline_features = cache_pipeline_features
+        self._fingerprints: dict[str, str] = {}
+
+    @classmethod
+    def from_config(
+        cls,
+        config: InferenceConfig,
+        *,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        cache: FeatureStore | None = None,
+        cache_pipeline_features: bool = True,
+        scheduler: SchedulerOptions | None = None,
+    ) -> MimicMotion:
+        device = torch.device(device) if device is not None else default_device()
+        if dtype is None:
+            dtype = torch.float16 if device.type == "cuda" else torch.float32
+        # DWPose first: a missing ONNX file should fail before minutes of checkpoint loading.
+        dwpose = DWPose(
+            config.dwpose_det_path,
+            config.dwpose_pose_path,
+            device="cuda" if device.type == "cuda" else "cpu",
+        )
+        base_files = resolve_base_model(config.base_model_path)
+        pipeline = load_pipeline(
+            base_files.root, config.ckpt_path, dtype=dtype, device=device, scheduler=scheduler
+        )
+        return cls(
+            pipeline,
+            dwpose,
+            base_files=base_files,
+            ckpt_path=config.ckpt_path,
+            device=device,
+            dtype=dtype,
+            cache=cache,
+            cache_pipeline_features=cache_pipeline_features,
+        )
+
+    @property
+    def model_files(self) -> dict[str, str]:
+        return {
+            "base_model": str(self.base_files.root),
+            "checkpoint": str(self.ckpt_path),
+            "vae": self.base_files.vae_weights.name,
+            "image_encoder": self.base_files.image_encoder_weights.name,
+            "dwpose_det": str(self.dwpose.det_model_path),
+            "dwpose_pose": str(self.dwpose.pose_model_path),
+        }
+
+    # -- keys -----------------------------------------------------------------------------------
+    def _caching(self) -> bool:
+        return self.cache is not None and self.cache.enabled
+
+    def _digest(self, path: Path) -> str:
+        return file_digest(path, memo=self.cache.memo)
+
+    def _fingerprint(self, name: str) -> str:
+        if name not in self._fingerprints:
+            memo = self.cache.memo if self.cache is not None else None
+            if name == "dwpose":
+                value = fingerprint_files(
+                    {"det": self.dwpose.det_model_path, "pose": self.dwpose.pose_model_path},
+                    extra={"settings": self.dwpose.settings, "providers": self.dwpose.providers},
+                    memo=memo,
+                )
+            elif name == "image_encoder":
+                root = self.base_files.root
+                value = fingerprint_files(
+                    {
+                        "weights": self.base_files.image_encoder_weights,
+                        "config": root / "image_encoder" / "config.json",
+                        "preprocessor": root / "feature_extractor" / "preprocessor_config.json",
+                    },
+                    memo=memo,
+                )
+            else:
+                value = fingerprint_files(
+                    {
+                        "weights": self.base_files.vae_weights,
+                        "config": self.base_files.root / "vae" / "config.json",
+                    },
+                    memo=memo,
+                )
+            self._fingerprints[name] = value
+        return self._fingerprints[name]
+
+    def _stage(
+        self,
+        stage: str,
+        key: Callable[[], StageKey],
+        compute: Callable[[], Mapping[str, torch.Tensor]],
+        subject: Path,
+        timings: dict[str, float],
+        events: list[CacheEvent],
+        *,
+        enabled: bool = True,
+    ) -> Mapping[str, torch.Tensor]:
+        """One stage through the cache (when on), timed under the stage's name either way."""
+        with _timer(timings, stage, self.device):
+            if not (enabled and self._caching()):
+                return compute()
+            tensors, event = self.cache.get_or_compute(stage, key(), compute, subject=str(subject))
+        events.append(event)
+        return tensors
+
+    # -- one job --------------------------------------------------------------------------------
+    def generate(self, case: TestCase, *, progress: bool = True) -> GenerationResult:
+        timings: dict[str, float] = {}
+        events: list[CacheEvent] = []
+        start = time.perf_counter()
+        with _timer(timings, "preprocess"):
+            pose_pixels, image_pixels = self._preprocess(case, timings, events, progress)
+        with _timer(timings, "pipeline"):
+            frames = self._run_pipeline(case, pose_pixels, image_pixels, timings, events)
+        timings["total"] = time.perf_counter() - start
+        return GenerationResult(frames, case.fps, timings, events)
+
+    def _preprocess(self, case: TestCase, timings, events, progress):
+        video_path = Path(case.ref_video_path)
+        image_path = Path(case.ref_image_path)
+        image = fit_image(read_image(image_path), case.resolution)
+        height, width = image.shape[:2]
+        if self._caching():
+            with _timer(timings, "digest"):
+                image_digest = self._digest(image_path)
+                video_digest = self._digest(_existing(video_path, "driving video"))
+                stride = effective_stride(case.sample_stride, probe_video(video_path).avg_fps)
+            detector = self._fingerprint("dwpose")
+            image_key = stages.image_keypoints_key(image_digest, case.resolution, detector)
+            video_key = stages.video_keypoints_key(video_digest, stride, detector)
+
+        ref_pose = PoseSequence.from_tensors(
+            self._stage(
+                stages.IMAGE_KEYPOINTS,
+                lambda: image_key,
+                lambda: PoseSequence(
+                    [extract_image_pose(image, self.dwpose, image_path=image_path)]
+                ).to_tensors(),
+                image_path,
+                timings,
+                events,
+            )
+        )[0]
+        video = VideoPoses.from_tensors(
+            self._stage(
+                stages.VIDEO_KEYPOINTS,
+                lambda: video_key,
+                lambda: extract_video_poses(
+                    video_path, case.sample_stride, self.dwpose, progress=progress
+                ).to_tensors(),
+                video_path,
+                timings,
+                events,
+            )
+        )
+
+        def draw() -> np.ndarray:
+            return render_pose_frames(ref_pose, video, height, width, video_path=video_path)
+
+        if self._caching():
+            # Drawing is slow even from cached keypoints; the drawn frames are kept compressed.
+            drawn = unpack_frames(
+                self._stage(
+                    stages.POSE_FRAMES,
+                    lambda: stages.pose_frames_key(video_key, image_key),
+                    lambda: pack_frames(draw()),
+                    video_path,
+                    timings,
+                    events,
+                )
+            )
+        else:
+            with _timer(timings, stages.POSE_FRAMES):
+                drawn = draw()
+        return to_model_pixels(drawn), to_model_pixels(image[None])
+
+    def _run_pipeline(
+        self, case: TestCase, pose_pixels, image_pixels, timings, events
+    ) -> np.ndarray:
+        pipe = self.pipeline
+        device = self.device
+        height, width = pose_pixels.shape[-2:]
+        reference = published_reference_image(image_pixels)
+        image_path = Path(case.ref_image_path)
+        dtype_name = str(self.dtype).removeprefix("torch.")
+        cache_features = self.cache_pipeline_features
+        if self._caching() and cache_features:
+            image_digest = self._digest(image_path)
+
+        def clip() -> dict[str, torch.Tensor]:
+            return {"image_embeds": pipe.encode_image(reference, device)}
+
+        def vae() -> dict[str, torch.Tensor]:
+            # The same first draw the pipeline makes, so a cached latent matches a fresh one.
+            generator = torch.Generator(device=device).manual_seed(case.seed)
+            pixels = pipe.prepare_image(reference, height, width, device)
+            noise = pipe.draw_augmentation_noise(pixels.shape, generator, device, pixels.dtype)
+            return {
+                "latent": pipe.encode_vae_image(pixels + case.noise_aug_strength * noise, device)
+            }
+
+        embeddings = self._stage(
+            stages.CLIP_EMBEDDINGS,
+            lambda: stages.clip_embeddings_key(
+                image_digest,
+                case.resolution,
+                self._fingerprint("image_encoder"),
+                dtype_name,
+                device.type,
+            ),
+            clip,
+            image_path,
+            timings,
+            events,
+            enabled=cache_features,
+        )["image_embeds"]
+        latent = self._stage(
+            stages.VAE_LATENTS,
+            lambda: stages.vae_latents_key(
+                image_digest,
+                case.resolution,
+                self._fingerprint("vae"),
+                dtype_name,
+                device.type,
+                case.noise_aug_strength,
+                case.seed,
+                device.type,
+            ),
+            vae,
+            image_path,
+            timings,
+            events,
+            enabled=cache_features,
+        )["latent"]
+
+        generator = torch.Generator(device=device).manual_seed(case.seed)
+        output = pipe(
+            reference,
+            image_pose=pose_pixels,
+            height=height,
+            width=width,
+            num_frames=pose_pixels.shape[0],
+            tile_size=case.num_frames,
+            tile_overlap=case.frames_overlap,
+            num_inference_steps=case.num_inference_steps,
+            min_guidance_scale=case.guidance_scale,
+            max_guidance_scale=case.guidance_scale,
+            fps=PIPELINE_FPS,
+            noise_aug_strength=case.noise_aug_strength,
+            decode_chunk_size=DECODE_CHUNK_SIZE,
+            generator=generator,
+            output_type="pt",
+            device=device,
+            image_embeddings=embeddings,
+            image_latents=latent,
+            timings=timings,
+        )
+        video = (output.frames.cpu() * 255.0).to(torch.uint8)
+        return video[0, 1:].permute(0, 2, 3, 1).numpy()
+
+
+def pack_frames(frames: np.ndarray) -> dict[str, torch.Tensor]:
+    """uint8 frames -> zstd bytes + shape. Drawn poses are mostly black, so they shrink ~50x
+    and decompress far faster than they draw."""
+    frames = np.ascontiguousarray(frames)
+    packed = zstandard.ZstdCompressor(level=3, threads=-1).compress(frames.tobytes())
+    return {
+        "zstd": torch.frombuffer(bytearray(packed), dtype=torch.uint8),
+        "shape": torch.tensor(frames.shape, dtype=torch.int64),
+    }
+
+
+def unpack_frames(tensors: Mapping[str, torch.Tensor]) -> np.ndarray:
+    shape = tuple(int(x) for x in tensors["shape"].tolist())
+    raw = zstandard.ZstdDecompressor().decompress(tensors["zstd"].numpy().tobytes())
+    return np.frombuffer(raw, dtype=np.uint8).reshape(shape)
+
+
+def _existing(path: Path, what: str) -> Path:
+    if not path.is_file():
+        raise InputError(f"{what} {path} not found; check ref_video_path or --batch_folder")
+    return path
+
+
+@contextmanager
+def _timer(
+    timings: dict[str, float], name: str, device: torch.device | None = None
+) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        if device is not None and device.type == "cuda":
+            torch.cuda.synchronize(device)
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
+
+
+def describe_timings(timings: Mapping[str, float]) -> str:
+    return json.dumps({k: round(v, 3) for k, v in timings.items()})

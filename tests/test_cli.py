@@ -1,0 +1,163 @@
+"""`mimicache run` end to end on the tiny bundle, and the seed-compatible scripts."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import pytest
+from engine_fixtures import figure_video, reference_image, write_config
+
+import mimicache.engine
+from mimicache.cli import build_parser, main, seed_script_main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def workspace(tiny_bundle, tmp_path_factory):
+    root = tmp_path_factory.mktemp("ws")
+    videos = root / "clips"
+    videos.mkdir()
+    figure_video(videos / "a_walk.mp4", frames=6)
+    figure_video(videos / "b_walk.mp4", frames=4, phase=0.4)
+    (videos / "c_broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 100)
+    (videos / ".hidden.mp4").write_bytes(b"not even looked at")
+    image = reference_image(root / "ref.png")
+    config = write_config(root / "cfg.yaml", tiny_bundle, image, videos / "a_walk.mp4")
+    return {"root": root, "videos": videos, "config": config}
+
+
+def _decode(path):
+    with av.open(str(path)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    return len(frames), frames[0].shape
+
+
+def test_batch_with_a_corrupt_video(workspace, tmp_path, monkeypatch, capsys):
+    loads = []
+    real = mimicache.engine.load_pipeline
+    monkeypatch.setattr(
+        mimicache.engine, "load_pipeline", lambda *a, **k: loads.append(1) or real(*a, **k)
+    )
+    out = tmp_path / "out"
+    code = main(
+        [
+            "run", "--inference_config", str(workspace["config"]), "--batch_folder", str(workspace["videos"]),
+            "--output_dir", str(out), "--feature_cache_dir", str(tmp_path / "cache"), "--quiet",
+        ]
+    )  # fmt: skip
+    assert code == 1
+    assert len(loads) == 1  # models loaded once for the whole batch
+    written = sorted((out / "clips").glob("*.mp4"))
+    assert [p.name.split("_")[0] + "_" + p.name.split("_")[1] for p in written] == [
+        "a_walk",
+        "b_walk",
+    ]
+    assert _decode(written[0]) == (6, (64, 64, 3))  # reference frame dropped: 1+6 -> 6
+    assert _decode(written[1]) == (4, (64, 64, 3))
+    sidecar = json.loads(written[0].with_suffix(".json").read_text())
+    assert sidecar["status"] == "ok" and sidecar["parameters"]["num_inference_steps"] == 1
+    assert {"preprocess", "pipeline", "total"} <= set(sidecar["timings"])
+    summary = capsys.readouterr().out
+    assert "c_broken" in summary and "failed" in summary and "2 succeeded, 1 failed" in summary
+    log = next(out.glob("*.log")).read_text()
+    assert "c_broken failed" in log and "c_broken.mp4" in log
+    failed = json.loads(next((out / "clips").glob("c_broken_*.json")).read_text())
+    assert failed["status"] == "failed" and failed["output"] is None
+
+
+def test_config_error_exits_2_and_names_the_key(tmp_path, workspace, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(workspace["config"].read_text().replace("num_frames", "num_frame"))
+    code = main(["run", "--inference_config", str(bad), "--output_dir", str(tmp_path / "o")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "num_frame" in err and "did you mean 'num_frames'" in err and "bad.yaml" in err
+
+
+def test_missing_model_exits_2(tmp_path, workspace, capsys):
+    bad = tmp_path / "nomodel.yaml"
+    bad.write_text(workspace["config"].read_text().replace("MimicMotion_tiny.pth", "absent.pth"))
+    code = main(
+        ["run", "--inference_config", str(bad), "--output_dir", str(tmp_path / "o"), "--quiet"]
+    )
+    assert code == 2
+    assert "absent.pth" in capsys.readouterr().err
+
+
+def test_steps_override_and_seed_scripts(workspace, tmp_path, monkeypatch):
+    calls = []
+    real = mimicache.engine.MimicMotion.generate
+    monkeypatch.setattr(
+        mimicache.engine.MimicMotion,
+        "generate",
+        lambda self, case, **k: calls.append(case) or real(self, case, **k),
+    )
+    out = tmp_path / "out"
+    code = main(
+        [
+            "run", "--inference_config", str(workspace["config"]), "--output_dir", str(out),
+            "--num_inference_steps", "2", "--seed", "5", "--disable_feature_cache", "--quiet",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    assert calls[0].num_inference_steps == 2 and calls[0].seed == 5
+    assert len(list(out.glob("a_walk_*.mp4"))) == 1  # no batch folder: straight under output_dir
+    assert not (tmp_path / "cache").exists()
+
+
+def test_seed_script_defaults():
+    import argparse
+
+    from mimicache.cli import SEED_DEFAULTS, add_run_arguments
+
+    parser = argparse.ArgumentParser()
+    add_run_arguments(parser, SEED_DEFAULTS)
+    args = parser.parse_args([])
+    assert args.num_inference_steps == 4 and args.scheduler == "AnimateLCM_SVD"
+    assert (
+        args.feature_cache_dir == "cache/features" and args.inference_config == "configs/test.yaml"
+    )
+    assert args.output_dir == "outputs/" and args.scheduler_sigma_max == 700.0
+    assert args.lcm_num_train_timesteps == 40 and not args.scheduler_clip_denoised
+    run = build_parser().parse_args(["run"])
+    assert run.num_inference_steps is None and run.scheduler == "EulerDiscreteScheduler"
+    assert build_parser().parse_args(["bench"]).benchmark_cache
+
+
+def test_benchmark_cache_runs_cold_then_warm(workspace, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = seed_script_main(
+        [
+            "--inference_config", str(workspace["config"]), "--output_dir", str(out),
+            "--feature_cache_dir", str(tmp_path / "cache"), "--benchmark_cache", "--disable_feature_cache",
+            "--num_inference_steps", "1", "--quiet",
+        ],
+        cache=False,
+    )  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "outputs bit-identical: yes (1 of 1 jobs)" in printed
+    assert "video_keypoints" in printed and "speed-up" in printed
+    log = next(out.glob("*.log")).read_text()
+    assert "ignoring --disable_feature_cache" in log
+    assert "Cache miss for video_keypoints" in log and "forced" in log
+    assert "Loaded cached features for video_keypoints" in log
+    assert len(list(out.glob("*_cold.mp4"))) == 1 and len(list(out.glob("*_warm.mp4"))) == 1
+
+
+def test_scripts_run_as_files():
+    for script in ("inference_raw_batch_cache.py", "inference_raw_batch_turbo.py"):
+        done = subprocess.run(
+            [sys.executable, str(ROOT / script), "--help"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0
+        assert (
+            "--disable_pipeline_feature_cache" in done.stdout
+            and "--scheduler_clip_denoised" in done.stdout
+        )
