@@ -161,3 +161,53 @@ def test_scripts_run_as_files():
             "--disable_pipeline_feature_cache" in done.stdout
             and "--scheduler_clip_denoised" in done.stdout
         )
+
+
+def test_max_size_prunes_after_the_run(workspace, tmp_path):
+    cache = tmp_path / "cache"
+    args = [
+        "run",
+        "--inference_config",
+        str(workspace["config"]),
+        "--output_dir",
+        str(tmp_path / "o"),
+    ]
+    args += ["--feature_cache_dir", str(cache), "--quiet"]
+    assert main(args) == 0
+    assert len(list(cache.rglob("*.safetensors"))) == 5
+    assert main([*args, "--feature_cache_max_size", "1"]) == 0
+    assert list(cache.rglob("*.safetensors")) == []
+
+
+def test_cache_commands_are_mounted(workspace, tmp_path, capsys):
+    cache = tmp_path / "cache"
+    args = [
+        "run",
+        "--inference_config",
+        str(workspace["config"]),
+        "--output_dir",
+        str(tmp_path / "o"),
+    ]
+    assert main([*args, "--feature_cache_dir", str(cache), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["cache", "stats", "--feature_cache_dir", str(cache)]) == 0
+    stats = capsys.readouterr().out
+    for stage in (
+        "video_keypoints",
+        "image_keypoints",
+        "pose_frames",
+        "clip_embeddings",
+        "vae_latents",
+    ):
+        assert stage in stats
+    assert main(["cache", "verify", "--feature_cache_dir", str(cache)]) == 0
+
+
+def test_demo_runs_offline(tmp_path, capsys):
+    from mimicache.demo import run_demo
+
+    assert run_demo(tmp_path / "demo") == 0
+    printed = capsys.readouterr().out
+    assert "outputs bit-identical: yes (2 of 2 jobs)" in printed
+    assert "tiny random weights" in printed
+    assert len(list((tmp_path / "demo" / "outputs" / "videos").glob("*.mp4"))) == 4

@@ -161,9 +161,10 @@ def setup_logging(verbose: bool, log_file: Path | None = None) -> None:
         handler._mimicache = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     root.setLevel(logging.DEBUG)
-    # Libraries' own chatter stays at warnings.
-    for name in ("diffusers", "transformers", "httpx", "huggingface_hub", "filelock"):
+    # Libraries' own chatter stays at warnings; diffusers warns on every deliberate VAE upcast.
+    for name in ("transformers", "httpx", "huggingface_hub", "filelock"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("diffusers").setLevel(logging.ERROR)
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -286,6 +287,9 @@ def main(
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0
 
 
 def seed_script_main(argv: Sequence[str] | None = None, *, cache: bool) -> int:

@@ -108,9 +108,7 @@ class MimicMotion:
             dtype = torch.float16 if device.type == "cuda" else torch.float32
         # DWPose first: a missing ONNX file should fail before minutes of checkpoint loading.
         dwpose = DWPose(
-            config.dwpose_det_path,
-            config.dwpose_pose_path,
-            device="cuda" if device.type == "cuda" else "cpu",
+            config.dwpose_det_path, config.dwpose_pose_path, device=_dwpose_device(device)
         )
         base_files = resolve_base_model(config.base_model_path)
         pipeline = load_pipeline(
@@ -200,13 +198,24 @@ class MimicMotion:
         events: list[CacheEvent] = []
         start = time.perf_counter()
         with _timer(timings, "preprocess"):
-            pose_pixels, image_pixels = self._preprocess(case, timings, events, progress)
+            pose_pixels, image_pixels = self.prepare_pose(case, timings, events, progress=progress)
         with _timer(timings, "pipeline"):
-            frames = self._run_pipeline(case, pose_pixels, image_pixels, timings, events)
+            reference, embeddings, latent = self.reference_features(
+                case, image_pixels, timings, events
+            )
+            frames = self._run_pipeline(case, pose_pixels, reference, embeddings, latent, timings)
         timings["total"] = time.perf_counter() - start
         return GenerationResult(frames, case.fps, timings, events)
 
-    def _preprocess(self, case: TestCase, timings, events, progress):
+    def prepare_pose(
+        self,
+        case: TestCase,
+        timings: dict[str, float],
+        events: list[CacheEvent],
+        *,
+        progress: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pose stages: (pose_pixels (1+F,3,H,W), image_pixels (1,3,H,W)) in [-1,1]."""
         video_path = Path(case.ref_video_path)
         image_path = Path(case.ref_image_path)
         image = fit_image(read_image(image_path), case.resolution)
@@ -265,12 +274,18 @@ class MimicMotion:
                 drawn = draw()
         return to_model_pixels(drawn), to_model_pixels(image[None])
 
-    def _run_pipeline(
-        self, case: TestCase, pose_pixels, image_pixels, timings, events
-    ) -> np.ndarray:
+    def reference_features(
+        self,
+        case: TestCase,
+        image_pixels: torch.Tensor,
+        timings: dict[str, float],
+        events: list[CacheEvent],
+    ) -> tuple[PIL.Image.Image, torch.Tensor, torch.Tensor]:
+        """The reference image as the pipeline sees it, its CLIP embedding (1,D) and its VAE
+        latent (1,4,H/8,W/8), through the cache unless pipeline features are not cached."""
         pipe = self.pipeline
         device = self.device
-        height, width = pose_pixels.shape[-2:]
+        height, width = image_pixels.shape[-2:]
         reference = published_reference_image(image_pixels)
         image_path = Path(case.ref_image_path)
         dtype_name = str(self.dtype).removeprefix("torch.")
@@ -324,6 +339,20 @@ class MimicMotion:
             enabled=cache_features,
         )["latent"]
 
+        return reference, embeddings, latent
+
+    def _run_pipeline(
+        self,
+        case: TestCase,
+        pose_pixels: torch.Tensor,
+        reference: PIL.Image.Image,
+        embeddings: torch.Tensor,
+        latent: torch.Tensor,
+        timings: dict[str, float],
+    ) -> np.ndarray:
+        pipe = self.pipeline
+        device = self.device
+        height, width = pose_pixels.shape[-2:]
         generator = torch.Generator(device=device).manual_seed(case.seed)
         output = pipe(
             reference,
@@ -365,6 +394,21 @@ def unpack_frames(tensors: Mapping[str, torch.Tensor]) -> np.ndarray:
     shape = tuple(int(x) for x in tensors["shape"].tolist())
     raw = zstandard.ZstdDecompressor().decompress(tensors["zstd"].numpy().tobytes())
     return np.frombuffer(raw, dtype=np.uint8).reshape(shape)
+
+
+def _dwpose_device(device: torch.device) -> str:
+    """CUDA for DWPose when ONNX Runtime can use it; otherwise the CPU, said once."""
+    if device.type != "cuda":
+        return "cpu"
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        return f"cuda:{device.index}" if device.index is not None else "cuda"
+    logger.warning(
+        "DWPose runs on the CPU: this onnxruntime has no CUDA provider "
+        "(pip uninstall onnxruntime && pip install onnxruntime-gpu)"
+    )
+    return "cpu"
 
 
 def _existing(path: Path, what: str) -> Path:
