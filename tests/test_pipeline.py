@@ -277,3 +277,12 @@ def test_pipeline_runs_with_animatelcm(tiny_pipeline):
     finally:
         tiny_pipeline.scheduler = original
     assert torch.equal(a, b) and torch.isfinite(a).all()
+
+
+def test_uint8_pose_frames_equal_float_pose_frames(tiny_pipeline):
+    image, pose = _inputs(6)
+    as_uint8 = ((pose + 1) * 127.5).round().to(torch.uint8)
+    assert torch.equal(as_uint8 / 127.5 - 1, pose)
+    # a channels-last view, as the engine passes decoded frames
+    view = as_uint8.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+    assert torch.equal(_run(tiny_pipeline, image, view), _run(tiny_pipeline, image, pose))

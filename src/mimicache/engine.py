@@ -215,7 +215,7 @@ class MimicMotion:
         *,
         progress: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The pose stages: (pose_pixels (1+F,3,H,W), image_pixels (1,3,H,W)) in [-1,1]."""
+        """The pose stages: pose frames (1+F,3,H,W) uint8 and image_pixels (1,3,H,W) in [-1,1]."""
         video_path = Path(case.ref_video_path)
         image_path = Path(case.ref_image_path)
         image = fit_image(read_image(image_path), case.resolution)
@@ -259,20 +259,22 @@ class MimicMotion:
 
         if self._caching():
             # Drawing is slow even from cached keypoints; the drawn frames are kept compressed.
-            drawn = unpack_frames(
-                self._stage(
-                    stages.POSE_FRAMES,
-                    lambda: stages.pose_frames_key(video_key, image_key),
-                    lambda: pack_frames(draw()),
-                    video_path,
-                    timings,
-                    events,
-                )
+            packed = self._stage(
+                stages.POSE_FRAMES,
+                lambda: stages.pose_frames_key(video_key, image_key),
+                lambda: pack_frames(draw()),
+                video_path,
+                timings,
+                events,
             )
+            with _timer(timings, "unpack"):
+                drawn = unpack_frames(packed)
         else:
             with _timer(timings, stages.POSE_FRAMES):
                 drawn = draw()
-        return to_model_pixels(drawn), to_model_pixels(image[None])
+        # uint8 (1+F,3,H,W) view: the pipeline converts per chunk, no float copy of the video
+        pose_frames = torch.from_numpy(drawn).permute(0, 3, 1, 2)
+        return pose_frames, to_model_pixels(image[None])
 
     def reference_features(
         self,
@@ -392,8 +394,15 @@ def pack_frames(frames: np.ndarray) -> dict[str, torch.Tensor]:
 
 def unpack_frames(tensors: Mapping[str, torch.Tensor]) -> np.ndarray:
     shape = tuple(int(x) for x in tensors["shape"].tolist())
-    raw = zstandard.ZstdDecompressor().decompress(tensors["zstd"].numpy().tobytes())
-    return np.frombuffer(raw, dtype=np.uint8).reshape(shape)
+    frames = np.empty(shape, dtype=np.uint8)
+    view = memoryview(frames).cast("B")
+    filled = 0
+    with zstandard.ZstdDecompressor().stream_reader(tensors["zstd"].numpy().tobytes()) as reader:
+        while filled < frames.nbytes and (count := reader.readinto(view[filled:])):
+            filled += count
+    if filled != frames.nbytes:
+        raise ValueError(f"pose frames entry holds {filled} bytes, expected {frames.nbytes}")
+    return frames
 
 
 def _dwpose_device(device: torch.device) -> str:

@@ -1,7 +1,7 @@
 """MimicMotionPipeline: (reference image, pose frames) -> video frames, as the published pipeline.
 
 Inputs: ``image`` a PIL image (or list/tensor as diffusers accepts), ``image_pose`` (N,3,H,W)
-float in [-1,1] with frame 0 the reference pose. Output frames (B,N,3,H,W) float in [0,1] for
+float in [-1,1] (or uint8 in [0,255]) with frame 0 the reference pose. Output frames (B,N,3,H,W) float in [0,1] for
 ``output_type="pt"``. Precomputed ``image_embeddings`` (1,D) and ``image_latents`` (1,4,H/8,W/8)
 skip the encoders; the augmentation noise is drawn regardless so the random stream is unchanged.
 """
@@ -153,16 +153,19 @@ class MimicMotionPipeline(DiffusionPipeline):
     def encode_pose(self, image_pose: torch.Tensor, device, chunk_size: int) -> torch.Tensor:
         """Pose frames (N,3,H,W) -> pose latents (N,C,H/8,W/8), each frame exactly once.
 
+        Frames are float in [-1,1], or uint8 in [0,255] converted here per chunk with the
+        published ``x / 127.5 - 1`` in float32, so the whole video never exists as floats.
         PoseNet is per-frame, so its output does not depend on which tile a frame is in; chunks
         only bound the activation memory.
         """
         dtype = next(self.pose_net.parameters()).dtype
-        image_pose = image_pose.to(device=device, dtype=dtype)
-        chunks = [
-            self.pose_net(image_pose[i : i + chunk_size])
-            for i in range(0, image_pose.shape[0], max(1, chunk_size))
-        ]
-        return torch.cat(chunks)
+        latents = []
+        for start in range(0, image_pose.shape[0], max(1, chunk_size)):
+            chunk = image_pose[start : start + chunk_size].to(device).contiguous()
+            if chunk.dtype == torch.uint8:
+                chunk = chunk.float() / 127.5 - 1
+            latents.append(self.pose_net(chunk.to(dtype)))
+        return torch.cat(latents)
 
     # -- stage 4: denoising ---------------------------------------------------------------------
     def added_time_ids(
