@@ -163,16 +163,16 @@ def test_scripts_run_as_files():
         )
 
 
+def _run_args(workspace, tmp_path, cache):
+    return [
+        "run", "--inference_config", str(workspace["config"]), "--output_dir", str(tmp_path / "o"),
+        "--feature_cache_dir", str(cache), "--quiet",
+    ]  # fmt: skip
+
+
 def test_max_size_prunes_after_the_run(workspace, tmp_path):
     cache = tmp_path / "cache"
-    args = [
-        "run",
-        "--inference_config",
-        str(workspace["config"]),
-        "--output_dir",
-        str(tmp_path / "o"),
-    ]
-    args += ["--feature_cache_dir", str(cache), "--quiet"]
+    args = _run_args(workspace, tmp_path, cache)
     assert main(args) == 0
     assert len(list(cache.rglob("*.safetensors"))) == 5
     assert main([*args, "--feature_cache_max_size", "1"]) == 0
@@ -181,14 +181,7 @@ def test_max_size_prunes_after_the_run(workspace, tmp_path):
 
 def test_cache_commands_are_mounted(workspace, tmp_path, capsys):
     cache = tmp_path / "cache"
-    args = [
-        "run",
-        "--inference_config",
-        str(workspace["config"]),
-        "--output_dir",
-        str(tmp_path / "o"),
-    ]
-    assert main([*args, "--feature_cache_dir", str(cache), "--quiet"]) == 0
+    assert main(_run_args(workspace, tmp_path, cache)) == 0
     capsys.readouterr()
     assert main(["cache", "stats", "--feature_cache_dir", str(cache)]) == 0
     stats = capsys.readouterr().out

@@ -224,13 +224,11 @@ def run_command(args: argparse.Namespace) -> int:
     )
     scheduler = SchedulerOptions(
         name=args.scheduler,
-        sigma_min=args.scheduler_sigma_min,
-        sigma_max=args.scheduler_sigma_max,
-        sigma_data=args.scheduler_sigma_data,
-        s_noise=args.scheduler_s_noise,
-        rho=args.scheduler_rho,
-        clip_denoised=args.scheduler_clip_denoised,
-        lcm_num_train_timesteps=args.lcm_num_train_timesteps,
+        num_train_timesteps=args.lcm_num_train_timesteps,
+        **{
+            name: getattr(args, f"scheduler_{name}")
+            for name in ("sigma_min", "sigma_max", "sigma_data", "s_noise", "rho", "clip_denoised")
+        },
     )
     logger.info(
         "%d job(s); device %s, %s; scheduler %s; feature cache %s",

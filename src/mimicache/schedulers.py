@@ -6,7 +6,7 @@ Sigmas are float32 tensors; model timesteps follow each scheduler's convention
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -130,7 +130,8 @@ class AnimateLCMSVDScheduler(SchedulerMixin, ConfigMixin):
 
 @dataclass(frozen=True)
 class SchedulerOptions:
-    """The seed scripts' scheduler flags; the sigma flags apply to AnimateLCM_SVD."""
+    """The seed scripts' scheduler flags (``--scheduler_<field>``, ``--lcm_num_train_timesteps``);
+    all but ``name`` are AnimateLCM_SVD's settings."""
 
     name: str = "EulerDiscreteScheduler"
     sigma_min: float = 0.002
@@ -139,7 +140,7 @@ class SchedulerOptions:
     s_noise: float = 1.0
     rho: float = 7.0
     clip_denoised: bool = False
-    lcm_num_train_timesteps: int = 40
+    num_train_timesteps: int = 40
 
 
 def build_scheduler(options: SchedulerOptions, base_scheduler_dir: Path | str | None = None):
@@ -149,15 +150,9 @@ def build_scheduler(options: SchedulerOptions, base_scheduler_dir: Path | str | 
             raise ConfigError("EulerDiscreteScheduler needs the base model's scheduler/ folder")
         return EulerDiscreteScheduler.from_pretrained(str(base_scheduler_dir))
     if options.name == "AnimateLCM_SVD":
-        return AnimateLCMSVDScheduler(
-            num_train_timesteps=options.lcm_num_train_timesteps,
-            sigma_min=options.sigma_min,
-            sigma_max=options.sigma_max,
-            sigma_data=options.sigma_data,
-            s_noise=options.s_noise,
-            rho=options.rho,
-            clip_denoised=options.clip_denoised,
-        )
+        settings = asdict(options)
+        del settings["name"]
+        return AnimateLCMSVDScheduler(**settings)
     raise ConfigError(
         f"unknown scheduler {options.name!r}: use --scheduler with one of {', '.join(SCHEDULER_NAMES)}"
     )
