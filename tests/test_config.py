@@ -13,10 +13,10 @@ from mimicache.config import (
     InferenceConfig,
     TestCase,
     config_to_dict,
-    fit_size,
     load_config,
 )
 from mimicache.errors import ConfigError, MimicacheError
+from mimicache.media import long_side
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -326,9 +326,8 @@ def test_small_valid_values(tmp_path):
     )
     case = config.test_case[0]
     assert (case.num_frames, case.frames_overlap, case.resolution, case.seed) == (2, 1, 64, 0)
-    assert fit_size(64) == (64, 64)
-    assert fit_size(576) == (1024, 576)
-    assert fit_size(576, portrait=False) == (576, 1024)
+    assert long_side(64) == 64
+    assert long_side(576) == 1024
 
 
 def test_several_problems_reported_together(tmp_path):

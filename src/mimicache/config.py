@@ -45,6 +45,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from mimicache.errors import ConfigError
+from mimicache.media import long_side
 
 __all__ = [
     "BATCH_KEYS",
@@ -57,7 +58,6 @@ __all__ = [
     "TestCase",
     "case_to_dict",
     "config_to_dict",
-    "fit_size",
     "load_config",
 ]
 
@@ -85,15 +85,6 @@ _MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed accepts unsigned 64-bit see
 
 # A Hugging Face repo id: "name" or "namespace/name", letters, digits, "-", "_", ".".
 _HUB_ID = re.compile(r"^(?!\.)[A-Za-z0-9_.\-]+(/(?!\.)[A-Za-z0-9_.\-]+)?$")
-
-
-def fit_size(resolution: int, portrait: bool = True) -> tuple[int, int]:
-    """(height, width) of the published reference-image fit for ``resolution``.
-
-    Portrait: W = resolution, H = int(resolution / (9/16) // 64) * 64; otherwise swapped.
-    """
-    long_side = int(resolution / (9 / 16) // 64) * 64
-    return (long_side, resolution) if portrait else (resolution, long_side)
 
 
 # --------------------------------------------------------------------------- value objects
@@ -440,7 +431,7 @@ def _check_case(values: Mapping[str, Any], prefix: str) -> list[tuple[str, str, 
         res = ok_int["resolution"]
         if res <= 0:
             bad("resolution", f"must be a positive integer, got {res}")
-        elif res % 8 or fit_size(res)[0] < 64:
+        elif res % 8 or long_side(res) < 64:
             bad(
                 "resolution",
                 f"must be a multiple of 8 and at least 40, got {res}: the short side of the "

@@ -33,6 +33,7 @@ __all__ = [
     "fit_image",
     "fit_size",
     "iter_frames",
+    "long_side",
     "probe_video",
     "read_image",
     "write_video",
@@ -82,13 +83,17 @@ def _to_rgb8(img) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8))
 
 
+def long_side(resolution: int) -> int:
+    """The fitted image's long side: ``int(resolution / (9/16) // 64) * 64`` (1024 at 576)."""
+    return int(resolution / ASPECT_RATIO // 64) * 64
+
+
 def fit_size(height: int, width: int, resolution: int) -> tuple[int, int, int, int]:
     """(target_h, target_w, resize_h, resize_w) of the published fit for an h x w image."""
-    long_side = int(resolution / ASPECT_RATIO // 64) * 64
     if height > width:
-        w_target, h_target = resolution, long_side
+        w_target, h_target = resolution, long_side(resolution)
     else:
-        w_target, h_target = long_side, resolution
+        w_target, h_target = long_side(resolution), resolution
     h_w_ratio = float(height) / float(width)
     if h_w_ratio < h_target / w_target:
         h_resize, w_resize = h_target, math.ceil(h_target / h_w_ratio)
