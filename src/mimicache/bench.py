@@ -14,7 +14,17 @@ from mimicache.cache.store import FeatureStore
 from mimicache.config import InferenceConfig
 
 # Rows of the table: the cached stages, the uncached pipeline stages, then the seed's three.
-ROWS = (*STAGES, "digest", "unpack", "pose_net", "denoise", "decode", "preprocess", "pipeline", "total")
+ROWS = (
+    *STAGES,
+    "digest",
+    "unpack",
+    "pose_net",
+    "denoise",
+    "decode",
+    "preprocess",
+    "pipeline",
+    "total",
+)
 
 
 @dataclass
