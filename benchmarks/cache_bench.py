@@ -58,7 +58,7 @@ from mimicache.cache import keys, stages
 from mimicache.cache.keys import DigestMemo, file_digest
 from mimicache.cache.store import CacheEvent, FeatureStore, format_size
 from mimicache.config import InferenceConfig, TestCase
-from mimicache.engine import MimicMotion, _timer
+from mimicache.engine import MimicMotion
 from mimicache.media import fit_image, probe_video, read_image, write_video
 from mimicache.models.tiny import (
     CLIP_PREPROCESSOR_CONFIG,
@@ -71,6 +71,7 @@ from mimicache.models.tiny import (
     build_vae,
     tiny_checkpoint_state,
 )
+from mimicache.pipeline import stage_timer
 from mimicache.pose.tiny import make_figure_frame, write_tiny_dwpose
 
 logger = logging.getLogger("cache_bench")
@@ -262,7 +263,7 @@ def run_features(engine: MimicMotion, case: TestCase, cache: FeatureStore | None
     timings: dict[str, float] = {}
     events: list[CacheEvent] = []
     start = time.perf_counter()
-    with _timer(timings, "preprocess"):
+    with stage_timer(timings, "preprocess"):
         pose_frames, image_pixels = engine.prepare_pose(case, timings, events, progress=False)
     _, embeddings, latent = engine.reference_features(case, image_pixels, timings, events)
     timings["features"] = time.perf_counter() - start

@@ -7,11 +7,9 @@ or without it the same code computes each value, so a hit never changes a result
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +25,7 @@ from mimicache.config import InferenceConfig, TestCase
 from mimicache.errors import InputError
 from mimicache.media import effective_stride, fit_image, probe_video, read_image
 from mimicache.models.loading import BaseModelFiles, load_pipeline, resolve_base_model
-from mimicache.pipeline import MimicMotionPipeline
+from mimicache.pipeline import MimicMotionPipeline, stage_timer
 from mimicache.pose import DWPose, PoseSequence, VideoPoses
 from mimicache.pose.preprocess import (
     extract_image_pose,
@@ -185,7 +183,7 @@ class MimicMotion:
         enabled: bool = True,
     ) -> Mapping[str, torch.Tensor]:
         """One stage through the cache (when on), timed under the stage's name either way."""
-        with _timer(timings, stage, self.device):
+        with stage_timer(timings, stage, self.device):
             if not (enabled and self._caching()):
                 return compute()
             tensors, event = self.cache.get_or_compute(stage, key(), compute, subject=str(subject))
@@ -197,9 +195,9 @@ class MimicMotion:
         timings: dict[str, float] = {}
         events: list[CacheEvent] = []
         start = time.perf_counter()
-        with _timer(timings, "preprocess"):
+        with stage_timer(timings, "preprocess"):
             pose_pixels, image_pixels = self.prepare_pose(case, timings, events, progress=progress)
-        with _timer(timings, "pipeline"):
+        with stage_timer(timings, "pipeline"):
             reference, embeddings, latent = self.reference_features(
                 case, image_pixels, timings, events
             )
@@ -221,7 +219,7 @@ class MimicMotion:
         image = fit_image(read_image(image_path), case.resolution)
         height, width = image.shape[:2]
         if self._caching():
-            with _timer(timings, "digest"):
+            with stage_timer(timings, "digest"):
                 image_digest = self._digest(image_path)
                 video_digest = self._digest(_existing(video_path, "driving video"))
                 stride = effective_stride(case.sample_stride, probe_video(video_path).avg_fps)
@@ -267,10 +265,10 @@ class MimicMotion:
                 timings,
                 events,
             )
-            with _timer(timings, "unpack"):
+            with stage_timer(timings, "unpack"):
                 drawn = unpack_frames(packed)
         else:
-            with _timer(timings, stages.POSE_FRAMES):
+            with stage_timer(timings, stages.POSE_FRAMES):
                 drawn = draw()
         # uint8 (1+F,3,H,W) view: the pipeline converts per chunk, no float copy of the video
         pose_frames = torch.from_numpy(drawn).permute(0, 3, 1, 2)
@@ -424,20 +422,3 @@ def _existing(path: Path, what: str) -> Path:
     if not path.is_file():
         raise InputError(f"{what} {path} not found; check ref_video_path or --batch_folder")
     return path
-
-
-@contextmanager
-def _timer(
-    timings: dict[str, float], name: str, device: torch.device | None = None
-) -> Iterator[None]:
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        if device is not None and device.type == "cuda":
-            torch.cuda.synchronize(device)
-        timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
-
-
-def describe_timings(timings: Mapping[str, float]) -> str:
-    return json.dumps({k: round(v, 3) for k, v in timings.items()})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -74,14 +75,19 @@ def tile_weights(tile_size: int, device: torch.device | str | None = None) -> to
 
 
 @contextmanager
-def _timed(timings: dict[str, float] | None, name: str, device: torch.device):
-    """Adds the stage's wall time to ``timings`` (after the device has finished the work)."""
+def stage_timer(
+    timings: dict[str, float] | None, name: str, device: torch.device | None = None
+) -> Iterator[None]:
+    """Adds the block's wall time to ``timings[name]`` once ``device`` has finished the work;
+    ``timings=None`` times nothing."""
     start = time.perf_counter()
-    yield
-    if timings is not None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
+    try:
+        yield
+    finally:
+        if timings is not None:
+            if device is not None and device.type == "cuda":
+                torch.cuda.synchronize(device)
+            timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
 
 
 class MimicMotionPipeline(DiffusionPipeline):
@@ -346,14 +352,14 @@ class MimicMotionPipeline(DiffusionPipeline):
 
         # 1. CLIP embedding (1,1,D)
         if image_embeddings is None:
-            with _timed(timings, "clip", device):
+            with stage_timer(timings, "clip", device):
                 image_embeddings = self.encode_image(image, device)
         image_embeddings = image_embeddings.to(device).reshape(1, 1, -1)
         dtype = image_embeddings.dtype
 
         # 2. VAE latent of the noise-augmented image; the noise is the generator's first draw
         if image_latents is None:
-            with _timed(timings, "vae_encode", device):
+            with stage_timer(timings, "vae_encode", device):
                 pixels = self.prepare_image(image, height, width, device)
                 noise = self.draw_augmentation_noise(pixels.shape, generator, device, pixels.dtype)
                 image_latents = self.encode_vae_image(pixels + noise_aug_strength * noise, device)
@@ -364,7 +370,7 @@ class MimicMotionPipeline(DiffusionPipeline):
 
         # 3. pose latents, once per frame for the whole call
         tile_size = min(tile_size, num_frames)
-        with _timed(timings, "pose_net", device):
+        with stage_timer(timings, "pose_net", device):
             pose_latents = self.encode_pose(image_pose, device, chunk_size=tile_size)
 
         # 4. conditioning, timesteps, initial noise (the generator's second draw)
@@ -383,7 +389,7 @@ class MimicMotionPipeline(DiffusionPipeline):
 
         # 5. tiled denoising
         tiles = tile_indices(num_frames, tile_size, tile_overlap)
-        with _timed(timings, "denoise", device):
+        with stage_timer(timings, "denoise", device):
             latents = self.denoise(
                 latents,
                 image_latents,
@@ -400,7 +406,7 @@ class MimicMotionPipeline(DiffusionPipeline):
         if output_type == "latent":
             frames = latents
         else:
-            with _timed(timings, "decode", device):
+            with stage_timer(timings, "decode", device):
                 video = self.decode_latents(latents, decode_chunk_size)
                 frames = self.postprocess_video(video, output_type)
         self.maybe_free_model_hooks()
