@@ -204,3 +204,6 @@ def test_demo_runs_offline(tmp_path, capsys):
     assert "outputs bit-identical: yes (2 of 2 jobs)" in printed
     assert "tiny random weights" in printed
     assert len(list((tmp_path / "demo" / "outputs" / "videos").glob("*.mp4"))) == 4
+    # the closing lines point at the demo's own config and cache, not the defaults
+    assert f"--inference_config {tmp_path / 'demo' / 'demo.yaml'}" in printed
+    assert f"--feature_cache_dir {tmp_path / 'demo' / 'cache'}" in printed

@@ -4,22 +4,24 @@ already-loaded engine; nothing here loads them."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
+import itertools
 import json
 import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
 from mimicache.config import InferenceConfig, TestCase, case_to_dict
-from mimicache.errors import InputError, MimicacheError
-from mimicache.media import write_video
+from mimicache.errors import InputError, MimicacheError, OutputError
+from mimicache.media import new_file_mode, write_video
 
 logger = logging.getLogger(__name__)
 
@@ -29,11 +31,16 @@ __all__ = [
     "VIDEO_EXTENSIONS",
     "Job",
     "JobResult",
+    "check_log_file",
+    "check_output_folder",
     "exit_code",
     "format_summary",
     "list_videos",
     "make_timestamp",
+    "override_tag",
     "plan_jobs",
+    "reserve_log",
+    "reserve_output",
     "run_jobs",
     "write_sidecar",
 ]
@@ -77,13 +84,22 @@ def list_videos(folder: str | Path) -> list[Path]:
 
 @dataclass
 class Job:
-    """One generation: a test case (with its driving video) and where its mp4 goes."""
+    """One generation: a test case (with its driving video) and where its mp4 goes.
+
+    ``output_path`` is the name planned when the run started; the name really written is
+    claimed only when the job's result is ready (``reserve_output``), so a concurrent run that
+    took the planned name in the meantime pushes this job to the next free ``_N``.
+    """
 
     index: int  # 0-based position in the plan
     case_index: int  # index into config.test_case
     case: TestCase
     video_path: Path
     output_path: Path
+    base_stem: str = ""  # the output name before any ``_N``; defaults to output_path's stem
+
+    def __post_init__(self) -> None:
+        self.base_stem = self.base_stem or self.output_path.stem
 
     @property
     def name(self) -> str:
@@ -100,15 +116,17 @@ def plan_jobs(
     batch_folder: str | Path | None,
     output_dir: str | Path,
     timestamp: str,
+    tag: str = "",
 ) -> list[Job]:
     """The jobs of one run, in order.
 
     Without ``batch_folder``: every test case as written, output
     ``{output_dir}/{video_stem}_{timestamp}.mp4``. With it: every test case x every video of
     the folder (case-major; the case's ``ref_video_path`` replaced by the video), output
-    ``{output_dir}/{basename(batch_folder)}/{video_stem}_{timestamp}.mp4``. A name that exists
-    on disk (mp4 or its json sidecar) or is already planned gets ``_1``, ``_2``... The caller
-    passes ``config.batch_video_folder`` when the command line gave no folder.
+    ``{output_dir}/{basename(batch_folder)}/{video_stem}_{timestamp}.mp4``. ``tag`` (see
+    ``override_tag``) is appended to the stem as ``_{tag}``. A name that exists on disk (mp4 or
+    its json sidecar) or is already planned gets ``_1``, ``_2``... The caller passes
+    ``config.batch_video_folder`` when the command line gave no folder.
     """
     out = Path(output_dir)
     pairs: list[tuple[int, TestCase]] = []
@@ -125,24 +143,122 @@ def plan_jobs(
 
     taken: set[Path] = set()
     jobs = []
+    suffix = f"_{tag}" if tag else ""
     for index, (case_index, case) in enumerate(pairs):
-        output = _free_name(target, f"{case.ref_video_path.stem}_{timestamp}", taken)
+        stem = f"{case.ref_video_path.stem}_{timestamp}{suffix}"
+        output = next(p for p in _candidates(target, stem) if p not in taken and not _in_use(p))
         taken.add(output)
-        jobs.append(Job(index, case_index, case, case.ref_video_path, output))
+        jobs.append(Job(index, case_index, case, case.ref_video_path, output, stem))
     return jobs
 
 
-def _free_name(folder: Path, stem: str, taken: set[Path]) -> Path:
-    n = 0
-    while True:
-        candidate = folder / (f"{stem}.mp4" if n == 0 else f"{stem}_{n}.mp4")
-        if (
-            candidate not in taken
-            and not candidate.exists()
-            and not candidate.with_suffix(".json").exists()
-        ):
+def override_tag(overrides: dict[str, Any]) -> str:
+    """A name part for the values a command line overrode, so runs of a sweep that start in
+    the same second get names that tell them apart: ``{"seed": 1, "num_inference_steps": 8}``
+    -> ``"seed1_steps8"``. ``None`` values are skipped; unknown keys are an error."""
+    labels = {
+        "seed": "seed",
+        "num_inference_steps": "steps",
+        "guidance_scale": "g",
+        "noise_aug_strength": "aug",
+        "scheduler": "",
+    }
+    parts = []
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key not in labels:
+            raise ValueError(f"no name label for override {key!r}")
+        text = {"AnimateLCM_SVD": "lcm", "EulerDiscreteScheduler": "euler"}.get(value, value)
+        parts.append(f"{labels[key]}{text}")
+    return "_".join(parts)
+
+
+def _candidates(folder: Path, stem: str, suffix: str = ".mp4") -> Iterator[Path]:
+    yield folder / f"{stem}{suffix}"
+    for n in itertools.count(1):
+        yield folder / f"{stem}_{n}{suffix}"
+
+
+def _in_use(video: Path) -> bool:
+    return video.exists() or video.with_suffix(".json").exists()
+
+
+def _claim(path: Path) -> bool:
+    """Create ``path`` empty if nothing is there; False if something is."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    except FileExistsError:
+        return False
+    return True
+
+
+def reserve_output(folder: Path, stem: str, *, video: bool) -> Path:
+    """Claim the first free ``{stem}[_N].mp4`` name in ``folder`` for this process; return it.
+
+    Claims are exclusive creates, so concurrent runs never get the same name: every job claims
+    the sidecar (``.json``), and a job with a video also claims the ``.mp4`` first. The empty
+    claimed files are then replaced whole (``write_video``, ``write_sidecar``). A name whose
+    mp4 or sidecar exists is skipped.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    for candidate in _candidates(folder, stem):
+        sidecar = candidate.with_suffix(".json")
+        if _in_use(candidate):
+            continue
+        if video and not _claim(candidate):
+            continue
+        if _claim(sidecar):
             return candidate
-        n += 1
+        if video:  # another run claimed the sidecar first: give the video name back
+            candidate.unlink(missing_ok=True)
+    raise AssertionError("unreachable: the candidate names never run out")
+
+
+def check_output_folder(folder: str | Path, what: str = "output folder") -> Path:
+    """Create ``folder`` if needed and prove a file can be written in it, before any work.
+
+    ``OutputError`` naming the path when a file is in the way or the folder is read-only,
+    full or not permitted.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder, prefix=".mimicache-write-check."):
+            pass
+    except (FileExistsError, NotADirectoryError):
+        raise OutputError(
+            f"{what} {folder} cannot be used: a file is in the way (the path or one of its "
+            "parents is a regular file). Choose another folder."
+        ) from None
+    except OSError as exc:
+        raise OutputError(
+            f"{what} {folder} is not writable ({exc.strerror or exc}). Choose a folder you "
+            "can write to."
+        ) from None
+    return folder
+
+
+def check_log_file(path: str | Path) -> Path:
+    """The log file's folder is writable and the path, if it exists, is a file we can append to."""
+    path = Path(path)
+    check_output_folder(path.parent, "log folder")
+    if path.is_dir():
+        raise OutputError(f"log file {path} is a folder. Choose a file path for the log.")
+    try:
+        with open(path, "a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        raise OutputError(
+            f"log file {path} cannot be written ({exc.strerror or exc}). Choose another path."
+        ) from None
+    return path
+
+
+def reserve_log(folder: Path, timestamp: str) -> Path:
+    """``{folder}/{timestamp}.log``, or ``{timestamp}_N.log`` when a concurrent run has it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return next(p for p in _candidates(folder, timestamp, ".log") if _claim(p))
 
 
 @dataclass
@@ -180,8 +296,10 @@ def write_sidecar(
     *,
     config: InferenceConfig,
     model_files: dict[str, Any],
+    path: Path | None = None,
 ) -> Path:
-    """Write the JSON sidecar next to the job's mp4 (same stem, ``.json``) and return its path.
+    """Write the JSON sidecar (default: next to the job's mp4, same stem, ``.json``) and
+    return its path.
 
     Holds the case's parameters, the model files, the timings, the cache events (dataclasses
     through ``asdict``), the status and the mimicache version. Written atomically.
@@ -189,7 +307,7 @@ def write_sidecar(
     from mimicache import __version__
 
     video = result.output if result.output is not None else job.output_path
-    path = Path(video).with_suffix(".json")
+    path = Path(path) if path is not None else Path(video).with_suffix(".json")
     data = {
         "schema": SIDECAR_SCHEMA,
         "mimicache_version": __version__,
@@ -209,6 +327,7 @@ def write_sidecar(
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, new_file_mode())
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
         os.replace(tmp, path)
@@ -320,10 +439,12 @@ def run_jobs(
             job.case.ref_image_path,
             job.video_path,
         )
+        output = None
         try:
-            generated = engine.generate(job.case, progress=progress)
+            generated = engine.generate(job.case, progress=progress, label=job.name)
             start = time.perf_counter()
-            output = write_video(job.output_path, generated.frames, fps=generated.fps)
+            output = reserve_output(job.output_path.parent, job.base_stem, video=True)
+            output = write_video(output, generated.frames, fps=generated.fps)
             timings = dict(generated.timings, write=time.perf_counter() - start)
             result = JobResult(job, "ok", output, timings, cache_events=generated.cache_events)
             if on_frames is not None:
@@ -345,9 +466,31 @@ def run_jobs(
         except Exception as exc:  # a bug or a runtime fault (out of memory...): isolate the job
             logger.exception("[%d/%d] %s failed unexpectedly", number, len(jobs), job.name)
             result = JobResult.failure(job, exc)
+        except BaseException:  # interrupted: no empty claimed names are left behind
+            if output is not None:
+                _release(output)
+            raise
         try:
-            write_sidecar(job, result, config=config, model_files=engine.model_files)
+            if not result.ok:
+                if output is not None:  # claimed, then the write failed
+                    _release(output)
+                output = reserve_output(job.output_path.parent, job.base_stem, video=False)
+            write_sidecar(
+                job,
+                result,
+                config=config,
+                model_files=engine.model_files,
+                path=output.with_suffix(".json"),
+            )
         except OSError as exc:
             logger.warning("could not write the sidecar of %s: %s", job.name, exc)
         results.append(result)
     return results
+
+
+def _release(video: Path) -> None:
+    """Remove a claimed name whose job did not finish (empty placeholders only)."""
+    for path in (video, video.with_suffix(".json")):
+        with contextlib.suppress(OSError):
+            if path.stat().st_size == 0:
+                path.unlink()

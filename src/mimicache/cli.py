@@ -32,8 +32,11 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def add_run_arguments(parser: argparse.ArgumentParser, defaults: dict) -> None:
+def add_run_arguments(
+    parser: argparse.ArgumentParser, defaults: dict, *, benchmark_flag: bool = True
+) -> None:
     """The flags of ``run`` / ``bench`` and of the seed-compatible scripts."""
+    parser.set_defaults(command_defaults=defaults)
     io = parser.add_argument_group("inputs and outputs")
     io.add_argument(
         "--inference_config", default="configs/test.yaml", help="YAML config (default: %(default)s)"
@@ -52,7 +55,9 @@ def add_run_arguments(parser: argparse.ArgumentParser, defaults: dict) -> None:
         "--num_inference_steps",
         type=int,
         default=defaults["num_inference_steps"],
-        help="denoising steps, overrides the config (default: %(default)s)",
+        help="denoising steps, overrides the config (default: "
+        + ("the config's" if defaults["num_inference_steps"] is None else "%(default)s")
+        + ")",
     )
     gen.add_argument("--seed", type=int, help="override every test case's seed")
     gen.add_argument(
@@ -75,13 +80,49 @@ def add_run_arguments(parser: argparse.ArgumentParser, defaults: dict) -> None:
         default=defaults["scheduler"],
         help="(default: %(default)s)",
     )
-    sch.add_argument("--scheduler_sigma_min", type=float, default=0.002)
-    sch.add_argument("--scheduler_sigma_max", type=float, default=700.0)
-    sch.add_argument("--scheduler_sigma_data", type=float, default=1.0)
-    sch.add_argument("--scheduler_s_noise", type=float, default=1.0)
-    sch.add_argument("--scheduler_rho", type=float, default=7.0)
-    sch.add_argument("--scheduler_clip_denoised", action="store_true")
-    sch.add_argument("--lcm_num_train_timesteps", type=int, default=40)
+    lcm = "AnimateLCM_SVD only"
+    sch.add_argument(
+        "--scheduler_sigma_min",
+        type=float,
+        default=0.002,
+        help=f"smallest noise level of the sigma table ({lcm}; default: %(default)s)",
+    )
+    sch.add_argument(
+        "--scheduler_sigma_max",
+        type=float,
+        default=700.0,
+        help=f"largest noise level, where sampling starts ({lcm}; default: %(default)s)",
+    )
+    sch.add_argument(
+        "--scheduler_sigma_data",
+        type=float,
+        default=1.0,
+        help=f"data standard deviation in the consistency scalings ({lcm}; default: %(default)s)",
+    )
+    sch.add_argument(
+        "--scheduler_s_noise",
+        type=float,
+        default=1.0,
+        help=f"scale of the fresh noise added between steps ({lcm}; default: %(default)s)",
+    )
+    sch.add_argument(
+        "--scheduler_rho",
+        type=float,
+        default=7.0,
+        help=f"Karras schedule exponent ({lcm}; default: %(default)s)",
+    )
+    sch.add_argument(
+        "--scheduler_clip_denoised",
+        action="store_true",
+        help=f"clamp each step's denoised latent to [-1, 1] ({lcm}; default: off)",
+    )
+    sch.add_argument(
+        "--lcm_num_train_timesteps",
+        type=int,
+        default=40,
+        help="length of the sigma table the inference steps are picked from "
+        f"({lcm}; default: %(default)s)",
+    )
 
     cache = parser.add_argument_group("feature cache")
     cache.add_argument(
@@ -100,11 +141,12 @@ def add_run_arguments(parser: argparse.ArgumentParser, defaults: dict) -> None:
         action="store_true",
         help="cache only the pose stages, not the CLIP/VAE features",
     )
-    cache.add_argument(
-        "--benchmark_cache",
-        action="store_true",
-        help="run cold (forced refresh), then warm; compare",
-    )
+    if benchmark_flag:
+        cache.add_argument(
+            "--benchmark_cache",
+            action="store_true",
+            help="run cold (forced refresh), then warm; compare",
+        )
     cache.add_argument(
         "--feature_cache_max_size",
         type=_size,
@@ -127,9 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_arguments(run, RUN_DEFAULTS)
     run.set_defaults(func=run_command)
     bench = commands.add_parser(
-        "bench", help="run cold then warm and compare the timings per stage"
+        "bench",
+        help="run cold then warm and compare the timings per stage",
+        description="Run the jobs twice, first with every cache entry recomputed (cold), then "
+        "reading the cache (warm); print the per-stage timings side by side and whether the "
+        "outputs are bit-identical. Takes the same flags as `run`.",
     )
-    add_run_arguments(bench, RUN_DEFAULTS)
+    add_run_arguments(bench, RUN_DEFAULTS, benchmark_flag=False)
     bench.set_defaults(func=run_command, benchmark_cache=True)
     add_cache_commands(commands)
     demo = commands.add_parser(
@@ -141,7 +187,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def setup_logging(verbose: bool, log_file: Path | None = None) -> None:
+def setup_logging(verbose: bool, log_file: Path | None = None, *, bars: bool = True) -> None:
+    """Console (and file) logging; ``bars=False`` also turns off the model loaders' bars."""
+    if not bars:
+        import diffusers.utils.logging
+        import transformers.utils.logging
+
+        diffusers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.disable_progress_bar()
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, "_mimicache", False):
@@ -167,11 +220,32 @@ def setup_logging(verbose: bool, log_file: Path | None = None) -> None:
     logging.getLogger("diffusers").setLevel(logging.ERROR)
 
 
+def _overridden(args: argparse.Namespace, overrides: dict) -> dict:
+    """The generation values this command line sets away from the command's defaults: they go
+    into the output names so the runs of a sweep can be told apart."""
+    defaults = args.command_defaults
+    out = dict(overrides)
+    if args.num_inference_steps == defaults["num_inference_steps"]:
+        out["num_inference_steps"] = None
+    out["scheduler"] = args.scheduler if args.scheduler != defaults["scheduler"] else None
+    return out
+
+
 def run_command(args: argparse.Namespace) -> int:
     """``mimicache run`` / ``bench`` and the seed scripts."""
     import torch
 
-    from mimicache.batch import exit_code, format_summary, make_timestamp, plan_jobs, run_jobs
+    from mimicache.batch import (
+        check_log_file,
+        check_output_folder,
+        exit_code,
+        format_summary,
+        make_timestamp,
+        override_tag,
+        plan_jobs,
+        reserve_log,
+        run_jobs,
+    )
     from mimicache.bench import run_benchmark
     from mimicache.cache.store import FeatureStore
     from mimicache.config import load_config
@@ -179,9 +253,13 @@ def run_command(args: argparse.Namespace) -> int:
     from mimicache.schedulers import SchedulerOptions
 
     timestamp = make_timestamp()
-    output_dir = Path(args.output_dir)
-    log_file = Path(args.log_file) if args.log_file else output_dir / f"{timestamp}.log"
-    setup_logging(args.verbose, log_file)
+    # Every path we write is checked before the config, the plan or a model is loaded.
+    output_dir = check_output_folder(args.output_dir)
+    log_file = (
+        check_log_file(args.log_file) if args.log_file else reserve_log(output_dir, timestamp)
+    )
+    bars = not args.quiet and sys.stderr.isatty()
+    setup_logging(args.verbose, log_file, bars=bars)
     logger.info("log file: %s", log_file)
 
     config = load_config(args.inference_config)
@@ -194,10 +272,20 @@ def run_command(args: argparse.Namespace) -> int:
     config = config.replace(test_case=[case.replace(**overrides) for case in config.test_case])
     batch_folder = Path(args.batch_folder) if args.batch_folder else config.batch_video_folder
 
-    def plan(stamp: str):
-        return plan_jobs(config, batch_folder=batch_folder, output_dir=output_dir, timestamp=stamp)
+    tag = override_tag(_overridden(args, overrides))
 
-    jobs = plan(timestamp)
+    def plan(label: str = ""):
+        return plan_jobs(
+            config,
+            batch_folder=batch_folder,
+            output_dir=output_dir,
+            timestamp=timestamp,
+            tag="_".join(part for part in (tag, label) if part),
+        )
+
+    jobs = plan()
+    for folder in sorted({job.output_path.parent for job in jobs}):
+        check_output_folder(folder)
 
     device = torch.device(args.device) if args.device else default_device()
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -248,7 +336,7 @@ def run_command(args: argparse.Namespace) -> int:
     )
     progress = not args.quiet
     if args.benchmark_cache:
-        report = run_benchmark(engine, config, plan, timestamp, progress=progress)
+        report = run_benchmark(engine, config, plan, progress=progress)
         results = report.cold + report.warm
         print(report.table)
     else:

@@ -98,6 +98,10 @@ def run_demo(workdir: Path) -> int:
         f"Outputs: {outputs / videos.name} (mp4 + JSON sidecar per job), cache: {workdir / 'cache'}.\n"
         "The models are tiny random weights, so the videos look like noise; every stage\n"
         "(DWPose, alignment, drawing, CLIP, VAE, tiled denoising, decoding, the cache) ran for real.\n"
+        "Run it again (warm, from the demo's cache) or look at its cache:\n"
+        f"  mimicache run --inference_config {config} --batch_folder {videos} "
+        f"--feature_cache_dir {workdir / 'cache'} --device cpu --output_dir {outputs}\n"
+        f"  mimicache cache stats --feature_cache_dir {workdir / 'cache'}\n"
         "With real weights (see README, 'Getting the weights'):\n"
         "  mimicache run --inference_config configs/test.yaml --batch_folder path/to/videos"
     )

@@ -8,6 +8,7 @@ or without it the same code computes each value, so a hit never changes a result
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -191,18 +192,32 @@ class MimicMotion:
         return tensors
 
     # -- one job --------------------------------------------------------------------------------
-    def generate(self, case: TestCase, *, progress: bool = True) -> GenerationResult:
+    def generate(
+        self, case: TestCase, *, progress: bool = True, label: str | None = None
+    ) -> GenerationResult:
+        """One job. ``progress``: labelled bars (``label``, default the video's name) on a
+        terminal, one log line per stage when stderr is not a terminal; False: neither."""
         timings: dict[str, float] = {}
         events: list[CacheEvent] = []
+        label = label or Path(case.ref_video_path).stem
+        bars = progress and _stderr_is_terminal()
+        self.pipeline.set_progress_bar_config(
+            disable=not bars, desc=f"{label}: denoise", leave=False
+        )
         start = time.perf_counter()
         with stage_timer(timings, "preprocess"):
-            pose_pixels, image_pixels = self.prepare_pose(case, timings, events, progress=progress)
+            pose_pixels, image_pixels = self.prepare_pose(
+                case, timings, events, progress=bars, label=label
+            )
         with stage_timer(timings, "pipeline"):
             reference, embeddings, latent = self.reference_features(
                 case, image_pixels, timings, events
             )
             frames = self._run_pipeline(case, pose_pixels, reference, embeddings, latent, timings)
         timings["total"] = time.perf_counter() - start
+        if progress and not bars:
+            for stage, seconds in timings.items():
+                logger.info("%s: %s %.2f s", label, stage, seconds)
         return GenerationResult(frames, case.fps, timings, events)
 
     def prepare_pose(
@@ -212,6 +227,7 @@ class MimicMotion:
         events: list[CacheEvent],
         *,
         progress: bool = True,
+        label: str | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The pose stages: pose frames (1+F,3,H,W) uint8 and image_pixels (1,3,H,W) in [-1,1]."""
         video_path = Path(case.ref_video_path)
@@ -244,7 +260,11 @@ class MimicMotion:
                 stages.VIDEO_KEYPOINTS,
                 lambda: video_key,
                 lambda: extract_video_poses(
-                    video_path, case.sample_stride, self.dwpose, progress=progress
+                    video_path,
+                    case.sample_stride,
+                    self.dwpose,
+                    progress=progress,
+                    desc=f"{label}: DWPose" if label else "DWPose",
                 ).to_tensors(),
                 video_path,
                 timings,
@@ -416,6 +436,11 @@ def _dwpose_device(device: torch.device) -> str:
         "(pip uninstall onnxruntime && pip install onnxruntime-gpu)"
     )
     return "cpu"
+
+
+def _stderr_is_terminal() -> bool:
+    isatty = getattr(sys.stderr, "isatty", None)
+    return bool(isatty and isatty())
 
 
 def _existing(path: Path, what: str) -> Path:

@@ -21,3 +21,7 @@ class ConfigError(MimicacheError):
 
 class CacheError(MimicacheError):
     """The feature cache cannot be used as asked (bad size string, unknown stage...)."""
+
+
+class OutputError(MimicacheError):
+    """An output folder or log file cannot be written (a file in the way, read-only, full)."""

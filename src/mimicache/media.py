@@ -34,6 +34,7 @@ __all__ = [
     "fit_size",
     "iter_frames",
     "long_side",
+    "new_file_mode",
     "probe_video",
     "read_image",
     "write_video",
@@ -157,7 +158,8 @@ def _open_video(path: str | Path):
         container = av.open(str(path))
     except Exception as exc:  # PyAV raises many FFmpeg error subclasses
         raise InputError(
-            f"cannot open {path} as a video: {exc}. Use a video file FFmpeg can read (e.g. mp4)."
+            f"{path} is not a video PyAV can decode: {_words(exc)}. Use a video file FFmpeg "
+            "can read (e.g. mp4)."
         ) from exc
     if not container.streams.video:
         container.close()
@@ -165,6 +167,14 @@ def _open_video(path: str | Path):
             f"{path} has no video stream. Use a video file (e.g. mp4) as the driving video."
         )
     return path, container
+
+
+def _words(exc: BaseException) -> str:
+    """FFmpeg's reason without its internal error number (``[Errno 1094995529] ...``):
+    "invalid data found when processing input"."""
+    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    reason = str(reason).strip()
+    return reason[:1].lower() + reason[1:]
 
 
 def _avg_fps(stream) -> float:
@@ -187,7 +197,9 @@ def probe_video(path: str | Path) -> VideoInfo:
     except MimicacheError:
         raise
     except Exception as exc:
-        raise InputError(f"cannot read video {path}: {exc}. The file may be damaged.") from exc
+        raise InputError(
+            f"cannot read video {path}: {_words(exc)}. The file may be damaged."
+        ) from exc
     finally:
         container.close()
 
@@ -212,10 +224,12 @@ def iter_frames(path: str | Path, sample_stride: int) -> Iterator[np.ndarray]:
         except Exception as exc:
             if yielded == 0:
                 raise InputError(
-                    f"video {path} has no decodable frame ({exc}). Re-encode it (e.g. to H.264 "
-                    "mp4) or pick another video."
+                    f"video {path} has no decodable frame ({_words(exc)}). Re-encode it (e.g. "
+                    "to H.264 mp4) or pick another video."
                 ) from exc
-            logger.warning("decoding %s stopped after %d sampled frames: %s", path, yielded, exc)
+            logger.warning(
+                "decoding %s stopped after %d sampled frames: %s", path, yielded, _words(exc)
+            )
     finally:
         container.close()
     if yielded == 0:
@@ -231,6 +245,16 @@ def _rate(fps: float) -> Fraction:
     if not (fps > 0 and math.isfinite(fps)):
         raise ValueError(f"fps must be a positive number, got {fps}")
     return Fraction(fps).limit_denominator(1001)
+
+
+def new_file_mode() -> int:
+    """The mode ``open()`` gives a new file under this process's umask (0o644 under 022).
+
+    Temporary files are created 0o600 for safety; what is renamed into place gets this mode.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def write_video(path: str | Path, frames: np.ndarray, fps: float) -> Path:
@@ -257,6 +281,7 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float) -> Path:
             "%s: %dx%d is odd; padding to %dx%d for H.264/yuv420p", path, w, h, w + pad_w, h + pad_h
         )
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.mp4", dir=path.parent)
+    os.fchmod(fd, new_file_mode())
     os.close(fd)
     tmp = Path(tmp_name)
     try:

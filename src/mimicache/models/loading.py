@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import pickle
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,11 +143,7 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
                     raise
                 state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise ModelLoadError(
-            f"checkpoint {path} holds Python objects besides tensors and was refused for safety "
-            f"(torch.load weights_only): {str(exc).splitlines()[0]}. Re-save it as a plain state "
-            "dict or as .safetensors."
-        ) from exc
+        raise ModelLoadError(_pickle_refusal(path, exc)) from exc
     except (RuntimeError, OSError, EOFError, SafetensorError, ValueError) as exc:
         raise ModelLoadError(
             f"checkpoint {path} could not be read ({type(exc).__name__}: {exc}); the file may be "
@@ -159,6 +156,21 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     ):
         raise ModelLoadError(f"checkpoint {path} is not a state dict of tensors")
     return dict(state)
+
+
+def _pickle_refusal(path: Path, exc: Exception) -> str:
+    found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+    what = f" ({found.group(1)})" if found else ""
+    target = path.with_suffix(".safetensors")
+    return (
+        f"checkpoint {path} holds code{what}, not only tensors, and was refused for safety: "
+        "loading it would run that code. If you trust where the file comes from, convert it "
+        "once to safetensors and set ckpt_path to the new file:\n"
+        '  python -c "import torch; from safetensors.torch import save_file; '
+        f"s = torch.load('{path}', map_location='cpu', weights_only=False); "
+        "save_file({k: v.contiguous() for k, v in s.items() if isinstance(v, torch.Tensor)}, "
+        f"'{target}')\""
+    )
 
 
 def _check_keys(path: Path, prefix: str, expected: Mapping, given: Mapping) -> list[str]:

@@ -6,6 +6,8 @@ whose body, face and hand points are ``p * (ax, ay) + (bx, by)`` (scores and sub
 
 from __future__ import annotations
 
+import logging
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,6 +15,8 @@ import numpy as np
 
 from mimicache.errors import InputError
 from mimicache.pose.keypoints import PoseFrame
+
+logger = logging.getLogger(__name__)
 
 # OpenPose ids used for the fit: nose, neck, shoulders, hips, knees, ankles, eyes, ears.
 ALIGN_IDS = [0, 1, 2, 5, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17]
@@ -48,9 +52,10 @@ def align_params(
             "confidence > 0.3. Use a reference image that shows one person clearly, full body."
         )
     ref_body = ref.candidate[ids]
+    where = f" {video_path}" if video_path else ""
+    _check_people(video, where)
     singles = [p.candidate for p in video if p.candidate.shape[0] == 18]
     if not singles:
-        where = f" {video_path}" if video_path else ""
         raise InputError(
             f"no frame of the driving video{where} shows exactly one person "
             f"({len(video)} sampled frames; the pose alignment needs at least one). "
@@ -58,12 +63,44 @@ def align_params(
         )
     bodies = np.stack(singles)[:, ids]
     n = len(bodies)
-    ay, by = np.polyfit(bodies[:, :, 1].flatten(), np.tile(ref_body[:, 1], n), 1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", np.exceptions.RankWarning)
+        ay, by = np.polyfit(bodies[:, :, 1].flatten(), np.tile(ref_body[:, 1], n), 1)
+    if any(issubclass(w.category, np.exceptions.RankWarning) for w in caught):
+        logger.warning(
+            "driving video%s: the pose alignment is poorly determined (the detected body "
+            "points barely spread vertically), so the skeleton's scale may be off",
+            where,
+        )
     fh, fw = frame_hw
     height, width = target_hw
     ax = ay / (fh / fw / height * width)
     bx = np.mean(np.tile(ref_body[:, 0], n) - bodies[:, :, 0].flatten() * ax)
     return np.array([ax, ay]), np.array([bx, by])
+
+
+def _check_people(video: Sequence[PoseFrame], where: str) -> None:
+    """Error when no sampled frame shows a person, warning when only some do.
+
+    DWPose falls back to the whole frame when its detector finds nobody, so an empty frame
+    still yields keypoints; a person counts as seen when a body keypoint clears the threshold.
+    """
+    seen = sum(1 for p in video if (p.subset >= 0).any())
+    if seen == 0:
+        raise InputError(
+            f"no person was detected in the driving video{where}: none of its {len(video)} "
+            "sampled frames has a body keypoint with confidence > 0.3. Use a video that shows "
+            "one person."
+        )
+    if seen < len(video):
+        logger.warning(
+            "driving video%s: a person was detected in %d of %d sampled frames (%.0f %%); "
+            "the other frames carry only low-confidence points",
+            where,
+            seen,
+            len(video),
+            100.0 * seen / len(video),
+        )
 
 
 def apply_alignment(pose: PoseFrame, a: np.ndarray, b: np.ndarray) -> PoseFrame:

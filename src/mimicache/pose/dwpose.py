@@ -454,14 +454,16 @@ class DWPose:
         progress: bool = True,
         total: int | None = None,
         batch: bool | None = None,
+        desc: str = "DWPose",
     ) -> list[PoseFrame]:
-        """Poses of every frame, in order. ``batch=None``: batch when the model allows it."""
+        """Poses of every frame, in order. ``batch=None``: batch when the model allows it;
+        ``desc`` labels the progress bar."""
         batched = self.pose_batch_dynamic if batch is None else (batch and self.pose_batch_dynamic)
         if total is None and hasattr(frames, "__len__"):
             total = len(frames)  # type: ignore[arg-type]
         out: list[PoseFrame] = []
         it: Iterator[np.ndarray] = iter(frames)
-        with tqdm(total=total, desc="DWPose", unit="frame", disable=not progress) as bar:
+        with tqdm(total=total, desc=desc, unit="frame", disable=not progress) as bar:
             while True:
                 chunk = [_check_frame(f) for f in islice(it, self.chunk_size)]
                 if not chunk:

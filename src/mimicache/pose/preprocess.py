@@ -69,9 +69,15 @@ def extract_image_pose(
 
 
 def extract_video_poses(
-    video_path: str | Path, sample_stride: int, dwpose, *, progress: bool = True
+    video_path: str | Path,
+    sample_stride: int,
+    dwpose,
+    *,
+    progress: bool = True,
+    desc: str = "DWPose",
 ) -> VideoPoses:
-    """DWPose on frames 0, s, 2s, ... (effective stride) of the video, streamed."""
+    """DWPose on frames 0, s, 2s, ... (effective stride) of the video, streamed; ``desc``
+    labels the progress bar."""
     info = probe_video(video_path)
     stride_total = None
     if info.frame_count > 0:
@@ -87,7 +93,7 @@ def extract_video_poses(
                 size.extend(frame.shape[:2])
             yield frame
 
-    poses = dwpose.detect_many(frames(), progress=progress, total=stride_total)
+    poses = dwpose.detect_many(frames(), progress=progress, total=stride_total, desc=desc)
     if not size:  # pragma: no cover - iter_frames raises first
         raise InputError(f"video {video_path} has no decodable frame.")
     return VideoPoses(poses, size[0], size[1])

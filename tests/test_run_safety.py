@@ -1,0 +1,346 @@
+"""Nothing lost, nothing misreported: concurrent runs, paths checked before work, clear
+messages for bad media and checkpoints, quiet and labelled progress, file modes, help."""
+
+import hashlib
+import json
+import os
+import stat
+import subprocess
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from engine_fixtures import figure_video, reference_image, write_config
+
+import mimicache.engine
+from mimicache.batch import Job, JobResult, override_tag, reserve_log, reserve_output
+from mimicache.bench import format_table
+from mimicache.cli import build_parser, main, seed_script_main
+from mimicache.config import TestCase
+from mimicache.errors import InputError, ModelLoadError
+from mimicache.media import probe_video, write_video
+from mimicache.models.loading import read_checkpoint
+from mimicache.pose.align import align_poses
+from mimicache.pose.keypoints import PoseFrame
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def workspace(tiny_bundle, tmp_path_factory):
+    root = tmp_path_factory.mktemp("safety")
+    videos = root / "clips"
+    videos.mkdir()
+    figure_video(videos / "good.mp4", frames=4)
+    image = reference_image(root / "ref.png")
+    config = write_config(root / "cfg.yaml", tiny_bundle, image, videos / "good.mp4")
+    return {"root": root, "videos": videos, "config": config, "image": image}
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# --------------------------------------------------------------------------- concurrent runs
+
+
+def test_concurrent_runs_into_one_folder_lose_nothing(workspace, tmp_path):
+    out = tmp_path / "out"
+    cache = tmp_path / "cache"
+    seeds = ["1", "2", "3", "1", None]  # two identical runs: same name asked for twice
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), HF_HUB_OFFLINE="1")
+    procs = []
+    for seed in seeds:
+        argv = [
+            sys.executable, "-m", "mimicache.cli", "run",
+            "--inference_config", str(workspace["config"]),
+            "--batch_folder", str(workspace["videos"]),
+            "--output_dir", str(out), "--feature_cache_dir", str(cache), "--quiet",
+        ]  # fmt: skip
+        if seed is not None:
+            argv += ["--seed", seed]
+        procs.append(subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True))
+    reported = []
+    for proc in procs:
+        stdout, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, stdout
+        reported += [line.split()[-1] for line in stdout.splitlines() if " ok " in line]
+    videos = sorted((out / "clips").glob("*.mp4"))
+    assert len(videos) == len(seeds) == len(set(reported))
+    assert sorted(Path(p) for p in reported) == videos
+    names = [v.name for v in videos]
+    for seed in ("1", "2", "3"):
+        assert any(f"_seed{seed}" in n for n in names)
+    assert sum("_seed1" in n for n in names) == 2  # the same request twice: two files
+    for video in videos:
+        sidecar = json.loads(video.with_suffix(".json").read_text())
+        assert sidecar["status"] == "ok" and sidecar["output"] == str(video)
+        assert video.stat().st_size > 0
+    by_seed = {}
+    for video in videos:
+        seed = json.loads(video.with_suffix(".json").read_text())["parameters"]["seed"]
+        by_seed.setdefault(seed, set()).add(_sha(video))
+    assert sorted(by_seed) == [1, 2, 3, 42]
+    assert len({next(iter(d)) for d in by_seed.values()}) == 4  # each seed its own video
+    logs = sorted(out.glob("*.log"))
+    assert len(logs) == len(seeds)
+    assert all("log file:" in log.read_text() for log in logs)
+
+
+def _reserve(args):
+    folder, stem = args
+    return str(reserve_output(Path(folder), stem, video=True))
+
+
+def test_reservations_from_many_processes_never_collide(tmp_path):
+    with ProcessPoolExecutor(4) as pool:
+        got = list(pool.map(_reserve, [(str(tmp_path), "clip_20240101000000")] * 12))
+    assert len(set(got)) == 12
+    assert sorted(Path(p).name for p in got)[0] == "clip_20240101000000.mp4"
+    # every claimed name has its sidecar claimed too
+    assert all(Path(p).with_suffix(".json").exists() for p in got)
+
+
+def test_a_sidecar_only_claim_blocks_the_video_name(tmp_path):
+    failed = reserve_output(tmp_path, "x", video=False)
+    assert failed == tmp_path / "x.mp4" and not failed.exists()
+    assert (tmp_path / "x.json").exists()
+    assert reserve_output(tmp_path, "x", video=True) == tmp_path / "x_1.mp4"
+    assert reserve_log(tmp_path, "20240101000000").name == "20240101000000.log"
+    assert reserve_log(tmp_path, "20240101000000").name == "20240101000000_1.log"
+
+
+def test_override_tag_names_what_differs():
+    assert override_tag({"seed": 1, "num_inference_steps": 8, "guidance_scale": None}) == (
+        "seed1_steps8"
+    )
+    assert override_tag({"guidance_scale": 2.5, "scheduler": "AnimateLCM_SVD"}) == "g2.5_lcm"
+    assert override_tag({"seed": None}) == ""
+    with pytest.raises(ValueError):
+        override_tag({"resolution": 5})
+
+
+# --------------------------------------------------------------------------- before any work
+
+
+@pytest.fixture
+def no_model_load(monkeypatch):
+    loads = []
+    monkeypatch.setattr(mimicache.engine, "load_pipeline", lambda *a, **k: loads.append(1))
+    return loads
+
+
+def _run(workspace, tmp_path, *extra):
+    return main(
+        [
+            "run", "--inference_config", str(workspace["config"]),
+            "--feature_cache_dir", str(tmp_path / "cache"), "--quiet", *extra,
+        ]
+    )  # fmt: skip
+
+
+def test_output_dir_that_is_a_file(workspace, tmp_path, capsys, no_model_load):
+    blocker = tmp_path / "taken"
+    blocker.write_text("a file")
+    assert _run(workspace, tmp_path, "--output_dir", str(blocker)) == 2
+    err = capsys.readouterr().err
+    assert f"output folder {blocker}" in err and "a file is in the way" in err
+    assert "Traceback" not in err and not no_model_load
+
+
+def test_unwritable_output_dir_fails_before_models_load(workspace, tmp_path, capsys, no_model_load):
+    log = tmp_path / "run.log"
+    code = _run(workspace, tmp_path, "--output_dir", "/sys/mimicache-out", "--log_file", str(log))
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "output folder /sys/mimicache-out is not writable" in err
+    assert "Traceback" not in err and not no_model_load
+
+
+def test_unwritable_log_file(workspace, tmp_path, capsys, no_model_load):
+    code = _run(
+        workspace, tmp_path, "--output_dir", str(tmp_path / "o"), "--log_file", "/sys/x.log"
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "log folder /sys is not writable" in err and not no_model_load
+    folder_log = tmp_path / "logdir"
+    folder_log.mkdir()
+    code = _run(
+        workspace, tmp_path, "--output_dir", str(tmp_path / "o"), "--log_file", str(folder_log)
+    )
+    assert code == 2 and "is a folder" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- clear messages
+
+
+def test_ffmpeg_errors_in_words(tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"garbage" * 100)
+    with pytest.raises(InputError) as info:
+        probe_video(bad)
+    text = str(info.value)
+    assert "not a video PyAV can decode: invalid data found" in text and str(bad) in text
+    assert "Errno" not in text and "1094995529" not in text
+
+
+def _pose(people: int, visible: bool, y0: float = 0.2) -> PoseFrame:
+    candidate = np.tile(np.linspace([0.3, y0], [0.7, y0 + 0.6], 18), (people, 1))
+    score = np.full((people, 18), 0.9 if visible else 0.05)
+    subset = np.where(score > 0.3, np.arange(people * 18).reshape(people, 18), -1.0)
+    return PoseFrame(
+        candidate=candidate,
+        subset=subset.astype(float),
+        body_score=score,
+        faces=np.zeros((people, 68, 2)),
+        faces_score=np.zeros((people, 68)),
+        hands=np.zeros((2 * people, 21, 2)),
+        hands_score=np.zeros((2 * people, 21)),
+    )
+
+
+def test_a_video_without_any_person_is_an_error(recwarn):
+    ref = _pose(1, True)
+    with pytest.raises(InputError, match=r"no person was detected in the driving video v\.mp4"):
+        align_poses(ref, [_pose(1, False)] * 5, (96, 72), (64, 64), video_path="v.mp4")
+    assert not [w for w in recwarn if "Polyfit" in str(w.message)]
+
+
+def test_a_video_with_some_empty_frames_warns_with_the_share(caplog):
+    ref = _pose(1, True)
+    frames = [_pose(1, True, 0.1 + 0.05 * i) for i in range(3)] + [_pose(1, False)]
+    with caplog.at_level("WARNING"):
+        aligned = align_poses(ref, frames, (96, 72), (64, 64), video_path="v.mp4")
+    assert len(aligned) == 4
+    assert "a person was detected in 3 of 4 sampled frames (75 %)" in caplog.text
+    assert "v.mp4" in caplog.text
+
+
+def test_a_solid_colour_video_fails_its_job_in_words(workspace, tmp_path, capsys):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    write_video(clips / "blank.mp4", np.full((4, 96, 72, 3), 90, np.uint8), fps=24)
+    out = tmp_path / "out"
+    with _no_rank_warning():
+        code = _run(workspace, tmp_path, "--output_dir", str(out), "--batch_folder", str(clips))
+    assert code == 1
+    assert "no person was detected" in capsys.readouterr().out
+    assert not list((out / "clips").glob("*.mp4"))
+
+
+class _no_rank_warning:
+    def __enter__(self):
+        import warnings
+
+        self._ctx = warnings.catch_warnings(record=True)
+        self.caught = self._ctx.__enter__()
+        warnings.simplefilter("always")
+        return self
+
+    def __exit__(self, *exc):
+        self._ctx.__exit__(*exc)
+        assert not [w for w in self.caught if "Polyfit" in str(w.message)]
+
+
+class Payload:
+    """Any non-tensor object makes a pickle that weights_only refuses."""
+
+
+def test_pickled_checkpoint_refusal_says_code_and_how_to_convert(tmp_path):
+    ckpt = tmp_path / "mm.pth"
+    torch.save({"unet.x": torch.zeros(1), "payload": Payload()}, ckpt)
+    with pytest.raises(ModelLoadError) as info:
+        read_checkpoint(ckpt)
+    text = str(info.value)
+    assert "holds code" in text and "not only tensors" in text and "Payload" in text
+    assert "save_file" in text and str(ckpt.with_suffix(".safetensors")) in text
+    assert "Re-running `torch.load`" not in text and "add_safe_globals" not in text
+
+
+# --------------------------------------------------------------------------- progress output
+
+
+def test_quiet_shows_no_bar_at_all(workspace, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(mimicache.engine, "_stderr_is_terminal", lambda: True)
+    assert _run(workspace, tmp_path, "--output_dir", str(tmp_path / "o")) == 0
+    err = capsys.readouterr().err
+    assert "it/s" not in err and "Loading weights" not in err and "%|" not in err
+
+
+def test_bars_are_labelled_on_a_terminal(workspace, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(mimicache.engine, "_stderr_is_terminal", lambda: True)
+    code = main(
+        [
+            "run", "--inference_config", str(workspace["config"]), "--output_dir", str(tmp_path),
+            "--feature_cache_dir", str(tmp_path / "cache"),
+        ]
+    )  # fmt: skip
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "good: DWPose" in err and "good: denoise" in err
+
+
+def test_no_bars_but_stage_lines_when_stderr_is_not_a_terminal(workspace, tmp_path, capsys):
+    out = tmp_path / "o"
+    code = main(
+        [
+            "run", "--inference_config", str(workspace["config"]), "--output_dir", str(out),
+            "--feature_cache_dir", str(tmp_path / "cache"),
+        ]
+    )  # fmt: skip
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "%|" not in err and "it/s" not in err
+    log = next(out.glob("*.log")).read_text()
+    for stage in ("video_keypoints", "denoise", "decode"):
+        assert f"good: {stage} " in log
+
+
+# --------------------------------------------------------------------------- files and help
+
+
+def test_outputs_get_the_umask_mode(workspace, tmp_path):
+    old = os.umask(0o022)
+    try:
+        assert _run(workspace, tmp_path, "--output_dir", str(tmp_path / "o")) == 0
+    finally:
+        os.umask(old)
+    written = [*(tmp_path / "o").glob("*.mp4"), *(tmp_path / "o").glob("*.json")]
+    assert len(written) == 2
+    for path in written:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+
+
+def test_help_documents_scheduler_flags_and_never_says_none(capsys):
+    parser = build_parser()
+    for command in ("run", "bench"):
+        with pytest.raises(SystemExit):
+            parser.parse_args([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "(default: None)" not in text
+        assert "Karras schedule exponent (AnimateLCM_SVD only; default: 7.0)" in text
+        assert "--lcm_num_train_timesteps" in text and "default: 40" in text
+        assert ("--benchmark_cache" in text) == (command == "run")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["bench", "--help"])
+    assert "cold" in capsys.readouterr().out.split("options:")[0]
+    with pytest.raises(SystemExit):
+        seed_script_main(["--help"], cache=True)
+    assert "(default: None)" not in capsys.readouterr().out
+
+
+def test_bench_table_marks_uncached_stages(tmp_path):
+    case = TestCase(ref_video_path=Path("v.mp4"), ref_image_path=Path("i.png"))
+    job = Job(0, 0, case, Path("v.mp4"), tmp_path / "v.mp4")
+    cold = [JobResult(job, "ok", timings={"video_keypoints": 2.0, "decode": 1.3, "total": 4})]
+    warm = [JobResult(job, "ok", timings={"video_keypoints": 0.01, "decode": 1.0, "total": 2})]
+    rows = {
+        line.split()[0]: line
+        for line in format_table(cold, warm, True, {"cold": {}, "warm": {}}).splitlines()
+    }
+    assert "uncached" in rows["decode"] and "1.3x" not in rows["decode"]
+    assert "200.0x" in rows["video_keypoints"] and "2.0x" in rows["total"]
