@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 from diffusers.utils.torch_utils import randn_tensor
+from lcm_reference import PublishedLCMSampler
 from PIL import Image
 
 from mimicache.pipeline import _resize_with_antialiasing, tile_indices, tile_weights
-from mimicache.schedulers import AnimateLCMSVDScheduler, SchedulerOptions, build_scheduler
+from mimicache.schedulers import SchedulerOptions, build_scheduler
 
 H, W = 32, 48
 
@@ -46,11 +47,15 @@ def _run(
 
 
 @torch.no_grad()
-def naive_published(pipe, image, pose, *, tile, overlap, steps, guidance, strength, seed, fps=7):
-    """REFERENCE.md's pipeline call, step by step: PoseNet per tile per step, two passes."""
+def naive_published(
+    pipe, image, pose, *, tile, overlap, steps, guidance, strength, seed, fps=7, sched=None
+):
+    """REFERENCE.md's pipeline call, step by step: PoseNet per tile per step, two passes.
+
+    ``sched`` is the sampler to step with (default: a copy of the pipeline's own)."""
     gen = torch.Generator().manual_seed(seed)
     n = pose.shape[0]
-    sched = copy.deepcopy(pipe.scheduler)
+    sched = sched if sched is not None else copy.deepcopy(pipe.scheduler)
     x = torch.from_numpy(np.asarray(image).astype(np.float32) / 255.0).permute(2, 0, 1)[None]
     x = (_resize_with_antialiasing(x * 2.0 - 1.0, (224, 224)) + 1.0) / 2.0
     mean = torch.tensor(pipe.feature_extractor.image_mean)[:, None, None]
@@ -233,40 +238,6 @@ def test_published_case_pose_net_frame_count():
     assert tile_weights(4).tolist() == [0.25, 0.75, 0.75, 0.25]
 
 
-def test_animatelcm_sigmas_and_timesteps_follow_the_formula():
-    sched = build_scheduler(SchedulerOptions(name="AnimateLCM_SVD"))
-    assert isinstance(sched, AnimateLCMSVDScheduler)
-    assert sched.init_noise_sigma == pytest.approx((700.0**2 + 1) ** 0.5)
-    sched.set_timesteps(4)
-    rho, smin, smax = 7.0, 0.002, 700.0
-    ramp = np.array([0, 10, 20, 30]) / 39.0
-    expected = (smax ** (1 / rho) + ramp * (smin ** (1 / rho) - smax ** (1 / rho))) ** rho
-    np.testing.assert_allclose(
-        sched.sigmas.numpy(), np.append(expected, smin).astype(np.float32), rtol=1e-6
-    )
-    np.testing.assert_allclose(sched.timesteps.numpy(), 0.25 * np.log(expected), rtol=1e-12)
-    assert sched.sigmas[0].item() == pytest.approx(700.0, rel=1e-6)
-    # scaling and the consistency step
-    x = torch.ones(1, 2, 4, 2, 2)
-    sigma = sched.sigmas[0]
-    assert torch.allclose(sched.scale_model_input(x, sched.timesteps[0]), x / (sigma**2 + 1) ** 0.5)
-    out = torch.full_like(x, 0.5)
-    gen = torch.Generator().manual_seed(0)
-    prev = sched.step(out, sched.timesteps[0], x, generator=gen).prev_sample
-    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
-    c_skip = 1 / (sigma**2 + 1)
-    c_out = -sigma / (sigma**2 + 1) ** 0.5
-    torch.testing.assert_close(prev, c_out * out + c_skip * x + noise * sched.sigmas[1])
-
-
-def test_animatelcm_clip_and_single_step():
-    sched = AnimateLCMSVDScheduler(clip_denoised=True)
-    sched.set_timesteps(1)
-    x = torch.full((1, 1, 4, 2, 2), 50.0)
-    prev = sched.step(torch.full_like(x, -1000.0), sched.timesteps[0], x).prev_sample
-    assert torch.equal(prev, torch.ones_like(x))  # clipped, no noise for a single step
-
-
 def test_pipeline_runs_with_animatelcm(tiny_pipeline):
     image, pose = _inputs(5)
     original = tiny_pipeline.scheduler
@@ -277,6 +248,32 @@ def test_pipeline_runs_with_animatelcm(tiny_pipeline):
     finally:
         tiny_pipeline.scheduler = original
     assert torch.equal(a, b) and torch.isfinite(a).all()
+
+
+@pytest.mark.parametrize("steps", [4, 3])
+def test_animatelcm_frames_equal_the_published_sampler(tiny_pipeline, steps):
+    # 3 steps do not divide the 40 training steps: indices 0, 13, 26
+    image, pose = _inputs(9)
+    original = tiny_pipeline.scheduler
+    tiny_pipeline.scheduler = build_scheduler(SchedulerOptions(name="AnimateLCM_SVD"))
+    try:
+        ours = _run(tiny_pipeline, image, pose, tile=4, overlap=1, steps=steps)
+    finally:
+        tiny_pipeline.scheduler = original
+    ref = naive_published(
+        tiny_pipeline,
+        image,
+        pose,
+        tile=4,
+        overlap=1,
+        steps=steps,
+        guidance=2.0,
+        strength=0.0,
+        seed=42,
+        sched=PublishedLCMSampler(),
+    )
+    assert ours.shape == (1, 9, 3, H, W)
+    assert_published_equal(ours, ref)
 
 
 def test_uint8_pose_frames_equal_float_pose_frames(tiny_pipeline):

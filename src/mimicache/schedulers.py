@@ -1,11 +1,12 @@
 """Samplers for the denoising loop: SVD's Euler (from the base folder) and AnimateLCM-SVD.
 
-Sigmas are float32 tensors; model timesteps follow each scheduler's convention
-(AnimateLCM: 0.25·ln σ, float64 as the formula is evaluated).
+Sigmas are float32 tensors after ``set_timesteps`` (AnimateLCM's end with an exact 0); model
+timesteps follow each scheduler's convention (AnimateLCM: 0.25·ln σ, float64).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,7 +26,9 @@ class AnimateLCMSVDScheduler(SchedulerMixin, ConfigMixin):
     """Consistency sampler for an LCM-distilled SVD UNet (v-prediction, Karras sigmas).
 
     Each step jumps to the consistency estimate of the clean latent, then re-noises it at the
-    next sigma with a fresh draw from the caller's generator.
+    next sigma with a fresh draw from the caller's generator. As in the published AnimateLCM-SVD
+    sampler the table ends at sigma 0, so the last step returns the estimate itself (its draw is
+    still made, and multiplied by 0); a single-step schedule draws nothing.
     """
 
     order = 1
@@ -41,9 +44,17 @@ class AnimateLCMSVDScheduler(SchedulerMixin, ConfigMixin):
         rho: float = 7.0,
         clip_denoised: bool = False,
     ):
+        if num_train_timesteps < 2:
+            # the Karras ramp divides by (num_train_timesteps - 1)
+            raise ConfigError(
+                f"--lcm_num_train_timesteps must be at least 2, got {num_train_timesteps}"
+            )
+        if not math.isfinite(s_noise):
+            raise ConfigError(f"--scheduler_s_noise must be a finite number, got {s_noise}")
         self.init_noise_sigma = (sigma_max**2 + 1) ** 0.5
-        sigmas = self._karras(np.linspace(0.0, 1.0, num_train_timesteps))
-        self.sigmas = torch.from_numpy(sigmas.astype(np.float32))
+        # the full training table, until set_timesteps picks from it (float64, as published)
+        sigmas = np.append(self._karras(np.linspace(0.0, 1.0, num_train_timesteps)), 0.0)
+        self.sigmas = torch.from_numpy(sigmas)
         self.timesteps = torch.from_numpy(self.sigma_to_t(sigmas))
         self.num_inference_steps: int | None = None
         self._step_index: int | None = None
@@ -70,11 +81,13 @@ class AnimateLCMSVDScheduler(SchedulerMixin, ConfigMixin):
                 f"got {num_inference_steps}"
             )
         self.num_inference_steps = num_inference_steps
-        # every (train // steps)-th training index, starting from the noisiest (index 0)
+        # every (train // steps)-th training index, starting from the noisiest (index 0); when
+        # steps do not divide train the least noisy indices are never visited
         indices = np.arange(num_inference_steps) * (train // num_inference_steps)
         sigmas = self._karras(indices / (train - 1))
         self.timesteps = torch.from_numpy(self.sigma_to_t(sigmas)).to(device)
-        sigmas = np.concatenate([sigmas, [self.config.sigma_min]]).astype(np.float32)
+        # a final sigma of exactly 0: the last step adds no noise
+        sigmas = np.concatenate([sigmas, [0.0]]).astype(np.float32)
         self.sigmas = torch.from_numpy(sigmas).to(device)
         self._step_index = None
 
