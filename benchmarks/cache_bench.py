@@ -60,7 +60,9 @@ from mimicache.cache.store import CacheEvent, FeatureStore, format_size
 from mimicache.config import InferenceConfig, TestCase
 from mimicache.engine import MimicMotion
 from mimicache.media import fit_image, probe_video, read_image, write_video
-from mimicache.models.tiny import (
+from mimicache.pipeline import stage_timer
+from mimicache.testing.dwpose import make_figure_frame, write_tiny_dwpose
+from mimicache.testing.models import (
     CLIP_PREPROCESSOR_CONFIG,
     CLIP_VIT_H_CONFIG,
     MODEL_INDEX,
@@ -71,8 +73,6 @@ from mimicache.models.tiny import (
     build_vae,
     tiny_checkpoint_state,
 )
-from mimicache.pipeline import stage_timer
-from mimicache.pose.tiny import make_figure_frame, write_tiny_dwpose
 
 logger = logging.getLogger("cache_bench")
 

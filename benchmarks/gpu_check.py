@@ -39,7 +39,7 @@ def cli_checks(workdir: Path, device: str) -> dict:
     """The tiny demo batch through `mimicache run --benchmark_cache` on CUDA, fp16 and fp32."""
     from mimicache.cli import main
     from mimicache.demo import write_demo_config, write_demo_media
-    from mimicache.models.tiny import write_tiny_bundle
+    from mimicache.testing.models import write_tiny_bundle
 
     bundle = write_tiny_bundle(workdir / "models")
     image, videos = write_demo_media(workdir / "media")
@@ -75,15 +75,15 @@ def _sync():
 def real_size(steps: int, frames: int, device: str, height: int = 1024, width: int = 576) -> dict:
     """Published-size pipeline in fp16 with random weights: per-stage timings, cold vs warm."""
     from mimicache.models import MimicMotionUNet, PoseNet
-    from mimicache.models.tiny import (
+    from mimicache.pipeline import MimicMotionPipeline
+    from mimicache.pipeline.schedulers import SchedulerOptions, build_scheduler
+    from mimicache.testing.models import (
         CLIP_PREPROCESSOR_CONFIG,
         CLIP_VIT_H_CONFIG,
         SVD_VAE_CONFIG,
         build_clip,
         build_vae,
     )
-    from mimicache.pipeline import MimicMotionPipeline
-    from mimicache.schedulers import SchedulerOptions, build_scheduler
 
     device = torch.device(device)
     dtype = torch.float16 if device.type == "cuda" else torch.float32

@@ -13,8 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from mimicache.pose import DWPose, draw_pose, write_tiny_dwpose
-from mimicache.pose.tiny import make_figure_frame
+from mimicache.pose import DWPose, draw_pose
+from mimicache.testing.dwpose import make_figure_frame, write_tiny_dwpose
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import pytest
 import torch
 
-from mimicache.models.tiny import tiny_checkpoint_state, write_base_model
+from mimicache.testing.models import tiny_checkpoint_state, write_base_model
 
 
 @pytest.fixture(scope="session")
@@ -34,6 +34,6 @@ def tiny_pipeline(tiny_base):
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory):
     """The whole tiny bundle (SVD folder, checkpoint, DWPose ONNX models)."""
-    from mimicache.models.tiny import write_tiny_bundle
+    from mimicache.testing.models import write_tiny_bundle
 
     return write_tiny_bundle(tmp_path_factory.mktemp("tiny-bundle"))

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from mimicache.media import write_video
-from mimicache.pose import DWPose, write_tiny_dwpose
-from mimicache.pose.tiny import make_figure_frame
+from mimicache.pose import DWPose
+from mimicache.testing.dwpose import make_figure_frame, write_tiny_dwpose
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ from safetensors.torch import load_file, save_file
 from mimicache.cache.store import FeatureStore
 from mimicache.config import load_config
 from mimicache.engine import MimicMotion, pack_frames, published_reference_image, unpack_frames
-from mimicache.models.tiny import TinyBundle
-from mimicache.pose.tiny import write_tiny_dwpose
+from mimicache.testing.dwpose import write_tiny_dwpose
+from mimicache.testing.models import TinyBundle
 
 ALL = {"image_keypoints", "video_keypoints", "pose_frames", "clip_embeddings", "vae_latents"}
 
@@ -175,7 +175,7 @@ def test_checkpoint_change_touches_no_cached_stage(tiny_bundle, case, tmp_path):
     MimicMotion.from_config(case, device="cpu", cache=FeatureStore(root)).generate(
         job, progress=False
     )
-    from mimicache.models.tiny import tiny_checkpoint_state
+    from mimicache.testing.models import tiny_checkpoint_state
 
     state = tiny_checkpoint_state()
     state["pose_net.scale"] = state["pose_net.scale"] * 2

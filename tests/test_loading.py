@@ -6,8 +6,8 @@ from safetensors.torch import save_file
 
 from mimicache.errors import ModelLoadError
 from mimicache.models import MimicMotionUNet, PoseNet, load_pipeline, resolve_base_model
-from mimicache.models.tiny import tiny_checkpoint_state
 from mimicache.pipeline import MimicMotionPipeline
+from mimicache.testing.models import tiny_checkpoint_state
 
 
 def test_tiny_bundle_loads_through_the_real_loader(tiny_pipeline, tiny_base):

@@ -3,7 +3,7 @@ import torch
 from diffusers import UNetSpatioTemporalConditionModel
 
 from mimicache.models import MimicMotionUNet, PoseNet
-from mimicache.models.tiny import TINY_UNET_CONFIG
+from mimicache.testing.models import TINY_UNET_CONFIG
 
 
 def test_pose_net_parameter_names_and_shapes():

@@ -9,8 +9,8 @@ from diffusers.utils.torch_utils import randn_tensor
 from lcm_reference import PublishedLCMSampler
 from PIL import Image
 
-from mimicache.pipeline import _resize_with_antialiasing, tile_indices, tile_weights
-from mimicache.schedulers import SchedulerOptions, build_scheduler
+from mimicache.pipeline.mimicmotion import _resize_with_antialiasing, tile_indices, tile_weights
+from mimicache.pipeline.schedulers import SchedulerOptions, build_scheduler
 
 H, W = 32, 48
 

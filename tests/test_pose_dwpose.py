@@ -7,7 +7,7 @@ import pose_fixtures
 import pytest
 
 from mimicache.errors import ModelLoadError
-from mimicache.pose import DWPose, write_tiny_dwpose
+from mimicache.pose import DWPose
 from mimicache.pose.dwpose import (
     crop_for_pose,
     decode_simcc,
@@ -19,7 +19,7 @@ from mimicache.pose.dwpose import (
     to_openpose,
     to_pose_frame,
 )
-from mimicache.pose.tiny import make_figure_frame
+from mimicache.testing.dwpose import make_figure_frame, write_tiny_dwpose
 
 # shared fixtures
 dwpose = pose_fixtures.dwpose

@@ -18,7 +18,7 @@ from mimicache.pose import (
     preprocess,
     render_pose_frames,
 )
-from mimicache.pose.tiny import make_figure_frame
+from mimicache.testing.dwpose import make_figure_frame
 
 # shared fixtures
 dwpose = pose_fixtures.dwpose

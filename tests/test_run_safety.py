@@ -22,7 +22,7 @@ from mimicache.cli import build_parser, main, seed_script_main
 from mimicache.config import TestCase
 from mimicache.errors import InputError, ModelLoadError
 from mimicache.media import probe_video, write_video
-from mimicache.models.loading import read_checkpoint
+from mimicache.pipeline.loading import read_checkpoint
 from mimicache.pose.align import align_poses
 from mimicache.pose.keypoints import PoseFrame
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mimicache.errors import ConfigError
-from mimicache.schedulers import AnimateLCMSVDScheduler, SchedulerOptions, build_scheduler
+from mimicache.pipeline.schedulers import AnimateLCMSVDScheduler, SchedulerOptions, build_scheduler
 
 SMIN, SMAX, RHO = 0.002, 700.0, 7.0
 

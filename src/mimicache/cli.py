@@ -15,7 +15,7 @@ from pathlib import Path
 from mimicache.cache.commands import DEFAULT_CACHE_DIR, add_cache_commands
 from mimicache.cache.store import parse_size
 from mimicache.errors import CacheError, MimicacheError
-from mimicache.schedulers import SCHEDULER_NAMES
+from mimicache.pipeline.schedulers import SCHEDULER_NAMES
 
 logger = logging.getLogger("mimicache")
 
@@ -250,7 +250,7 @@ def run_command(args: argparse.Namespace) -> int:
     from mimicache.cache.store import FeatureStore
     from mimicache.config import load_config
     from mimicache.engine import MimicMotion, default_device
-    from mimicache.schedulers import SchedulerOptions
+    from mimicache.pipeline.schedulers import SchedulerOptions
 
     timestamp = make_timestamp()
     # Every path we write is checked before the config, the plan or a model is loaded.

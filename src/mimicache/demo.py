@@ -15,8 +15,8 @@ import yaml
 from PIL import Image
 
 from mimicache.media import write_video
-from mimicache.models.tiny import write_tiny_bundle
-from mimicache.pose.tiny import make_figure_frame
+from mimicache.testing.dwpose import make_figure_frame
+from mimicache.testing.models import write_tiny_bundle
 
 logger = logging.getLogger(__name__)
 

@@ -25,8 +25,9 @@ from mimicache.cache.store import CacheEvent, FeatureStore, StageKey
 from mimicache.config import InferenceConfig, TestCase
 from mimicache.errors import InputError
 from mimicache.media import effective_stride, fit_image, probe_video, read_image
-from mimicache.models.loading import BaseModelFiles, load_pipeline, resolve_base_model
 from mimicache.pipeline import MimicMotionPipeline, stage_timer
+from mimicache.pipeline.loading import BaseModelFiles, load_pipeline, resolve_base_model
+from mimicache.pipeline.schedulers import SchedulerOptions
 from mimicache.pose import DWPose, PoseSequence, VideoPoses
 from mimicache.pose.preprocess import (
     extract_image_pose,
@@ -34,7 +35,6 @@ from mimicache.pose.preprocess import (
     render_pose_frames,
     to_model_pixels,
 )
-from mimicache.schedulers import SchedulerOptions
 
 logger = logging.getLogger(__name__)
 

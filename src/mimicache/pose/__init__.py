@@ -11,7 +11,6 @@ from mimicache.pose.preprocess import (
     preprocess,
     render_pose_frames,
 )
-from mimicache.pose.tiny import make_figure_frame, write_tiny_dwpose
 
 __all__ = [
     "DWPose",
@@ -23,8 +22,6 @@ __all__ = [
     "draw_poses",
     "extract_image_pose",
     "extract_video_poses",
-    "make_figure_frame",
     "preprocess",
     "render_pose_frames",
-    "write_tiny_dwpose",
 ]

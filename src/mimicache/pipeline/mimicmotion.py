@@ -37,7 +37,7 @@ try:
 finally:
     hf_logging.set_verbosity(_verbosity)
 
-if TYPE_CHECKING:  # models.loading builds this pipeline; import the classes for hints only
+if TYPE_CHECKING:  # pipeline.loading builds this pipeline; import the classes for hints only
     from mimicache.models.pose_net import PoseNet
     from mimicache.models.unet import MimicMotionUNet
 

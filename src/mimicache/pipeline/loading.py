@@ -29,8 +29,8 @@ except ImportError:  # pragma: no cover - older transformers
 from mimicache.errors import ModelLoadError
 from mimicache.models.pose_net import PoseNet
 from mimicache.models.unet import MimicMotionUNet
-from mimicache.pipeline import MimicMotionPipeline
-from mimicache.schedulers import SchedulerOptions, build_scheduler
+from mimicache.pipeline.mimicmotion import MimicMotionPipeline
+from mimicache.pipeline.schedulers import SchedulerOptions, build_scheduler
 
 logger = logging.getLogger(__name__)
 

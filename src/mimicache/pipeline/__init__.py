@@ -1,0 +1,39 @@
+"""The MimicMotion pipeline (which owns the random-draw order), its loader and its samplers."""
+
+from mimicache.pipeline.loading import (
+    BaseModelFiles,
+    build_mimicmotion_modules,
+    load_pipeline,
+    read_checkpoint,
+    resolve_base_model,
+)
+from mimicache.pipeline.mimicmotion import (
+    MimicMotionPipeline,
+    MimicMotionPipelineOutput,
+    stage_timer,
+    tile_indices,
+    tile_weights,
+)
+from mimicache.pipeline.schedulers import (
+    SCHEDULER_NAMES,
+    AnimateLCMSVDScheduler,
+    SchedulerOptions,
+    build_scheduler,
+)
+
+__all__ = [
+    "SCHEDULER_NAMES",
+    "AnimateLCMSVDScheduler",
+    "BaseModelFiles",
+    "MimicMotionPipeline",
+    "MimicMotionPipelineOutput",
+    "SchedulerOptions",
+    "build_mimicmotion_modules",
+    "build_scheduler",
+    "load_pipeline",
+    "read_checkpoint",
+    "resolve_base_model",
+    "stage_timer",
+    "tile_indices",
+    "tile_weights",
+]
