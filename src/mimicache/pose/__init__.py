@@ -1,4 +1,5 @@
-"""Pose: DWPose on ONNX Runtime, alignment to the reference body, confidence-aware drawing."""
+"""Pose: DWPose on ONNX Runtime, alignment to the reference body, optional graft retargeting,
+confidence-aware drawing."""
 
 from mimicache.pose.align import align_poses
 from mimicache.pose.draw import draw_pose, draw_poses
@@ -11,9 +12,11 @@ from mimicache.pose.preprocess import (
     preprocess,
     render_pose_frames,
 )
+from mimicache.pose.retarget import RETARGET_MODES, graft_pose, retarget_poses
 from mimicache.pose.tiny import make_figure_frame, write_tiny_dwpose
 
 __all__ = [
+    "RETARGET_MODES",
     "DWPose",
     "PoseFrame",
     "PoseSequence",
@@ -23,8 +26,10 @@ __all__ = [
     "draw_poses",
     "extract_image_pose",
     "extract_video_poses",
+    "graft_pose",
     "make_figure_frame",
     "preprocess",
     "render_pose_frames",
+    "retarget_poses",
     "write_tiny_dwpose",
 ]
