@@ -11,6 +11,7 @@ from engine_fixtures import figure_video, reference_image, write_config
 
 import mimicache.engine
 from mimicache.cli import build_parser, main, seed_script_main
+from mimicache.errors import MimicacheError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,6 +60,7 @@ def test_batch_with_a_corrupt_video(workspace, tmp_path, monkeypatch, capsys):
     assert _decode(written[1]) == (4, (64, 64, 3))
     sidecar = json.loads(written[0].with_suffix(".json").read_text())
     assert sidecar["status"] == "ok" and sidecar["parameters"]["num_inference_steps"] == 1
+    assert sidecar["pose_retarget"] == "published"
     assert {"preprocess", "pipeline", "total"} <= set(sidecar["timings"])
     summary = capsys.readouterr().out
     assert "c_broken" in summary and "failed" in summary and "2 succeeded, 1 failed" in summary
@@ -122,8 +124,15 @@ def test_seed_script_defaults():
     )
     assert args.output_dir == "outputs/" and args.scheduler_sigma_max == 700.0
     assert args.lcm_num_train_timesteps == 40 and not args.scheduler_clip_denoised
+    # the pose retargeting default applies after the config's pose.retarget (flag > config)
+    assert args.pose_retarget is None and args.default_pose_retarget == "graft"
     run = build_parser().parse_args(["run"])
     assert run.num_inference_steps is None and run.scheduler == "EulerDiscreteScheduler"
+    assert run.pose_retarget is None and run.default_pose_retarget == "published"
+    bench = build_parser().parse_args(["bench", "--pose_retarget", "graft"])
+    assert bench.pose_retarget == "graft"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", "--pose_retarget", "seed"])
     assert build_parser().parse_args(["bench"]).benchmark_cache
 
 
@@ -161,6 +170,45 @@ def test_scripts_run_as_files():
             "--disable_pipeline_feature_cache" in done.stdout
             and "--scheduler_clip_denoised" in done.stdout
         )
+        text = " ".join(done.stdout.split())
+        assert "--pose_retarget {published,graft}" in text
+        assert "(default: the config's value, else graft)" in text
+        assert "the graft pose retargeting" in text
+
+
+@pytest.mark.parametrize(
+    ("seed_script", "config_value", "flag", "expected"),
+    [
+        (False, None, None, "published"),
+        (False, "graft", None, "graft"),
+        (False, "graft", "published", "published"),
+        (True, None, None, "graft"),
+        (True, "published", None, "published"),
+        (True, None, "published", "published"),
+        (True, "published", "graft", "graft"),
+    ],
+)
+def test_pose_retarget_precedence(
+    workspace, tmp_path, monkeypatch, seed_script, config_value, flag, expected
+):
+    """Flag > config's pose.retarget > the command's default (run: published, seed: graft)."""
+    seen = []
+
+    def fake_from_config(config, **kw):
+        seen.append(kw["pose_retarget"])
+        raise MimicacheError("stop before loading models")
+
+    monkeypatch.setattr(mimicache.engine.MimicMotion, "from_config", staticmethod(fake_from_config))
+    config = tmp_path / "cfg.yaml"
+    text = workspace["config"].read_text()
+    if config_value is not None:
+        text += f"pose:\n  retarget: {config_value}\n"
+    config.write_text(text)
+    argv = ["--inference_config", str(config), "--output_dir", str(tmp_path / "o"), "--quiet"]
+    if flag is not None:
+        argv += ["--pose_retarget", flag]
+    code = seed_script_main(argv, cache=True) if seed_script else main(["run", *argv])
+    assert code == 2 and seen == [expected]
 
 
 def _run_args(workspace, tmp_path, cache):

@@ -474,3 +474,32 @@ def test_inference_config_defaults():
     assert config.dwpose_pose_path == Path("models/DWPose/dw-ll_ucoco_384.onnx")
     assert config.batch_video_folder is None and config.source_path is None
     assert config_to_dict(config)["batch"] == {"video_folder": None}
+
+
+def test_pose_retarget_key(tmp_path):
+    assert load_config(write(tmp_path, case_yaml())).pose_retarget is None  # command default
+    config = load_config(write(tmp_path, case_yaml() + "pose:\n  retarget: graft\n"))
+    assert config.pose_retarget == "graft"
+    data = config_to_dict(config)
+    assert data["pose"] == {"retarget": "graft"}
+    again = load_config(write(tmp_path, yaml.safe_dump(data), "again.yaml"))
+    assert again.pose_retarget == "graft"
+    assert "pose" not in config_to_dict(load_config(write(tmp_path, case_yaml())))
+
+
+def test_pose_retarget_errors_name_file_key_line_and_choices(tmp_path):
+    text = case_yaml() + "pose:\n  retarget: graf\n"
+    message = error_for(tmp_path, text)
+    line = text.splitlines().index("  retarget: graf") + 1
+    assert (
+        "pose.retarget must be one of: published, graft; got 'graf' (did you mean 'graft'?) "
+        f"(line {line})"
+    ) in message
+    message = error_for(tmp_path, case_yaml() + "pose:\n  retarget: 3\n")
+    assert "pose.retarget must be one of: published, graft; got 3" in message
+    message = error_for(tmp_path, case_yaml() + "pose:\n  retargte: graft\n")
+    assert "pose.retargte is not a known key; did you mean 'retarget'?" in message
+    message = error_for(tmp_path, case_yaml() + "pose: graft\n")
+    assert "pose must be a mapping with retarget, got 'graft'" in message
+    message = error_for(tmp_path, case_yaml() + "poses:\n  retarget: graft\n")
+    assert "poses is not a known key; did you mean 'pose'?" in message

@@ -10,6 +10,7 @@ import torch
 from engine_fixtures import figure_video, reference_image, write_config
 from safetensors.torch import load_file, save_file
 
+from mimicache.cache import stages
 from mimicache.cache.store import FeatureStore
 from mimicache.config import load_config
 from mimicache.engine import MimicMotion, pack_frames, published_reference_image, unpack_frames
@@ -213,3 +214,62 @@ def test_pose_frames_pack_round_trip():
 def test_bundle_type(tiny_bundle):
     assert isinstance(tiny_bundle, TinyBundle)
     assert tiny_bundle.det_model_path.name == "yolox_l.onnx"
+
+
+def test_pose_frames_key_names_the_mode_only_when_not_published():
+    video = stages.video_keypoints_key("v" * 64, 2, "det")
+    image = stages.image_keypoints_key("i" * 64, 576, "det")
+    published = stages.pose_frames_key(video, image)
+    # the key of entries written before the mode existed: unchanged
+    assert published.fields() == stages.pose_frames_key(video, image, "published").fields()
+    assert published.params == {
+        "video_keypoints": video.digest,
+        "image_keypoints": image.digest,
+        "code": stages.DRAWING_VERSION,
+    }
+    graft = stages.pose_frames_key(video, image, "graft")
+    assert graft.params == {**published.params, "retarget": "graft"}
+    assert graft.inputs == published.inputs and graft.models == published.models
+    assert graft.digest != published.digest
+
+
+def test_retarget_switch_redraws_from_cached_keypoints(engine, case, tmp_path):
+    job = case.test_case[0]
+    plain = {}
+    try:
+        engine.cache = None
+        for mode in ("published", "graft"):
+            engine.pose_retarget = mode
+            plain[mode] = engine.generate(job, progress=False).frames
+        assert not np.array_equal(plain["published"], plain["graft"])
+        _with_store(engine, tmp_path / "c")
+        engine.pose_retarget = "published"
+        cold = engine.generate(job, progress=False)
+        engine.pose_retarget = "graft"
+        switched = engine.generate(job, progress=False)
+        events = _events(switched)
+        assert _missed(switched) == {"pose_frames"}
+        assert events["pose_frames"] == "parameters changed"
+        assert events["video_keypoints"] == events["image_keypoints"] == "hit"
+        warm_graft = engine.generate(job, progress=False)
+        engine.pose_retarget = "published"
+        warm_published = engine.generate(job, progress=False)
+        assert _missed(warm_graft) == set() and _missed(warm_published) == set()
+        for mode, runs in (
+            ("published", (cold, warm_published)),
+            ("graft", (switched, warm_graft)),
+        ):
+            for run in runs:
+                assert np.array_equal(run.frames, plain[mode])  # warm = uncached, both modes
+    finally:
+        engine.pose_retarget = "published"
+
+
+def test_pose_retarget_from_config_and_argument(case):
+    assert MimicMotion.from_config(case, device="cpu").pose_retarget == "published"
+    grafting = case.replace(pose_retarget="graft")
+    assert MimicMotion.from_config(grafting, device="cpu").pose_retarget == "graft"
+    chosen = MimicMotion.from_config(grafting, device="cpu", pose_retarget="published")
+    assert chosen.pose_retarget == "published"
+    with pytest.raises(ValueError, match="published, graft"):
+        MimicMotion.from_config(case, device="cpu", pose_retarget="grft")

@@ -297,12 +297,14 @@ def write_sidecar(
     config: InferenceConfig,
     model_files: dict[str, Any],
     path: Path | None = None,
+    pose_retarget: str | None = None,
 ) -> Path:
     """Write the JSON sidecar (default: next to the job's mp4, same stem, ``.json``) and
     return its path.
 
-    Holds the case's parameters, the model files, the timings, the cache events (dataclasses
-    through ``asdict``), the status and the mimicache version. Written atomically.
+    Holds the case's parameters, the pose retarget mode, the model files, the timings, the
+    cache events (dataclasses through ``asdict``), the status and the mimicache version.
+    Written atomically.
     """
     from mimicache import __version__
 
@@ -318,6 +320,7 @@ def write_sidecar(
         "job": {"index": job.index, "name": job.name, "case_index": job.case_index},
         "config_file": None if config.source_path is None else str(config.source_path),
         "parameters": case_to_dict(job.case),
+        "pose_retarget": pose_retarget,
         "base_model_path": str(config.base_model_path),
         "model_files": {str(k): _jsonable(v) for k, v in model_files.items()},
         "timings": {str(k): float(v) for k, v in result.timings.items()},
@@ -481,6 +484,7 @@ def run_jobs(
                 config=config,
                 model_files=engine.model_files,
                 path=output.with_suffix(".json"),
+                pose_retarget=getattr(engine, "pose_retarget", None),
             )
         except OSError as exc:
             logger.warning("could not write the sidecar of %s: %s", job.name, exc)

@@ -16,13 +16,19 @@ from mimicache.cache.commands import DEFAULT_CACHE_DIR, add_cache_commands
 from mimicache.cache.store import parse_size
 from mimicache.errors import CacheError, MimicacheError
 from mimicache.pipeline.schedulers import SCHEDULER_NAMES
+from mimicache.pose.retarget import RETARGET_MODES
 
 logger = logging.getLogger("mimicache")
 
-# The seed scripts default to the 4-step AnimateLCM "turbo" set-up; `mimicache run` to the
-# published behaviour (config steps, SVD's Euler).
-SEED_DEFAULTS = {"num_inference_steps": 4, "scheduler": "AnimateLCM_SVD"}
-RUN_DEFAULTS = {"num_inference_steps": None, "scheduler": "EulerDiscreteScheduler"}
+# The seed scripts default to the 4-step AnimateLCM "turbo" set-up and the graft pose
+# retargeting; `mimicache run` to the published behaviour (config steps, SVD's Euler, published
+# poses). The pose retargeting default applies only when the config has no pose.retarget.
+SEED_DEFAULTS = {"num_inference_steps": 4, "scheduler": "AnimateLCM_SVD", "pose_retarget": "graft"}
+RUN_DEFAULTS = {
+    "num_inference_steps": None,
+    "scheduler": "EulerDiscreteScheduler",
+    "pose_retarget": "published",
+}
 
 
 def _size(text: str) -> int:
@@ -72,6 +78,15 @@ def add_run_arguments(
         help="run in float32 on CUDA too (CPU always runs float32)",
     )
     gen.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    gen.add_argument(
+        "--pose_retarget",
+        choices=RETARGET_MODES,
+        help="pose frames after the published rescale: 'published' as is, or 'graft' (the seed "
+        "scripts' step: the reference keeps its body, arms, hands and face follow the video); "
+        "overrides the config's pose.retarget (default: the config's value, else "
+        f"{defaults['pose_retarget']})",
+    )
+    parser.set_defaults(default_pose_retarget=defaults["pose_retarget"])
 
     sch = parser.add_argument_group("scheduler")
     sch.add_argument(
@@ -271,6 +286,8 @@ def run_command(args: argparse.Namespace) -> int:
     }
     config = config.replace(test_case=[case.replace(**overrides) for case in config.test_case])
     batch_folder = Path(args.batch_folder) if args.batch_folder else config.batch_video_folder
+    # flag > config > the command's default
+    pose_retarget = args.pose_retarget or config.pose_retarget or args.default_pose_retarget
 
     tag = override_tag(_overridden(args, overrides))
 
@@ -319,11 +336,12 @@ def run_command(args: argparse.Namespace) -> int:
         },
     )
     logger.info(
-        "%d job(s); device %s, %s; scheduler %s; feature cache %s",
+        "%d job(s); device %s, %s; scheduler %s; pose retarget %s; feature cache %s",
         len(jobs),
         device,
         str(dtype).removeprefix("torch."),
         args.scheduler,
+        pose_retarget,
         cache.root if use_cache else "off",
     )
     engine = MimicMotion.from_config(
@@ -333,6 +351,7 @@ def run_command(args: argparse.Namespace) -> int:
         cache=cache,
         cache_pipeline_features=not args.disable_pipeline_feature_cache,
         scheduler=scheduler,
+        pose_retarget=pose_retarget,
     )
     progress = not args.quiet
     if args.benchmark_cache:
@@ -384,7 +403,9 @@ def seed_script_main(argv: Sequence[str] | None = None, *, cache: bool) -> int:
     parser = argparse.ArgumentParser(
         prog=name,
         description="MimicMotion raw batch inference"
-        + (" with the feature cache." if cache else " (feature cache off)."),
+        + (" with the feature cache." if cache else " (feature cache off).")
+        + " Seed defaults: 4 steps, AnimateLCM_SVD, and the graft pose retargeting (unless the "
+        "config sets pose.retarget); `mimicache run` defaults to the published pose frames.",
     )
     add_run_arguments(parser, SEED_DEFAULTS)
     parser.set_defaults(func=run_command)

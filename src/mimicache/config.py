@@ -21,6 +21,9 @@ The YAML layout (``configs/test.yaml``)::
     dwpose:                         # optional (mimicache's key)
       det_model_path: models/DWPose/yolox_l.onnx
       pose_model_path: models/DWPose/dw-ll_ucoco_384.onnx
+    pose:                           # optional (mimicache's key)
+      retarget: published           # or graft (the seed scripts' pose frames); unset: the
+                                    # command's default (run: published, seed scripts: graft)
 
 The file is read with OmegaConf, like the published scripts, so ``${...}`` interpolations work.
 Relative paths resolve against the working directory at load time (the published scripts open
@@ -46,12 +49,14 @@ from omegaconf.errors import OmegaConfBaseException
 
 from mimicache.errors import ConfigError
 from mimicache.media import long_side
+from mimicache.pose.retarget import RETARGET_MODES
 
 __all__ = [
     "BATCH_KEYS",
     "DEFAULT_DWPOSE_DET_PATH",
     "DEFAULT_DWPOSE_POSE_PATH",
     "DWPOSE_KEYS",
+    "POSE_KEYS",
     "TEST_CASE_KEYS",
     "TOP_LEVEL_KEYS",
     "InferenceConfig",
@@ -64,9 +69,10 @@ __all__ = [
 DEFAULT_DWPOSE_DET_PATH = Path("models/DWPose/yolox_l.onnx")
 DEFAULT_DWPOSE_POSE_PATH = Path("models/DWPose/dw-ll_ucoco_384.onnx")
 
-TOP_LEVEL_KEYS = ("base_model_path", "ckpt_path", "test_case", "batch", "dwpose")
+TOP_LEVEL_KEYS = ("base_model_path", "ckpt_path", "test_case", "batch", "dwpose", "pose")
 BATCH_KEYS = ("video_folder",)
 DWPOSE_KEYS = ("det_model_path", "pose_model_path")
+POSE_KEYS = ("retarget",)
 
 _PATH_FIELDS = ("ref_video_path", "ref_image_path")
 _INT_FIELDS = (
@@ -153,7 +159,8 @@ class TestCase:
 @dataclass
 class InferenceConfig:
     """A loaded inference config. ``base_model_path`` is a ``Path`` when it names an existing
-    local folder, else a hub id ``str``."""
+    local folder, else a hub id ``str``. ``pose_retarget`` None: not set in the file (the
+    command's default applies)."""
 
     base_model_path: str | Path
     ckpt_path: Path
@@ -161,6 +168,7 @@ class InferenceConfig:
     batch_video_folder: Path | None = None
     dwpose_det_path: Path = DEFAULT_DWPOSE_DET_PATH
     dwpose_pose_path: Path = DEFAULT_DWPOSE_POSE_PATH
+    pose_retarget: str | None = None
     source_path: Path | None = None
 
     @property
@@ -182,7 +190,7 @@ def case_to_dict(case: TestCase) -> dict[str, Any]:
 
 def config_to_dict(config: InferenceConfig) -> dict[str, Any]:
     """JSON/YAML-ready mapping in the config file's schema; ``load_config`` reads it back."""
-    return {
+    out: dict[str, Any] = {
         "base_model_path": str(config.base_model_path),
         "ckpt_path": str(config.ckpt_path),
         "test_case": [case_to_dict(case) for case in config.test_case],
@@ -196,6 +204,9 @@ def config_to_dict(config: InferenceConfig) -> dict[str, Any]:
             "pose_model_path": str(config.dwpose_pose_path),
         },
     }
+    if config.pose_retarget is not None:
+        out["pose"] = {"retarget": config.pose_retarget}
+    return out
 
 
 # --------------------------------------------------------------------------- loading
@@ -351,6 +362,8 @@ def _build_config(
             if _is_path_string(dwpose.get("pose_model_path")):
                 pose = Path(dwpose["pose_model_path"])
 
+    retarget = _pose_section(raw.get("pose"), add)
+
     if problems or base_model is None or ckpt is None:
         return None
     return InferenceConfig(
@@ -360,7 +373,33 @@ def _build_config(
         batch_video_folder=batch_folder,
         dwpose_det_path=_resolve_path(det, root),
         dwpose_pose_path=_resolve_path(pose, root),
+        pose_retarget=retarget,
     )
+
+
+def _pose_section(pose: Any, add) -> str | None:
+    """``pose.retarget`` (None when the section or the key is absent)."""
+    if pose is None:
+        return None
+    if not isinstance(pose, Mapping):
+        add("pose", f"must be a mapping with retarget, got {_show(pose)}", ("pose",))
+        return None
+    _check_unknown(pose, POSE_KEYS, "pose.", ("pose",), add)
+    if "retarget" not in pose:
+        return None
+    value = pose["retarget"]
+    if isinstance(value, str) and value in RETARGET_MODES:
+        return value
+    hint = ""
+    if isinstance(value, str):
+        close = difflib.get_close_matches(value, RETARGET_MODES, n=1, cutoff=0.6)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+    add(
+        "pose.retarget",
+        f"must be one of: {', '.join(RETARGET_MODES)}; got {_show(value)}{hint}",
+        ("pose", "retarget"),
+    )
+    return None
 
 
 def _build_case(item: Any, index: int, root: Path, add) -> TestCase | None:

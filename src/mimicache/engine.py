@@ -35,6 +35,7 @@ from mimicache.pose.preprocess import (
     render_pose_frames,
     to_model_pixels,
 )
+from mimicache.pose.retarget import GRAFT, PUBLISHED, check_graft_reference, check_mode
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ class MimicMotion:
         dtype: torch.dtype,
         cache: FeatureStore | None = None,
         cache_pipeline_features: bool = True,
+        pose_retarget: str = PUBLISHED,
     ):
         self.pipeline = pipeline
         self.dwpose = dwpose
@@ -89,6 +91,7 @@ class MimicMotion:
         self.dtype = dtype
         self.cache = cache
         self.cache_pipeline_features = cache_pipeline_features
+        self.pose_retarget = check_mode(pose_retarget)
         self._fingerprints: dict[str, str] = {}
 
     @classmethod
@@ -101,7 +104,11 @@ class MimicMotion:
         cache: FeatureStore | None = None,
         cache_pipeline_features: bool = True,
         scheduler: SchedulerOptions | None = None,
+        pose_retarget: str | None = None,
     ) -> MimicMotion:
+        """``pose_retarget`` None: the config's ``pose.retarget``, else "published"."""
+        pose_retarget = pose_retarget or config.pose_retarget or PUBLISHED
+        check_mode(pose_retarget)
         device = torch.device(device) if device is not None else default_device()
         if dtype is None:
             dtype = torch.float16 if device.type == "cuda" else torch.float32
@@ -122,6 +129,7 @@ class MimicMotion:
             dtype=dtype,
             cache=cache,
             cache_pipeline_features=cache_pipeline_features,
+            pose_retarget=pose_retarget,
         )
 
     @property
@@ -255,6 +263,9 @@ class MimicMotion:
                 events,
             )
         )[0]
+        retarget = self.pose_retarget
+        if retarget == GRAFT:  # before DWPose runs on the whole video
+            check_graft_reference(ref_pose, image_path=image_path)
         video = VideoPoses.from_tensors(
             self._stage(
                 stages.VIDEO_KEYPOINTS,
@@ -273,13 +284,21 @@ class MimicMotion:
         )
 
         def draw() -> np.ndarray:
-            return render_pose_frames(ref_pose, video, height, width, video_path=video_path)
+            return render_pose_frames(
+                ref_pose,
+                video,
+                height,
+                width,
+                video_path=video_path,
+                image_path=image_path,
+                retarget=retarget,
+            )
 
         if self._caching():
             # Drawing is slow even from cached keypoints; the drawn frames are kept compressed.
             packed = self._stage(
                 stages.POSE_FRAMES,
-                lambda: stages.pose_frames_key(video_key, image_key),
+                lambda: stages.pose_frames_key(video_key, image_key, retarget),
                 lambda: pack_frames(draw()),
                 video_path,
                 timings,

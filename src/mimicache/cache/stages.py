@@ -39,16 +39,23 @@ def image_keypoints_key(image_digest: str, resolution: int, detector: str) -> St
     )
 
 
-def pose_frames_key(video_keys: StageKey, image_keys: StageKey) -> StageKey:
-    """Drawn frames follow from both keypoint entries (which already hold size and stride)."""
+def pose_frames_key(
+    video_keys: StageKey, image_keys: StageKey, retarget: str = "published"
+) -> StageKey:
+    """Drawn frames follow from both keypoint entries (which already hold size and stride) and
+    the retarget mode. The mode enters the key only when it is not "published", so entries
+    written before the mode existed keep their keys."""
+    params: dict = {
+        "video_keypoints": video_keys.digest,
+        "image_keypoints": image_keys.digest,
+        "code": DRAWING_VERSION,
+    }
+    if retarget != "published":
+        params["retarget"] = retarget
     return StageKey(
         inputs={"video": video_keys.inputs["video"], "image": image_keys.inputs["image"]},
         models={"dwpose": video_keys.models["dwpose"]},
-        params={
-            "video_keypoints": video_keys.digest,
-            "image_keypoints": image_keys.digest,
-            "code": DRAWING_VERSION,
-        },
+        params=params,
     )
 
 

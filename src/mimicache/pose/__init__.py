@@ -1,4 +1,5 @@
-"""Pose: DWPose on ONNX Runtime, alignment to the reference body, confidence-aware drawing."""
+"""Pose: DWPose on ONNX Runtime, alignment to the reference body, optional graft retargeting,
+confidence-aware drawing."""
 
 from mimicache.pose.align import align_poses
 from mimicache.pose.draw import draw_pose, draw_poses
@@ -11,8 +12,10 @@ from mimicache.pose.preprocess import (
     preprocess,
     render_pose_frames,
 )
+from mimicache.pose.retarget import RETARGET_MODES, graft_pose, retarget_poses
 
 __all__ = [
+    "RETARGET_MODES",
     "DWPose",
     "PoseFrame",
     "PoseSequence",
@@ -22,6 +25,8 @@ __all__ = [
     "draw_poses",
     "extract_image_pose",
     "extract_video_poses",
+    "graft_pose",
     "preprocess",
     "render_pose_frames",
+    "retarget_poses",
 ]

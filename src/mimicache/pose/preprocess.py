@@ -2,8 +2,9 @@
 
 Split into stages so each can be cached on its own:
 ``extract_image_pose`` (fitted image → PoseFrame), ``extract_video_poses`` (video → raw,
-normalised, un-aligned poses; independent of the resolution), ``render_pose_frames`` (align +
-draw) and ``preprocess`` (all of it, the published ``preprocess``).
+normalised, un-aligned poses; independent of the resolution), ``render_pose_frames`` (align,
+retarget ("published" or "graft", see ``retarget``), draw) and ``preprocess`` (all of it, the
+published ``preprocess`` by default).
 """
 
 from __future__ import annotations
@@ -19,6 +20,13 @@ from mimicache.media import fit_image, iter_frames, probe_video, read_image
 from mimicache.pose.align import align_poses, reference_ids
 from mimicache.pose.draw import draw_pose
 from mimicache.pose.keypoints import PoseFrame, PoseSequence
+from mimicache.pose.retarget import (
+    GRAFT,
+    PUBLISHED,
+    check_graft_reference,
+    check_mode,
+    retarget_poses,
+)
 
 __all__ = [
     "VideoPoses",
@@ -106,14 +114,25 @@ def render_pose_frames(
     width: int,
     *,
     video_path: str | Path | None = None,
+    image_path: str | Path | None = None,
+    retarget: str = PUBLISHED,
 ) -> np.ndarray:
-    """(1+F, height, width, 3) uint8: the reference pose, then the aligned video poses, drawn."""
+    """(1+F, height, width, 3) uint8: the reference pose, then the aligned video poses, drawn.
+
+    ``retarget="graft"`` grafts each aligned video pose onto the reference pose before drawing
+    (:func:`mimicache.pose.retarget.graft_poses`); frame 0 is the reference pose either way.
+    """
+    check_mode(retarget)
     aligned = align_poses(
         ref_pose,
         video.poses,
         (video.frame_height, video.frame_width),
         (height, width),
         video_path=video_path,
+        image_path=image_path,
+    )
+    aligned = retarget_poses(
+        retarget, ref_pose, aligned, video_path=video_path, image_path=image_path
     )
     out = np.empty((1 + len(aligned), height, width, 3), dtype=np.uint8)
     out[0] = draw_pose(ref_pose, height, width)
@@ -136,17 +155,30 @@ def preprocess(
     dwpose=None,
     *,
     progress: bool = True,
+    retarget: str = PUBLISHED,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The published preprocess: ``(pose_pixels (1+F,3,H,W), image_pixels (1,3,H,W))`` float32.
 
     DWPose runs once on the fitted reference image (the published code runs it twice with the
-    same result) and once per sampled video frame.
+    same result) and once per sampled video frame. ``retarget="graft"`` gives the seed scripts'
+    pose frames (see :func:`render_pose_frames`).
     """
     if dwpose is None:
         raise ValueError("preprocess needs a DWPose instance (mimicache.pose.DWPose)")
+    check_mode(retarget)
     image = fit_image(read_image(image_path), resolution)
     ref_pose = extract_image_pose(image, dwpose, image_path=image_path)
+    if retarget == GRAFT:  # before DWPose runs on the whole video
+        check_graft_reference(ref_pose, image_path=image_path)
     video = extract_video_poses(video_path, sample_stride, dwpose, progress=progress)
     height, width = image.shape[:2]
-    frames = render_pose_frames(ref_pose, video, height, width, video_path=video_path)
+    frames = render_pose_frames(
+        ref_pose,
+        video,
+        height,
+        width,
+        video_path=video_path,
+        image_path=image_path,
+        retarget=retarget,
+    )
     return to_model_pixels(frames), to_model_pixels(image[None])
