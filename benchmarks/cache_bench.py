@@ -54,13 +54,12 @@ import PIL.Image
 import torch
 
 import mimicache
-from mimicache.cache import keys, stages
+from mimicache.cache import keys
 from mimicache.cache.keys import DigestMemo, file_digest
 from mimicache.cache.store import CacheEvent, FeatureStore, format_size
 from mimicache.config import InferenceConfig, TestCase
-from mimicache.engine import MimicMotion
+from mimicache.engine import JobRecord, MimicMotion, stages
 from mimicache.media import fit_image, probe_video, read_image, write_video
-from mimicache.pipeline import stage_timer
 from mimicache.testing.dwpose import make_figure_frame, write_tiny_dwpose
 from mimicache.testing.models import (
     CLIP_PREPROCESSOR_CONFIG,
@@ -242,7 +241,7 @@ def prepare(workdir: Path, frames: int) -> InferenceConfig:
 def run_features(engine: MimicMotion, case: TestCase, cache: FeatureStore | None) -> dict:
     """One pass of every feature stage with ``cache``; timings, events and the outputs."""
     engine.cache = cache
-    engine._fingerprints.clear()  # a new process computes (or memo-looks-up) them again
+    engine.fingerprints.forget()  # a new process computes (or memo-looks-up) them again
     compute_s: dict[str, float] = {}
     if cache is not None:
         # Time the compute callables inside the store, so that the cache's own work on a miss
@@ -260,12 +259,12 @@ def run_features(engine: MimicMotion, case: TestCase, cache: FeatureStore | None
             return get_or_compute(stage, key, run, **kwargs)
 
         cache.get_or_compute = timed
-    timings: dict[str, float] = {}
-    events: list[CacheEvent] = []
+    record = JobRecord()
+    timings, events = record.timings, record.events
     start = time.perf_counter()
-    with stage_timer(timings, "preprocess"):
-        pose_frames, image_pixels = engine.prepare_pose(case, timings, events, progress=False)
-    _, embeddings, latent = engine.reference_features(case, image_pixels, timings, events)
+    with record.time("preprocess"):
+        pose_frames, image_pixels = engine.prepare_pose(case, record, progress=False)
+    _, embeddings, latent = engine.reference_features(case, image_pixels, record)
     timings["features"] = time.perf_counter() - start
     timed = ("digest", "unpack", *stages.POSE_STAGES)
     timings["other"] = timings["preprocess"] - sum(timings.get(k, 0.0) for k in timed)
@@ -556,10 +555,10 @@ def main(argv: list[str] | None = None) -> dict:
         # "cold" = an existing cache, forced refresh: its digest memo already knows the model
         # and input files (the "first" mode covers a cache that does not).
         engine.cache = prime
+        keys = engine.keys(case)
         for name in ("dwpose", "image_encoder", "vae"):
-            engine._fingerprint(name)
-        engine._digest(Path(case.ref_image_path))
-        engine._digest(Path(case.ref_video_path))
+            getattr(engine.fingerprints, name)
+        keys.image_digest, keys.video_digest  # noqa: B018 - computed for the memo
     scratch = workdir / "scratch"  # empty caches of the "first" mode, seed-size temp files
     scratch.mkdir(exist_ok=True)
 

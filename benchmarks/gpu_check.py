@@ -134,10 +134,8 @@ def real_size(steps: int, frames: int, device: str, height: int = 1024, width: i
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else 0.0
     # features as the cache would hand them back (CPU tensors)
     embeds = pipe.encode_image(image, device).cpu()
-    gen = torch.Generator(device).manual_seed(42)
-    pixels = pipe.prepare_image(image, height, width, device)
-    noise = pipe.draw_augmentation_noise(pixels.shape, gen, device, pixels.dtype)
-    latent = pipe.encode_vae_image(pixels + 0.0 * noise, device).cpu()
+    gen = pipe.make_generator(42, device)
+    latent = pipe.encode_reference_latent(image, height, width, 0.0, gen, device).cpu()
     warm_frames, warm = call(image_embeddings=embeds, image_latents=latent)
 
     # what the published code spends on PoseNet: steps x tiles x one tile of 72 frames

@@ -9,7 +9,7 @@ import av
 import pytest
 from engine_fixtures import figure_video, reference_image, write_config
 
-import mimicache.engine
+import mimicache.engine.engine
 from mimicache.cli import build_parser, main, seed_script_main
 from mimicache.errors import MimicacheError
 
@@ -38,9 +38,9 @@ def _decode(path):
 
 def test_batch_with_a_corrupt_video(workspace, tmp_path, monkeypatch, capsys):
     loads = []
-    real = mimicache.engine.load_pipeline
+    real = mimicache.engine.engine.load_pipeline
     monkeypatch.setattr(
-        mimicache.engine, "load_pipeline", lambda *a, **k: loads.append(1) or real(*a, **k)
+        mimicache.engine.engine, "load_pipeline", lambda *a, **k: loads.append(1) or real(*a, **k)
     )
     out = tmp_path / "out"
     code = main(

@@ -10,10 +10,15 @@ import torch
 from engine_fixtures import figure_video, reference_image, write_config
 from safetensors.torch import load_file, save_file
 
-from mimicache.cache import stages
 from mimicache.cache.store import FeatureStore
 from mimicache.config import load_config
-from mimicache.engine import MimicMotion, pack_frames, published_reference_image, unpack_frames
+from mimicache.engine import (
+    MimicMotion,
+    pack_frames,
+    published_reference_image,
+    stages,
+    unpack_frames,
+)
 from mimicache.testing.dwpose import write_tiny_dwpose
 from mimicache.testing.models import TinyBundle
 

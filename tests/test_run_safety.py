@@ -15,7 +15,7 @@ import pytest
 import torch
 from engine_fixtures import figure_video, reference_image, write_config
 
-import mimicache.engine
+import mimicache.engine.engine
 from mimicache.batch import Job, JobResult, override_tag, reserve_log, reserve_output
 from mimicache.bench import format_table
 from mimicache.cli import build_parser, main, seed_script_main
@@ -129,7 +129,7 @@ def test_override_tag_names_what_differs():
 @pytest.fixture
 def no_model_load(monkeypatch):
     loads = []
-    monkeypatch.setattr(mimicache.engine, "load_pipeline", lambda *a, **k: loads.append(1))
+    monkeypatch.setattr(mimicache.engine.engine, "load_pipeline", lambda *a, **k: loads.append(1))
     return loads
 
 
@@ -265,14 +265,14 @@ def test_pickled_checkpoint_refusal_says_code_and_how_to_convert(tmp_path):
 
 
 def test_quiet_shows_no_bar_at_all(workspace, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(mimicache.engine, "_stderr_is_terminal", lambda: True)
+    monkeypatch.setattr(mimicache.engine.engine, "_stderr_is_terminal", lambda: True)
     assert _run(workspace, tmp_path, "--output_dir", str(tmp_path / "o")) == 0
     err = capsys.readouterr().err
     assert "it/s" not in err and "Loading weights" not in err and "%|" not in err
 
 
 def test_bars_are_labelled_on_a_terminal(workspace, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(mimicache.engine, "_stderr_is_terminal", lambda: True)
+    monkeypatch.setattr(mimicache.engine.engine, "_stderr_is_terminal", lambda: True)
     code = main(
         [
             "run", "--inference_config", str(workspace["config"]), "--output_dir", str(tmp_path),

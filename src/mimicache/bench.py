@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from mimicache.batch import Job, JobResult, run_jobs
-from mimicache.cache.stages import STAGES
 from mimicache.cache.store import FeatureStore
 from mimicache.config import InferenceConfig
+from mimicache.engine.stages import STAGES
 
 # Rows of the table: the cached stages, the stages the cache does not touch (their cold/warm
 # differences are run-to-run noise), then the seed's three totals.

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from mimicache.cache.commands import DEFAULT_CACHE_DIR, add_cache_commands
 from mimicache.cache.store import parse_size
+from mimicache.config import RETARGET_MODES
 from mimicache.errors import CacheError, MimicacheError
 from mimicache.pipeline.schedulers import SCHEDULER_NAMES
-from mimicache.pose.retarget import RETARGET_MODES
 
 logger = logging.getLogger("mimicache")
 

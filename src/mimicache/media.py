@@ -18,7 +18,6 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from mimicache.errors import InputError, MimicacheError
 
@@ -114,6 +113,8 @@ def fit_image(image: np.ndarray, resolution: int) -> np.ndarray:
         raise ValueError(f"fit_image expects (H, W, 3) uint8, got {image.shape} {image.dtype}")
     if resolution <= 0:
         raise ValueError(f"resolution must be positive, got {resolution}")
+    import torch  # the fit is torch's resize, number for number; nothing else here needs torch
+
     h, w = image.shape[:2]
     h_target, w_target, h_resize, w_resize = fit_size(h, w, resolution)
     tensor = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1)

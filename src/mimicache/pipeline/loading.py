@@ -256,15 +256,19 @@ def _load_component(loader, files: BaseModelFiles, component: str, dtype):
 
 
 def load_pipeline(
-    base_model_path: str | Path,
+    base_model_path: str | Path | BaseModelFiles,
     ckpt_path: str | Path,
     *,
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
     scheduler: SchedulerOptions | None = None,
 ) -> MimicMotionPipeline:
-    """The full pipeline on ``device`` in ``dtype``; ``scheduler`` defaults to the base Euler."""
-    files = resolve_base_model(base_model_path)
+    """The full pipeline on ``device`` in ``dtype``; ``scheduler`` defaults to the base Euler.
+    ``base_model_path`` may be an already resolved ``BaseModelFiles``."""
+    if isinstance(base_model_path, BaseModelFiles):
+        files = base_model_path
+    else:
+        files = resolve_base_model(base_model_path)
     unet, pose_net = build_mimicmotion_modules(files.unet_config, ckpt_path, dtype)
     vae = _load_component(AutoencoderKLTemporalDecoder, files, "vae", dtype)
     image_encoder = _load_component(CLIPVisionModelWithProjection, files, "image_encoder", dtype)

@@ -135,11 +135,28 @@ class MimicMotionPipeline(DiffusionPipeline):
         """Reference image -> (1,3,H,W) float32 in [-1,1] on ``device``."""
         return self.image_processor.preprocess(image, height=height, width=width).to(device)
 
+    @staticmethod
+    def make_generator(seed: int, device: torch.device | str) -> torch.Generator:
+        """The generator of one call, seeded as the published script seeds it."""
+        return torch.Generator(device=device).manual_seed(seed)
+
     def draw_augmentation_noise(
-        self, shape: tuple[int, ...], generator, device, dtype=torch.float32
+        self, height: int, width: int, generator, device: torch.device | str
     ) -> torch.Tensor:
-        """The first draw from the generator, made whether or not the latent is cached."""
-        return randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        """The generator's FIRST draw: (1,3,H,W) float32 noise for the reference image. Every
+        call makes it, whether or not the latent comes precomputed, so the draws that follow
+        (the initial latents, the sampler's noise) never depend on a cache."""
+        return randn_tensor((1, 3, height, width), generator=generator, device=device)
+
+    def encode_reference_latent(
+        self, image, height: int, width: int, noise_aug_strength: float, generator, device
+    ) -> torch.Tensor:
+        """(1,4,H/8,W/8): the VAE latent of the noise-augmented reference image, using the
+        generator's first draw exactly as ``__call__`` does (a fresh ``make_generator(seed)``
+        gives the latent of that seed's call)."""
+        pixels = self.prepare_image(image, height, width, device)
+        noise = self.draw_augmentation_noise(height, width, generator, device)
+        return self.encode_vae_image(pixels + noise_aug_strength * noise, device)
 
     @torch.no_grad()
     def encode_vae_image(self, image: torch.Tensor, device) -> torch.Tensor:
@@ -360,11 +377,11 @@ class MimicMotionPipeline(DiffusionPipeline):
         # 2. VAE latent of the noise-augmented image; the noise is the generator's first draw
         if image_latents is None:
             with stage_timer(timings, "vae_encode", device):
-                pixels = self.prepare_image(image, height, width, device)
-                noise = self.draw_augmentation_noise(pixels.shape, generator, device, pixels.dtype)
-                image_latents = self.encode_vae_image(pixels + noise_aug_strength * noise, device)
+                image_latents = self.encode_reference_latent(
+                    image, height, width, noise_aug_strength, generator, device
+                )
         else:
-            self.draw_augmentation_noise((1, 3, height, width), generator, device)
+            self.draw_augmentation_noise(height, width, generator, device)
         image_latents = image_latents.to(device=device, dtype=dtype)
         image_latents = image_latents.unsqueeze(1).repeat(1, num_frames, 1, 1, 1)
 

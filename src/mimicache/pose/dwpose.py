@@ -42,6 +42,10 @@ NUM_WHOLEBODY = 133
 OPENPOSE_IDX = [1, 2, 3, 4, 6, 7, 8, 9, 10, 12, 13, 14, 15, 16, 17]
 MMPOSE_IDX = [17, 6, 8, 10, 7, 9, 12, 14, 16, 13, 15, 2, 1, 4, 3]
 
+# Bump when pre/post-processing changes the keypoints it produces: it is part of the DWPose
+# fingerprint and of the keypoint entries' keys, so such a change never reads stale entries.
+KEYPOINTS_VERSION = 1
+
 SETTINGS: dict = {
     "det_input_size": list(DET_INPUT_SIZE),
     "det_pad_value": DET_PAD_VALUE,
@@ -54,7 +58,7 @@ SETTINGS: dict = {
     "keypoint_threshold": KEYPOINT_THRESHOLD,
     "pose_mean": POSE_MEAN.tolist(),
     "pose_std": POSE_STD.tolist(),
-    "postprocess_version": 1,
+    "postprocess_version": KEYPOINTS_VERSION,
 }
 
 

@@ -15,14 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
+from mimicache.config import RETARGET_MODES
 from mimicache.errors import InputError
 from mimicache.pose.keypoints import PoseFrame
 
 logger = logging.getLogger(__name__)
 
-PUBLISHED = "published"
-GRAFT = "graft"
-RETARGET_MODES = (PUBLISHED, GRAFT)
+PUBLISHED, GRAFT = RETARGET_MODES
 
 NECK, R_SHOULDER, R_ELBOW, R_WRIST, L_SHOULDER, L_ELBOW, L_WRIST = 1, 2, 3, 4, 5, 6, 7
 FACE_BODY_IDS = [0, 14, 15, 16, 17]

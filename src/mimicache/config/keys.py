@@ -1,0 +1,35 @@
+"""The config schema's key names, defaults and the allowed values of its choices."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+# pose.retarget: the published alignment alone, or the seed scripts' graft onto the reference
+RETARGET_MODES = ("published", "graft")
+
+DEFAULT_DWPOSE_DET_PATH = Path("models/DWPose/yolox_l.onnx")
+DEFAULT_DWPOSE_POSE_PATH = Path("models/DWPose/dw-ll_ucoco_384.onnx")
+
+TOP_LEVEL_KEYS = ("base_model_path", "ckpt_path", "test_case", "batch", "dwpose", "pose")
+BATCH_KEYS = ("video_folder",)
+DWPOSE_KEYS = ("det_model_path", "pose_model_path")
+POSE_KEYS = ("retarget",)
+
+_PATH_FIELDS = ("ref_video_path", "ref_image_path")
+_INT_FIELDS = (
+    "num_frames",
+    "resolution",
+    "frames_overlap",
+    "num_inference_steps",
+    "sample_stride",
+    "fps",
+    "seed",
+)
+_FLOAT_FIELDS = ("noise_aug_strength", "guidance_scale")
+TEST_CASE_KEYS = _PATH_FIELDS + _INT_FIELDS + _FLOAT_FIELDS
+
+_MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed accepts unsigned 64-bit seeds
+
+# A Hugging Face repo id: "name" or "namespace/name", letters, digits, "-", "_", ".".
+_HUB_ID = re.compile(r"^(?!\.)[A-Za-z0-9_.\-]+(/(?!\.)[A-Za-z0-9_.\-]+)?$")

@@ -1,0 +1,231 @@
+"""Checks of config values, with the messages that name the key (and line), and YAML helpers."""
+
+from __future__ import annotations
+
+import difflib
+import math
+import numbers
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from mimicache.config.keys import (
+    _FLOAT_FIELDS,
+    _HUB_ID,
+    _INT_FIELDS,
+    _MAX_SEED,
+    _PATH_FIELDS,
+)
+from mimicache.media import long_side
+
+# --------------------------------------------------------------------------- validation
+
+
+def _check_case(values: Mapping[str, Any], prefix: str) -> list[tuple[str, str, None]]:
+    """Problems with the case fields present in ``values`` as (key, message, None)."""
+    out: list[tuple[str, str, None]] = []
+
+    def bad(name: str, msg: str) -> None:
+        out.append((prefix + name, msg, None))
+
+    for name in _PATH_FIELDS:
+        if name in values and not _is_path_string(values[name]):
+            bad(name, f"must be a file path, got {_show(values[name])}")
+
+    ok_int: dict[str, int] = {}
+    for name in _INT_FIELDS:
+        if name not in values:
+            continue
+        value = values[name]
+        if not _is_int(value):
+            kind = (
+                "a non-negative integer"
+                if name in ("frames_overlap", "seed")
+                else "a positive integer"
+            )
+            bad(name, f"must be {kind}, got {_show(value)}")
+        else:
+            ok_int[name] = value
+
+    for name in ("num_inference_steps", "sample_stride", "fps"):
+        if name in ok_int and ok_int[name] <= 0:
+            bad(name, f"must be a positive integer, got {ok_int[name]}")
+    if "num_frames" in ok_int and ok_int["num_frames"] < 2:
+        bad(
+            "num_frames",
+            f"must be an integer >= 2 (the tile size: every tile holds the reference frame "
+            f"and at least one driving frame), got {ok_int['num_frames']}",
+        )
+    if "resolution" in ok_int:
+        res = ok_int["resolution"]
+        if res <= 0:
+            bad("resolution", f"must be a positive integer, got {res}")
+        elif res % 8 or long_side(res) < 64:
+            bad(
+                "resolution",
+                f"must be a multiple of 8 and at least 40, got {res}: the short side of the "
+                "output is `resolution` and the long side int(resolution*16/9 // 64)*64, and "
+                "the VAE and PoseNet latents are 1/8 of the pixel size (576 gives 576x1024)",
+            )
+    if "frames_overlap" in ok_int:
+        overlap = ok_int["frames_overlap"]
+        if overlap < 0:
+            bad("frames_overlap", f"must be a non-negative integer, got {overlap}")
+        elif (
+            "num_frames" in ok_int and ok_int["num_frames"] >= 2 and overlap >= ok_int["num_frames"]
+        ):
+            bad(
+                "frames_overlap",
+                f"must be smaller than num_frames (the tile size, {ok_int['num_frames']}), "
+                f"got {overlap}",
+            )
+    if "seed" in ok_int and not 0 <= ok_int["seed"] <= _MAX_SEED:
+        bad("seed", f"must be an integer between 0 and 2**64-1, got {ok_int['seed']}")
+
+    for name in _FLOAT_FIELDS:
+        if name not in values:
+            continue
+        value = values[name]
+        if not _is_number(value):
+            bad(name, f"must be a number, got {_show(value)}")
+        elif not math.isfinite(value):
+            bad(name, f"must be a finite number, got {value}")
+        elif value < 0:
+            bad(name, f"must be >= 0, got {value}")
+    return out
+
+
+def _check_unknown(
+    mapping: Mapping[Any, Any],
+    known: tuple[str, ...],
+    prefix: str,
+    loc: tuple,
+    add,
+    nested_hint: tuple[str, ...] = (),
+) -> None:
+    for key in mapping:
+        if key in known:
+            continue
+        name = str(key)
+        if name in nested_hint:
+            add(
+                f"{prefix}{name}",
+                "is a test case key; move it inside a test_case entry",
+                (*loc, key),
+            )
+        else:
+            add(f"{prefix}{name}", f"is not a known key; {_suggest(name, known)}", (*loc, key))
+
+
+def _suggest(name: str, known: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean '{close[0]}'?"
+    return "known keys: " + ", ".join(known)
+
+
+def _unknown_hint(name: str, known: tuple[str, ...]) -> str:
+    return f"'{name}' ({_suggest(name, known)})"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_path_string(value: Any) -> bool:
+    return isinstance(value, (str, Path)) and bool(str(value).strip())
+
+
+def _resolve_path(value: str | Path, root: Path) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else root / path
+
+
+def _base_model(value: str | Path, root: Path, add) -> str | Path | None:
+    text = str(value)
+    local = _resolve_path(text, root)
+    if local.exists():
+        if not local.is_dir():
+            add(
+                "base_model_path",
+                f"{text} is a file; give the Stable Video Diffusion folder (with "
+                "model_index.json) or a hub id",
+                ("base_model_path",),
+            )
+            return None
+        return local
+    if _HUB_ID.match(text) and ".." not in text:
+        return text
+    add(
+        "base_model_path",
+        f"folder {local} does not exist and {text!r} is not a hub id "
+        "(e.g. stabilityai/stable-video-diffusion-img2vid-xt-1-1)",
+        ("base_model_path",),
+    )
+    return None
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, (bool, np.bool_)):
+        return f"{str(bool(value)).lower()} (a boolean)"
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
+
+
+def _join_problems(shown: str | None, problems: list[tuple[str, str]]) -> str:
+    head = f"{shown}: " if shown else ""
+    if len(problems) == 1:
+        key, msg = problems[0]
+        return f"{head}{key} {msg}"
+    lines = [f"{head}{len(problems)} problems:"]
+    lines += [f"  {key} {msg}" for key, msg in problems]
+    return "\n".join(lines)
+
+
+def _yaml_error_text(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    context = getattr(exc, "context", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    detail = f"{problem} ({context})" if context else problem
+    return f"YAML syntax error at {where}{detail}"
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _line_map(node: yaml.Node | None) -> dict[tuple, int]:
+    """1-based line of every key/item of the composed YAML, by its path (keys, indices)."""
+    out: dict[tuple, int] = {}
+
+    def walk(n: yaml.Node, path: tuple) -> None:
+        if isinstance(n, yaml.MappingNode):
+            for key_node, value_node in n.value:
+                key: Any = key_node.value
+                sub = (*path, key)
+                out.setdefault(sub, key_node.start_mark.line + 1)
+                walk(value_node, sub)
+        elif isinstance(n, yaml.SequenceNode):
+            for i, item in enumerate(n.value):
+                sub = (*path, i)
+                out.setdefault(sub, item.start_mark.line + 1)
+                walk(item, sub)
+
+    if node is not None:
+        walk(node, ())
+    return out

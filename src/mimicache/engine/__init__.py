@@ -1,0 +1,32 @@
+"""MimicMotion: the models loaded once, each job's cached stages and pipeline call.
+
+``MimicMotion.from_config(config, device=, dtype=, cache=).generate(case)`` -> frames
+(F,H,W,3) uint8, timings, cache events. Stages are declared in ``engine.stages``.
+"""
+
+from mimicache.engine.engine import (
+    DECODE_CHUNK_SIZE,
+    PIPELINE_FPS,
+    GenerationResult,
+    MimicMotion,
+    default_device,
+    published_reference_image,
+)
+from mimicache.engine.fingerprints import ModelFingerprints
+from mimicache.engine.record import JobRecord
+from mimicache.engine.stages import JobKeys, Stage, pack_frames, unpack_frames
+
+__all__ = [
+    "DECODE_CHUNK_SIZE",
+    "PIPELINE_FPS",
+    "GenerationResult",
+    "JobKeys",
+    "JobRecord",
+    "MimicMotion",
+    "ModelFingerprints",
+    "Stage",
+    "default_device",
+    "pack_frames",
+    "published_reference_image",
+    "unpack_frames",
+]

@@ -1,0 +1,381 @@
+"""MimicMotion: models loaded once, ``generate(case)`` runs the cached stages and the pipeline.
+
+A job's frames are (F,H,W,3) uint8 with the reference frame dropped, exactly what the
+published script writes. Each stage goes through the feature cache when one is given; with
+or without it the same code computes each value, so a hit never changes a result.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import PIL.Image
+import torch
+
+from mimicache.cache import CacheEvent, DigestMemo, FeatureStore, file_digest
+from mimicache.config import InferenceConfig, TestCase
+from mimicache.engine.fingerprints import ModelFingerprints
+from mimicache.engine.record import JobRecord
+from mimicache.engine.stages import (
+    CLIP_EMBEDDINGS_STAGE,
+    IMAGE_KEYPOINTS_STAGE,
+    POSE_FRAMES_STAGE,
+    VAE_LATENTS_STAGE,
+    VIDEO_KEYPOINTS_STAGE,
+    JobKeys,
+    Stage,
+)
+from mimicache.media import fit_image, read_image
+from mimicache.pipeline import MimicMotionPipeline
+from mimicache.pipeline.loading import BaseModelFiles, load_pipeline, resolve_base_model
+from mimicache.pipeline.schedulers import SchedulerOptions
+from mimicache.pose import DWPose, PoseFrame, VideoPoses
+from mimicache.pose.preprocess import (
+    extract_image_pose,
+    extract_video_poses,
+    render_pose_frames,
+    to_model_pixels,
+)
+from mimicache.pose.retarget import GRAFT, PUBLISHED, check_graft_reference, check_mode
+
+logger = logging.getLogger(__name__)
+
+# The published script passes fps=7 to the pipeline whatever the config says; the config's fps
+# only sets the written video's frame rate.
+PIPELINE_FPS = 7
+DECODE_CHUNK_SIZE = 8
+
+
+@dataclass
+class GenerationResult:
+    frames: np.ndarray  # (F,H,W,3) uint8 RGB, reference frame dropped
+    fps: int
+    timings: dict[str, float]
+    cache_events: list[CacheEvent] = field(default_factory=list)
+
+
+def published_reference_image(image_pixels: torch.Tensor) -> PIL.Image.Image:
+    """(1,3,H,W) in [-1,1] -> the PIL image the published script hands to the pipeline.
+
+    It converts back with ``((x + 1) * 127.5).to(uint8)``, which truncates and so lowers about a
+    quarter of the 256 levels by one; CLIP and the VAE see that image, so we do the same.
+    """
+    restored = ((image_pixels[0] + 1.0) * 127.5).to(torch.uint8)
+    return PIL.Image.fromarray(restored.permute(1, 2, 0).numpy())
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class MimicMotion:
+    """The loaded models plus an optional feature cache; generate() runs one job."""
+
+    def __init__(
+        self,
+        pipeline: MimicMotionPipeline,
+        dwpose: DWPose,
+        *,
+        base_files: BaseModelFiles,
+        ckpt_path: Path,
+        device: torch.device,
+        dtype: torch.dtype,
+        cache: FeatureStore | None = None,
+        cache_pipeline_features: bool = True,
+        pose_retarget: str = PUBLISHED,
+    ):
+        self.pipeline = pipeline
+        self.dwpose = dwpose
+        self.base_files = base_files
+        self.ckpt_path = Path(ckpt_path)
+        self.device = device
+        self.dtype = dtype
+        self.cache = cache
+        self.cache_pipeline_features = cache_pipeline_features
+        self.pose_retarget = check_mode(pose_retarget)
+        self.fingerprints = ModelFingerprints(dwpose, base_files, self._memo)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: InferenceConfig,
+        *,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        cache: FeatureStore | None = None,
+        cache_pipeline_features: bool = True,
+        scheduler: SchedulerOptions | None = None,
+        pose_retarget: str | None = None,
+    ) -> MimicMotion:
+        """``pose_retarget`` None: the config's ``pose.retarget``, else "published"."""
+        pose_retarget = pose_retarget or config.pose_retarget or PUBLISHED
+        check_mode(pose_retarget)
+        device = torch.device(device) if device is not None else default_device()
+        if dtype is None:
+            dtype = torch.float16 if device.type == "cuda" else torch.float32
+        # DWPose first: a missing ONNX file should fail before minutes of checkpoint loading.
+        dwpose = DWPose(
+            config.dwpose_det_path, config.dwpose_pose_path, device=_dwpose_device(device)
+        )
+        base_files = resolve_base_model(config.base_model_path)
+        pipeline = load_pipeline(
+            base_files, config.ckpt_path, dtype=dtype, device=device, scheduler=scheduler
+        )
+        return cls(
+            pipeline,
+            dwpose,
+            base_files=base_files,
+            ckpt_path=config.ckpt_path,
+            device=device,
+            dtype=dtype,
+            cache=cache,
+            cache_pipeline_features=cache_pipeline_features,
+            pose_retarget=pose_retarget,
+        )
+
+    @property
+    def model_files(self) -> dict[str, str]:
+        return {
+            "base_model": str(self.base_files.root),
+            "checkpoint": str(self.ckpt_path),
+            "vae": self.base_files.vae_weights.name,
+            "image_encoder": self.base_files.image_encoder_weights.name,
+            "dwpose_det": str(self.dwpose.det_model_path),
+            "dwpose_pose": str(self.dwpose.pose_model_path),
+        }
+
+    # -- the cache ------------------------------------------------------------------------------
+    def _memo(self) -> DigestMemo | None:
+        return self.cache.memo if self.cache is not None else None
+
+    def keys(self, case: TestCase) -> JobKeys:
+        """The job's cache keys, computed on first use."""
+        return JobKeys(
+            case,
+            digest=lambda path: file_digest(path, memo=self._memo()),
+            fingerprints=self.fingerprints,
+            retarget=self.pose_retarget,
+            dtype=self.dtype,
+            device=self.device,
+        )
+
+    def _uses_cache(self, stage: Stage) -> bool:
+        """The one place that decides whether a stage reads and writes the cache."""
+        on = self.cache is not None and self.cache.enabled
+        return on and (self.cache_pipeline_features or not stage.pipeline_feature)
+
+    def _run_stage(
+        self,
+        stage: Stage,
+        keys: JobKeys,
+        compute: Callable[[], Any],
+        subject: Path,
+        record: JobRecord,
+    ) -> Any:
+        """One stage's value: from the cache (decoded) or computed, timed under its name."""
+        if not self._uses_cache(stage):
+            with record.time(stage.name):
+                return compute()
+        with record.time("digest"):
+            key = getattr(keys, stage.name)
+        with record.time(stage.name):
+            tensors, event = self.cache.get_or_compute(
+                stage.name, key, lambda: stage.encode(compute()), subject=str(subject)
+            )
+        record.events.append(event)
+        with record.time("unpack"):
+            return stage.decode(tensors)
+
+    # -- one job --------------------------------------------------------------------------------
+    def generate(
+        self, case: TestCase, *, progress: bool = True, label: str | None = None
+    ) -> GenerationResult:
+        """One job. ``progress``: labelled bars (``label``, default the video's name) on a
+        terminal, one log line per stage when stderr is not a terminal; False: neither."""
+        record = JobRecord(self.device)
+        label = label or Path(case.ref_video_path).stem
+        bars = progress and _stderr_is_terminal()
+        self.pipeline.set_progress_bar_config(
+            disable=not bars, desc=f"{label}: denoise", leave=False
+        )
+        start = time.perf_counter()
+        keys = self.keys(case)
+        with record.time("preprocess"):
+            # 1-4. the reference image fitted, both keypoint sets, the drawn pose frames
+            pose_frames, image_pixels = self.prepare_pose(
+                case, record, keys=keys, progress=bars, label=label
+            )
+        with record.time("pipeline"):
+            # 5-6. the reference image as the pipeline sees it, its CLIP embedding, VAE latent
+            reference, embeddings, latent = self.reference_features(
+                case, image_pixels, record, keys=keys
+            )
+            # 7. tiled denoising and decoding
+            frames = self.run_pipeline(case, pose_frames, reference, embeddings, latent, record)
+        record.timings["total"] = time.perf_counter() - start
+        if progress and not bars:
+            record.log_stages(label)
+        return GenerationResult(frames, case.fps, record.timings, record.events)
+
+    def prepare_pose(
+        self,
+        case: TestCase,
+        record: JobRecord,
+        *,
+        keys: JobKeys | None = None,
+        progress: bool = True,
+        label: str | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pose stages: pose frames (1+F,3,H,W) uint8 and image_pixels (1,3,H,W) in [-1,1]."""
+        keys = keys or self.keys(case)
+        video_path = Path(case.ref_video_path)
+        image_path = Path(case.ref_image_path)
+        # 1. the reference image, fitted to the resolution
+        image = fit_image(read_image(image_path), case.resolution)
+        height, width = image.shape[:2]
+        # 2. its keypoints                                            [image_keypoints]
+        ref_pose: PoseFrame = self._run_stage(
+            IMAGE_KEYPOINTS_STAGE,
+            keys,
+            lambda: extract_image_pose(image, self.dwpose, image_path=image_path),
+            image_path,
+            record,
+        )
+        if self.pose_retarget == GRAFT:  # before DWPose runs on the whole video
+            check_graft_reference(ref_pose, image_path=image_path)
+        # 3. the driving video's keypoints                            [video_keypoints]
+        video: VideoPoses = self._run_stage(
+            VIDEO_KEYPOINTS_STAGE,
+            keys,
+            lambda: extract_video_poses(
+                video_path,
+                case.sample_stride,
+                self.dwpose,
+                progress=progress,
+                desc=f"{label}: DWPose" if label else "DWPose",
+            ),
+            video_path,
+            record,
+        )
+        # 4. aligned (and retargeted) onto the reference, drawn      [pose_frames]
+        drawn = self._run_stage(
+            POSE_FRAMES_STAGE,
+            keys,
+            lambda: render_pose_frames(
+                ref_pose,
+                video,
+                height,
+                width,
+                video_path=video_path,
+                image_path=image_path,
+                retarget=self.pose_retarget,
+            ),
+            video_path,
+            record,
+        )
+        # uint8 (1+F,3,H,W) view: the pipeline converts per chunk, no float copy of the video
+        pose_frames = torch.from_numpy(drawn).permute(0, 3, 1, 2)
+        return pose_frames, to_model_pixels(image[None])
+
+    def reference_features(
+        self,
+        case: TestCase,
+        image_pixels: torch.Tensor,
+        record: JobRecord,
+        *,
+        keys: JobKeys | None = None,
+    ) -> tuple[PIL.Image.Image, torch.Tensor, torch.Tensor]:
+        """The reference image as the pipeline sees it, its CLIP embedding (1,D) and its VAE
+        latent (1,4,H/8,W/8), through the cache unless pipeline features are not cached."""
+        keys = keys or self.keys(case)
+        pipe, device = self.pipeline, self.device
+        height, width = image_pixels.shape[-2:]
+        reference = published_reference_image(image_pixels)
+        image_path = Path(case.ref_image_path)
+        # 5. CLIP embedding                                          [clip_embeddings]
+        embeddings = self._run_stage(
+            CLIP_EMBEDDINGS_STAGE,
+            keys,
+            lambda: pipe.encode_image(reference, device),
+            image_path,
+            record,
+        )
+        # 6. VAE latent of the augmented image, from the seed's own first draw [vae_latents]
+        latent = self._run_stage(
+            VAE_LATENTS_STAGE,
+            keys,
+            lambda: pipe.encode_reference_latent(
+                reference,
+                height,
+                width,
+                case.noise_aug_strength,
+                pipe.make_generator(case.seed, device),
+                device,
+            ),
+            image_path,
+            record,
+        )
+        return reference, embeddings, latent
+
+    def run_pipeline(
+        self,
+        case: TestCase,
+        pose_frames: torch.Tensor,
+        reference: PIL.Image.Image,
+        embeddings: torch.Tensor,
+        latent: torch.Tensor,
+        record: JobRecord,
+    ) -> np.ndarray:
+        """Denoise and decode: (F,H,W,3) uint8 frames, the reference frame dropped."""
+        pipe, device = self.pipeline, self.device
+        height, width = pose_frames.shape[-2:]
+        output = pipe(
+            reference,
+            image_pose=pose_frames,
+            height=height,
+            width=width,
+            num_frames=pose_frames.shape[0],
+            tile_size=case.tile_size,
+            tile_overlap=case.frames_overlap,
+            num_inference_steps=case.num_inference_steps,
+            min_guidance_scale=case.guidance_scale,
+            max_guidance_scale=case.guidance_scale,
+            fps=PIPELINE_FPS,
+            noise_aug_strength=case.noise_aug_strength,
+            decode_chunk_size=DECODE_CHUNK_SIZE,
+            generator=pipe.make_generator(case.seed, device),
+            output_type="pt",
+            device=device,
+            image_embeddings=embeddings,
+            image_latents=latent,
+            timings=record.timings,
+        )
+        video = (output.frames.cpu() * 255.0).to(torch.uint8)
+        return video[0, 1:].permute(0, 2, 3, 1).numpy()
+
+
+def _dwpose_device(device: torch.device) -> str:
+    """CUDA for DWPose when ONNX Runtime can use it; otherwise the CPU, said once."""
+    if device.type != "cuda":
+        return "cpu"
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        return f"cuda:{device.index}" if device.index is not None else "cuda"
+    logger.warning(
+        "DWPose runs on the CPU: this onnxruntime has no CUDA provider "
+        "(pip uninstall onnxruntime && pip install onnxruntime-gpu)"
+    )
+    return "cpu"
+
+
+def _stderr_is_terminal() -> bool:
+    isatty = getattr(sys.stderr, "isatty", None)
+    return bool(isatty and isatty())

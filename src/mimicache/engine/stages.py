@@ -1,0 +1,248 @@
+"""The cached stages, each declared once: its name, its codec (value <-> named tensors) and its
+key recipe (keyed only by what its output depends on), and the job's keys computed lazily.
+
+Values: image keypoints a PoseFrame, video keypoints VideoPoses, pose frames (1+F,H,W,3)
+uint8, CLIP embeddings (1,D) and VAE latents (1,4,H/8,W/8) tensors in the model dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import zstandard
+
+from mimicache.cache import StageKey
+from mimicache.config import TestCase
+from mimicache.errors import InputError
+from mimicache.media import effective_stride, probe_video
+from mimicache.pose import PoseSequence, VideoPoses
+from mimicache.pose.dwpose import KEYPOINTS_VERSION
+
+VIDEO_KEYPOINTS = "video_keypoints"
+IMAGE_KEYPOINTS = "image_keypoints"
+POSE_FRAMES = "pose_frames"
+CLIP_EMBEDDINGS = "clip_embeddings"
+VAE_LATENTS = "vae_latents"
+POSE_STAGES = (VIDEO_KEYPOINTS, IMAGE_KEYPOINTS, POSE_FRAMES)
+PIPELINE_STAGES = (CLIP_EMBEDDINGS, VAE_LATENTS)
+STAGES = POSE_STAGES + PIPELINE_STAGES
+
+# Bump when alignment or drawing changes what they produce (DWPose's own version is
+# pose.dwpose.KEYPOINTS_VERSION).
+DRAWING_VERSION = 1
+
+
+def video_keypoints_key(video_digest: str, effective_stride: int, detector: str) -> StageKey:
+    """Raw keypoints are in normalised frame coordinates: the resolution is not part of the key."""
+    return StageKey(
+        inputs={"video": video_digest},
+        models={"dwpose": detector},
+        params={"effective_stride": effective_stride, "code": KEYPOINTS_VERSION},
+    )
+
+
+def image_keypoints_key(image_digest: str, resolution: int, detector: str) -> StageKey:
+    return StageKey(
+        inputs={"image": image_digest},
+        models={"dwpose": detector},
+        params={"resolution": resolution, "code": KEYPOINTS_VERSION},
+    )
+
+
+def pose_frames_key(
+    video_keys: StageKey, image_keys: StageKey, retarget: str = "published"
+) -> StageKey:
+    """Drawn frames follow from both keypoint entries (which already hold size and stride) and
+    the retarget mode. The mode enters the key only when it is not "published", so entries
+    written before the mode existed keep their keys."""
+    params: dict = {
+        "video_keypoints": video_keys.digest,
+        "image_keypoints": image_keys.digest,
+        "code": DRAWING_VERSION,
+    }
+    if retarget != "published":
+        params["retarget"] = retarget
+    return StageKey(
+        inputs={"video": video_keys.inputs["video"], "image": image_keys.inputs["image"]},
+        models={"dwpose": video_keys.models["dwpose"]},
+        params=params,
+    )
+
+
+def clip_embeddings_key(
+    image_digest: str, resolution: int, encoder: str, dtype: str, device_type: str
+) -> StageKey:
+    return StageKey(
+        inputs={"image": image_digest},
+        models={"image_encoder": encoder},
+        params={"resolution": resolution, "dtype": dtype, "device": device_type},
+    )
+
+
+def vae_latents_key(
+    image_digest: str,
+    resolution: int,
+    vae: str,
+    dtype: str,
+    device_type: str,
+    noise_aug_strength: float,
+    seed: int,
+    generator_device: str,
+) -> StageKey:
+    """Without augmentation the latent is seed-free, so the seed only enters when it matters."""
+    params: dict = {
+        "resolution": resolution,
+        "dtype": dtype,
+        "device": device_type,
+        "noise_aug_strength": float(noise_aug_strength),
+    }
+    if noise_aug_strength != 0:
+        params.update(seed=seed, generator_device=generator_device)
+    return StageKey(inputs={"image": image_digest}, models={"vae": vae}, params=params)
+
+
+# --------------------------------------------------------------------------- codecs
+
+
+def pack_frames(frames: np.ndarray) -> dict[str, torch.Tensor]:
+    """uint8 frames -> zstd bytes + shape. Drawn poses are mostly black, so they shrink ~50x
+    and decompress far faster than they draw."""
+    frames = np.ascontiguousarray(frames)
+    packed = zstandard.ZstdCompressor(level=3, threads=-1).compress(frames.tobytes())
+    return {
+        "zstd": torch.frombuffer(bytearray(packed), dtype=torch.uint8),
+        "shape": torch.tensor(frames.shape, dtype=torch.int64),
+    }
+
+
+def unpack_frames(tensors: Mapping[str, torch.Tensor]) -> np.ndarray:
+    shape = tuple(int(x) for x in tensors["shape"].tolist())
+    frames = np.empty(shape, dtype=np.uint8)
+    view = memoryview(frames).cast("B")
+    filled = 0
+    with zstandard.ZstdDecompressor().stream_reader(tensors["zstd"].numpy().tobytes()) as reader:
+        while filled < frames.nbytes and (count := reader.readinto(view[filled:])):
+            filled += count
+    if filled != frames.nbytes:
+        raise ValueError(f"pose frames entry holds {filled} bytes, expected {frames.nbytes}")
+    return frames
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A cached stage: ``encode`` turns its value into named tensors, ``decode`` back (losslessly,
+    so a hit equals a fresh computation). Pipeline features are the CLIP and VAE stages, which
+    ``cache_pipeline_features=False`` leaves uncached."""
+
+    name: str
+    encode: Callable[[Any], dict[str, torch.Tensor]]
+    decode: Callable[[Mapping[str, torch.Tensor]], Any]
+    pipeline_feature: bool = False
+
+
+IMAGE_KEYPOINTS_STAGE = Stage(
+    IMAGE_KEYPOINTS,
+    encode=lambda pose: PoseSequence([pose]).to_tensors(),
+    decode=lambda tensors: PoseSequence.from_tensors(tensors)[0],
+)
+VIDEO_KEYPOINTS_STAGE = Stage(
+    VIDEO_KEYPOINTS, encode=VideoPoses.to_tensors, decode=VideoPoses.from_tensors
+)
+POSE_FRAMES_STAGE = Stage(POSE_FRAMES, encode=pack_frames, decode=unpack_frames)
+CLIP_EMBEDDINGS_STAGE = Stage(
+    CLIP_EMBEDDINGS,
+    encode=lambda embeds: {"image_embeds": embeds},
+    decode=lambda tensors: tensors["image_embeds"],
+    pipeline_feature=True,
+)
+VAE_LATENTS_STAGE = Stage(
+    VAE_LATENTS,
+    encode=lambda latent: {"latent": latent},
+    decode=lambda tensors: tensors["latent"],
+    pipeline_feature=True,
+)
+
+
+# --------------------------------------------------------------------------- a job's keys
+
+
+class JobKeys:
+    """The cache keys of one job, each computed on first use: when the cache is off, no file
+    is digested and no video is probed. ``digest(path)`` is the store's memoised content
+    digest; ``fingerprints`` has ``dwpose``, ``image_encoder`` and ``vae``."""
+
+    def __init__(
+        self,
+        case: TestCase,
+        *,
+        digest: Callable[[Path], str],
+        fingerprints: Any,
+        retarget: str,
+        dtype: torch.dtype,
+        device: torch.device,
+    ):
+        self.case = case
+        self._digest = digest
+        self._fingerprints = fingerprints
+        self._retarget = retarget
+        self._dtype = str(dtype).removeprefix("torch.")
+        self._device = device.type
+
+    @cached_property
+    def image_digest(self) -> str:
+        return self._digest(Path(self.case.ref_image_path))
+
+    @cached_property
+    def video_digest(self) -> str:
+        video = Path(self.case.ref_video_path)
+        if not video.is_file():
+            raise InputError(
+                f"driving video {video} not found; check ref_video_path or --batch_folder"
+            )
+        return self._digest(video)
+
+    @cached_property
+    def image_keypoints(self) -> StageKey:
+        return image_keypoints_key(
+            self.image_digest, self.case.resolution, self._fingerprints.dwpose
+        )
+
+    @cached_property
+    def video_keypoints(self) -> StageKey:
+        video = Path(self.case.ref_video_path)
+        stride = effective_stride(self.case.sample_stride, probe_video(video).avg_fps)
+        return video_keypoints_key(self.video_digest, stride, self._fingerprints.dwpose)
+
+    @cached_property
+    def pose_frames(self) -> StageKey:
+        return pose_frames_key(self.video_keypoints, self.image_keypoints, self._retarget)
+
+    @cached_property
+    def clip_embeddings(self) -> StageKey:
+        return clip_embeddings_key(
+            self.image_digest,
+            self.case.resolution,
+            self._fingerprints.image_encoder,
+            self._dtype,
+            self._device,
+        )
+
+    @cached_property
+    def vae_latents(self) -> StageKey:
+        case = self.case
+        return vae_latents_key(
+            self.image_digest,
+            case.resolution,
+            self._fingerprints.vae,
+            self._dtype,
+            self._device,
+            case.noise_aug_strength,
+            case.seed,
+            self._device,
+        )
