@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from cache_helpers import make_key
 
 from mimicache.cache.commands import add_cache_commands, main, run_cache_command
 from mimicache.cache.store import FeatureStore, format_size
+from tests.cache_helpers import make_key
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from cache_helpers import concurrent_worker, count_lines, make_key, sample_tensors
 from safetensors import safe_open
 
 from mimicache.cache import keys as keys_mod
@@ -27,6 +26,7 @@ from mimicache.cache.store import (
     tensor_checksum,
 )
 from mimicache.errors import CacheError
+from tests.cache_helpers import concurrent_worker, count_lines, make_key, sample_tensors
 
 STAGE = "stage_a"
 
