@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-import pose_fixtures
 import pytest
 import yaml
 from PIL import Image
@@ -29,6 +28,7 @@ from mimicache.pose import (
 from mimicache.pose.dwpose import to_openpose, to_pose_frame
 from mimicache.pose.people import box_iou, person_boxes, person_pose
 from mimicache.testing.dwpose import keypoint_template, make_figure_frame, make_people_frame
+from tests import pose_fixtures
 
 dwpose = pose_fixtures.dwpose
 tiny_models = pose_fixtures.tiny_models

@@ -60,6 +60,9 @@ def write_sidecar(
         "timings": {str(k): float(v) for k, v in result.timings.items()},
         "cache_events": [_jsonable(e) for e in result.cache_events],
     }
+    people = getattr(result, "people", None)
+    if people is not None:  # who drove the pose (pose.person)
+        data["people"] = _jsonable(people.to_dict())
     text = json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
