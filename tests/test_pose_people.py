@@ -321,3 +321,17 @@ def test_a_single_person_video_gives_identical_frames_under_every_choice(tmp_pat
         chosen, report = select_person(video, choice)
         assert report.no_person == [2] and report.chosen is None
         assert np.array_equal(render_pose_frames(ref, chosen, h, w), published), choice
+
+
+def test_person_flag_of_run_bench_and_pose(capsys):
+    from mimicache.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["run", "--person", "Largest"]).person == "largest"
+    assert parser.parse_args(["bench", "--person", "1"]).person == "1"
+    assert parser.parse_args(["run"]).person is None  # the config's pose.person, else auto
+    args = parser.parse_args(["pose", "--ref_image", "i.png", "--video", "v.mp4", "--person", "0"])
+    assert args.person == "0"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["run", "--person", "tallest"])
+    assert "must be one of auto, largest, center or a person number" in capsys.readouterr().err

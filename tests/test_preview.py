@@ -124,8 +124,8 @@ def test_draw_over_shows_the_skeleton_and_dims_the_rest():
     pose[2, 2] = (0, 51, 0)  # a faint limb: 20 % toward its colour
     out = draw_over(image, pose)
     assert tuple(out[1, 1]) == (255, 0, 0)
-    assert tuple(out[0, 0]) == (60, 60, 60)
-    assert tuple(out[2, 2]) == (48, 58, 48)  # 60 * 0.8 = 48; 48 + 51 * 0.2 = 58.2
+    assert tuple(out[0, 0]) == (45, 45, 45)  # 100 * 0.45
+    assert tuple(out[2, 2]) == (36, 46, 36)  # 45 * 0.8 = 36; 36 + 51 * 0.2 = 46.2
 
 
 @pytest.mark.parametrize(("frames", "step"), [(1, 1), (12, 1), (13, 2), (73, 7), (241, 21)])

@@ -102,7 +102,8 @@ def test_report_parses_and_holds_every_job_and_the_failure(tmp_path):
     assert "&lt;frame 3&gt; &amp; beyond" in text
     # cache events with units, the stage timings in seconds
     assert "video_keypoints" in words and "absent" in words
-    assert "2.50 MB" in words and "0.400 s" in words and "3.10 s" in words
+    assert "2.50 MB" in words and "1.0 kB" in words
+    assert "0.400 s" in words and "3.10 s" in words
     assert "1 succeeded, 1 failed" in words
     # one timing bar per job with segments, longest job full width
     bars = [a for t, a in page.tags if t == "div" and a.get("class") == "bar"]
@@ -192,3 +193,28 @@ def test_bench_plot_without_matplotlib_says_how_to_get_it(tmp_path, monkeypatch)
     with pytest.raises(MimicacheError, match="pip install matplotlib"):
         plot_cold_warm([ok], [ok], tmp_path / "bench.png")
     assert not (tmp_path / "bench.png").exists()
+
+
+def test_sidecar_and_report_say_who_drove_the_pose(tmp_path):
+    import json
+
+    from mimicache.batch import write_sidecar
+    from mimicache.config import InferenceConfig
+    from mimicache.pose import PeopleReport
+
+    ok, _ = _results(tmp_path)
+    ok.people = PeopleReport("largest", 8, 2, [0], [3, 4], chosen=1, chosen_frames=7)
+    config = InferenceConfig(base_model_path="b", ckpt_path=Path("c"), test_case=[ok.job.case])
+    path = write_sidecar(ok.job, ok, config=config, model_files={}, path=tmp_path / "s.json")
+    assert json.loads(path.read_text())["people"] == {
+        "choice": "largest",
+        "frames": 8,
+        "people": 2,
+        "no_person": [0],
+        "several": [3, 4],
+        "chosen": 1,
+        "chosen_frames": 7,
+    }
+    words = Page(render_report([report_job(ok)], title="t", parameters={})).words
+    assert "person 1 used (--person largest), seen in 7 frames" in words
+    assert "several in 2 (3, 4)" in words

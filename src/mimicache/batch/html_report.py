@@ -43,7 +43,7 @@ STAGE_COLORS = {
     "digest": "#bcbddc",
     "unpack": "#9e9ac8",
     "write": "#969696",
-    "preview": "#969696",
+    "preview": "#c994c7",
 }
 OTHER_COLOR = "#cccccc"
 
@@ -263,6 +263,11 @@ def _bar(timings: Mapping[str, float], longest: float) -> str:
     return f'<div class="bar" style="width:{max(2.0, 100 * total / longest):.1f}%">{spans}</div>'
 
 
+def _size(count: int) -> str:
+    """Bytes in kB below a megabyte, else MB (decimal units)."""
+    return f"{count / 1e3:.1f} kB" if count < 1_000_000 else f"{count / 1e6:.2f} MB"
+
+
 def _cache_counts(events: Sequence[Any]) -> str:
     hits = sum(bool(getattr(e, "hit", False)) for e in events)
     return f"{hits} hit(s), {len(events) - hits} miss(es)" if events else "not used"
@@ -320,7 +325,7 @@ def _job_section(number: int, job: ReportJob) -> str:
                 "hit" if getattr(e, "hit", False) else "miss",
                 str(getattr(e, "reason", "")),
                 f"{float(getattr(e, 'seconds', 0.0)):.3f} s",
-                f"{int(getattr(e, 'bytes', 0)) / 1e6:.2f} MB",
+                _size(int(getattr(e, "bytes", 0))),
             )
             for e in job.cache_events
         ]

@@ -131,7 +131,12 @@ def pose_command(args: argparse.Namespace) -> int:
         "feature cache": cache.root if cache.enabled else "off",
         "log file": log_file,
     }
-    job = ReportJob(name=case.ref_video_path.stem, status="failed", parameters=case_to_dict(case))
+    shown = ("ref_image_path", "ref_video_path", "resolution", "sample_stride", "fps")
+    job = ReportJob(
+        name=case.ref_video_path.stem,
+        status="failed",
+        parameters={k: v for k, v in case_to_dict(case).items() if k in shown},
+    )
     sheet = output.with_suffix(".png")
     try:
         preview = pose_preview(engine, case, progress=not args.quiet)

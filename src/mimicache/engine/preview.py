@@ -30,6 +30,7 @@ MAX_SHEET_ROWS = 12
 SHEET_ROW_HEIGHT = 144  # pixels per contact-sheet row
 LABEL_WIDTH = 64  # the frame-number column of the contact sheet
 PANEL_GAP = 4  # dark pixels between the panels
+DIM = 0.45  # the reference under the skeleton, dimmed so thin limbs stand out
 
 
 @dataclass
@@ -101,7 +102,7 @@ def draw_over(image: np.ndarray, pose: np.ndarray) -> np.ndarray:
     """The skeleton over a dimmed image: each pixel mixes toward the pose colour by the pose's
     brightness, so faint (low-confidence) parts stay faint, as the model sees them."""
     alpha = pose.max(axis=2, keepdims=True).astype(np.float32) / 255.0
-    base = image.astype(np.float32) * 0.6
+    base = image.astype(np.float32) * DIM
     mixed = base * (1.0 - alpha) + pose.astype(np.float32) * alpha
     return np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
 
