@@ -218,3 +218,31 @@ def test_sidecar_and_report_say_who_drove_the_pose(tmp_path):
     words = Page(render_report([report_job(ok)], title="t", parameters={})).words
     assert "person 1 used (--person largest), seen in 7 frames" in words
     assert "several in 2 (3, 4)" in words
+
+
+def test_bench_report_holds_cold_and_warm_rows_and_the_table(tiny_bundle, tmp_path):
+    import importlib.util
+
+    video = figure_video(tmp_path / "walk.mp4", frames=4)
+    image = reference_image(tmp_path / "ref.png")
+    config = write_config(tmp_path / "cfg.yaml", tiny_bundle, image, video)
+    plot = tmp_path / "bench.png"
+    code = main(
+        [
+            "bench", "--inference_config", str(config), "--output_dir", str(tmp_path / "out"),
+            "--feature_cache_dir", str(tmp_path / "cache"), "--quiet", "--plot", str(plot),
+            "--log_file", str(tmp_path / "bench.log"),
+        ]
+    )  # fmt: skip
+    assert code == 0
+    page = Page((tmp_path / "bench.report.html").read_text())
+    words = page.words
+    assert "mimicache bench: 1 job(s), cold and warm" in words
+    assert "walk (cold)" in words and "walk (warm)" in words
+    assert "Cold vs warm" in words and "outputs bit-identical: yes" in words
+    images = sum(t == "img" for t, _ in page.tags)
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert plot.is_file() and images == 3  # two strips and the chart
+    else:  # the benchmark ran; the log says how to get the chart
+        assert not plot.exists() and images == 2
+        assert "pip install matplotlib" in (tmp_path / "bench.log").read_text()

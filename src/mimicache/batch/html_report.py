@@ -125,11 +125,14 @@ def write_run_report(
         if plot and Path(plot).is_file():
             images.append(("Cold vs warm per stage", Path(plot)))
     command = parameters.get("command", "run")
+    title = f"mimicache {command}: {len(results)} job(s)"
+    if bench is not None:
+        title = f"mimicache {command}: {len(bench.cold)} job(s), cold and warm"
     try:
         path = write_report(
             report_path(log_file),
             jobs,
-            title=f"mimicache {command}: {len(results)} job(s)",
+            title=title,
             parameters=parameters,
             sections=sections,
             images=images,
