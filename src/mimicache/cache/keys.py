@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
+import errno
 import json
 import logging
 import math
@@ -110,8 +111,14 @@ def key_digest(fields: Mapping[str, Any]) -> str:
 # --------------------------------------------------------------------------- SQLite helper
 
 
-def connect_sqlite(db_path: str | os.PathLike[str]) -> sqlite3.Connection:
-    """Open ``db_path`` for sharing between processes: WAL, busy timeout, autocommit."""
+def connect_sqlite(db_path: str | os.PathLike[str], read_only: bool = False) -> sqlite3.Connection:
+    """Open ``db_path`` for sharing between processes: WAL, busy timeout, autocommit.
+
+    ``read_only``: open it without ever writing (``mode=ro``; on a read-only file system where
+    the WAL's shared-memory file cannot be created, as ``immutable``); raises when it is absent.
+    """
+    if read_only:
+        return _connect_read_only(Path(db_path))
     conn = sqlite3.connect(
         os.fspath(db_path), timeout=_SQLITE_TIMEOUT_S, isolation_level=None, check_same_thread=False
     )
@@ -124,6 +131,51 @@ def connect_sqlite(db_path: str | os.PathLike[str]) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    if not path.is_file():
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(path))
+    uri = path.absolute().as_uri() + "?mode=ro"
+    last: sqlite3.Error | None = None
+    for suffix in ("", "&immutable=1"):
+        conn = sqlite3.connect(
+            uri + suffix,
+            uri=True,
+            timeout=_SQLITE_TIMEOUT_S,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # opens the file
+            return conn
+        except sqlite3.Error as exc:
+            conn.close()
+            if sqlite_error_code(exc) != sqlite3.SQLITE_CANTOPEN:
+                raise
+            last = exc
+    assert last is not None
+    raise last
+
+
+# Python < 3.11 exceptions carry no SQLite error code; their text is SQLite's fixed errstr.
+_ERRSTR_CODES = {
+    "attempt to write a readonly database": sqlite3.SQLITE_READONLY,
+    "unable to open database file": sqlite3.SQLITE_CANTOPEN,
+    "database disk image is malformed": sqlite3.SQLITE_CORRUPT,
+    "file is not a database": sqlite3.SQLITE_NOTADB,
+    "database or disk is full": sqlite3.SQLITE_FULL,
+    "access permission denied": sqlite3.SQLITE_PERM,
+    "database is locked": sqlite3.SQLITE_BUSY,
+}
+
+
+def sqlite_error_code(exc: BaseException) -> int | None:
+    """The primary SQLite result code of ``exc`` (e.g. ``sqlite3.SQLITE_CORRUPT``), or None."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None and isinstance(exc, sqlite3.Error):
+        code = _ERRSTR_CODES.get(str(exc))
+    return None if code is None else int(code) & 0xFF
 
 
 # --------------------------------------------------------------------------- digest memo
@@ -149,14 +201,17 @@ class DigestMemo:
     Lives in a SQLite table (``file_digests``) of ``db_path``; usually the feature cache's
     ``index.sqlite``. Any database problem (unwritable folder, locked, corrupt) only disables
     the memo, with one warning (or one call of ``on_error``): digests are then always computed.
+    ``read_only``: look digests up but never write (a cache on a read-only file system).
     """
 
     def __init__(
         self,
         db_path: str | os.PathLike[str],
         on_error: Callable[[BaseException], None] | None = None,
+        read_only: bool = False,
     ) -> None:
         self.db_path = Path(db_path)
+        self.read_only = read_only
         self._on_error = on_error
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
@@ -169,8 +224,9 @@ class DigestMemo:
         if self._conn is not None and self._pid == os.getpid():
             return self._conn
         try:  # first use, or first use after a fork: never share a connection across processes
-            conn = connect_sqlite(self.db_path)
-            conn.execute(_MEMO_SCHEMA)
+            conn = connect_sqlite(self.db_path, read_only=self.read_only)
+            if not self.read_only:
+                conn.execute(_MEMO_SCHEMA)
         except (sqlite3.Error, OSError) as exc:
             self._disable(exc)
             return None
@@ -207,6 +263,8 @@ class DigestMemo:
 
     def store(self, st: os.stat_result, digest: str, path: str | os.PathLike[str] = "") -> None:
         """Remember ``digest`` for the file ``st`` describes (best effort)."""
+        if self.read_only:
+            return
         with self._lock:
             conn = self._connection()
             if conn is None:

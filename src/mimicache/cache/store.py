@@ -39,7 +39,13 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from mimicache.cache.keys import DigestMemo, canonical_json, connect_sqlite, key_digest
+from mimicache.cache.keys import (
+    DigestMemo,
+    canonical_json,
+    connect_sqlite,
+    key_digest,
+    sqlite_error_code,
+)
 from mimicache.errors import CacheError
 
 logger = logging.getLogger(__name__)
@@ -52,7 +58,11 @@ __all__ = [
     "FeatureStore",
     "Problem",
     "Removal",
+    "RemovalFailure",
+    "RemovalPlan",
+    "RemovalResult",
     "StageKey",
+    "VerifyReport",
     "format_size",
     "parse_size",
 ]
@@ -198,7 +208,8 @@ class EntryInfo:
 class Problem:
     """A finding of ``verify()``; ``fixed`` says whether ``verify(fix=True)`` repaired it.
 
-    ``kind``: "corrupt", "stale temp file", "orphan", "missing file", "unindexed", "index".
+    ``kind``: "corrupt", "orphan", "missing file", "unindexed", "index", or "leftover temp
+    file" (``leftover=True``: debris of an interrupted or running write, not an error).
     """
 
     kind: str
@@ -207,6 +218,23 @@ class Problem:
     stage: str | None = None
     key: str | None = None
     fixed: bool = False
+    leftover: bool = False
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """What ``check()`` found: ``problems`` (leftovers included), entries that passed (``good``)."""
+
+    problems: list[Problem]
+    good: int
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if not p.leftover]
+
+    @property
+    def leftovers(self) -> list[Problem]:
+        return [p for p in self.problems if p.leftover]
 
 
 @dataclass(frozen=True)
@@ -222,6 +250,42 @@ class Removal:
     reason: str
     stage: str | None = None
     key: str | None = None
+
+
+@dataclass(frozen=True)
+class RemovalFailure:
+    """A planned removal that did not happen; ``error`` says why (e.g. "EROFS: ...")."""
+
+    removal: Removal
+    error: str
+
+
+@dataclass(frozen=True)
+class RemovalResult:
+    """What ``RemovalPlan.execute()`` really did."""
+
+    removed: list[Removal]
+    failed: list[RemovalFailure]
+
+    @property
+    def freed_size(self) -> int:
+        return sum(r.size for r in self.removed)
+
+
+@dataclass
+class RemovalPlan:
+    """Files ``prune``/``clear`` would remove; nothing happens until ``execute()``."""
+
+    removals: list[Removal]
+    _execute: Callable[[list[Removal]], RemovalResult] = field(repr=False)
+
+    @property
+    def expected_freed_size(self) -> int:
+        return sum(r.size for r in self.removals)
+
+    def execute(self) -> RemovalResult:
+        """Remove the files; returns what was removed and what could not be."""
+        return self._execute(self.removals)
 
 
 @dataclass
@@ -392,6 +456,30 @@ def _parse_entry(data: bytes) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
     return meta, tensors
 
 
+_CANNOT_WRITE_CODES = frozenset(
+    {sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM, sqlite3.SQLITE_FULL}
+)
+
+
+def _cannot_write(exc: BaseException) -> bool:
+    """Whether ``exc`` means the index cannot be written (not that it is broken)."""
+    return isinstance(exc, OSError) or sqlite_error_code(exc) in _CANNOT_WRITE_CODES
+
+
+def _write_blocker(root: Path) -> OSError | None:
+    """Why nothing can be written under the existing folder ``root`` (read-only file system,
+    no permission), or None when writes may work."""
+    try:
+        read_only = bool(os.statvfs(root).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # no statvfs (Windows): the first write will tell
+        read_only = False
+    if read_only:
+        return OSError(errno.EROFS, os.strerror(errno.EROFS), str(root))
+    if not os.access(root, os.W_OK):
+        return OSError(errno.EACCES, os.strerror(errno.EACCES), str(root))
+    return None
+
+
 def _errno_text(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.errno is not None:
         name = errno.errorcode.get(exc.errno, str(exc.errno))
@@ -430,7 +518,11 @@ class FeatureStore:
         self._usable = False  # the root exists and can be read
         self._can_write = write
         self._warned_write = False
-        self._index_broken = False
+        self._index_broken = False  # corrupt or failing: no index until verify --fix rebuilds it
+        self._index_error = ""
+        self._warned_index = False
+        self._index_writable = False
+        self._no_index = False  # read-only root without a readable index
         self._db_lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._conn_pid: int | None = None
@@ -444,15 +536,19 @@ class FeatureStore:
     # ------------------------------------------------------------------ setup
 
     def _open(self) -> None:
+        failure: OSError | None = None
         if self.write:
             try:
                 self.root.mkdir(parents=True, exist_ok=True)
+                failure = _write_blocker(self.root)
                 tag = self.root / "CACHEDIR.TAG"
-                if not tag.exists():
+                if failure is None and not tag.exists():
                     self._atomic_write(tag, CACHEDIR_TAG.encode("ascii"))
             except OSError as exc:
-                self._write_failed(exc)
+                failure = exc
         self._usable = self.root.is_dir() and os.access(self.root, os.R_OK | os.X_OK)
+        if failure is not None:
+            self._write_failed(failure)
         if not self._usable:
             if self.write:
                 self._can_write = False
@@ -461,7 +557,10 @@ class FeatureStore:
                     "feature cache at %s does not exist: running without caching", self.root
                 )
             return
-        self.memo = DigestMemo(self.index_path, on_error=self._index_failed)
+        if self._can_write:
+            self.memo = DigestMemo(self.index_path, on_error=self._index_failed)
+        else:  # digests are still looked up; failures only mean they are computed
+            self.memo = DigestMemo(self.index_path, on_error=lambda exc: None, read_only=True)
 
     @property
     def index_path(self) -> Path:
@@ -499,50 +598,80 @@ class FeatureStore:
         self._can_write = False
         if not self._warned_write:
             self._warned_write = True
+            reads = self._usable and self.read and not self.force_refresh
             logger.warning(
-                "feature cache at %s is not writable (%s): running without caching",
+                "feature cache at %s is not writable (%s): %s",
                 self.root,
                 _errno_text(exc),
+                "read-only: entries are read, nothing new is written"
+                if reads
+                else "running without caching",
             )
 
     # ------------------------------------------------------------------ index
 
     @contextlib.contextmanager
-    def _index(self) -> Iterator[sqlite3.Connection | None]:
-        """The index connection (None when unusable); SQLite errors disable it with a warning."""
+    def _index(self, write: bool = False) -> Iterator[sqlite3.Connection | None]:
+        """The index connection (None when unusable, or read-only and ``write`` is asked);
+        SQLite errors inside the block are handled by ``_index_failed``."""
         with self._db_lock:
-            conn = None
-            if not self._index_broken and self._usable:
-                conn = self._conn if self._conn_pid == os.getpid() else None
-                if conn is None:
-                    try:
-                        conn = connect_sqlite(self.index_path)
-                        for statement in _INDEX_SCHEMA:
-                            conn.execute(statement)
-                        self._conn, self._conn_pid = conn, os.getpid()
-                    except (sqlite3.Error, OSError) as exc:
-                        self._index_failed(exc)
-                        conn = None
+            conn = self._connection()
+            if write and not self._index_writable:
+                conn = None
             try:
                 yield conn
             except sqlite3.Error as exc:
                 self._index_failed(exc)
 
+    def _connection(self) -> sqlite3.Connection | None:
+        if self._index_broken or self._no_index or not self._usable:
+            return None
+        if self._conn is not None and self._conn_pid == os.getpid():
+            return self._conn
+        conn = None
+        if self._can_write:
+            try:
+                conn = connect_sqlite(self.index_path)
+                for statement in _INDEX_SCHEMA:
+                    conn.execute(statement)
+            except (sqlite3.Error, OSError) as exc:
+                if conn is not None:
+                    conn.close()
+                conn = None
+                self._index_failed(exc)
+                if self._index_broken:
+                    return None
+        self._index_writable = conn is not None
+        if conn is None:  # a read-only root: read the index as it is (it may not exist)
+            try:
+                conn = connect_sqlite(self.index_path, read_only=True)
+            except (sqlite3.Error, OSError) as exc:
+                if _cannot_write(exc):  # absent, or cannot be opened at all
+                    self._no_index = True
+                else:
+                    self._index_failed(exc)
+                return None
+        self._conn, self._conn_pid = conn, os.getpid()
+        return conn
+
     def _index_failed(self, exc: BaseException) -> None:
-        """Index (or digest memo) unusable: one warning, unless it is the root being read-only,
-        which is the one "not writable" warning of this store."""
-        text = str(exc).lower()
-        if isinstance(exc, OSError) or "readonly" in text or "unable to open" in text:
-            if self.write:
+        """Index (or digest memo) failed. Not being able to write it is the one "not writable"
+        warning of this store (reads go on); anything else disables the index with a warning."""
+        if _cannot_write(exc):
+            if self._can_write:
                 self._write_failed(exc)
-        elif not self._index_broken and not self._warned_write:
+            self._index_writable = False
+            return
+        self._index_broken = True
+        self._index_error = str(exc)
+        if not self._warned_index and not self._warned_write:
             logger.warning(
                 "feature cache index %s is unusable (%s): entries still work, but last use "
                 "is not recorded; `mimicache cache verify --fix` rebuilds it",
                 self.index_path,
                 exc,
             )
-        self._index_broken = True
+        self._warned_index = True
 
     def _record(
         self,
@@ -555,7 +684,7 @@ class FeatureStore:
         hit: bool,
     ) -> None:
         now = time.time()
-        with self._index() as conn:
+        with self._index(write=True) as conn:
             if conn is None:
                 return
             fields_json = meta.get("fields", "{}")
@@ -648,7 +777,7 @@ class FeatureStore:
                     now = os.stat(path)
                     if (now.st_ino, now.st_mtime_ns) == (before.st_ino, before.st_mtime_ns):
                         os.unlink(path)
-                with self._index() as conn:
+                with self._index(write=True) as conn:
                     if conn is not None:
                         conn.execute(
                             "DELETE FROM entries WHERE stage=? AND key=?", (stage, key.digest)
@@ -885,7 +1014,7 @@ class FeatureStore:
         except (ValueError, AttributeError):
             inputs = {}
         created = _float(meta.get("created"), st.st_mtime)
-        with self._index() as conn:
+        with self._index(write=True) as conn:
             if conn is not None and meta:
                 conn.execute(
                     "INSERT OR IGNORE INTO entries "
@@ -907,7 +1036,7 @@ class FeatureStore:
     def _drop_rows(self, keys: list[tuple[str, str]]) -> None:
         if not keys:
             return
-        with self._index() as conn:
+        with self._index(write=True) as conn:
             if conn is not None:
                 conn.executemany("DELETE FROM entries WHERE stage=? AND key=?", keys)
 
@@ -949,79 +1078,90 @@ class FeatureStore:
             out[e.stage] = (count + 1, size + e.size)
         return out
 
+    def stage_names(self) -> list[str]:
+        """The stages that have a folder in this store (whether or not it holds entries)."""
+        base = self.root / f"v{SCHEMA}"
+        if not self.enabled or not base.is_dir():
+            return []
+        return sorted(p.name for p in base.iterdir() if p.is_dir() and _STAGE_RE.match(p.name))
+
     # ------------------------------------------------------------------ admin: verify
 
     def verify(self, fix: bool = False) -> list[Problem]:
-        """Check every entry (checksum, metadata, place), temp files, orphans and the index.
+        """``check(fix).problems``: the problems found, leftovers included."""
+        return self.check(fix).problems
 
-        With ``fix=True``: remove corrupt entries, stale temp files and orphans, re-index
-        entries missing from the index, drop index rows without files, rebuild an unusable
-        index. Returns the problems found (``fixed`` tells which were repaired).
+    def check(self, fix: bool = False) -> VerifyReport:
+        """Check the index (SQLite's integrity check), every entry (checksum, metadata, place),
+        temp files, orphans and index rows without files.
+
+        With ``fix=True``: rebuild an unusable index, remove corrupt entries, orphans and the
+        temp files of writers that are gone (their key's lock is free), re-index entries
+        missing from the index, drop index rows without files.
         """
         if not self.enabled or not self.root.is_dir():
-            return []
+            return VerifyReport([], 0)
+        self._warned_index = True  # index trouble is reported here, not warned about
         problems: list[Problem] = []
-        with self._index():  # probe it
-            pass
-        if fix and self._index_broken:
-            problems.append(self._rebuild_index())
-        elif self._index_broken:
-            problems.append(Problem("index", self.index_path, "index unusable"))
+        trouble = self._index_trouble()
+        if trouble is not None:
+            problems.append(
+                self._rebuild_index(trouble)
+                if fix
+                else Problem("index", self.index_path, f"unusable ({trouble})")
+            )
         scan = self._scan()
-        rows = self._index_rows()
-        now = time.time()
-        good: list[tuple[str, str]] = []
+        indexed = self._connection() is not None
+        rows = self._index_rows() if indexed else {}
+        good = 0
         for (stage, key), (path, st) in scan.entries.items():
-            try:
-                data = path.read_bytes()
-                meta, _ = _parse_entry(data)
-                if meta.get("stage") != stage or meta.get("key") != key:
-                    raise _Corrupt(
-                        f"metadata says stage {meta.get('stage')!r} key {meta.get('key')!r}"
-                    )
-                if key_digest(json.loads(meta.get("fields", "null")) or {}) != key:
-                    raise _Corrupt("key fields do not hash to the key")
-            except (_Corrupt, OSError, ValueError, AttributeError, TypeError) as exc:
+            damage = _entry_damage(stage, key, path)
+            if damage is not None:
                 fixed = fix and self._unlink(path)
                 if fixed:
                     self._drop_rows([(stage, key)])
-                problems.append(Problem("corrupt", path, str(exc), stage, key, fixed))
+                problems.append(Problem("corrupt", path, damage, stage, key, fixed))
                 continue
-            good.append((stage, key))
-            if (stage, key) not in rows:
+            good += 1
+            if indexed and (stage, key) not in rows:
                 fixed = False
                 if fix:
                     self._reindex(stage, key, path, st)
-                    fixed = not self._index_broken
+                    fixed = self._index_writable and not self._index_broken
                 problems.append(
                     Problem("unindexed", path, "entry missing from the index", stage, key, fixed)
                 )
-        for path, st in scan.temps:
-            if now - st.st_mtime > STALE_TEMP_SECONDS:
-                fixed = fix and self._unlink(path)
-                problems.append(
-                    Problem("stale temp file", path, "left by an interrupted write", fixed=fixed)
-                )
+        problems += [self._leftover(path, st, fix) for path, st in scan.temps]
         for path, _ in scan.orphans:
             fixed = fix and self._unlink(path)
             problems.append(Problem("orphan", path, "not a cache entry", fixed=fixed))
         missing = [k for k in rows if k not in scan.entries and not self.entry_path(*k).exists()]
-        for stage, key in missing:
-            problems.append(
-                Problem(
-                    "missing file",
-                    self.entry_path(stage, key),
-                    "indexed entry has no file",
-                    stage,
-                    key,
-                    fix,
-                )
-            )
         if fix:
             self._drop_rows(missing)
-        return problems
+        fixed = fix and self._index_writable
+        problems += [
+            Problem("missing file", self.entry_path(*k), "indexed entry has no file", *k, fixed)
+            for k in missing
+        ]
+        return VerifyReport(problems, good)
 
-    def _rebuild_index(self) -> Problem:
+    def _index_trouble(self) -> str | None:
+        """What is wrong with the index (SQLite's integrity check), or None when it is sound."""
+        with self._db_lock:
+            conn = self._connection()
+            if conn is None:
+                return self._index_error or "unusable" if self._index_broken else None
+            try:
+                rows = conn.execute("PRAGMA integrity_check").fetchall()
+            except sqlite3.Error as exc:
+                rows = [(str(exc),)]
+            if rows == [("ok",)]:
+                return None
+            self._index_broken = True
+            self._index_error = "; ".join(str(r[0]) for r in rows[:3])
+            return self._index_error
+
+    def _rebuild_index(self, trouble: str) -> Problem:
         """Move an unusable index aside and start a fresh one (entries are re-indexed)."""
         self.close()
         aside = self.index_path.with_name(f"index.sqlite.broken-{int(time.time())}")
@@ -1031,23 +1171,45 @@ class FeatureStore:
                 if p.exists():
                     os.replace(p, Path(str(aside) + suffix))
         except OSError as exc:
-            return Problem("index", self.index_path, f"unusable; cannot move it aside: {exc}")
-        self._index_broken = False
+            detail = f"unusable ({trouble}); cannot move it aside: {_errno_text(exc)}"
+            return Problem("index", self.index_path, detail)
+        self._index_broken, self._index_error, self._no_index = False, "", False
         self.memo = DigestMemo(self.index_path, on_error=self._index_failed)
-        return Problem("index", self.index_path, f"unusable; moved to {aside.name}", fixed=True)
+        detail = f"unusable ({trouble}); moved to {aside.name}"
+        return Problem("index", self.index_path, detail, fixed=True)
+
+    def _leftover(self, path: Path, st: os.stat_result, fix: bool) -> Problem:
+        """A temp file: debris of a killed writer, or a write in progress (not an error)."""
+        match = _TEMP_RE.match(path.name)
+        stage, key = (path.parent.parent.name, match.group(1)) if match else (None, None)
+        detail, fixed = "left by an interrupted write, or a write in progress", False
+        if fix and stage is not None and key is not None:
+            detail, fixed = self._remove_if_abandoned(path, stage, key)
+        elif fix and time.time() - st.st_mtime > STALE_TEMP_SECONDS:
+            detail, fixed = "left by an interrupted write", self._unlink(path)
+        return Problem("leftover temp file", path, detail, stage, key, fixed, leftover=True)
+
+    def _remove_if_abandoned(self, path: Path, stage: str, key: str) -> tuple[str, bool]:
+        """Remove the temp file of ``key`` when no writer holds the key's lock."""
+        lock_path = self._lock_path(stage, key)
+        try:
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            lock = filelock.FileLock(str(lock_path))
+            lock.acquire(timeout=0)
+        except filelock.Timeout:
+            return "a write in progress (its key is locked)", False
+        except OSError as exc:
+            return f"its key's lock cannot be taken ({_errno_text(exc)})", False
+        try:
+            return "left by an interrupted write", self._unlink(path)
+        finally:
+            lock.release()
 
     def _unlink(self, path: Path) -> bool:
-        try:
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
-        except FileNotFoundError:
-            return True
-        except OSError as exc:
-            logger.warning("Cannot remove %s (%s)", path, _errno_text(exc))
-            return False
-        return True
+        error = _remove(path)
+        if error is not None:
+            logger.warning("Cannot remove %s (%s)", path, error)
+        return error is None
 
     # ------------------------------------------------------------------ admin: prune / clear
 
@@ -1057,11 +1219,33 @@ class FeatureStore:
         older_than_days: float | None = None,
         dry_run: bool = False,
     ) -> list[Removal]:
-        """Shrink the cache: stale temp files and orphans, entries unused for more than
-        ``older_than_days``, then least recently used entries until the total is at most
-        ``max_size`` bytes. ``dry_run`` only reports. Index and files stay consistent."""
+        """Run ``plan_prune``: what was removed (on a dry run: what would be); files that
+        could not be removed are left out, with one warning."""
+        plan = self.plan_prune(max_size, older_than_days)
+        return plan.removals if dry_run else self._removed(plan.execute())
+
+    def clear(self, stage: str | None = None) -> list[Removal]:
+        """Run ``plan_clear``: what was removed (failures: one warning)."""
+        return self._removed(self.plan_clear(stage).execute())
+
+    def _removed(self, result: RemovalResult) -> list[Removal]:
+        if result.failed:
+            logger.warning(
+                "Cannot remove %d file(s) from the feature cache at %s (%s)",
+                len(result.failed),
+                self.root,
+                result.failed[0].error,
+            )
+        return result.removed
+
+    def plan_prune(
+        self, max_size: int | None = None, older_than_days: float | None = None
+    ) -> RemovalPlan:
+        """What shrinking the cache removes: stale temp files and orphans, entries unused for
+        more than ``older_than_days``, then least recently used entries until the total is at
+        most ``max_size`` bytes. Index and files stay consistent when it is executed."""
         if not self.enabled or not self.root.is_dir():
-            return []
+            return self._plan([])
         if max_size is not None and max_size < 0:
             raise CacheError(f"--max-size must not be negative (got {max_size})")
         now = time.time()
@@ -1078,16 +1262,8 @@ class FeatureStore:
         keep: list[EntryInfo] = []
         for e in entries:
             if older_than_days is not None and now - e.last_used > older_than_days * 86400:
-                removals.append(
-                    Removal(
-                        "entry",
-                        e.path,
-                        e.size,
-                        f"unused for > {older_than_days:g} days",
-                        e.stage,
-                        e.key,
-                    )
-                )
+                reason = f"unused for > {older_than_days:g} days"
+                removals.append(Removal("entry", e.path, e.size, reason, e.stage, e.key))
             else:
                 keep.append(e)
         if max_size is not None:
@@ -1099,17 +1275,51 @@ class FeatureStore:
                     Removal("entry", e.path, e.size, "over the size limit", e.stage, e.key)
                 )
                 total -= e.size
-        if not dry_run:
-            self._apply(removals)
-            self._prune_locks(now)
-        return removals
+        return self._plan(removals)
 
-    def _apply(self, removals: list[Removal]) -> None:
-        done: list[tuple[str, str]] = []
+    def plan_clear(self, stage: str | None = None) -> RemovalPlan:
+        """What clearing removes: every entry (of ``stage``), temp files and orphans, and with
+        no stage the folders of other format versions; the tag stays."""
+        if not self.enabled or not self.root.is_dir():
+            return self._plan([], clear=True, stage=stage)
+        if stage is not None:
+            _check_stage(stage)
+        scan = self._scan(stage)
+        removals = [
+            Removal("entry", path, st.st_size, "cleared", s, k)
+            for (s, k), (path, st) in scan.entries.items()
+        ]
+        removals += [Removal("temp", p, st.st_size, "cleared") for p, st in scan.temps]
+        removals += [Removal("orphan", p, st.st_size, "cleared") for p, st in scan.orphans]
+        if stage is None:  # entries of other schema versions too
+            for old in sorted(self.root.glob("v*")):
+                if old.is_dir() and old.name != f"v{SCHEMA}" and old.name[1:].isdigit():
+                    removals.append(Removal("old", old, _tree_size(old), "other format version"))
+        return self._plan(removals, clear=True, stage=stage)
+
+    def _plan(
+        self, removals: list[Removal], clear: bool = False, stage: str | None = None
+    ) -> RemovalPlan:
+        return RemovalPlan(removals, lambda rs: self._execute(rs, clear, stage))
+
+    def _execute(self, removals: list[Removal], clear: bool, stage: str | None) -> RemovalResult:
+        removed: list[Removal] = []
+        failed: list[RemovalFailure] = []
         for r in removals:
-            if self._unlink(r.path) and r.kind == "entry" and r.stage and r.key:
-                done.append((r.stage, r.key))
-        self._drop_rows(done)
+            error = _remove(r.path)
+            if error is None:
+                removed.append(r)
+            else:
+                logger.debug("Cannot remove %s (%s)", r.path, error)
+                failed.append(RemovalFailure(r, error))
+        self._drop_rows([(r.stage, r.key) for r in removed if r.stage and r.key])
+        if not self.root.is_dir():
+            return RemovalResult(removed, failed)
+        if clear:  # rows whose file is gone, e.g. removed by hand
+            rows = self._index_rows(stage)
+            self._drop_rows([k for k in rows if not self.entry_path(*k).exists()])
+        self._prune_locks(time.time() + (STALE_TEMP_SECONDS if clear else 0.0), stage)
+        return RemovalResult(removed, failed)
 
     def _prune_locks(self, now: float, stage: str | None = None) -> None:
         """Remove lock files nobody has used for an hour (only while we hold them)."""
@@ -1132,32 +1342,36 @@ class FeatureStore:
                     finally:
                         lock.release()
 
-    def clear(self, stage: str | None = None) -> list[Removal]:
-        """Remove every entry (of ``stage``), with temp files and orphans; keeps the tag."""
-        if not self.enabled or not self.root.is_dir():
-            return []
-        if stage is not None:
-            _check_stage(stage)
-        scan = self._scan(stage)
-        removals = [
-            Removal("entry", path, st.st_size, "cleared", s, k)
-            for (s, k), (path, st) in scan.entries.items()
-        ]
-        removals += [Removal("temp", p, st.st_size, "cleared") for p, st in scan.temps]
-        removals += [Removal("orphan", p, st.st_size, "cleared") for p, st in scan.orphans]
-        self._apply(removals)
-        with self._index() as conn:
-            if conn is not None:
-                if stage is None:
-                    conn.execute("DELETE FROM entries")
-                else:
-                    conn.execute("DELETE FROM entries WHERE stage=?", (stage,))
-        if stage is None:  # entries of other schema versions too
-            for old in self.root.glob("v*"):
-                if old.is_dir() and old.name != f"v{SCHEMA}" and old.name[1:].isdigit():
-                    self._unlink(old)
-        self._prune_locks(time.time() + STALE_TEMP_SECONDS, stage)
-        return removals
+
+def _remove(path: Path) -> str | None:
+    """Remove a file or folder; None when it is gone, else why it is not."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return _errno_text(exc)
+    return None
+
+
+def _tree_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def _entry_damage(stage: str, key: str, path: Path) -> str | None:
+    """What is wrong with the entry file at ``path`` of ``stage``/``key``, or None."""
+    try:
+        meta, _ = _parse_entry(path.read_bytes())
+        if meta.get("stage") != stage or meta.get("key") != key:
+            return f"metadata says stage {meta.get('stage')!r} key {meta.get('key')!r}"
+        if key_digest(json.loads(meta.get("fields", "null")) or {}) != key:
+            return "key fields do not hash to the key"
+    except (_Corrupt, OSError, ValueError, AttributeError, TypeError) as exc:
+        return str(exc)
+    return None
 
 
 def _float(value: Any, default: float) -> float:
