@@ -23,15 +23,15 @@ from cache_helpers import (
 )
 from safetensors import safe_open
 
-from mimicache.cache import keys as keys_mod
-from mimicache.cache import store as store_mod
+from mimicache.cache import digests as digests_mod
+from mimicache.cache import index as index_mod
+from mimicache.cache.entry import tensor_checksum
 from mimicache.cache.store import (
     CacheEvent,
     FeatureStore,
     StageKey,
     format_size,
     parse_size,
-    tensor_checksum,
 )
 from mimicache.errors import CacheError
 
@@ -308,7 +308,7 @@ def test_read_only_root_warns_once_and_runs_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = FeatureStore(tmp_path / "cache")
-    monkeypatch.setattr(store_mod.os, "replace", _raise(errno.EROFS))
+    monkeypatch.setattr(os, "replace", _raise(errno.EROFS))
     caplog.set_level(logging.INFO, logger="mimicache.cache.store")
     for i in range(3):
         tensors, ev = get(store, make_key(video=f"v{i}"), Counter(sample_tensors(i)))
@@ -349,11 +349,11 @@ def test_fully_read_only_root_reads_entries_and_warns_once(
         exc.sqlite_errorcode = sqlite3.SQLITE_CANTOPEN  # type: ignore[attr-defined]
         raise exc
 
-    monkeypatch.setattr(store_mod.os, "open", ro_open)
-    monkeypatch.setattr(store_mod.os, "mkdir", ro_mkdir)
-    monkeypatch.setattr(store_mod.os, "replace", _raise(errno.EROFS))
-    monkeypatch.setattr(store_mod, "connect_sqlite", ro_sqlite)
-    monkeypatch.setattr(keys_mod, "connect_sqlite", ro_sqlite)
+    monkeypatch.setattr(os, "open", ro_open)
+    monkeypatch.setattr(os, "mkdir", ro_mkdir)
+    monkeypatch.setattr(os, "replace", _raise(errno.EROFS))
+    monkeypatch.setattr(index_mod, "connect_sqlite", ro_sqlite)
+    monkeypatch.setattr(digests_mod, "connect_sqlite", ro_sqlite)
     caplog.set_level(logging.INFO)
     store = FeatureStore(tmp_path)
     tensors, ev = get(store, make_key())
@@ -381,7 +381,7 @@ def test_enospc_during_write_warns_once_and_cleans_up(
             return 100
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(store_mod.os, "write", full_disk)
+    monkeypatch.setattr(os, "write", full_disk)
     caplog.set_level(logging.WARNING, logger="mimicache.cache.store")
     for i in range(3):
         tensors, ev = get(store, make_key(video=f"v{i}"), Counter(sample_tensors(i)))

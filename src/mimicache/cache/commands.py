@@ -2,28 +2,25 @@
 
 ``add_cache_commands(subparsers)`` registers the ``cache`` sub-command on an argparse
 sub-parser set; ``run_cache_command(args)`` runs the parsed command and returns an exit code
-(0 ok, 1 problems left / aborted, 2 usage error or refusal).
+(0 ok, 1 problems left / files that could not be removed / aborted, 2 usage error or
+refusal). Only parsing and printing live here; the work is ``admin``'s (plans, verify).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+import mimicache.cache.admin as admin
+from mimicache.cache.admin import Removal, RemovalFailure
+from mimicache.cache.layout import Layout, check_stage
+from mimicache.cache.sizes import format_size, parse_size
 from mimicache.cache.stages import STAGES
-from mimicache.cache.store import (
-    FeatureStore,
-    Removal,
-    RemovalFailure,
-    _check_stage,
-    format_size,
-    parse_size,
-)
+from mimicache.cache.store import CacheMode, FeatureStore
 from mimicache.errors import CacheError, MimicacheError
 
 __all__ = ["DEFAULT_CACHE_DIR", "add_cache_commands", "main", "run_cache_command"]
@@ -155,7 +152,7 @@ def _print_failures(failed: list[RemovalFailure], err: TextIO) -> None:
 
 
 def _ls(store: FeatureStore, args: argparse.Namespace, out: TextIO) -> int:
-    entries = store.entries(args.stage)
+    entries = admin.entries(store, args.stage)
     if not entries:
         where = f" for stage {args.stage!r}" if args.stage else ""
         print(f"No entries{where} in {store.root}", file=out)
@@ -181,7 +178,7 @@ def _ls(store: FeatureStore, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _stats(store: FeatureStore, args: argparse.Namespace, out: TextIO) -> int:
-    stats = store.stats()
+    stats = admin.stats(store)
     rows = [("STAGE", "ENTRIES", "SIZE", "BYTES")]
     for stage in sorted(stats):
         count, size = stats[stage]
@@ -195,7 +192,7 @@ def _stats(store: FeatureStore, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _verify(store: FeatureStore, args: argparse.Namespace, out: TextIO) -> int:
-    report = store.check(fix=args.fix)
+    report = admin.verify(store, fix=args.fix)
     for p in report.problems:
         try:
             where = p.path.relative_to(store.root)
@@ -226,7 +223,7 @@ def _verify(store: FeatureStore, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _prune(store: FeatureStore, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    plan = store.plan_prune(max_size=args.max_size, older_than_days=args.older_than)
+    plan = admin.plan_prune(store, args.max_size, args.older_than)
     if args.dry_run:
         removals, failed = plan.removals, []
     else:
@@ -237,7 +234,7 @@ def _prune(store: FeatureStore, args: argparse.Namespace, out: TextIO, err: Text
         what = f"{r.stage} {r.key[:12]}" if r.kind == "entry" and r.key else str(r.path)
         print(f"{verb} {what} ({format_size(r.size)}): {r.reason}", file=out)
     _print_failures(failed, err)
-    stats = store.stats()
+    stats = admin.stats(store)
     count = sum(c for c, _ in stats.values())
     size = sum(s for _, s in stats.values())
     if args.dry_run:
@@ -255,7 +252,7 @@ def _prune(store: FeatureStore, args: argparse.Namespace, out: TextIO, err: Text
 def _clear(
     store: FeatureStore, args: argparse.Namespace, out: TextIO, stdin: TextIO, err: TextIO
 ) -> int:
-    plan = store.plan_clear(args.stage)
+    plan = admin.plan_clear(store, args.stage)
     entries = [r for r in plan.removals if r.kind == "entry"]
     what = f"stage {args.stage!r} of " if args.stage else ""
     if not args.yes:
@@ -286,9 +283,8 @@ def _check_stage_arg(root: Path, stage: str | None) -> None:
     """Reject a ``--stage`` that names no stage (a typo would otherwise match nothing)."""
     if stage is None:
         return
-    _check_stage(stage)
-    with FeatureStore(root, write=False) if root.is_dir() else contextlib.nullcontext() as store:
-        known = sorted(set(STAGES) | set(store.stage_names() if store else ()))
+    check_stage(stage)
+    known = sorted(set(STAGES) | set(Layout(root.absolute()).stage_names()))
     if stage not in known:
         raise CacheError(f"unknown stage {stage!r} (--stage); the stages are: {', '.join(known)}")
 
@@ -327,7 +323,8 @@ def run_cache_command(
             return _no_cache(action, root, out)
         # Admin commands never create entries; write access is needed only to change things.
         writes = action in ("prune", "clear") or (action == "verify" and args.fix)
-        with FeatureStore(root, write=writes) as store:
+        mode = CacheMode.READ_WRITE if writes else CacheMode.READ_ONLY
+        with FeatureStore(root, mode=mode) as store:
             if action == "ls":
                 return _ls(store, args, out)
             if action == "stats":
