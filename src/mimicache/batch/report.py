@@ -7,15 +7,13 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mimicache.cache.fs import atomic_write
 from mimicache.config import InferenceConfig, case_to_dict
-from mimicache.media import new_file_mode
 
 if TYPE_CHECKING:
     from mimicache.batch.plan import Job
@@ -62,15 +60,7 @@ def write_sidecar(
     }
     text = json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, new_file_mode())
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, text.encode("utf-8"))
     return path
 
 
