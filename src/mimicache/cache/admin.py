@@ -7,7 +7,6 @@ what really went and what could not; ``verify`` checks the index and every file.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -18,7 +17,7 @@ from typing import Any, Protocol
 import mimicache.cache.fs as fs
 from mimicache.cache.digests import DigestMemo
 from mimicache.cache.entry import entry_damage, read_metadata
-from mimicache.cache.index import Index
+from mimicache.cache.index import Index, json_dict, number_or
 from mimicache.cache.layout import Layout, Scan, check_stage
 from mimicache.errors import CacheError
 
@@ -217,9 +216,9 @@ def _entries(cache: Cache, stage: str | None, scan: Scan) -> list[EntryInfo]:
 def _reindex(cache: Cache, stage: str, key: str, path: Path, st: os.stat_result) -> EntryInfo:
     """Index row for an entry file the index does not know (header metadata, file mtime)."""
     meta = read_metadata(path)
-    inputs = _json_dict(meta.get("fields", "{}")).get("inputs", {})
+    inputs = json_dict(meta.get("fields", "{}")).get("inputs", {})
     cache.index.add(stage, key, meta, st.st_size, st.st_mtime)
-    created = _float(meta.get("created"), st.st_mtime)
+    created = number_or(meta.get("created"), st.st_mtime)
     subject = meta.get("subject") or None
     return EntryInfo(stage, key, subject, inputs, st.st_size, created, st.st_mtime, path)
 
@@ -408,18 +407,3 @@ def _unlink(path: Path) -> bool:
     if error is not None:
         logger.warning("Cannot remove %s (%s)", path, error)
     return error is None
-
-
-def _json_dict(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except (TypeError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def _float(value: Any, default: float) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return default

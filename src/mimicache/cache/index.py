@@ -204,7 +204,7 @@ class Index:
                         (now, stage, key),
                     ).rowcount
                 if not updated:
-                    created = _float(meta.get("created"), now)
+                    created = number_or(meta.get("created"), now)
                     self._put(conn, "REPLACE", stage, key, meta.get("subject") or None, size,
                               created, now, fields_json)  # fmt: skip
                 if subject is not None:
@@ -250,13 +250,13 @@ class Index:
                     found = conn.execute(query).fetchall()
                 else:
                     found = conn.execute(query + " WHERE stage=?", (stage,)).fetchall()
-        return {(r[0], r[1]): IndexRow(*r[:6], _json_dict(r[6])) for r in found}
+        return {(r[0], r[1]): IndexRow(*r[:6], json_dict(r[6])) for r in found}
 
     def add(self, stage: str, key: str, meta: Mapping[str, str], size: int, mtime: float) -> None:
         """Index an entry file found on disk (``meta`` from its header), unless indexed."""
         if not meta:
             return
-        created = _float(meta.get("created"), mtime)
+        created = number_or(meta.get("created"), mtime)
         with self.use(write=True) as conn:
             if conn is not None:
                 self._put(conn, "IGNORE", stage, key, meta.get("subject") or None, size,
@@ -267,7 +267,7 @@ class Index:
         conn: sqlite3.Connection, conflict: str, stage: str, key: str, subject: str | None,
         size: int, created: float, last_used: float, fields_json: str,
     ) -> None:  # fmt: skip
-        inputs = _json_dict(fields_json).get("inputs", {})
+        inputs = json_dict(fields_json).get("inputs", {})
         conn.execute(
             f"INSERT OR {conflict} INTO entries "
             "(stage, key, subject, size, created, last_used, inputs, fields) "
@@ -313,7 +313,8 @@ class Index:
         return aside
 
 
-def _json_dict(text: str) -> dict[str, Any]:
+def json_dict(text: str) -> dict[str, Any]:
+    """The JSON object in ``text``; {} when it is not one (metadata written by others)."""
     try:
         value = json.loads(text)
     except (TypeError, ValueError):
@@ -321,7 +322,8 @@ def _json_dict(text: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _float(value: Any, default: float) -> float:
+def number_or(value: Any, default: float) -> float:
+    """``float(value)``, or ``default`` when it is not a number."""
     try:
         return float(value)
     except (TypeError, ValueError):
