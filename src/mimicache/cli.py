@@ -67,6 +67,12 @@ def add_run_arguments(parser: argparse.ArgumentParser, defaults: dict) -> None:
         help="run in float32 on CUDA too (CPU always runs float32)",
     )
     gen.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    gen.add_argument(
+        "--dwpose_backend",
+        choices=("auto", "onnxruntime", "torch"),
+        help="DWPose runtime (default: the config's dwpose.backend, else auto: ONNX Runtime "
+        "when it has the device's provider, otherwise PyTorch)",
+    )
 
     sch = parser.add_argument_group("scheduler")
     sch.add_argument(
@@ -192,6 +198,8 @@ def run_command(args: argparse.Namespace) -> int:
         "noise_aug_strength": args.noise_aug_strength,
     }
     config = config.replace(test_case=[case.replace(**overrides) for case in config.test_case])
+    if args.dwpose_backend:
+        config = config.replace(dwpose_backend=args.dwpose_backend)
     batch_folder = Path(args.batch_folder) if args.batch_folder else config.batch_video_folder
 
     def plan(stamp: str):

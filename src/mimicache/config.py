@@ -21,6 +21,7 @@ The YAML layout (``configs/test.yaml``)::
     dwpose:                         # optional (mimicache's key)
       det_model_path: models/DWPose/yolox_l.onnx
       pose_model_path: models/DWPose/dw-ll_ucoco_384.onnx
+      backend: auto                 # auto | onnxruntime | torch
 
 The file is read with OmegaConf, like the published scripts, so ``${...}`` interpolations work.
 Relative paths resolve against the working directory at load time (the published scripts open
@@ -66,7 +67,8 @@ DEFAULT_DWPOSE_POSE_PATH = Path("models/DWPose/dw-ll_ucoco_384.onnx")
 
 TOP_LEVEL_KEYS = ("base_model_path", "ckpt_path", "test_case", "batch", "dwpose")
 BATCH_KEYS = ("video_folder",)
-DWPOSE_KEYS = ("det_model_path", "pose_model_path")
+DWPOSE_KEYS = ("det_model_path", "pose_model_path", "backend")
+DWPOSE_BACKENDS = ("auto", "onnxruntime", "torch")
 
 _PATH_FIELDS = ("ref_video_path", "ref_image_path")
 _INT_FIELDS = (
@@ -161,6 +163,7 @@ class InferenceConfig:
     batch_video_folder: Path | None = None
     dwpose_det_path: Path = DEFAULT_DWPOSE_DET_PATH
     dwpose_pose_path: Path = DEFAULT_DWPOSE_POSE_PATH
+    dwpose_backend: str = "auto"
     source_path: Path | None = None
 
     @property
@@ -194,6 +197,7 @@ def config_to_dict(config: InferenceConfig) -> dict[str, Any]:
         "dwpose": {
             "det_model_path": str(config.dwpose_det_path),
             "pose_model_path": str(config.dwpose_pose_path),
+            "backend": config.dwpose_backend,
         },
     }
 
@@ -328,7 +332,7 @@ def _build_config(
                         ("batch", "video_folder"),
                     )
 
-    det, pose = DEFAULT_DWPOSE_DET_PATH, DEFAULT_DWPOSE_POSE_PATH
+    det, pose, dwpose_backend = DEFAULT_DWPOSE_DET_PATH, DEFAULT_DWPOSE_POSE_PATH, "auto"
     dwpose = raw.get("dwpose")
     if dwpose is not None:
         if not isinstance(dwpose, Mapping):
@@ -339,7 +343,7 @@ def _build_config(
             )
         else:
             _check_unknown(dwpose, DWPOSE_KEYS, "dwpose.", ("dwpose",), add)
-            for key in DWPOSE_KEYS:
+            for key in DWPOSE_KEYS[:2]:
                 if key in dwpose and not _is_path_string(dwpose[key]):
                     add(
                         f"dwpose.{key}",
@@ -350,6 +354,14 @@ def _build_config(
                 det = Path(dwpose["det_model_path"])
             if _is_path_string(dwpose.get("pose_model_path")):
                 pose = Path(dwpose["pose_model_path"])
+            if dwpose.get("backend", "auto") in DWPOSE_BACKENDS:
+                dwpose_backend = dwpose.get("backend", "auto")
+            else:
+                add(
+                    "dwpose.backend",
+                    f"must be one of {', '.join(DWPOSE_BACKENDS)}, got {_show(dwpose['backend'])}",
+                    ("dwpose", "backend"),
+                )
 
     if problems or base_model is None or ckpt is None:
         return None
@@ -360,6 +372,7 @@ def _build_config(
         batch_video_folder=batch_folder,
         dwpose_det_path=_resolve_path(det, root),
         dwpose_pose_path=_resolve_path(pose, root),
+        dwpose_backend=dwpose_backend,
     )
 
 

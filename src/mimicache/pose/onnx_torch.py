@@ -146,11 +146,6 @@ class OnnxTorchModule(nn.Module):
         self._plan_frees()
         batch = self.inputs[0].dims[0] if self.inputs[0].dims else None
         self.fixed_batch: int | None = batch if isinstance(batch, int) and batch > 0 else None
-        if self.fixed_batch not in (None, 1):
-            raise ModelLoadError(
-                f"{self.path} has a fixed batch of {self.fixed_batch}; the torch backend runs "
-                "graphs with a batch of 1 or a dynamic batch."
-            )
 
     def _add_constant(self, name: str, value: torch.Tensor) -> None:
         if value.is_floating_point() and value.dim() > 0:
@@ -207,8 +202,13 @@ class OnnxTorchModule(nn.Module):
 
     @torch.inference_mode()
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        if self.fixed_batch is None or x.shape[0] == 1:
+        if self.fixed_batch is None or x.shape[0] == self.fixed_batch:
             return self._run(x)
+        if self.fixed_batch != 1:
+            raise ModelLoadError(
+                f"{self.path} has a fixed batch of {self.fixed_batch}, got {x.shape[0]}; the "
+                "torch backend runs graphs with a batch of 1 or a dynamic batch on any batch."
+            )
         # The graph is written for one sample: run it as such, vectorised over the batch.
         per_sample = torch.vmap(lambda one: tuple(self._run(one)), in_dims=0, out_dims=0)
         outs = per_sample(x.unsqueeze(1))

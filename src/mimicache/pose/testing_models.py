@@ -290,16 +290,25 @@ def build_yolox(width: float = 1.0, depth: float = 1.0, *, seed: int = 0) -> nn.
     """YOLOX-L at ``width`` / ``depth`` (1.0 each: the published size), random weights."""
     torch.manual_seed(seed)
     model = _randomise(_YoloX(width, depth), seed)
-    with torch.no_grad():  # YOLOX's prior: objectness starts low, a few anchors stand out
-        for conv in model.obj_preds:
-            conv.bias.fill_(-2.0)
+    with torch.no_grad():  # low objectness priors, so only a few anchors pass as people
+        for conv, prior in zip(model.obj_preds, (-5.5, -2.5, -2.5)):
+            conv.bias.fill_(prior)
+        for conv in model.cls_preds:
+            conv.bias[0] = 2.0
     return model
 
 
 def build_rtmpose(width: float = 1.0, depth: float = 1.0, *, seed: int = 0) -> nn.Module:
     """RTMPose-l whole-body (384x288) at ``width`` / ``depth``, random weights."""
     torch.manual_seed(seed)
-    return _randomise(_RTMPose(width, depth), seed)
+    model = _randomise(_RTMPose(width, depth), seed)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():  # scale the classifiers so peaks are ~0.4, as a trained model's are
+        peaks = torch.cat([s.amax(-1) for s in model(torch.randn(2, 3, 384, 288, generator=gen))])
+        factor = 0.4 / float(peaks.mean())
+        model.cls_x.weight.mul_(factor)
+        model.cls_y.weight.mul_(factor)
+    return model
 
 
 def _export(model: nn.Module, shape: tuple, path: Path, inp: str, outs: list[str]) -> Path:
