@@ -86,9 +86,10 @@ F3 = R.standard_normal((2, 5, 6)).astype(np.float32)
 I64 = np.int64
 
 OP_CASES = {
-    "conv_asym_pads_groups_dilated": ("Conv", F4, [R.standard_normal((6, 2, 3, 3)).astype(np.float32),
-                              R.standard_normal(6).astype(np.float32)],
-                              {"group": 2, "pads": [0, 1, 2, 1], "strides": [2, 1], "dilations": [1, 2]}, 17),
+    "conv_asym_pads_groups_dilated": ("Conv", F4, [R.standard_normal((6, 2, 3, 3)).astype(
+                                      np.float32), R.standard_normal(6).astype(np.float32)],
+                                      {"group": 2, "pads": [0, 1, 2, 1], "strides": [2, 1],
+                                       "dilations": [1, 2]}, 17),
     "conv_same_upper": ("Conv", F4, [R.standard_normal((3, 4, 3, 3)).astype(np.float32)],
                                 {"auto_pad": "SAME_UPPER", "strides": [2, 3]},
                                 17),

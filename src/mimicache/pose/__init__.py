@@ -1,4 +1,4 @@
-"""Pose: DWPose on ONNX Runtime, alignment to the reference body, confidence-aware drawing."""
+"""Pose: DWPose (ONNX Runtime or PyTorch backend), alignment to the reference body, drawing."""
 
 from mimicache.pose.align import align_poses
 from mimicache.pose.draw import draw_pose, draw_poses

@@ -238,8 +238,10 @@ class _RTMPose(nn.Module):
             _cba(c0 // 2, c0, 3, eps=1e-5),
         )  # fmt: skip
         stages, cin = [], c0
-        for cout, blocks, identity, spp in ((128, 3, True, False), (256, 6, True, False),
-                                            (512, 6, True, False), (1024, 3, False, True)):  # fmt: skip
+        # (channels, blocks, identity shortcut, SPP) per stage at width and depth 1
+        arch = ((128, 3, True, False), (256, 6, True, False), (512, 6, True, False),
+                (1024, 3, False, True))  # fmt: skip
+        for cout, blocks, identity, spp in arch:
             cout = int(cout * width)
             layers = [_cba(cin, cout, 3, 2, eps=1e-5)]
             if spp:
