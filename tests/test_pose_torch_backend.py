@@ -245,7 +245,7 @@ def test_tiny_models_torch_equals_onnxruntime(tiny_models):
 
 def _arch_frames() -> list[np.ndarray]:
     frames = _frames()
-    return [frames[0], frames[2], frames[5], frames[4]]  # 1, 1, several and no detections
+    return [frames[0], frames[2], frames[3], frames[4]]  # several, some and no detections
 
 
 def test_real_architecture_torch_equals_onnxruntime(arch_ort, arch_torch):
@@ -261,7 +261,7 @@ def test_real_architecture_torch_equals_onnxruntime(arch_ort, arch_torch):
 
 
 def test_torch_batch_equals_one_at_a_time(arch_torch):
-    frames = _arch_frames()
+    frames = _arch_frames()[:2]  # a chunk of 2 frames: 2 letterboxed frames, all their crops
     batched = arch_torch.detect_many(frames, progress=False)
     single = [arch_torch.detect(f) for f in frames]
     _assert_same_poses(single, batched, frames)

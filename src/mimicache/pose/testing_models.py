@@ -12,7 +12,10 @@ pooling, RTMCC head: 7x7 conv, ScaleNorm MLP, one GAU block, SimCC classifiers) 
 (1.0 / 1.0 is the real YOLOX-L / RTMPose-l size; tests use reduced widths for speed). Both are
 exported with the TorchScript exporter at opset 11 (as the published files were, so BatchNorm
 is folded into the convolutions and attribute-style Split/Squeeze/Unsqueeze/Reduce appear).
-Weights are seeded, so a given (width, depth, seed) always writes the same graph.
+Weights are seeded, so a given (width, depth, seed) always writes the same graph. The output
+layers are then scaled on a synthetic figure frame so the outputs have a trained model's ranges
+(finite boxes, a handful of person detections per frame, SimCC peaks around 0.4): the
+post-processing sees boxes, crops and keypoints on both sides of its thresholds.
 """
 
 from __future__ import annotations
@@ -292,12 +295,42 @@ def build_yolox(width: float = 1.0, depth: float = 1.0, *, seed: int = 0) -> nn.
     """YOLOX-L at ``width`` / ``depth`` (1.0 each: the published size), random weights."""
     torch.manual_seed(seed)
     model = _randomise(_YoloX(width, depth), seed)
-    with torch.no_grad():  # low objectness priors, so only a few anchors pass as people
-        for conv, prior in zip(model.obj_preds, (-5.5, -2.5, -2.5)):
-            conv.bias.fill_(prior)
-        for conv in model.cls_preds:
-            conv.bias[0] = 2.0
+    _calibrate_head(model)
     return model
+
+
+def _calibrate_head(model: _YoloX) -> None:
+    """Scale the prediction convs to unit-size outputs on a figure frame, as a trained head's are:
+    box offsets of std 0.5 (finite boxes), objectness and class logits of std 1 with a low
+    objectness prior and a person-class prior, so only a few anchors per frame pass as people."""
+    from mimicache.pose.dwpose import letterbox
+    from mimicache.pose.tiny import make_figure_frame
+
+    convs = [*model.reg_preds, *model.obj_preds, *model.cls_preds]
+    seen: dict[int, torch.Tensor] = {}
+    hooks = [
+        c.register_forward_hook(lambda m, i, o, k=k: seen.__setitem__(k, o))
+        for k, c in enumerate(convs)
+    ]
+    blob, _ = letterbox(make_figure_frame(360, 640, 0.5))
+    with torch.no_grad():
+        model(torch.from_numpy(blob[None]))
+        for k, conv in enumerate(convs):
+            raw = seen[k] - conv.bias[None, :, None, None]
+            scale = (0.5 if k < 3 else 1.0) / max(float(raw.std()), 1e-12)
+            conv.weight.mul_(scale)
+            conv.bias.zero_()
+            seen[k] = raw * scale
+        # objectness: on the calibration frame the 3rd strongest anchor scores 0.7, the 12th 0.1
+        top = torch.cat([seen[k].flatten() for k in (3, 4, 5)]).topk(12).values
+        gain = (math.log(0.7 / 0.3) - math.log(0.1 / 0.9)) / float(top[2] - top[11])
+        for conv in model.obj_preds:
+            conv.weight.mul_(gain)
+            conv.bias.fill_(math.log(0.7 / 0.3) - gain * float(top[2]))
+        for conv in model.cls_preds:
+            conv.bias[0] = 1.0
+    for hook in hooks:
+        hook.remove()
 
 
 def build_rtmpose(width: float = 1.0, depth: float = 1.0, *, seed: int = 0) -> nn.Module:
