@@ -365,7 +365,8 @@ class DWPose:
         """One (H, W, 3) uint8 RGB frame → its people."""
         frame = _check_frame(frame)
         crops = self._crops(frame, self.detect_boxes(frame))
-        sx, sy = self._run_pose([c[0] for c in crops], batched=False)
+        # torch batches the crops of a frame; ONNX Runtime keeps the published one-by-one runs
+        sx, sy = self._run_pose([c[0] for c in crops], batched=self.backend == "torch")
         return self._finish(frame.shape[:2], crops, sx, sy)
 
     def __call__(self, frame: np.ndarray) -> dict:
