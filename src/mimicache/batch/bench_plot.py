@@ -3,15 +3,13 @@ over the jobs, one pair of bars per stage with the speed-up written beside it)."
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from mimicache.batch.cold_warm import ROWS, UNCACHED
 from mimicache.batch.run import JobResult
+from mimicache.cache.fs import atomic_write
 from mimicache.errors import MimicacheError
-from mimicache.media import new_file_mode
 
 COLD_COLOR = "#2171b5"
 WARM_COLOR = "#fd8d3c"
@@ -89,13 +87,5 @@ def plot_cold_warm(cold: Sequence[JobResult], warm: Sequence[JobResult], path: s
 
 def _save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png")
-        os.chmod(tmp, new_file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png"))
     return path

@@ -9,8 +9,6 @@ import base64
 import html
 import io
 import logging
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -20,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import PIL.Image
 
-from mimicache.media import iter_frames, new_file_mode, probe_video
+from mimicache.cache.fs import atomic_write
+from mimicache.media import iter_frames, probe_video
 
 if TYPE_CHECKING:
     from mimicache.batch.cold_warm import BenchReport
@@ -159,15 +158,7 @@ def write_report(
     page = render_report(jobs, title=title, parameters=parameters, sections=sections, images=images)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, new_file_mode())
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(page)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, page.encode("utf-8"))
     return path
 
 

@@ -4,18 +4,15 @@ is the one plain-text table layout every command prints."""
 
 from __future__ import annotations
 
-import dataclasses
-import enum
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mimicache.cache.fs import atomic_write
+from mimicache.cache.keys import to_json_value
 from mimicache.config import InferenceConfig, case_to_dict
-from mimicache.media import new_file_mode
 
 if TYPE_CHECKING:
     from mimicache.batch.plan import Job
@@ -56,49 +53,17 @@ def write_sidecar(
         "parameters": case_to_dict(job.case),
         "pose_retarget": pose_retarget,
         "base_model_path": str(config.base_model_path),
-        "model_files": {str(k): _jsonable(v) for k, v in model_files.items()},
+        "model_files": {str(k): to_json_value(v, canonical=False) for k, v in model_files.items()},
         "timings": {str(k): float(v) for k, v in result.timings.items()},
-        "cache_events": [_jsonable(e) for e in result.cache_events],
+        "cache_events": [to_json_value(e, canonical=False) for e in result.cache_events],
     }
     people = getattr(result, "people", None)
     if people is not None:  # who drove the pose (pose.person)
-        data["people"] = _jsonable(people.to_dict())
+        data["people"] = to_json_value(people.to_dict(), canonical=False)
     text = json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, new_file_mode())
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, text.encode("utf-8"))
     return path
-
-
-def _jsonable(value: Any) -> Any:
-    """Plain JSON values; unlike the cache keys' canonical JSON it never fails (str fallback)
-    and keeps floats as they are, because a sidecar is read by people, not hashed."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return _jsonable(dataclasses.asdict(value))
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, enum.Enum):
-        return _jsonable(value.value)
-    if isinstance(value, Path):
-        return str(value)
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    item = getattr(value, "item", None)  # numpy / torch scalars
-    if callable(item):
-        try:
-            return item()
-        except (TypeError, ValueError, RuntimeError):
-            pass
-    return str(value)
 
 
 def text_table(

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from mimicache.batch import check_log_file, check_output_folder
 from mimicache.batch.html_report import ReportJob, report_path, write_report
+from mimicache.cache.fs import atomic_write
 from mimicache.cli.cache import DEFAULT_CACHE_DIR
 from mimicache.cli.console import setup_logging
 from mimicache.cli.options import add_person_argument
@@ -25,6 +24,7 @@ from mimicache.cli.run import _pick_device
 from mimicache.config import (
     DEFAULT_DWPOSE_DET_PATH,
     DEFAULT_DWPOSE_POSE_PATH,
+    DWPOSE_BACKENDS,
     RETARGET_MODES,
     InferenceConfig,
     TestCase,
@@ -32,7 +32,7 @@ from mimicache.config import (
     load_config,
 )
 from mimicache.errors import MimicacheError
-from mimicache.media import new_file_mode, write_video
+from mimicache.media import write_video
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +75,12 @@ def add_pose_command(subparsers: Any) -> argparse.ArgumentParser:
     )
     add_person_argument(gen)
     gen.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    gen.add_argument(
+        "--dwpose_backend",
+        choices=DWPOSE_BACKENDS,
+        help="DWPose runtime (default: the config's dwpose.backend, else auto); the same "
+        "backend as the run's, for the same cache entries",
+    )
     cache = parser.add_argument_group("feature cache")
     cache.add_argument(
         "--feature_cache_dir", default=DEFAULT_CACHE_DIR, help="(default: %(default)s)"
@@ -183,20 +189,14 @@ def _config(args: argparse.Namespace) -> InferenceConfig:
         changes["dwpose_det_path"] = Path(args.dwpose_det_path)
     if args.dwpose_pose_path:
         changes["dwpose_pose_path"] = Path(args.dwpose_pose_path)
+    if args.dwpose_backend:
+        changes["dwpose_backend"] = args.dwpose_backend
     return config.replace(**changes)
 
 
 def _save_png(image, path: Path) -> None:
     """Atomic, like the videos: a half-written sheet never replaces a good one."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.png", dir=path.parent)
-    os.close(fd)
-    try:
-        image.save(tmp, format="PNG")
-        os.chmod(tmp, new_file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda fh: image.save(fh, format="PNG"))
 
 
 def _report(log_file: Path, job: ReportJob, parameters: dict, sheet: Path | None) -> None:

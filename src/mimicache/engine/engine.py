@@ -19,7 +19,7 @@ import numpy as np
 import PIL.Image
 import torch
 
-from mimicache.cache import CacheEvent, DigestMemo, FeatureStore, file_digest
+from mimicache.cache import CacheEvent, FeatureStore, file_digest
 from mimicache.config import DEFAULT_PERSON, InferenceConfig, TestCase, person_choice
 from mimicache.engine.fingerprints import ModelFingerprints
 from mimicache.engine.record import JobRecord
@@ -106,7 +106,7 @@ class MimicMotion:
         self.cache_pipeline_features = cache_pipeline_features
         self.pose_retarget = check_mode(pose_retarget)
         self.person = person_choice(person)
-        self.fingerprints = ModelFingerprints(dwpose, base_files, self._memo)
+        self.fingerprints = ModelFingerprints(dwpose, base_files, lambda: self.cache)
 
     @classmethod
     def from_config(
@@ -186,14 +186,11 @@ class MimicMotion:
         }
 
     # -- the cache ------------------------------------------------------------------------------
-    def _memo(self) -> DigestMemo | None:
-        return self.cache.memo if self.cache is not None else None
-
     def keys(self, case: TestCase) -> JobKeys:
         """The job's cache keys, computed on first use."""
         return JobKeys(
             case,
-            digest=lambda path: file_digest(path, memo=self._memo()),
+            digest=self.cache.file_digest if self.cache is not None else file_digest,
             fingerprints=self.fingerprints,
             retarget=self.pose_retarget,
             dtype=self.dtype,
@@ -416,14 +413,20 @@ def _pose_parts(
     pose_retarget = check_mode(pose_retarget or config.pose_retarget or PUBLISHED)
     person = person_choice(person if person is not None else config.pose_person or DEFAULT_PERSON)
     device = torch.device(device) if device is not None else default_device()
-    dwpose = DWPose(config.dwpose_det_path, config.dwpose_pose_path, device=_dwpose_device(device))
+    dwpose = DWPose(
+        config.dwpose_det_path,
+        config.dwpose_pose_path,
+        device=_dwpose_device(device, config.dwpose_backend),
+        backend=config.dwpose_backend,
+    )
     return device, dwpose, pose_retarget, person
 
 
-def _dwpose_device(device: torch.device) -> str:
-    """CUDA for DWPose when ONNX Runtime can use it; otherwise the CPU, said once."""
-    if device.type != "cuda":
-        return "cpu"
+def _dwpose_device(device: torch.device, backend: str) -> str:
+    """DWPose runs where the models run; only ONNX Runtime asked for by name on a GPU it has no
+    provider for falls back to the CPU, said once (``auto`` then picks the torch backend)."""
+    if backend != "onnxruntime" or device.type != "cuda":
+        return str(device)
     import onnxruntime
 
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
