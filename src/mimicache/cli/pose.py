@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -107,7 +108,7 @@ def pose_command(args: argparse.Namespace) -> int:
     output = _output_path(args)
     check_output_folder(output.parent)
     log_file = check_log_file(args.log_file) if args.log_file else output.with_suffix(".log")
-    setup_logging(args.verbose, log_file, bars=not args.quiet)
+    setup_logging(args.verbose, log_file, bars=not args.quiet and sys.stderr.isatty())
     logger.info("log file: %s", log_file)
     config = _config(args)
     case = TestCase(
@@ -161,11 +162,11 @@ def pose_command(args: argparse.Namespace) -> int:
     if preview.people is not None:
         job.notes.append(f"people: {preview.people.summary()}")
     hits = sum(bool(getattr(e, "hit", False)) for e in preview.cache_events)
+    cached = f"{hits} of {len(preview.cache_events)}" if cache.enabled else "none (cache off)"
     print(
         f"preview: {output} ({preview.num_frames} frames: the reference, then "
         f"{preview.num_frames - 1} sampled driving frames)\ncontact sheet: {sheet}\n"
-        f"pose stages from the cache: {hits} of {len(preview.cache_events)}; "
-        f"{preview.timings.get('total', 0.0):.2f} s"
+        f"pose stages from the cache: {cached}; {preview.timings.get('total', 0.0):.2f} s"
     )
     _report(log_file, job, parameters, sheet)
     return 0

@@ -8,6 +8,7 @@ arrays: frame 0 is the reference (image and pose), frames 1.. the sampled drivin
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,12 +64,14 @@ class PosePreview:
 def pose_preview(
     engine: MimicMotion, case: TestCase, *, progress: bool = True, label: str | None = None
 ) -> PosePreview:
-    """The case's pose frames (through the engine's cache) and the frames they came from."""
+    """The case's pose frames (through the engine's cache) and the frames they came from.
+    ``progress``: a DWPose bar on a terminal, one log line per stage otherwise."""
     record = JobRecord(engine.device)
     label = label or Path(case.ref_video_path).stem
+    bars = progress and sys.stderr.isatty()
     start = time.perf_counter()
     with record.time("preprocess"):
-        pose, image_pixels = engine.prepare_pose(case, record, progress=progress, label=label)
+        pose, image_pixels = engine.prepare_pose(case, record, progress=bars, label=label)
     with record.time("preview"):
         pose_frames = pose.permute(0, 2, 3, 1).numpy()
         reference = ((image_pixels[0].permute(1, 2, 0) + 1.0) * 127.5).round().byte().numpy()
@@ -81,6 +84,8 @@ def pose_preview(
             driving[i] = letterbox(frame, height, width)
         overlay = np.stack([draw_over(reference, p) for p in pose_frames])
     record.timings["total"] = time.perf_counter() - start
+    if progress and not bars:
+        record.log_stages(label)
     return PosePreview(
         pose_frames, driving, overlay, case.fps, record.people, record.timings, record.events
     )
