@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mimicache.batch import (
+    EngineSpec,
     Job,
     JobResult,
     check_log_file,
@@ -23,9 +24,11 @@ from mimicache.batch import (
     reserve_log,
     run_jobs,
 )
+from mimicache.batch.resume import ResultKeys, split_done
 from mimicache.cli.cache import DEFAULT_CACHE_DIR
 from mimicache.cli.console import call_command, setup_logging
 from mimicache.cli.fmt import size_arg
+from mimicache.cli.scale import add_scale_arguments, select_shard
 from mimicache.config import RETARGET_MODES, InferenceConfig, load_config
 from mimicache.errors import MimicacheError
 from mimicache.pipeline.schedulers import SCHEDULER_NAMES, SchedulerOptions
@@ -67,6 +70,7 @@ def add_run_arguments(
     _add_generation_arguments(parser, defaults)
     _add_scheduler_arguments(parser, defaults)
     _add_cache_arguments(parser, benchmark_flag=benchmark_flag)
+    add_scale_arguments(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -187,25 +191,36 @@ def _add_cache_arguments(parser: argparse.ArgumentParser, *, benchmark_flag: boo
 
 def run_command(args: argparse.Namespace) -> int:
     """``mimicache run`` / ``bench`` and the seed scripts: check every path we write, load the
-    config with the flags' overrides, plan, load the engine once, run (or cold + warm), print
-    the summary, prune the cache if asked; the exit code of the jobs."""
+    config with the flags' overrides, plan (this shard's jobs), run them here (models loaded
+    once) or on Ray workers, or cold + warm; print the summary, prune the cache if asked; the
+    exit code of the jobs."""
     timestamp = make_timestamp()
     output_dir = _check_paths_and_log(args, timestamp)
     config, overrides = _load_config(args)
     # flag > config > the command's default
     pose_retarget = args.pose_retarget or config.pose_retarget or args.default_pose_retarget
     plan = _planner(args, config, overrides, output_dir, timestamp)
-    jobs = plan()
+    jobs = select_shard(plan(), args.shard)
+    if args.benchmark_cache and (args.executor != "local" or args.resume or args.shard):
+        raise MimicacheError(
+            "--benchmark_cache runs locally and whole: drop --executor ray, --resume and --shard"
+        )
     for folder in sorted({job.output_path.parent for job in jobs}):
         check_output_folder(folder)
-    device = _pick_device(args)
-    cache = _open_cache(args)
-    engine = _load_engine(args, config, device, cache, pose_retarget, len(jobs))
-    results = _run(args, engine, config, jobs, plan)
+    spec = _engine_spec(args, config, pose_retarget)
+    cache = None
+    if args.executor == "ray":
+        results = _run_ray(args, spec, config, jobs)
+    else:
+        spec = spec.replace(device=str(_pick_device(args)))
+        cache = spec.open_cache()
+        engine = _load_engine(args, spec, cache, len(jobs))
+        results = _run(args, engine, spec, config, jobs, plan)
     summary = format_summary(results)
     print(summary)
     logger.debug("summary\n%s", summary)
-    _prune_cache(args, cache)
+    if cache is not None:
+        _prune_cache(args, cache)
     return exit_code(results)
 
 
@@ -284,59 +299,49 @@ def _pick_device(args: argparse.Namespace) -> torch.device:
     return device
 
 
-def _open_cache(args: argparse.Namespace) -> FeatureStore:
-    """The feature store of the flags (disabled with ``--disable_feature_cache``, unless the
-    benchmark needs it)."""
-    from mimicache.cache.store import FeatureStore
-
+def _engine_spec(
+    args: argparse.Namespace, config: InferenceConfig, pose_retarget: str
+) -> EngineSpec:
+    """Everything that says which models are loaded and how: one value for every executor.
+    The cache is off with ``--disable_feature_cache`` unless the benchmark needs it."""
     use_cache = not args.disable_feature_cache
     if args.benchmark_cache and not use_cache:
         logger.warning(
             "--benchmark_cache needs the feature cache: ignoring --disable_feature_cache"
         )
         use_cache = True
-    return FeatureStore(
-        args.feature_cache_dir,
-        enabled=use_cache,
-        force_refresh=args.feature_cache_force_refresh,
+    return EngineSpec(
+        config,
+        device=args.device,
+        dtype="float32" if args.no_use_float16 else None,
+        cache_dir=Path(args.feature_cache_dir),
+        cache_enabled=use_cache,
+        cache_force_refresh=args.feature_cache_force_refresh,
+        cache_pipeline_features=not args.disable_pipeline_feature_cache,
+        scheduler=SchedulerOptions(
+            name=args.scheduler,
+            num_train_timesteps=args.lcm_num_train_timesteps,
+            **{name: getattr(args, f"scheduler_{name}") for name in _SCHEDULER_FLAGS},
+        ),
+        pose_retarget=pose_retarget,
+        threads=args.threads,
+        verbose=args.verbose,
     )
 
 
 def _load_engine(
-    args: argparse.Namespace,
-    config: InferenceConfig,
-    device: torch.device,
-    cache: FeatureStore,
-    pose_retarget: str,
-    job_count: int,
+    args: argparse.Namespace, spec: EngineSpec, cache: FeatureStore, job_count: int
 ) -> MimicMotion:
     """The models, loaded once. The dtype is the engine's default (float16 on CUDA, float32
     elsewhere) unless ``--no_use_float16`` asks for float32."""
-    import torch
-
-    from mimicache.engine import MimicMotion
-
-    scheduler = SchedulerOptions(
-        name=args.scheduler,
-        num_train_timesteps=args.lcm_num_train_timesteps,
-        **{name: getattr(args, f"scheduler_{name}") for name in _SCHEDULER_FLAGS},
-    )
-    engine = MimicMotion.from_config(
-        config,
-        device=device,
-        dtype=torch.float32 if args.no_use_float16 else None,
-        cache=cache,
-        cache_pipeline_features=not args.disable_pipeline_feature_cache,
-        scheduler=scheduler,
-        pose_retarget=pose_retarget,
-    )
+    engine = spec.build(cache)
     logger.info(
         "%d job(s); device %s, %s; scheduler %s; pose retarget %s; feature cache %s",
         job_count,
         engine.device,
         str(engine.dtype).removeprefix("torch."),
         args.scheduler,
-        pose_retarget,
+        spec.pose_retarget,
         cache.root if cache.enabled else "off",
     )
     return engine
@@ -345,19 +350,49 @@ def _load_engine(
 def _run(
     args: argparse.Namespace,
     engine: MimicMotion,
+    spec: EngineSpec,
     config: InferenceConfig,
     jobs: list[Job],
     plan: Callable[..., list[Job]],
 ) -> list[JobResult]:
-    """The jobs once, or cold then warm with the comparison table (``--benchmark_cache``)."""
+    """The jobs once (``--resume``: those not done yet), or cold then warm with the comparison
+    table (``--benchmark_cache``)."""
     progress = not args.quiet
     if not args.benchmark_cache:
-        return run_jobs(engine, jobs, config=config, progress=progress)
+        keys = ResultKeys(engine, spec.result_settings(engine))
+        skipped: list[JobResult] = []
+        if args.resume:
+            skipped, jobs = split_done(jobs, [keys(job.case) for job in jobs])
+        done = run_jobs(engine, jobs, config=config, progress=progress, result_key=keys)
+        return sorted([*skipped, *done], key=lambda r: r.job.index)
     from mimicache.batch.cold_warm import run_benchmark
 
     report = run_benchmark(engine, config, plan, progress=progress)
     print(report.table)
     return report.cold + report.warm
+
+
+def _run_ray(
+    args: argparse.Namespace, spec: EngineSpec, config: InferenceConfig, jobs: list[Job]
+) -> list[JobResult]:
+    """The jobs on Ray workers (``batch.ray_executor``); Ray must be installed."""
+    try:
+        from mimicache.batch.ray_executor import RayExecutor, RaySettings
+    except ImportError as exc:
+        raise MimicacheError(
+            f"--executor ray needs Ray ({exc}): pip install 'mimicache[ray]'"
+        ) from None
+    settings = RaySettings(
+        workers=args.workers,
+        address=args.ray_address,
+        gpus_per_worker=args.gpus_per_worker,
+        pose_workers=args.pose_workers,
+        max_retries=args.max_retries,
+    )
+    logger.info("%d job(s) on Ray; feature cache %s", len(jobs),
+                spec.cache_dir if spec.cache_enabled else "off")  # fmt: skip
+    executor = RayExecutor(spec, settings, progress=not args.quiet)
+    return executor.run(jobs, config=config, resume=args.resume)
 
 
 def _prune_cache(args: argparse.Namespace, cache: FeatureStore) -> None:

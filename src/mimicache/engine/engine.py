@@ -80,7 +80,7 @@ class MimicMotion:
 
     def __init__(
         self,
-        pipeline: MimicMotionPipeline,
+        pipeline: MimicMotionPipeline | None,
         dwpose: DWPose,
         *,
         base_files: BaseModelFiles,
@@ -113,8 +113,10 @@ class MimicMotion:
         cache_pipeline_features: bool = True,
         scheduler: SchedulerOptions | None = None,
         pose_retarget: str | None = None,
+        dwpose_device: str | None = None,
     ) -> MimicMotion:
-        """``pose_retarget`` None: the config's ``pose.retarget``, else "published"."""
+        """``pose_retarget`` None: the config's ``pose.retarget``, else "published".
+        ``dwpose_device`` None: CUDA when the device is and ONNX Runtime can, else the CPU."""
         pose_retarget = pose_retarget or config.pose_retarget or PUBLISHED
         check_mode(pose_retarget)
         device = torch.device(device) if device is not None else default_device()
@@ -122,7 +124,9 @@ class MimicMotion:
             dtype = torch.float16 if device.type == "cuda" else torch.float32
         # DWPose first: a missing ONNX file should fail before minutes of checkpoint loading.
         dwpose = DWPose(
-            config.dwpose_det_path, config.dwpose_pose_path, device=_dwpose_device(device)
+            config.dwpose_det_path,
+            config.dwpose_pose_path,
+            device=dwpose_device or _dwpose_device(device),
         )
         base_files = resolve_base_model(config.base_model_path)
         pipeline = load_pipeline(
@@ -137,6 +141,31 @@ class MimicMotion:
             dtype=dtype,
             cache=cache,
             cache_pipeline_features=cache_pipeline_features,
+            pose_retarget=pose_retarget,
+        )
+
+    @classmethod
+    def for_poses(
+        cls,
+        config: InferenceConfig,
+        *,
+        cache: FeatureStore | None = None,
+        pose_retarget: str | None = None,
+        dwpose_device: str = "cpu",
+    ) -> MimicMotion:
+        """DWPose only, no pipeline: for ``prepare_pose`` (a CPU stage filling the cache
+        ahead of the generation); its pose keys equal a full engine's with the same DWPose
+        device."""
+        pose_retarget = pose_retarget or config.pose_retarget or PUBLISHED
+        dwpose = DWPose(config.dwpose_det_path, config.dwpose_pose_path, device=dwpose_device)
+        return cls(
+            None,
+            dwpose,
+            base_files=resolve_base_model(config.base_model_path),
+            ckpt_path=config.ckpt_path,
+            device=torch.device("cpu"),
+            dtype=torch.float32,
+            cache=cache,
             pose_retarget=pose_retarget,
         )
 
