@@ -1,14 +1,15 @@
 """One cache entry file: named CPU tensors in safetensors, with metadata and a checksum.
 
 The metadata holds format, schema, stage, key, the key fields (canonical JSON), subject,
-version, created (Unix seconds) and the BLAKE3 checksum of the tensors' names, dtypes, shapes
-and bytes. Decoding checks all of it; any inconsistency is a ``CorruptEntry``.
+version and the BLAKE3 checksum of the tensors' names, dtypes, shapes and bytes. Decoding
+checks all of it; any inconsistency is a ``CorruptEntry``. Nothing in it depends on when or
+on which machine it was written, so two writers of one entry write the same bytes (creation
+times live in the index; older entries may still carry a ``created`` field).
 """
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,7 +145,6 @@ def encode_entry(
         fields=key.canonical,
         subject=subject or "",
         mimicache_version=version,
-        created=f"{time.time():.6f}",
         checksum=tensor_checksum(tensors),
     )
     return st_save(tensors, metadata=meta), meta
