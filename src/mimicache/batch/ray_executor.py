@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -89,6 +90,7 @@ class RayExecutor:
         self.slots: list[_Slot] = []
         self.pose_actors: list[Any] = []
         self.busy: dict[Any, tuple[Job, _Slot, int]] = {}  # object ref -> job, worker, attempt
+        self.reviving: dict[Any, _Slot] = {}  # object ref of a pid call -> restarting worker
 
     # ------------------------------------------------------------------ set-up
 
@@ -153,17 +155,12 @@ class RayExecutor:
 
         for actor in [s.actor for s in self.slots] + self.pose_actors:
             ray.kill(actor, no_restart=True)
-        self.slots, self.pose_actors, self.busy = [], [], {}
+        self.slots, self.pose_actors, self.busy, self.reviving = [], [], {}, {}
 
     def worker_pids(self, *, busy_only: bool = False) -> list[int]:
-        """Process ids of the generation workers (with ``busy_only``: those running a job)."""
-        import ray
-
+        """Process ids of the live generation workers (``busy_only``: those running a job)."""
         busy = {id(slot) for _, slot, _ in self.busy.values()}
-        for slot in self.slots:
-            if slot.pid < 0:  # restarted after a death
-                slot.pid = ray.get(slot.actor.pid.remote())
-        return [s.pid for s in self.slots if not busy_only or id(s) in busy]
+        return [s.pid for s in self.slots if s.pid > 0 and (not busy_only or id(s) in busy)]
 
     # ------------------------------------------------------------------ the run
 
@@ -217,13 +214,20 @@ class RayExecutor:
                     if attempt == 0:
                         log_start(job, order[job.index], len(jobs))
                     self.busy[slot.actor.run.remote(job.case, job.name)] = (job, slot, attempt)
-                ready, _ = ray.wait([*self.busy, *pose.pending], num_returns=1)
+                waiting = [*self.busy, *pose.pending, *self.reviving]
+                ready, _ = ray.wait(waiting, num_returns=1)
                 for ref in ready:
                     if pose.collect(ref):
                         continue
+                    if ref in self.reviving:
+                        self._revived(ref, idle)
+                        continue
                     job, slot, attempt = self.busy.pop(ref)
                     outcome = self._outcome(ref, job, slot, attempt, queue)
-                    idle.append(slot)  # a restarting worker goes last: a retry goes elsewhere
+                    if slot.pid > 0:
+                        idle.append(slot)
+                    else:  # dead: Ray restarts it; it takes jobs again once it answers
+                        self.reviving[slot.actor.pid.remote()] = slot
                     if outcome is not None:
                         outcomes[job.index] = outcome
                         bar.update(1)
@@ -241,6 +245,19 @@ class RayExecutor:
             bar.close()
         return results
 
+    def _revived(self, ref: Any, idle: list[_Slot]) -> None:
+        """A restarted worker answered (it is idle again), or is not up yet (ask again)."""
+        import ray
+
+        slot = self.reviving.pop(ref)
+        try:
+            slot.pid = ray.get(ref)
+        except ray.exceptions.RayActorError:
+            time.sleep(0.2)  # still restarting: calls fail fast meanwhile
+            self.reviving[slot.actor.pid.remote()] = slot
+            return
+        idle.append(slot)
+
     def _outcome(
         self, ref: Any, job: Job, slot: _Slot, attempt: int, queue: deque[tuple[Job, int]]
     ) -> Outcome | None:
@@ -250,7 +267,7 @@ class RayExecutor:
         try:
             outcome, lines = ray.get(ref)
         except ray.exceptions.RayActorError as exc:
-            slot.pid = -1  # Ray restarts it (models loaded again); calls to it wait meanwhile
+            slot.pid = -1  # Ray restarts it (models loaded again)
             if attempt < self.settings.max_retries:
                 logger.warning(
                     "%s: its worker died (%s); retrying on another worker (retry %d of %d)",
