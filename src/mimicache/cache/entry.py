@@ -147,7 +147,18 @@ def encode_entry(
         mimicache_version=version,
         checksum=tensor_checksum(tensors),
     )
-    return st_save(tensors, metadata=meta), meta
+    return _canonical_header(st_save(tensors, metadata=meta)), meta
+
+
+def _canonical_header(data: bytes) -> bytes:
+    """The same file with its JSON header written with sorted keys (safetensors writes the
+    metadata in hash-map order, which differs between processes), padded with spaces to a
+    multiple of 8 bytes as safetensors pads it; the data section is unchanged."""
+    n = int.from_bytes(data[:8], "little")
+    header = json.dumps(json.loads(data[8 : 8 + n]), sort_keys=True, separators=(",", ":"))
+    raw = header.encode("utf-8")
+    raw += b" " * (-len(raw) % 8)
+    return len(raw).to_bytes(8, "little") + raw + data[8 + n :]
 
 
 def decode_entry(data: bytes, stage: str | None = None, key: StageKey | None = None) -> Entry:
