@@ -91,6 +91,7 @@ class RayExecutor:
         self.pose_actors: list[Any] = []
         self.busy: dict[Any, tuple[Job, _Slot, int]] = {}  # object ref -> job, worker, attempt
         self.reviving: dict[Any, _Slot] = {}  # object ref of a pid call -> restarting worker
+        self.startup_s = 0.0
 
     # ------------------------------------------------------------------ set-up
 
@@ -169,8 +170,10 @@ class RayExecutor:
     ) -> list[JobResult]:
         """Every job, in plan order; ``resume``: jobs whose result exists are "skipped"."""
         started = connect(self.settings.address)
+        begin = time.perf_counter()
         try:
             self._start()
+            self.startup_s = time.perf_counter() - begin  # workers up, models loaded
             skipped: list[JobResult] = []
             todo = list(jobs)
             if resume:
