@@ -5,7 +5,6 @@
 """
 
 from mimicache.engine.engine import (
-    DECODE_CHUNK_SIZE,
     PIPELINE_FPS,
     GenerationResult,
     MimicMotion,
@@ -14,16 +13,19 @@ from mimicache.engine.engine import (
 )
 from mimicache.engine.fingerprints import ModelFingerprints
 from mimicache.engine.record import JobRecord
+from mimicache.engine.speed import DECODE_CHUNK_SIZE, BatchPlanner, SpeedOptions
 from mimicache.engine.stages import JobKeys, Stage, pack_frames, unpack_frames
 
 __all__ = [
     "DECODE_CHUNK_SIZE",
     "PIPELINE_FPS",
+    "BatchPlanner",
     "GenerationResult",
     "JobKeys",
     "JobRecord",
     "MimicMotion",
     "ModelFingerprints",
+    "SpeedOptions",
     "Stage",
     "default_device",
     "pack_frames",

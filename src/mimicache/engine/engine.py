@@ -23,6 +23,12 @@ from mimicache.cache import CacheEvent, DigestMemo, FeatureStore, file_digest
 from mimicache.config import InferenceConfig, TestCase
 from mimicache.engine.fingerprints import ModelFingerprints
 from mimicache.engine.record import JobRecord
+from mimicache.engine.speed import (
+    DECODE_CHUNK_SIZE,
+    BatchPlanner,
+    SpeedOptions,
+    prepare_models,
+)
 from mimicache.engine.stages import (
     CLIP_EMBEDDINGS_STAGE,
     IMAGE_KEYPOINTS_STAGE,
@@ -35,7 +41,14 @@ from mimicache.engine.stages import (
 from mimicache.media import fit_image, read_image
 from mimicache.pipeline import MimicMotionPipeline
 from mimicache.pipeline.loading import BaseModelFiles, load_pipeline, resolve_base_model
+from mimicache.pipeline.memory import (
+    OFFLOAD_NONE,
+    apply_offload,
+    offload_applies,
+    require_accelerate,
+)
 from mimicache.pipeline.schedulers import SchedulerOptions
+from mimicache.pipeline.speed import EXACT
 from mimicache.pose import DWPose, PoseFrame, VideoPoses
 from mimicache.pose.preprocess import (
     extract_image_pose,
@@ -50,7 +63,6 @@ logger = logging.getLogger(__name__)
 # The published script passes fps=7 to the pipeline whatever the config says; the config's fps
 # only sets the written video's frame rate.
 PIPELINE_FPS = 7
-DECODE_CHUNK_SIZE = 8
 
 
 @dataclass
@@ -90,6 +102,7 @@ class MimicMotion:
         cache: FeatureStore | None = None,
         cache_pipeline_features: bool = True,
         pose_retarget: str = PUBLISHED,
+        speed: SpeedOptions | None = None,
     ):
         self.pipeline = pipeline
         self.dwpose = dwpose
@@ -101,6 +114,8 @@ class MimicMotion:
         self.cache_pipeline_features = cache_pipeline_features
         self.pose_retarget = check_mode(pose_retarget)
         self.fingerprints = ModelFingerprints(dwpose, base_files, self._memo)
+        self.speed = speed or SpeedOptions()
+        self.batch_planner = BatchPlanner(pipeline, self.speed, device, dtype)
 
     @classmethod
     def from_config(
@@ -113,10 +128,20 @@ class MimicMotion:
         cache_pipeline_features: bool = True,
         scheduler: SchedulerOptions | None = None,
         pose_retarget: str | None = None,
+        speed: str = EXACT,
+        compile: bool = False,
+        decode_chunk_size: int = DECODE_CHUNK_SIZE,
+        offload: str = OFFLOAD_NONE,
+        compile_backend: str = "inductor",
     ) -> MimicMotion:
-        """``pose_retarget`` None: the config's ``pose.retarget``, else "published"."""
+        """``pose_retarget`` None: the config's ``pose.retarget``, else "published". ``speed``,
+        ``compile``, ``decode_chunk_size``, ``offload``: see ``SpeedOptions``; the models are
+        prepared for them (offload hooks, channels-last, compilation) once, here."""
         pose_retarget = pose_retarget or config.pose_retarget or PUBLISHED
         check_mode(pose_retarget)
+        options = SpeedOptions(
+            speed, compile, decode_chunk_size, offload, compile_backend=compile_backend
+        )
         device = torch.device(device) if device is not None else default_device()
         if dtype is None:
             dtype = torch.float16 if device.type == "cuda" else torch.float32
@@ -125,9 +150,20 @@ class MimicMotion:
             config.dwpose_det_path, config.dwpose_pose_path, device=_dwpose_device(device)
         )
         base_files = resolve_base_model(config.base_model_path)
+        offloaded = offload_applies(options.offload, device)
+        if offloaded:
+            require_accelerate(options.offload)
         pipeline = load_pipeline(
-            base_files, config.ckpt_path, dtype=dtype, device=device, scheduler=scheduler
+            base_files,
+            config.ckpt_path,
+            dtype=dtype,
+            # offloaded models start on the CPU: the hooks move each to the device in turn
+            device="cpu" if offloaded else device,
+            scheduler=scheduler,
         )
+        if offloaded:
+            apply_offload(pipeline, options.offload, device)
+        prepare_models(pipeline, options, device)
         return cls(
             pipeline,
             dwpose,
@@ -138,6 +174,7 @@ class MimicMotion:
             cache=cache,
             cache_pipeline_features=cache_pipeline_features,
             pose_retarget=pose_retarget,
+            speed=options,
         )
 
     @property
@@ -336,6 +373,7 @@ class MimicMotion:
         """Denoise and decode: (F,H,W,3) uint8 frames, the reference frame dropped."""
         pipe, device = self.pipeline, self.device
         height, width = pose_frames.shape[-2:]
+        options = self.speed
         output = pipe(
             reference,
             image_pose=pose_frames,
@@ -349,13 +387,15 @@ class MimicMotion:
             max_guidance_scale=case.guidance_scale,
             fps=PIPELINE_FPS,
             noise_aug_strength=case.noise_aug_strength,
-            decode_chunk_size=DECODE_CHUNK_SIZE,
+            decode_chunk_size=options.decode_chunk_size,
             generator=pipe.make_generator(case.seed, device),
             output_type="pt",
             device=device,
             image_embeddings=embeddings,
             image_latents=latent,
             timings=record.timings,
+            speed=options.speed,
+            batch_plan=self.batch_planner.plan(case, pose_frames.shape),
         )
         video = (output.frames.cpu() * 255.0).to(torch.uint8)
         return video[0, 1:].permute(0, 2, 3, 1).numpy()

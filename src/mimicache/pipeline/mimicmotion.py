@@ -4,6 +4,7 @@ Inputs: ``image`` a PIL image (or list/tensor as diffusers accepts), ``image_pos
 float in [-1,1] (or uint8 in [0,255]) with frame 0 the reference pose. Output frames (B,N,3,H,W) float in [0,1] for
 ``output_type="pt"``. Precomputed ``image_embeddings`` (1,D) and ``image_latents`` (1,4,H/8,W/8)
 skip the encoders; the augmentation noise is drawn regardless so the random stream is unchanged.
+``speed="fast"`` batches the UNet and decode calls (see ``pipeline.speed``); the draws are the same.
 """
 
 from __future__ import annotations
@@ -26,6 +27,15 @@ from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPVisionModelWithProjection
 from transformers.utils import logging as hf_logging
 
+from mimicache.pipeline.speed import (
+    EXACT,
+    FAST,
+    BatchPlan,
+    check_speed,
+    kernel_choice,
+    plan_batches,
+)
+
 # diffusers' SVD module imports transformers' torchvision-backed CLIP processor, which only
 # warns that it falls back to PIL; we never use that processor for tensors.
 _verbosity = hf_logging.get_verbosity()
@@ -47,6 +57,19 @@ CLIP_INPUT_SIZE = (224, 224)
 @dataclass
 class MimicMotionPipelineOutput(BaseOutput):
     frames: torch.Tensor | np.ndarray | list
+
+
+@dataclass(frozen=True)
+class UNetPass:
+    """One UNet sample of a step: a tile's frames, conditional or unconditional."""
+
+    frames: list[int]
+    conditional: bool
+
+
+def batched(items: list, size: int) -> list[list]:
+    """Consecutive groups of at most ``size`` items, in order."""
+    return [items[i : i + size] for i in range(0, len(items), max(1, size))]
 
 
 def tile_indices(num_frames: int, tile_size: int, tile_overlap: int) -> list[list[int]]:
@@ -245,17 +268,30 @@ class MimicMotionPipeline(DiffusionPipeline):
         guidance_scale: torch.Tensor | None,
         tiles: list[list[int]],
         generator=None,
+        *,
+        speed: str = EXACT,
+        unet_batch: int = 1,
     ) -> torch.Tensor:
         """Tiled denoising over all timesteps.
 
         latents (1,N,4,h,w); image_latents (1,N,4,h,w); image_embeddings (1,1,D);
         pose_latents (N,C,h,w); guidance_scale (1,N,1,1,1) or None for no guidance passes.
+        ``exact`` makes one UNet call per pass; ``fast`` puts ``unet_batch`` passes (a tile's
+        guidance pair, then further tiles) into one call. Predictions are accumulated in the
+        same order either way.
         """
+        if check_speed(speed) == EXACT and unet_batch != 1:
+            raise ValueError(
+                f"speed 'exact' makes one UNet pass per call, got unet_batch={unet_batch}"
+            )
         num_frames = latents.shape[1]
         guided = guidance_scale is not None
         weight = tile_weights(len(tiles[0]), device=latents.device)
         zero_latents = torch.zeros_like(image_latents) if guided else None
         zero_embeddings = torch.zeros_like(image_embeddings) if guided else None
+        passes = [
+            UNetPass(idx, cond) for idx in tiles for cond in ([False, True] if guided else [True])
+        ]
         step_kwargs = self._step_kwargs(generator)
         with self.progress_bar(total=len(timesteps) * len(tiles)) as progress:
             for t in timesteps:
@@ -267,29 +303,25 @@ class MimicMotionPipeline(DiffusionPipeline):
                 cond_pred = torch.zeros_like(image_latents)
                 uncond_pred = torch.zeros_like(image_latents) if guided else None
                 count = image_latents.new_zeros((num_frames,))
-                for idx in tiles:
-                    w = weight[:, None, None, None]
-                    if guided:
-                        pred = self.unet(
-                            uncond_input[:, idx],
-                            t,
-                            encoder_hidden_states=zero_embeddings,
-                            added_time_ids=added_time_ids,
-                            pose_latents=None,
-                            return_dict=False,
-                        )[0]
-                        uncond_pred[:, idx] += pred * w
-                    pred = self.unet(
-                        cond_input[:, idx],
+                w = weight[:, None, None, None]
+                for group in batched(passes, unet_batch):
+                    preds = self.unet_passes(
+                        group,
                         t,
-                        encoder_hidden_states=image_embeddings,
+                        inputs=(uncond_input, cond_input),
+                        embeddings=(zero_embeddings, image_embeddings),
+                        pose_latents=pose_latents,
                         added_time_ids=added_time_ids,
-                        pose_latents=pose_latents[idx],
-                        return_dict=False,
-                    )[0]
-                    cond_pred[:, idx] += pred * w
-                    count[idx] += weight
-                    progress.update()
+                        zero_pose=speed == FAST,
+                    )
+                    for unet_pass, pred in zip(group, preds):
+                        idx = unet_pass.frames
+                        if not unet_pass.conditional:
+                            uncond_pred[:, idx] += pred * w
+                            continue
+                        cond_pred[:, idx] += pred * w
+                        count[idx] += weight
+                        progress.update()
                 cond_pred.div_(count[:, None, None, None])
                 if guided:
                     uncond_pred.div_(count[:, None, None, None])
@@ -301,17 +333,78 @@ class MimicMotionPipeline(DiffusionPipeline):
                 )[0]
         return latents
 
+    def unet_passes(
+        self,
+        group: list[UNetPass],
+        t: torch.Tensor,
+        *,
+        inputs: tuple[torch.Tensor | None, torch.Tensor],
+        embeddings: tuple[torch.Tensor | None, torch.Tensor],
+        pose_latents: torch.Tensor,
+        added_time_ids: torch.Tensor,
+        zero_pose: bool,
+    ) -> list[torch.Tensor]:
+        """One UNet call for a group of passes; one (1,T,4,h,w) prediction per pass.
+
+        ``inputs`` and ``embeddings`` are (unconditional, conditional). An unconditional pass
+        has no pose latents; zeros added after conv_in are the same, so a mixed batch (or
+        ``zero_pose``, which keeps one compiled graph) uses zeros for it.
+        """
+        samples = torch.cat([inputs[p.conditional][:, p.frames] for p in group])
+        context = torch.cat([embeddings[p.conditional] for p in group])
+        if len(group) == 1 and not group[0].conditional and not zero_pose:
+            pose = None
+        else:
+            pose = torch.cat(
+                [
+                    pose_latents[p.frames]
+                    if p.conditional
+                    else pose_latents.new_zeros((len(p.frames), *pose_latents.shape[1:]))
+                    for p in group
+                ]
+            )
+        pred = self.unet(
+            samples,
+            t,
+            encoder_hidden_states=context,
+            added_time_ids=added_time_ids.repeat(len(group), 1),
+            pose_latents=pose,
+            return_dict=False,
+        )[0]
+        return list(pred.split(1))
+
     # -- stage 5: decode ------------------------------------------------------------------------
     @torch.no_grad()
-    def decode_latents(self, latents: torch.Tensor, decode_chunk_size: int = 8) -> torch.Tensor:
-        """Latents (B,N,4,h,w) -> frames (B,3,N,H,W) float32, roughly in [-1,1], on the CPU."""
+    def decode_latents(
+        self,
+        latents: torch.Tensor,
+        decode_chunk_size: int = 8,
+        *,
+        speed: str = EXACT,
+        decode_batch: int = 1,
+    ) -> torch.Tensor:
+        """Latents (B,N,4,h,w) -> frames (B,3,N,H,W) float32, roughly in [-1,1], on the CPU.
+
+        Frames are decoded in chunks of ``decode_chunk_size``; the temporal decoder mixes the
+        frames of a chunk, so a chunk's result depends on where chunks start. ``fast`` decodes
+        ``decode_batch`` full chunks in one call as a batch of short videos (each still its own
+        chunk); a shorter last chunk is decoded alone.
+        """
+        if check_speed(speed) == EXACT and decode_batch != 1:
+            raise ValueError(f"speed 'exact' decodes one chunk per call, got {decode_batch=}")
+        if decode_chunk_size < 1:
+            raise ValueError(f"decode_chunk_size must be at least 1, got {decode_chunk_size}")
         batch, num_frames = latents.shape[:2]
         latents = (1 / self.vae.config.scaling_factor) * latents.flatten(0, 1)
         takes_frames = "num_frames" in inspect.signature(self.vae.forward).parameters
+        starts = range(0, latents.shape[0], decode_chunk_size)
+        full = [i for i in starts if i + decode_chunk_size <= latents.shape[0]]
+        groups = batched(full, decode_batch) + [[i] for i in starts if i not in full]
         frames = []
-        for i in range(0, latents.shape[0], decode_chunk_size):
-            chunk = latents[i : i + decode_chunk_size]
-            kwargs = {"num_frames": chunk.shape[0]} if takes_frames else {}
+        for group in groups:
+            chunk = latents[group[0] : min(group[-1] + decode_chunk_size, latents.shape[0])]
+            length = min(decode_chunk_size, chunk.shape[0])
+            kwargs = {"num_frames": length} if takes_frames else {}
             frames.append(self.vae.decode(chunk.to(self.vae.dtype), **kwargs).sample.cpu())
         video = torch.cat(frames).reshape(batch, num_frames, *frames[0].shape[1:])
         return video.permute(0, 2, 1, 3, 4).float()
@@ -326,6 +419,30 @@ class MimicMotionPipeline(DiffusionPipeline):
         if output_type == "np":
             return np.stack(outputs)
         return outputs
+
+    def plan_batches(
+        self,
+        speed: str,
+        device: torch.device | str,
+        dtype: torch.dtype,
+        tiles: list[list[int]],
+        latents_shape: tuple[int, ...],
+        decode_chunk_size: int,
+        guided: bool,
+    ) -> BatchPlan:
+        """``fast``'s batch sizes for a call of this shape, from the memory free now."""
+        batch, num_frames, _, h, w = latents_shape
+        return plan_batches(
+            speed,
+            device,
+            dtype,
+            tile_frames=len(tiles[0]),
+            latent_size=(h, w),
+            image_size=(h * self.vae_scale_factor, w * self.vae_scale_factor),
+            num_samples=len(tiles) * (2 if guided else 1),
+            decode_chunk_size=decode_chunk_size,
+            num_chunks=batch * num_frames // decode_chunk_size,
+        )
 
     # -- the whole call -------------------------------------------------------------------------
     @torch.no_grad()
@@ -353,9 +470,14 @@ class MimicMotionPipeline(DiffusionPipeline):
         image_embeddings: torch.Tensor | None = None,
         image_latents: torch.Tensor | None = None,
         timings: dict[str, float] | None = None,
+        speed: str = EXACT,
+        batch_plan: BatchPlan | None = None,
     ):
         """The published pipeline call; ``timings``, when given, receives seconds per stage
-        (clip, vae_encode, pose_net, denoise, decode)."""
+        (clip, vae_encode, pose_net, denoise, decode). ``speed``: "exact" (the published
+        computation) or "fast" (batched calls and faster kernels; float rounding differs);
+        ``batch_plan`` fixes fast's batch sizes (default: planned from the free memory)."""
+        check_speed(speed)
         device = torch.device(device) if device is not None else self._execution_device
         num_frames = num_frames if num_frames is not None else image_pose.shape[0]
         decode_chunk_size = decode_chunk_size or num_frames
@@ -406,7 +528,11 @@ class MimicMotionPipeline(DiffusionPipeline):
 
         # 5. tiled denoising
         tiles = tile_indices(num_frames, tile_size, tile_overlap)
-        with stage_timer(timings, "denoise", device):
+        if batch_plan is None:
+            batch_plan = self.plan_batches(
+                speed, device, dtype, tiles, latents.shape, decode_chunk_size, guided
+            )
+        with stage_timer(timings, "denoise", device), kernel_choice(speed, device):
             latents = self.denoise(
                 latents,
                 image_latents,
@@ -417,14 +543,18 @@ class MimicMotionPipeline(DiffusionPipeline):
                 guidance,
                 tiles,
                 generator=generator,
+                speed=speed,
+                unet_batch=batch_plan.unet_batch,
             )
 
         # 6. decode
         if output_type == "latent":
             frames = latents
         else:
-            with stage_timer(timings, "decode", device):
-                video = self.decode_latents(latents, decode_chunk_size)
+            with stage_timer(timings, "decode", device), kernel_choice(speed, device):
+                video = self.decode_latents(
+                    latents, decode_chunk_size, speed=speed, decode_batch=batch_plan.decode_batch
+                )
                 frames = self.postprocess_video(video, output_type)
         self.maybe_free_model_hooks()
         if not return_dict:
