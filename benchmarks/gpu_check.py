@@ -38,7 +38,7 @@ def environment() -> dict:
 def cli_checks(workdir: Path, device: str) -> dict:
     """The tiny demo batch through `mimicache run --benchmark_cache` on CUDA, fp16 and fp32."""
     from mimicache.cli import main
-    from mimicache.demo import write_demo_config, write_demo_media
+    from mimicache.cli.demo import write_demo_config, write_demo_media
     from mimicache.testing.models import write_tiny_bundle
 
     bundle = write_tiny_bundle(workdir / "models")

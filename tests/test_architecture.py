@@ -11,19 +11,21 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 # Lower layers never import higher ones; components on one layer never import each other.
-# cli -> batch -> engine -> pose / pipeline / cache -> config -> models / media -> errors
+# cli -> batch -> engine -> pose / pipeline -> config -> models / media -> cache -> errors
+# The cache imports nothing but errors, so it sits at the bottom: media and batch write
+# their files with its atomic_write.
 LAYERS = {
     "errors": 0,
-    "media": 1,
-    "models": 1,
-    "config": 2,
-    "cache": 3,
-    "pose": 3,
-    "pipeline": 3,
-    "engine": 4,
-    "testing": 4,
-    "batch": 5,
-    "cli": 6,
+    "cache": 1,
+    "media": 2,
+    "models": 2,
+    "config": 3,
+    "pose": 4,
+    "pipeline": 4,
+    "engine": 5,
+    "testing": 5,
+    "batch": 6,
+    "cli": 7,
 }
 
 

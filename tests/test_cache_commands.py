@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from cache_helpers import make_key
 
-from mimicache.cache.commands import add_cache_commands, main, run_cache_command
 from mimicache.cache.store import FeatureStore, format_size
+from mimicache.cli.cache import add_cache_commands, main, run_cache_command
+from tests.cache_helpers import make_key, simulate_read_only_mount
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -101,8 +101,8 @@ def test_ls(cache: Path) -> None:
     code, out, _ = run(["ls", "--stage", "stage_b", "--feature_cache_dir", str(cache)])
     assert code == 0 and "/data/b1.mp4" in out and "/data/a1.mp4" not in out
     assert out.splitlines()[-1].startswith("1 entry, ")
-    code, out, _ = run(["ls", "--stage", "nothing", "--feature_cache_dir", str(cache)])
-    assert (code, out.strip()) == (0, f"No entries for stage 'nothing' in {cache}")
+    code, out, _ = run(["ls", "--stage", "video_keypoints", "--feature_cache_dir", str(cache)])
+    assert (code, out.strip()) == (0, f"No entries for stage 'video_keypoints' in {cache}")
 
 
 def test_stats(cache: Path) -> None:
@@ -190,3 +190,82 @@ def test_module_main(cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["stats", "--feature_cache_dir", str(cache)]) == 0
     assert "TOTAL" in capsys.readouterr().out
     assert os.path.isdir(cache)
+
+
+# --------------------------------------------------------------------------- faults (issue 8)
+
+
+def test_prune_on_read_only_root_counts_only_what_was_removed(
+    cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    simulate_read_only_mount(monkeypatch, cache)
+    code, out, err = run(["prune", "--max-size", "1KB", "--feature_cache_dir", str(cache)])
+    assert code == 1
+    assert "Removed stage_" not in out
+    assert out.splitlines()[-1].startswith("Removed nothing; 3 entries (")
+    assert "Cannot remove 3 entries" in err and "EROFS" in err
+    monkeypatch.undo()
+    assert len(FeatureStore(cache, write=False).entries()) == 3
+
+
+def test_clear_on_read_only_root_removes_nothing_and_says_so(
+    cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    simulate_read_only_mount(monkeypatch, cache)
+    code, out, err = run(["clear", "--yes", "--feature_cache_dir", str(cache)])
+    assert code == 1
+    assert out.strip() == f"Removed nothing from {cache}"
+    assert "Cannot remove 3 entries" in err and "EROFS" in err
+    monkeypatch.undo()
+    assert len(FeatureStore(cache, write=False).entries()) == 3
+
+
+def test_verify_on_read_only_root_reads_the_index(
+    cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    simulate_read_only_mount(monkeypatch, cache)
+    code, out, err = run(["verify", "--feature_cache_dir", str(cache)])
+    assert (code, out.strip(), err) == (0, f"3 entries OK in {cache}", "")
+    code, out, _ = run(["verify", "--fix", "--feature_cache_dir", str(cache)])
+    assert (code, out.strip()) == (0, f"3 entries OK in {cache}")
+
+
+def test_verify_counts_only_good_entries(cache: Path) -> None:
+    store = FeatureStore(cache)
+    bad = [store.entry_path("stage_a", make_key(video=v)) for v in ("a1", "a2")]
+    for path in bad:
+        path.write_bytes(path.read_bytes()[:-10])
+    code, out, _ = run(["verify", "--feature_cache_dir", str(cache)])
+    assert code == 1
+    assert f"2 problems (0 fixed); 1 good entry in {cache}" in out
+
+
+@pytest.mark.parametrize("action", [["ls"], ["clear", "--yes"]])
+def test_unknown_stage_is_rejected_with_the_stages(cache: Path, action: list[str]) -> None:
+    code, out, err = run([*action, "--stage", "stage_c", "--feature_cache_dir", str(cache)])
+    assert (code, out) == (2, "")
+    assert err.startswith("error: unknown stage 'stage_c' (--stage); the stages are: ")
+    assert "stage_a, stage_b" in err and "video_keypoints" in err and "vae_latents" in err
+    assert len(FeatureStore(cache, write=False).entries()) == 3
+
+
+def test_read_only_commands_never_create_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    where = tmp_path / "cache" / "features"
+    code, out, _ = run(["stats"])
+    assert code == 0
+    assert out.splitlines()[-2].split() == ["TOTAL", "0", "0", "B", "0"]
+    assert out.splitlines()[-1] == f"No feature cache at {where}"
+    code, out, _ = run(["ls"])
+    assert (code, out.strip()) == (0, f"No feature cache at {where}")
+    code, out, _ = run(["verify"])
+    assert (code, out.strip()) == (0, f"No feature cache at {where}")
+    assert not (tmp_path / "cache").exists()
+    # an existing cache without an index: looking at it writes nothing either
+    root = tmp_path / "c"
+    root.mkdir()
+    for action in ("stats", "ls", "verify"):
+        assert run([action, "--feature_cache_dir", str(root)])[0] == 0
+    assert list(root.iterdir()) == []

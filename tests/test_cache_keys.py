@@ -12,32 +12,27 @@ import numpy as np
 import pytest
 import torch
 
-from mimicache.cache import keys
-from mimicache.cache.keys import (
-    DigestMemo,
-    canonical_json,
-    file_digest,
-    fingerprint_files,
-    key_digest,
-)
+from mimicache.cache import digests
+from mimicache.cache.digests import DigestMemo, file_digest
+from mimicache.cache.keys import canonical_json, fingerprint_files, key_digest
 
 
 @pytest.fixture
 def no_racy_window(monkeypatch: pytest.MonkeyPatch) -> None:
     """Freshly written test files may be memoised at once."""
-    monkeypatch.setattr(keys, "RACY_WINDOW_NS", 0)
+    monkeypatch.setattr(digests, "RACY_WINDOW_NS", 0)
 
 
 @pytest.fixture
 def count_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
-    real = keys._hash_fd
+    real = digests._hash_fd
 
     def counting(fd: int, size: int) -> str:
         calls.append(size)
         return real(fd, size)
 
-    monkeypatch.setattr(keys, "_hash_fd", counting)
+    monkeypatch.setattr(digests, "_hash_fd", counting)
     return calls
 
 
@@ -99,8 +94,8 @@ def test_file_digest_is_blake3_of_bytes_and_path_independent(tmp_path: Path) -> 
 def test_file_digest_large_file_path_overlaps_reads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(keys, "_THREADED_MIN", 1 << 16)
-    monkeypatch.setattr(keys, "_CHUNK", 1 << 16)
+    monkeypatch.setattr(digests, "_THREADED_MIN", 1 << 16)
+    monkeypatch.setattr(digests, "_CHUNK", 1 << 16)
     data = os.urandom(1_000_003)  # many chunks, last one partial
     path = tmp_path / "big.bin"
     path.write_bytes(data)
@@ -134,7 +129,7 @@ def test_replaced_file_with_restored_mtime_is_noticed(
     path = tmp_path / "ref.png"
     path.write_bytes(b"A" * 4096)
     old = path.stat()
-    time.sleep(keys.RACY_WINDOW_NS / 1e9 + 0.01)  # no longer "racy": the digest is memoised
+    time.sleep(digests.RACY_WINDOW_NS / 1e9 + 0.01)  # no longer "racy": the digest is memoised
     memo = DigestMemo(tmp_path / "memo.sqlite")
     digest_a = file_digest(path, memo)
     assert file_digest(path, memo) == digest_a
@@ -176,7 +171,7 @@ def test_unusable_memo_db_just_computes(
     bad.write_bytes(b"this is not a sqlite database" * 100)
     for db in (tmp_path / "dir.sqlite", bad, tmp_path / "missing" / "memo.sqlite"):
         memo = DigestMemo(db)
-        with caplog.at_level(logging.WARNING, logger="mimicache.cache.keys"):
+        with caplog.at_level(logging.WARNING, logger="mimicache.cache.digests"):
             caplog.clear()
             assert file_digest(path, memo) == blake3.blake3(b"data").hexdigest()
             assert file_digest(path, memo) == blake3.blake3(b"data").hexdigest()

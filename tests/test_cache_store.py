@@ -11,22 +11,29 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import filelock
 import pytest
 import torch
-from cache_helpers import concurrent_worker, count_lines, make_key, sample_tensors
 from safetensors import safe_open
 
-from mimicache.cache import keys as keys_mod
-from mimicache.cache import store as store_mod
+from mimicache.cache import digests as digests_mod
+from mimicache.cache import index as index_mod
+from mimicache.cache.entry import tensor_checksum
 from mimicache.cache.store import (
     CacheEvent,
     FeatureStore,
     StageKey,
     format_size,
     parse_size,
-    tensor_checksum,
 )
 from mimicache.errors import CacheError
+from tests.cache_helpers import (
+    concurrent_worker,
+    count_lines,
+    make_key,
+    sample_tensors,
+    simulate_read_only_mount,
+)
 
 STAGE = "stage_a"
 
@@ -301,7 +308,7 @@ def test_read_only_root_warns_once_and_runs_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = FeatureStore(tmp_path / "cache")
-    monkeypatch.setattr(store_mod.os, "replace", _raise(errno.EROFS))
+    monkeypatch.setattr(os, "replace", _raise(errno.EROFS))
     caplog.set_level(logging.INFO, logger="mimicache.cache.store")
     for i in range(3):
         tensors, ev = get(store, make_key(video=f"v{i}"), Counter(sample_tensors(i)))
@@ -310,9 +317,14 @@ def test_read_only_root_warns_once_and_runs_on(
     (message,) = warnings_of(caplog)
     assert message == (
         f"feature cache at {tmp_path / 'cache'} is not writable "
-        "(EROFS: Read-only file system): running without caching"
+        "(EROFS: Read-only file system): read-only: entries are read, nothing new is written"
     )
     assert [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and "v1" in p.parts] == []
+    # nothing is read when refreshing: then it really runs without caching
+    caplog.clear()
+    get(FeatureStore(tmp_path / "cache", force_refresh=True), make_key())
+    (message,) = warnings_of(caplog)
+    assert message.endswith("(EROFS: Read-only file system): running without caching")
 
 
 def test_fully_read_only_root_reads_entries_and_warns_once(
@@ -332,14 +344,16 @@ def test_fully_read_only_root_reads_entries_and_warns_once(
             raise FileExistsError(errno.EEXIST, "exists")
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))
 
-    def ro_sqlite(*args: object) -> None:
-        raise sqlite3.OperationalError("unable to open database file")
+    def ro_sqlite(*args: object, **kwargs: object) -> None:
+        exc = sqlite3.OperationalError("unable to open database file")
+        exc.sqlite_errorcode = sqlite3.SQLITE_CANTOPEN  # type: ignore[attr-defined]
+        raise exc
 
-    monkeypatch.setattr(store_mod.os, "open", ro_open)
-    monkeypatch.setattr(store_mod.os, "mkdir", ro_mkdir)
-    monkeypatch.setattr(store_mod.os, "replace", _raise(errno.EROFS))
-    monkeypatch.setattr(store_mod, "connect_sqlite", ro_sqlite)
-    monkeypatch.setattr(keys_mod, "connect_sqlite", ro_sqlite)
+    monkeypatch.setattr(os, "open", ro_open)
+    monkeypatch.setattr(os, "mkdir", ro_mkdir)
+    monkeypatch.setattr(os, "replace", _raise(errno.EROFS))
+    monkeypatch.setattr(index_mod, "connect_sqlite", ro_sqlite)
+    monkeypatch.setattr(digests_mod, "connect_sqlite", ro_sqlite)
     caplog.set_level(logging.INFO)
     store = FeatureStore(tmp_path)
     tensors, ev = get(store, make_key())
@@ -350,7 +364,7 @@ def test_fully_read_only_root_reads_entries_and_warns_once(
         assert (ev.hit, ev.reason, ev.bytes) == (False, "absent", 0)
         assert_same(tensors, sample_tensors(i))
     (message,) = warnings_of(caplog)
-    assert "is not writable" in message and "running without caching" in message
+    assert "is not writable" in message and "read-only: entries are read" in message
     assert [e.path for e in store.entries()] == [store.entry_path(STAGE, make_key())]
 
 
@@ -367,7 +381,7 @@ def test_enospc_during_write_warns_once_and_cleans_up(
             return 100
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(store_mod.os, "write", full_disk)
+    monkeypatch.setattr(os, "write", full_disk)
     caplog.set_level(logging.WARNING, logger="mimicache.cache.store")
     for i in range(3):
         tensors, ev = get(store, make_key(video=f"v{i}"), Counter(sample_tensors(i)))
@@ -454,6 +468,92 @@ def test_broken_index_is_survived_and_rebuilt(
     assert len(fresh.entries()) == 2 and fresh.verify() == []
 
 
+def test_read_only_mount_reads_every_entry_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    with FeatureStore(tmp_path) as writer:
+        get(writer, make_key(), subject="/data/in.mp4")
+    simulate_read_only_mount(monkeypatch, tmp_path)
+    caplog.set_level(logging.INFO)
+    store = FeatureStore(tmp_path)
+    tensors, ev = get(store, make_key(), subject="/data/in.mp4")
+    assert ev.hit
+    assert_same(tensors, sample_tensors())
+    _, ev = get(store, make_key(stride=7), Counter(sample_tensors(4)), subject="/data/in.mp4")
+    assert (ev.hit, ev.reason, ev.bytes) == (False, "parameters changed", 0)  # index still read
+    (message,) = warnings_of(caplog)
+    assert message == (
+        f"feature cache at {tmp_path} is not writable (EROFS: Read-only file system): "
+        "read-only: entries are read, nothing new is written"
+    )
+    monkeypatch.undo()
+    assert len(list(tmp_path.rglob("*.safetensors"))) == 1
+
+
+def _flip_index_byte(root: Path, offset: int) -> None:
+    for suffix in ("-wal", "-shm"):
+        assert not Path(f"{root / 'index.sqlite'}{suffix}").exists()
+    data = bytearray((root / "index.sqlite").read_bytes())
+    data[offset] ^= 0xFF
+    (root / "index.sqlite").write_bytes(bytes(data))
+
+
+def test_damaged_index_page_is_found_and_rebuilt_by_verify(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with FeatureStore(tmp_path) as first:
+        for i in range(3):
+            get(first, make_key(video=f"v{i}"), subject=f"/data/{i}.mp4")
+    _flip_index_byte(tmp_path, 4096)  # the header of the second page (the entries table)
+    caplog.set_level(logging.WARNING)
+    with FeatureStore(tmp_path) as run:
+        assert get(run, make_key(video="v0"))[1].hit
+    assert any("malformed" in m and "verify --fix" in m for m in warnings_of(caplog))
+    store = FeatureStore(tmp_path)
+    problems = store.verify()
+    assert problems[0].kind == "index" and "malformed" in problems[0].detail
+    assert not problems[0].fixed
+    fixed = store.verify(fix=True)
+    assert (fixed[0].kind, fixed[0].fixed) == ("index", True)
+    assert all(p.fixed for p in fixed)
+    store.close()
+    caplog.clear()
+    with FeatureStore(tmp_path) as run:
+        assert all(get(run, make_key(video=f"v{i}"))[1].hit for i in range(3))
+        assert run.verify() == []
+    assert warnings_of(caplog) == []
+
+
+def test_verify_reports_fresh_temp_files_and_fix_removes_abandoned_ones(
+    tmp_path: Path,
+) -> None:
+    store = FeatureStore(tmp_path)
+    get(store, make_key())
+    folder = only_entry(store).parent
+    gone, busy = make_key(video="gone").digest, make_key(video="busy").digest
+    abandoned = folder / f".{gone}.4242.0badc0de.tmp"  # its writer was killed a minute ago
+    abandoned.write_bytes(b"half an entry")
+    writing = folder / f".{busy}.4243.cafef00d.tmp"  # its writer still holds the key's lock
+    writing.write_bytes(b"an entry being written")
+    lock_path = tmp_path / "locks" / STAGE / f"{busy}.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    holder = filelock.FileLock(str(lock_path))
+    holder.acquire()
+    try:
+        problems = store.verify()
+        assert sorted((p.kind, p.path) for p in problems) == sorted(
+            [("leftover temp file", abandoned), ("leftover temp file", writing)]
+        )
+        assert all(p.leftover and not p.fixed for p in problems)
+        fixed = {p.path: p.fixed for p in store.verify(fix=True)}
+        assert fixed == {abandoned: True, writing: False}
+        assert not abandoned.exists() and writing.exists()
+    finally:
+        holder.release()
+    assert [p.path for p in store.verify(fix=True) if p.fixed] == [writing]
+    assert store.verify() == [] and len(store.entries()) == 1
+
+
 # --------------------------------------------------------------------------- admin
 
 
@@ -515,7 +615,7 @@ def test_verify_finds_and_fixes(tmp_path: Path) -> None:
     temp.write_bytes(b"x")
     os.utime(temp, (0, 0))
     problems = store.verify()
-    assert sorted(p.kind for p in problems) == ["corrupt", "orphan", "stale temp file"]
+    assert sorted(p.kind for p in problems) == ["corrupt", "leftover temp file", "orphan"]
     corrupt = next(p for p in problems if p.kind == "corrupt")
     assert corrupt.path == bad and "checksum" in corrupt.detail and not corrupt.fixed
     assert bad.exists()  # verify without --fix changes nothing

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import av
 import pytest
-from engine_fixtures import figure_video, reference_image, write_config
 
 import mimicache.engine.engine
 from mimicache.cli import build_parser, main, seed_script_main
 from mimicache.errors import MimicacheError
+from tests.engine_fixtures import figure_video, reference_image, write_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -113,7 +113,7 @@ def test_steps_override_and_seed_scripts(workspace, tmp_path, monkeypatch):
 def test_seed_script_defaults():
     import argparse
 
-    from mimicache.cli import SEED_DEFAULTS, add_run_arguments
+    from mimicache.cli.run import SEED_DEFAULTS, add_run_arguments
 
     parser = argparse.ArgumentParser()
     add_run_arguments(parser, SEED_DEFAULTS)
@@ -245,7 +245,7 @@ def test_cache_commands_are_mounted(workspace, tmp_path, capsys):
 
 
 def test_demo_runs_offline(tmp_path, capsys):
-    from mimicache.demo import run_demo
+    from mimicache.cli.demo import run_demo
 
     assert run_demo(tmp_path / "demo") == 0
     printed = capsys.readouterr().out

@@ -7,7 +7,6 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from engine_fixtures import figure_video, reference_image, write_config
 from safetensors.torch import load_file, save_file
 
 from mimicache.cache.store import FeatureStore
@@ -21,6 +20,7 @@ from mimicache.engine import (
 )
 from mimicache.testing.dwpose import write_tiny_dwpose
 from mimicache.testing.models import TinyBundle
+from tests.engine_fixtures import figure_video, reference_image, write_config
 
 ALL = {"image_keypoints", "video_keypoints", "pose_frames", "clip_embeddings", "vae_latents"}
 

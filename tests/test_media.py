@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from pose_fixtures import frame_index_video
 
 from mimicache.errors import InputError
 from mimicache.media import (
@@ -19,6 +18,7 @@ from mimicache.media import (
     read_image,
     write_video,
 )
+from tests.pose_fixtures import frame_index_video
 
 
 # ----------------------------------------------------------------------------- fit

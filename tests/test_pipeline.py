@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 from diffusers.utils.torch_utils import randn_tensor
-from lcm_reference import PublishedLCMSampler
 from PIL import Image
 
 from mimicache.pipeline.mimicmotion import _resize_with_antialiasing, tile_indices, tile_weights
 from mimicache.pipeline.schedulers import SchedulerOptions, build_scheduler
+from tests.lcm_reference import PublishedLCMSampler
 
 H, W = 32, 48
 

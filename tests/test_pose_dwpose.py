@@ -3,7 +3,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pose_fixtures
 import pytest
 
 from mimicache.errors import ModelLoadError
@@ -20,6 +19,7 @@ from mimicache.pose.dwpose import (
     to_pose_frame,
 )
 from mimicache.testing.dwpose import make_figure_frame, write_tiny_dwpose
+from tests import pose_fixtures
 
 # shared fixtures
 dwpose = pose_fixtures.dwpose

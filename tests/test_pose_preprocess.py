@@ -1,11 +1,9 @@
 from __future__ import annotations
 
 import numpy as np
-import pose_fixtures
 import pytest
 import torch
 from PIL import Image
-from pose_fixtures import figure_video
 
 from mimicache.errors import InputError
 from mimicache.media import fit_image, read_image
@@ -19,6 +17,8 @@ from mimicache.pose import (
     render_pose_frames,
 )
 from mimicache.testing.dwpose import make_figure_frame
+from tests import pose_fixtures
+from tests.pose_fixtures import figure_video
 
 # shared fixtures
 dwpose = pose_fixtures.dwpose

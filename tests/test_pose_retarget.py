@@ -5,10 +5,8 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-import pose_fixtures
 import pytest
 from PIL import Image
-from pose_fixtures import figure_video
 
 import mimicache
 from mimicache.errors import InputError
@@ -25,6 +23,8 @@ from mimicache.pose import (
 )
 from mimicache.pose.retarget import graft_poses
 from mimicache.testing.dwpose import make_figure_frame
+from tests import pose_fixtures
+from tests.pose_fixtures import figure_video
 
 dwpose = pose_fixtures.dwpose
 tiny_models = pose_fixtures.tiny_models

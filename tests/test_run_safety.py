@@ -13,11 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from engine_fixtures import figure_video, reference_image, write_config
 
 import mimicache.engine.engine
 from mimicache.batch import Job, JobResult, override_tag, reserve_log, reserve_output
-from mimicache.bench import format_table
+from mimicache.batch.cold_warm import format_table
 from mimicache.cli import build_parser, main, seed_script_main
 from mimicache.config import TestCase
 from mimicache.errors import InputError, ModelLoadError
@@ -25,6 +24,7 @@ from mimicache.media import probe_video, write_video
 from mimicache.pipeline.loading import read_checkpoint
 from mimicache.pose.align import align_poses
 from mimicache.pose.keypoints import PoseFrame
+from tests.engine_fixtures import figure_video, reference_image, write_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import tempfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mimicache.cache.fs import atomic_write
 from mimicache.errors import InputError, MimicacheError
 
 logger = logging.getLogger(__name__)
@@ -33,7 +32,6 @@ __all__ = [
     "fit_size",
     "iter_frames",
     "long_side",
-    "new_file_mode",
     "probe_video",
     "read_image",
     "write_video",
@@ -248,16 +246,6 @@ def _rate(fps: float) -> Fraction:
     return Fraction(fps).limit_denominator(1001)
 
 
-def new_file_mode() -> int:
-    """The mode ``open()`` gives a new file under this process's umask (0o644 under 022).
-
-    Temporary files are created 0o600 for safety; what is renamed into place gets this mode.
-    """
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def write_video(path: str | Path, frames: np.ndarray, fps: float) -> Path:
     """Write (F, H, W, 3) uint8 RGB frames as H.264/yuv420p mp4, atomically; return the path.
 
@@ -281,12 +269,9 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float) -> Path:
         logger.warning(
             "%s: %dx%d is odd; padding to %dx%d for H.264/yuv420p", path, w, h, w + pad_w, h + pad_h
         )
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.mp4", dir=path.parent)
-    os.fchmod(fd, new_file_mode())
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        with av.open(str(tmp), mode="w", format="mp4") as container:
+
+    def encode(file) -> None:
+        with av.open(file, mode="w", format="mp4") as container:
             stream = container.add_stream("libx264", rate=rate)
             stream.width, stream.height = w + pad_w, h + pad_h
             stream.pix_fmt = "yuv420p"
@@ -299,12 +284,13 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float) -> Path:
                     container.mux(packet)
             for packet in stream.encode():
                 container.mux(packet)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, Exception) and not isinstance(exc, MimicacheError | ValueError):
-            raise MimicacheError(
-                f"cannot write video {path}: {exc}. Check the output folder and disk space."
-            ) from exc
+
+    try:
+        atomic_write(path, encode, temp_stem=path.stem)
+    except (MimicacheError, ValueError):
         raise
+    except Exception as exc:
+        raise MimicacheError(
+            f"cannot write video {path}: {exc}. Check the output folder and disk space."
+        ) from exc
     return path

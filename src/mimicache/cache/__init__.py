@@ -1,39 +1,45 @@
 """The feature cache: named tensors under content-addressed keys (knows nothing about poses).
 
 ``FeatureStore.get_or_compute(stage, StageKey(inputs, models, params), compute)`` returns the
-tensors and a ``CacheEvent``; ``keys`` makes the key fields (file digests, fingerprints).
+tensors and a ``CacheEvent``; ``keys`` makes the key fields (``file_digest`` from ``digests``,
+``fingerprint_files``); ``admin`` lists, verifies, prunes and clears; ``fs.atomic_write``
+writes any file atomically.
 """
 
-from mimicache.cache.keys import (
-    DigestMemo,
-    canonical_json,
-    file_digest,
-    fingerprint_files,
-    key_digest,
-)
-from mimicache.cache.store import (
-    MISS_REASONS,
-    SCHEMA,
-    CacheEvent,
+from mimicache.cache.admin import (
     EntryInfo,
-    FeatureStore,
     Problem,
     Removal,
-    StageKey,
-    format_size,
-    parse_size,
+    RemovalFailure,
+    RemovalPlan,
+    RemovalResult,
+    VerifyReport,
 )
+from mimicache.cache.digests import DigestMemo, file_digest
+from mimicache.cache.entry import SCHEMA
+from mimicache.cache.fs import atomic_write
+from mimicache.cache.index import MISS_REASONS, MissReason
+from mimicache.cache.keys import StageKey, canonical_json, fingerprint_files, key_digest
+from mimicache.cache.sizes import format_size, parse_size
+from mimicache.cache.store import CacheEvent, CacheMode, FeatureStore
 
 __all__ = [
     "MISS_REASONS",
     "SCHEMA",
     "CacheEvent",
+    "CacheMode",
     "DigestMemo",
     "EntryInfo",
     "FeatureStore",
+    "MissReason",
     "Problem",
     "Removal",
+    "RemovalFailure",
+    "RemovalPlan",
+    "RemovalResult",
     "StageKey",
+    "VerifyReport",
+    "atomic_write",
     "canonical_json",
     "file_digest",
     "fingerprint_files",

@@ -1,48 +1,41 @@
-"""Cache keys: canonical JSON, BLAKE3 key digests, memoised file content digests, fingerprints.
+"""Cache keys: canonical JSON, BLAKE3 key digests, StageKey, model fingerprints.
 
 Everything here is about *identity*: a key is the BLAKE3 hex digest (64 chars) of the canonical
-JSON of a stage's fields; a file is identified by the BLAKE3 digest of its bytes (never by its
-path or mtime), memoised in a small SQLite table by ``(st_dev, st_ino, st_size, st_mtime_ns,
-st_ctime_ns)`` so unchanged files are not re-read and replaced files are always noticed.
+JSON of a stage's fields (``StageKey``: inputs, models, params); a model is fingerprinted by the
+content digests of its files (``digests.file_digest``) plus the settings that change its output.
+``canonical_json`` is the project's one JSON normaliser.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import enum
 import json
-import logging
 import math
 import os
-import queue
-import sqlite3
-import threading
-import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import blake3
 
-logger = logging.getLogger(__name__)
+from mimicache.cache.digests import RACY_WINDOW_NS, DigestMemo, file_digest
 
 __all__ = [
+    "GROUPS",
+    "RACY_WINDOW_NS",
     "DigestMemo",
+    "StageKey",
     "canonical_json",
     "file_digest",
     "fingerprint_files",
     "key_digest",
 ]
 
-# A file whose ctime/mtime is this close to "now" may still change within the same timestamp
-# tick (coarse kernel clocks tick every 1-10 ms), so its digest is not memoised ("racy" files,
-# as in git's index). Tests may set it to 0.
-RACY_WINDOW_NS = 50_000_000
-
-_CHUNK = 16 << 20  # read size for hashing
-_THREADED_MIN = 64 << 20  # files at least this large overlap reading and hashing
-_SQLITE_TIMEOUT_S = 30.0
+GROUPS = ("inputs", "models", "params")
+"""The groups of a StageKey, in the order a miss is explained by."""
 
 
 # --------------------------------------------------------------------------- canonical JSON
@@ -107,223 +100,41 @@ def key_digest(fields: Mapping[str, Any]) -> str:
     return blake3.blake3(canonical_json(fields).encode("utf-8")).hexdigest()
 
 
-# --------------------------------------------------------------------------- SQLite helper
+# --------------------------------------------------------------------------- stage keys
 
 
-def connect_sqlite(db_path: str | os.PathLike[str]) -> sqlite3.Connection:
-    """Open ``db_path`` for sharing between processes: WAL, busy timeout, autocommit."""
-    conn = sqlite3.connect(
-        os.fspath(db_path), timeout=_SQLITE_TIMEOUT_S, isolation_level=None, check_same_thread=False
-    )
-    try:
-        conn.execute(f"PRAGMA busy_timeout={int(_SQLITE_TIMEOUT_S * 1000)}")
-        with contextlib.suppress(sqlite3.OperationalError):  # e.g. no shared memory (NFS)
-            conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-    except BaseException:
-        conn.close()
-        raise
-    return conn
+@dataclass(frozen=True)
+class StageKey:
+    """What a stage's output depends on, grouped so a miss can be explained.
 
-
-# --------------------------------------------------------------------------- digest memo
-
-_MEMO_SCHEMA = """
-CREATE TABLE IF NOT EXISTS file_digests (
-    dev INTEGER NOT NULL,
-    ino INTEGER NOT NULL,
-    size INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL,
-    ctime_ns INTEGER NOT NULL,
-    digest TEXT NOT NULL,
-    path TEXT,
-    checked REAL,
-    PRIMARY KEY (dev, ino)
-)
-"""
-
-
-class DigestMemo:
-    """Memo of file content digests keyed by (dev, inode, size, mtime_ns, ctime_ns).
-
-    Lives in a SQLite table (``file_digests``) of ``db_path``; usually the feature cache's
-    ``index.sqlite``. Any database problem (unwritable folder, locked, corrupt) only disables
-    the memo, with one warning (or one call of ``on_error``): digests are then always computed.
+    ``inputs``: content digests of input files (and how they are read); ``models``: model
+    fingerprints; ``params``: every other setting that changes the output. All JSON-able.
     """
 
-    def __init__(
-        self,
-        db_path: str | os.PathLike[str],
-        on_error: Callable[[BaseException], None] | None = None,
-    ) -> None:
-        self.db_path = Path(db_path)
-        self._on_error = on_error
-        self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = None
-        self._pid: int | None = None
-        self._broken = False
+    inputs: dict[str, Any]
+    models: dict[str, Any]
+    params: dict[str, Any]
 
-    def _connection(self) -> sqlite3.Connection | None:
-        if self._broken:
-            return None
-        if self._conn is not None and self._pid == os.getpid():
-            return self._conn
-        try:  # first use, or first use after a fork: never share a connection across processes
-            conn = connect_sqlite(self.db_path)
-            conn.execute(_MEMO_SCHEMA)
-        except (sqlite3.Error, OSError) as exc:
-            self._disable(exc)
-            return None
-        self._conn, self._pid = conn, os.getpid()
-        return conn
+    def fields(self) -> dict[str, Any]:
+        return {"inputs": self.inputs, "models": self.models, "params": self.params}
 
-    def _disable(self, exc: BaseException) -> None:
-        if not self._broken and self._on_error is not None:
-            self._on_error(exc)
-        elif not self._broken:
-            logger.warning(
-                "File digest memo %s is unusable (%s): file digests will be recomputed",
-                self.db_path,
-                exc,
-            )
-        self._broken = True
+    @cached_property
+    def canonical(self) -> str:
+        """Canonical JSON of the three groups (what is stored in the entry's metadata)."""
+        return canonical_json(self.fields())
 
-    def lookup(self, st: os.stat_result) -> str | None:
-        """The memoised digest of the file ``st`` describes, or None."""
-        with self._lock:
-            conn = self._connection()
-            if conn is None:
-                return None
-            try:
-                row = conn.execute(
-                    "SELECT digest FROM file_digests WHERE dev=? AND ino=? AND size=? "
-                    "AND mtime_ns=? AND ctime_ns=?",
-                    (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns),
-                ).fetchone()
-            except sqlite3.Error as exc:
-                self._disable(exc)
-                return None
-        return row[0] if row else None
+    @cached_property
+    def digest(self) -> str:
+        """The entry key: hex BLAKE3 (64 chars) of the canonical JSON of the three groups."""
+        return key_digest(self.fields())
 
-    def store(self, st: os.stat_result, digest: str, path: str | os.PathLike[str] = "") -> None:
-        """Remember ``digest`` for the file ``st`` describes (best effort)."""
-        with self._lock:
-            conn = self._connection()
-            if conn is None:
-                return
-            try:
-                conn.execute(
-                    "INSERT OR REPLACE INTO file_digests "
-                    "(dev, ino, size, mtime_ns, ctime_ns, digest, path, checked) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        st.st_dev,
-                        st.st_ino,
-                        st.st_size,
-                        st.st_mtime_ns,
-                        st.st_ctime_ns,
-                        digest,
-                        os.fspath(path),
-                        time.time(),
-                    ),
-                )
-            except sqlite3.Error as exc:
-                self._disable(exc)
-
-    def close(self) -> None:
-        with self._lock:
-            if self._conn is not None and self._pid == os.getpid():
-                self._conn.close()
-            self._conn = None
-
-
-# --------------------------------------------------------------------------- file digests
-
-
-def _hash_fd(fd: int, size_hint: int) -> str:
-    """BLAKE3 of everything readable from ``fd`` (read, never mmap: a file truncated while we
-    hash it must give an error, not SIGBUS)."""
-    hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
-    if size_hint < _THREADED_MIN:
-        buf = bytearray(min(_CHUNK, max(size_hint, 1 << 16)))
-        view = memoryview(buf)
-        while n := os.readv(fd, [buf]):
-            hasher.update(view[:n])
-        return hasher.hexdigest()
-
-    # Large file: one thread reads while blake3 (which drops the GIL) hashes the previous chunk;
-    # a sequential-access hint doubles the kernel's readahead on a cold read.
-    if hasattr(os, "posix_fadvise"):
-        with contextlib.suppress(OSError):
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-    free: queue.Queue[bytearray] = queue.Queue()
-    for _ in range(3):
-        free.put(bytearray(_CHUNK))
-    full: queue.Queue[tuple[bytearray, int] | None] = queue.Queue()
-    errors: list[BaseException] = []
-
-    def hash_worker() -> None:
-        while (item := full.get()) is not None:
-            chunk, n = item
-            try:
-                if not errors:
-                    hasher.update(memoryview(chunk)[:n])
-            except BaseException as exc:  # pragma: no cover - blake3 does not fail on bytes
-                errors.append(exc)
-            free.put(chunk)
-
-    worker = threading.Thread(target=hash_worker, name="mimicache-digest", daemon=True)
-    worker.start()
-    try:
-        while not errors:
-            chunk = free.get()
-            n = os.readv(fd, [chunk])
-            if not n:
-                break
-            full.put((chunk, n))
-    finally:
-        full.put(None)
-        worker.join()
-    if errors:  # pragma: no cover
-        raise errors[0]
-    return hasher.hexdigest()
-
-
-def _same_file_state(a: os.stat_result, b: os.stat_result) -> bool:
-    return (a.st_dev, a.st_ino, a.st_size, a.st_mtime_ns, a.st_ctime_ns) == (
-        b.st_dev,
-        b.st_ino,
-        b.st_size,
-        b.st_mtime_ns,
-        b.st_ctime_ns,
-    )
-
-
-def file_digest(path: str | os.PathLike[str], memo: DigestMemo | None = None) -> str:
-    """Hex BLAKE3 (64 chars) of the bytes of ``path``; memoised by stat identity in ``memo``.
-
-    The same bytes give the same digest under any path. A memo hit costs one ``stat`` and one
-    SQLite lookup; a miss reads the file in 16 MiB chunks with multithreaded BLAKE3. Raises
-    OSError when the file cannot be read.
-    """
-    if memo is not None:
-        hit = memo.lookup(os.stat(path))
-        if hit is not None:
-            return hit
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    try:
-        before = os.fstat(fd)
-        if memo is not None and (hit := memo.lookup(before)) is not None:
-            return hit
-        digest = _hash_fd(fd, before.st_size)
-        after = os.fstat(fd)
-    finally:
-        os.close(fd)
-    if memo is not None and _same_file_state(before, after):
-        newest = max(after.st_mtime_ns, after.st_ctime_ns)
-        if time.time_ns() - newest >= RACY_WINDOW_NS:
-            memo.store(after, digest, os.path.abspath(path))
-    return digest
+    def changed_group(self, previous: Mapping[str, Any]) -> str | None:
+        """The first of "inputs", "models", "params" whose value differs from ``previous``
+        (the fields of an earlier key), or None when all three are the same."""
+        for group in GROUPS:
+            if canonical_json(getattr(self, group)) != canonical_json(previous.get(group, {})):
+                return group
+        return None
 
 
 # --------------------------------------------------------------------------- fingerprints

@@ -104,97 +104,20 @@ def load_config(path: str | Path, *, base_dir: str | Path | None = None) -> Infe
 def _build_config(
     raw: dict[Any, Any], root: Path, problems: list[tuple[str, str, tuple]]
 ) -> InferenceConfig | None:
+    """The config, or None when ``problems`` (every one found, with its key) is not empty."""
+
     def add(key: str, msg: str, loc: tuple) -> None:
         problems.append((key, msg, loc))
 
     _check_unknown(raw, TOP_LEVEL_KEYS, "", (), add, nested_hint=TEST_CASE_KEYS)
-
     for key in ("base_model_path", "ckpt_path", "test_case"):
         if key not in raw:
             add(key, "is missing (required)", ())
-
-    base_model: str | Path | None = None
-    if "base_model_path" in raw:
-        value = raw["base_model_path"]
-        if _is_path_string(value):
-            base_model = _base_model(value, root, add)
-        else:
-            add(
-                "base_model_path",
-                f"must be a hub id or a folder path, got {_show(value)}",
-                ("base_model_path",),
-            )
-
-    ckpt: Path | None = None
-    if "ckpt_path" in raw:
-        value = raw["ckpt_path"]
-        if _is_path_string(value):
-            ckpt = _resolve_path(value, root)
-        else:
-            add("ckpt_path", f"must be a file path, got {_show(value)}", ("ckpt_path",))
-
-    cases: list[TestCase] = []
-    if "test_case" in raw:
-        value = raw["test_case"]
-        if isinstance(value, Mapping):
-            add(
-                "test_case",
-                "must be a list of cases; start each case with '- ' (a YAML list item)",
-                ("test_case",),
-            )
-        elif not isinstance(value, list):
-            add("test_case", f"must be a list of cases, got {_show(value)}", ("test_case",))
-        elif not value:
-            add("test_case", "is empty; give at least one case", ("test_case",))
-        else:
-            for i, item in enumerate(value):
-                case = _build_case(item, i, root, add)
-                if case is not None:
-                    cases.append(case)
-
-    batch_folder: Path | None = None
-    batch = raw.get("batch")
-    if batch is not None:
-        if not isinstance(batch, Mapping):
-            add("batch", f"must be a mapping with video_folder, got {_show(batch)}", ("batch",))
-        else:
-            _check_unknown(batch, BATCH_KEYS, "batch.", ("batch",), add)
-            folder = batch.get("video_folder")
-            if folder is not None:
-                if _is_path_string(folder):
-                    batch_folder = _resolve_path(folder, root)
-                else:
-                    add(
-                        "batch.video_folder",
-                        f"must be a folder path or null, got {_show(folder)}",
-                        ("batch", "video_folder"),
-                    )
-
-    det, pose = DEFAULT_DWPOSE_DET_PATH, DEFAULT_DWPOSE_POSE_PATH
-    dwpose = raw.get("dwpose")
-    if dwpose is not None:
-        if not isinstance(dwpose, Mapping):
-            add(
-                "dwpose",
-                f"must be a mapping with det_model_path and pose_model_path, got {_show(dwpose)}",
-                ("dwpose",),
-            )
-        else:
-            _check_unknown(dwpose, DWPOSE_KEYS, "dwpose.", ("dwpose",), add)
-            for key in DWPOSE_KEYS:
-                if key in dwpose and not _is_path_string(dwpose[key]):
-                    add(
-                        f"dwpose.{key}",
-                        f"must be an ONNX file path, got {_show(dwpose[key])}",
-                        ("dwpose", key),
-                    )
-            if _is_path_string(dwpose.get("det_model_path")):
-                det = Path(dwpose["det_model_path"])
-            if _is_path_string(dwpose.get("pose_model_path")):
-                pose = Path(dwpose["pose_model_path"])
-
+    base_model, ckpt = _model_paths(raw, root, add)
+    cases = _cases_section(raw.get("test_case"), root, add) if "test_case" in raw else []
+    batch_folder = _batch_section(raw.get("batch"), root, add)
+    det, pose = _dwpose_section(raw.get("dwpose"), add)
     retarget = _pose_section(raw.get("pose"), add)
-
     if problems or base_model is None or ckpt is None:
         return None
     return InferenceConfig(
@@ -206,6 +129,94 @@ def _build_config(
         dwpose_pose_path=_resolve_path(pose, root),
         pose_retarget=retarget,
     )
+
+
+def _model_paths(raw: Mapping, root: Path, add) -> tuple[str | Path | None, Path | None]:
+    """``base_model_path`` (hub id or folder) and ``ckpt_path``; None where missing or bad."""
+    base_model: str | Path | None = None
+    if "base_model_path" in raw:
+        value = raw["base_model_path"]
+        if _is_path_string(value):
+            base_model = _base_model(value, root, add)
+        else:
+            add(
+                "base_model_path",
+                f"must be a hub id or a folder path, got {_show(value)}",
+                ("base_model_path",),
+            )
+    ckpt: Path | None = None
+    if "ckpt_path" in raw:
+        value = raw["ckpt_path"]
+        if _is_path_string(value):
+            ckpt = _resolve_path(value, root)
+        else:
+            add("ckpt_path", f"must be a file path, got {_show(value)}", ("ckpt_path",))
+    return base_model, ckpt
+
+
+def _cases_section(value: Any, root: Path, add) -> list[TestCase]:
+    if isinstance(value, Mapping):
+        add(
+            "test_case",
+            "must be a list of cases; start each case with '- ' (a YAML list item)",
+            ("test_case",),
+        )
+    elif not isinstance(value, list):
+        add("test_case", f"must be a list of cases, got {_show(value)}", ("test_case",))
+    elif not value:
+        add("test_case", "is empty; give at least one case", ("test_case",))
+    else:
+        built = (_build_case(item, i, root, add) for i, item in enumerate(value))
+        return [case for case in built if case is not None]
+    return []
+
+
+def _batch_section(batch: Any, root: Path, add) -> Path | None:
+    """``batch.video_folder`` (None when the section or the key is absent or null)."""
+    if batch is None:
+        return None
+    if not isinstance(batch, Mapping):
+        add("batch", f"must be a mapping with video_folder, got {_show(batch)}", ("batch",))
+        return None
+    _check_unknown(batch, BATCH_KEYS, "batch.", ("batch",), add)
+    folder = batch.get("video_folder")
+    if folder is None:
+        return None
+    if not _is_path_string(folder):
+        add(
+            "batch.video_folder",
+            f"must be a folder path or null, got {_show(folder)}",
+            ("batch", "video_folder"),
+        )
+        return None
+    return _resolve_path(folder, root)
+
+
+def _dwpose_section(dwpose: Any, add) -> tuple[Path, Path]:
+    """The two ONNX paths as written (defaults where absent); resolved by the caller."""
+    det, pose = DEFAULT_DWPOSE_DET_PATH, DEFAULT_DWPOSE_POSE_PATH
+    if dwpose is None:
+        return det, pose
+    if not isinstance(dwpose, Mapping):
+        add(
+            "dwpose",
+            f"must be a mapping with det_model_path and pose_model_path, got {_show(dwpose)}",
+            ("dwpose",),
+        )
+        return det, pose
+    _check_unknown(dwpose, DWPOSE_KEYS, "dwpose.", ("dwpose",), add)
+    for key in DWPOSE_KEYS:
+        if key in dwpose and not _is_path_string(dwpose[key]):
+            add(
+                f"dwpose.{key}",
+                f"must be an ONNX file path, got {_show(dwpose[key])}",
+                ("dwpose", key),
+            )
+    if _is_path_string(dwpose.get("det_model_path")):
+        det = Path(dwpose["det_model_path"])
+    if _is_path_string(dwpose.get("pose_model_path")):
+        pose = Path(dwpose["pose_model_path"])
+    return det, pose
 
 
 def _pose_section(pose: Any, add) -> str | None:

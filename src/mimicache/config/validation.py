@@ -35,6 +35,14 @@ def _check_case(values: Mapping[str, Any], prefix: str) -> list[tuple[str, str, 
         if name in values and not _is_path_string(values[name]):
             bad(name, f"must be a file path, got {_show(values[name])}")
 
+    ok_int = _check_int_types(values, bad)
+    _check_int_ranges(ok_int, bad)
+    _check_floats(values, bad)
+    return out
+
+
+def _check_int_types(values: Mapping[str, Any], bad) -> dict[str, int]:
+    """The integer fields that are integers; the others reported."""
     ok_int: dict[str, int] = {}
     for name in _INT_FIELDS:
         if name not in values:
@@ -49,7 +57,10 @@ def _check_case(values: Mapping[str, Any], prefix: str) -> list[tuple[str, str, 
             bad(name, f"must be {kind}, got {_show(value)}")
         else:
             ok_int[name] = value
+    return ok_int
 
+
+def _check_int_ranges(ok_int: Mapping[str, int], bad) -> None:
     for name in ("num_inference_steps", "sample_stride", "fps"):
         if name in ok_int and ok_int[name] <= 0:
             bad(name, f"must be a positive integer, got {ok_int[name]}")
@@ -85,6 +96,8 @@ def _check_case(values: Mapping[str, Any], prefix: str) -> list[tuple[str, str, 
     if "seed" in ok_int and not 0 <= ok_int["seed"] <= _MAX_SEED:
         bad("seed", f"must be an integer between 0 and 2**64-1, got {ok_int['seed']}")
 
+
+def _check_floats(values: Mapping[str, Any], bad) -> None:
     for name in _FLOAT_FIELDS:
         if name not in values:
             continue
@@ -95,7 +108,6 @@ def _check_case(values: Mapping[str, Any], prefix: str) -> list[tuple[str, str, 
             bad(name, f"must be a finite number, got {value}")
         elif value < 0:
             bad(name, f"must be >= 0, got {value}")
-    return out
 
 
 def _check_unknown(

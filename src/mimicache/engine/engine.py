@@ -19,7 +19,7 @@ import numpy as np
 import PIL.Image
 import torch
 
-from mimicache.cache import CacheEvent, DigestMemo, FeatureStore, file_digest
+from mimicache.cache import CacheEvent, FeatureStore, file_digest
 from mimicache.config import InferenceConfig, TestCase
 from mimicache.engine.fingerprints import ModelFingerprints
 from mimicache.engine.record import JobRecord
@@ -113,7 +113,7 @@ class MimicMotion:
         self.cache = cache
         self.cache_pipeline_features = cache_pipeline_features
         self.pose_retarget = check_mode(pose_retarget)
-        self.fingerprints = ModelFingerprints(dwpose, base_files, self._memo)
+        self.fingerprints = ModelFingerprints(dwpose, base_files, lambda: self.cache)
         self.speed = speed or SpeedOptions()
         self.batch_planner = BatchPlanner(pipeline, self.speed, device, dtype)
 
@@ -189,14 +189,11 @@ class MimicMotion:
         }
 
     # -- the cache ------------------------------------------------------------------------------
-    def _memo(self) -> DigestMemo | None:
-        return self.cache.memo if self.cache is not None else None
-
     def keys(self, case: TestCase) -> JobKeys:
         """The job's cache keys, computed on first use."""
         return JobKeys(
             case,
-            digest=lambda path: file_digest(path, memo=self._memo()),
+            digest=self.cache.file_digest if self.cache is not None else file_digest,
             fingerprints=self.fingerprints,
             retarget=self.pose_retarget,
             dtype=self.dtype,

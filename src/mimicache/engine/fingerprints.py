@@ -7,7 +7,7 @@ from collections.abc import Callable
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from mimicache.cache.keys import DigestMemo, fingerprint_files
+from mimicache.cache import FeatureStore, fingerprint_files
 
 if TYPE_CHECKING:
     from mimicache.pipeline import BaseModelFiles
@@ -22,43 +22,42 @@ class ModelFingerprints:
         self,
         dwpose: DWPose,
         base_files: BaseModelFiles,
-        memo: Callable[[], DigestMemo | None] = lambda: None,
+        store: Callable[[], FeatureStore | None] = lambda: None,
     ):
         self._dwpose = dwpose
         self._base = base_files
-        self._memo_of = memo  # the current cache's digest memo (the cache may be swapped)
+        self._store = store  # the engine's current cache (it may be swapped), for its memo
 
-    @property
-    def _memo(self) -> DigestMemo | None:
-        return self._memo_of()
+    def _fingerprint(self, paths: dict, extra: dict | None = None) -> str:
+        store = self._store()
+        if store is None:
+            return fingerprint_files(paths, extra=extra)
+        return store.fingerprint(paths, extra=extra)
 
     @cached_property
     def dwpose(self) -> str:
         """Both ONNX files, the pre/post-processing settings and the execution providers."""
-        return fingerprint_files(
+        return self._fingerprint(
             {"det": self._dwpose.det_model_path, "pose": self._dwpose.pose_model_path},
             extra={"settings": self._dwpose.settings, "providers": self._dwpose.providers},
-            memo=self._memo,
         )
 
     @cached_property
     def image_encoder(self) -> str:
         """CLIP weights and config, and the preprocessor config that prepares its input."""
         root = self._base.root
-        return fingerprint_files(
+        return self._fingerprint(
             {
                 "weights": self._base.image_encoder_weights,
                 "config": root / "image_encoder" / "config.json",
                 "preprocessor": root / "feature_extractor" / "preprocessor_config.json",
-            },
-            memo=self._memo,
+            }
         )
 
     @cached_property
     def vae(self) -> str:
-        return fingerprint_files(
-            {"weights": self._base.vae_weights, "config": self._base.root / "vae" / "config.json"},
-            memo=self._memo,
+        return self._fingerprint(
+            {"weights": self._base.vae_weights, "config": self._base.root / "vae" / "config.json"}
         )
 
     def forget(self) -> None:

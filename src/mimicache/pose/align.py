@@ -29,6 +29,16 @@ def reference_ids(ref: PoseFrame) -> list[int]:
     return [i for i in ALIGN_IDS if ref.subset[0][i] >= 0.0]
 
 
+def no_reference_person(image_path: str | Path | None) -> InputError:
+    """The error for a reference image without a usable person (the published code crashes)."""
+    where = f" {image_path}" if image_path else ""
+    return InputError(
+        f"no person found in the reference image{where}: none of the body keypoints used for "
+        "alignment (nose, neck, shoulders, hips, knees, ankles, eyes, ears) was detected with "
+        "confidence > 0.3. Use a reference image that shows one person clearly, full body."
+    )
+
+
 def align_params(
     ref: PoseFrame,
     video: Sequence[PoseFrame],
@@ -45,12 +55,7 @@ def align_params(
     """
     ids = reference_ids(ref)
     if not ids:
-        where = f" {image_path}" if image_path else ""
-        raise InputError(
-            f"no person found in the reference image{where}: none of the body keypoints used for "
-            "alignment (nose, neck, shoulders, hips, knees, ankles, eyes, ears) was detected with "
-            "confidence > 0.3. Use a reference image that shows one person clearly, full body."
-        )
+        raise no_reference_person(image_path)
     ref_body = ref.candidate[ids]
     where = f" {video_path}" if video_path else ""
     _check_people(video, where)

@@ -17,7 +17,7 @@ import torch
 
 from mimicache.errors import InputError
 from mimicache.media import fit_image, iter_frames, probe_video, read_image
-from mimicache.pose.align import align_poses, reference_ids
+from mimicache.pose.align import align_poses, no_reference_person, reference_ids
 from mimicache.pose.draw import draw_pose
 from mimicache.pose.keypoints import PoseFrame, PoseSequence
 from mimicache.pose.retarget import (
@@ -67,12 +67,7 @@ def extract_image_pose(
     """
     pose = dwpose.detect(image)
     if not reference_ids(pose):
-        where = f" {image_path}" if image_path else ""
-        raise InputError(
-            f"no person found in the reference image{where}: no body keypoint used for alignment "
-            "was detected with confidence > 0.3. Use a reference image that shows one person "
-            "clearly, full body."
-        )
+        raise no_reference_person(image_path)
     return pose
 
 

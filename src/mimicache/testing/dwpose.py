@@ -93,6 +93,7 @@ def _masked_min_max(g: _Graph, mask: str, coords: str, axis: int) -> tuple[str, 
 
 
 def _detector_model():
+    # Long on purpose: one ONNX graph written node by node reads best in one place.
     from onnx import TensorProto, helper
 
     g = _Graph()

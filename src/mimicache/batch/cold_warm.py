@@ -1,14 +1,18 @@
-"""Cold vs warm: the same jobs run twice (forced refresh, then cache hits), timed per stage."""
+"""Cold vs warm: the same jobs run twice (forced refresh, then cache hits), timed per stage
+(seconds), and the outputs' frames compared bit for bit (BLAKE2b of the uint8 arrays)."""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
-from mimicache.batch import Job, JobResult, run_jobs
+from mimicache.batch.plan import Job
+from mimicache.batch.report import text_table
+from mimicache.batch.run import Engine, JobResult, run_jobs
 from mimicache.cache.store import FeatureStore
 from mimicache.config import InferenceConfig
 from mimicache.engine.stages import STAGES
@@ -18,6 +22,12 @@ from mimicache.engine.stages import STAGES
 UNCACHED = ("digest", "unpack", "pose_net", "denoise", "decode")
 TOTALS = ("preprocess", "pipeline", "total")
 ROWS = (*STAGES, *UNCACHED, *TOTALS)
+
+
+class CachedEngine(Engine, Protocol):
+    """An engine whose feature store the benchmark swaps for the cold and the warm run."""
+
+    cache: FeatureStore
 
 
 @dataclass
@@ -33,7 +43,7 @@ def frames_digest(frames: np.ndarray) -> str:
 
 
 def run_benchmark(
-    engine,
+    engine: CachedEngine,
     config: InferenceConfig,
     plan: Callable[[str], Sequence[Job]],
     *,
@@ -70,11 +80,19 @@ def _total(results: Sequence[JobResult], row: str) -> float | None:
     return sum(values) if values else None
 
 
-def format_table(cold, warm, identical: bool, digests: dict[str, dict[int, str]]) -> str:
-    lines = [
-        f"Feature cache benchmark: {len(cold)} job(s); cold = forced refresh, warm = cached",
-        f"{'stage':<16} {'cold s':>9} {'warm s':>9} {'speed-up':>9} {'saved s':>9}",
-    ]
+def _seconds(value: float | None) -> str:
+    return f"{value:9.3f}" if value is not None else "-"
+
+
+def format_table(
+    cold: Sequence[JobResult],
+    warm: Sequence[JobResult],
+    identical: bool,
+    digests: dict[str, dict[int, str]],
+) -> str:
+    """Per stage: cold and warm seconds (summed over the jobs), speed-up and seconds saved;
+    stages the cache does not touch say ``uncached``. Then whether the outputs are identical."""
+    rows = [("stage", "cold s", "warm s", "speed-up", "saved s")]
     for row in ROWS:
         c, w = _total(cold, row), _total(warm, row)
         if c is None and w is None:
@@ -84,10 +102,12 @@ def format_table(cold, warm, identical: bool, digests: dict[str, dict[int, str]]
         else:
             speedup = f"{c / w:8.1f}x" if c and w else "-"
             saved = f"{c - w:9.2f}" if c is not None and w is not None else "-"
-        fmt = lambda v: f"{v:9.3f}" if v is not None else f"{'-':>9}"  # noqa: E731
-        lines.append(f"{row:<16} {fmt(c)} {fmt(w)} {speedup:>9} {saved:>9}")
+        rows.append((row, _seconds(c), _seconds(w), speedup, saved))
     same = sum(1 for i, d in digests["cold"].items() if digests["warm"].get(i) == d)
-    lines.append(
-        f"outputs bit-identical: {'yes' if identical else 'NO'} ({same} of {len(cold)} jobs)"
+    return "\n".join(
+        [
+            f"Feature cache benchmark: {len(cold)} job(s); cold = forced refresh, warm = cached",
+            text_table(rows, right=(1, 2, 3, 4), sep=" ", min_widths=(16, 9, 9, 9, 9)),
+            f"outputs bit-identical: {'yes' if identical else 'NO'} ({same} of {len(cold)} jobs)",
+        ]
     )
-    return "\n".join(lines)

@@ -6,14 +6,18 @@ models are tiny random weights, so the frames look like noise while every stage 
 
 from __future__ import annotations
 
+import argparse
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
 from PIL import Image
 
+from mimicache.cli.console import setup_logging
+from mimicache.cli.run import run_main
 from mimicache.media import write_video
 from mimicache.testing.dwpose import make_figure_frame
 from mimicache.testing.models import write_tiny_bundle
@@ -72,9 +76,23 @@ def write_demo_config(path: Path, bundle, image: Path, videos: Path) -> Path:
     return path
 
 
-def run_demo(workdir: Path) -> int:
-    from mimicache.cli import main
+def add_demo_command(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``demo`` on an argparse sub-parser set."""
+    demo = subparsers.add_parser(
+        "demo", help="tiny models + generated media: the whole flow, offline, in seconds"
+    )
+    demo.add_argument("--workdir", default="mimicache-demo", help="(default: %(default)s)")
+    demo.add_argument("-v", "--verbose", action="store_true")
+    demo.set_defaults(func=demo_command)
+    return demo
 
+
+def demo_command(args: argparse.Namespace) -> int:
+    setup_logging(args.verbose)
+    return run_demo(Path(args.workdir))
+
+
+def run_demo(workdir: Path) -> int:
     start = time.perf_counter()
     workdir = workdir.absolute()
     print(f"mimicache demo in {workdir}")
@@ -82,9 +100,8 @@ def run_demo(workdir: Path) -> int:
     image, videos = write_demo_media(workdir / "media")
     config = write_demo_config(workdir / "demo.yaml", bundle, image, videos)
     outputs = workdir / "outputs"
-    code = main(
+    code = run_main(
         [
-            "run",
             "--inference_config", str(config),
             "--batch_folder", str(videos),
             "--output_dir", str(outputs),

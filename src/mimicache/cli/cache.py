@@ -2,7 +2,8 @@
 
 ``add_cache_commands(subparsers)`` registers the ``cache`` sub-command on an argparse
 sub-parser set; ``run_cache_command(args)`` runs the parsed command and returns an exit code
-(0 ok, 1 problems left / aborted, 2 usage error or refusal).
+(0 ok, 1 problems left / files that could not be removed / aborted, 2 usage error or
+refusal). Only parsing and printing live here; the work is ``admin``'s (plans, verify).
 """
 
 from __future__ import annotations
@@ -14,19 +15,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from mimicache.cache.store import FeatureStore, Removal, format_size, parse_size
+import mimicache.cache.admin as admin
+from mimicache.cache.admin import Removal, RemovalFailure
+from mimicache.cache.layout import Layout, check_stage
+from mimicache.cache.sizes import format_size
+from mimicache.cache.store import CacheMode, FeatureStore
+from mimicache.cli.fmt import plural, size_arg, text_table
+from mimicache.engine.stages import STAGES
 from mimicache.errors import CacheError, MimicacheError
 
 __all__ = ["DEFAULT_CACHE_DIR", "add_cache_commands", "main", "run_cache_command"]
 
 DEFAULT_CACHE_DIR = "cache/features"
-
-
-def _size_arg(text: str) -> int:
-    try:
-        return parse_size(text)
-    except CacheError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _days_arg(text: str) -> float:
@@ -76,7 +76,7 @@ def add_cache_commands(subparsers: Any) -> argparse.ArgumentParser:
         "recently used entries until the cache fits --max-size",
     )
     p.add_argument(
-        "--max-size", "--max_size", dest="max_size", type=_size_arg, metavar="SIZE",
+        "--max-size", "--max_size", dest="max_size", type=size_arg, metavar="SIZE",
         help="keep at most this much, e.g. 10GB, 500M, 1.5GiB",
     )  # fmt: skip
     p.add_argument(
@@ -98,41 +98,40 @@ def _when(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
 
 
-def _table(rows: Sequence[Sequence[str]], right: Sequence[int] = ()) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = []
-    for r in rows:
-        cells = [
-            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))
-        ]
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines)
-
-
 def _shorten(text: str, width: int = 60) -> str:
     return text if len(text) <= width else "…" + text[-(width - 1) :]
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
 def _summary(removals: list[Removal]) -> str:
     parts = []
-    for kind, word in (("entry", "entry"), ("temp", "temp file"), ("orphan", "stray file")):
+    kinds = (("entry", "entry"), ("temp", "temp file"), ("orphan", "stray file"))
+    for kind, word in (*kinds, ("old", "old-format folder")):
         items = [r for r in removals if r.kind == kind]
         if items:
             word = "entries" if kind == "entry" and len(items) != 1 else word
-            count = f"{len(items)} {word}" if kind == "entry" else _plural(len(items), word)
+            count = f"{len(items)} {word}" if kind == "entry" else plural(len(items), word)
             parts.append(f"{count} ({format_size(sum(r.size for r in items))})")
     return ", ".join(parts) if parts else "nothing"
+
+
+def _print_failures(failed: list[RemovalFailure], err: TextIO) -> None:
+    """One line per distinct error: what could not be removed, why, and one example."""
+    by_error: dict[str, list[RemovalFailure]] = {}
+    for f in failed:
+        by_error.setdefault(f.error, []).append(f)
+    for error, items in by_error.items():
+        print(
+            f"Cannot remove {_summary([f.removal for f in items])}: {error} "
+            f"(first: {items[0].removal.path})",
+            file=err,
+        )
 
 
 # --------------------------------------------------------------------------- the actions
 
 
 def _ls(store: FeatureStore, args: argparse.Namespace, out: TextIO) -> int:
-    entries = store.entries(args.stage)
+    entries = admin.entries(store, args.stage)
     if not entries:
         where = f" for stage {args.stage!r}" if args.stage else ""
         print(f"No entries{where} in {store.root}", file=out)
@@ -150,7 +149,7 @@ def _ls(store: FeatureStore, args: argparse.Namespace, out: TextIO) -> int:
                 _when(e.last_used),
             )
         )
-    print(_table(rows, right=(3,)), file=out)
+    print(text_table(rows, right=(3,)), file=out)
     total = sum(e.size for e in entries)
     noun = "entry" if len(entries) == 1 else "entries"
     print(f"{len(entries)} {noun}, {format_size(total)} in {store.root}", file=out)
@@ -158,7 +157,7 @@ def _ls(store: FeatureStore, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _stats(store: FeatureStore, args: argparse.Namespace, out: TextIO) -> int:
-    stats = store.stats()
+    stats = admin.stats(store)
     rows = [("STAGE", "ENTRIES", "SIZE", "BYTES")]
     for stage in sorted(stats):
         count, size = stats[stage]
@@ -166,29 +165,34 @@ def _stats(store: FeatureStore, args: argparse.Namespace, out: TextIO) -> int:
     count = sum(c for c, _ in stats.values())
     size = sum(s for _, s in stats.values())
     rows.append(("TOTAL", str(count), format_size(size), str(size)))
-    print(_table(rows, right=(1, 2, 3)), file=out)
+    print(text_table(rows, right=(1, 2, 3)), file=out)
     print(f"Feature cache at {store.root}", file=out)
     return 0
 
 
 def _verify(store: FeatureStore, args: argparse.Namespace, out: TextIO) -> int:
-    problems = store.verify(fix=args.fix)
-    for p in problems:
+    report = admin.verify(store, fix=args.fix)
+    for p in report.problems:
         try:
             where = p.path.relative_to(store.root)
         except ValueError:
             where = p.path
         state = " [fixed]" if p.fixed else ""
         print(f"{p.kind}: {where}: {p.detail}{state}", file=out)
-    count = len(store.entries())
-    left = [p for p in problems if not p.fixed]
-    noun = "entry" if count == 1 else "entries"
-    if not problems:
-        print(f"{count} {noun} OK in {store.root}", file=out)
+    errors, leftovers = report.errors, report.leftovers
+    noun = "entry" if report.good == 1 else "entries"
+    left = [p for p in errors if not p.fixed]
+    extra = ""
+    if leftovers:
+        removed = sum(p.fixed for p in leftovers)
+        extra = f"; {plural(len(leftovers), 'leftover temp file')} ({removed} removed)"
+    if not errors:
+        print(f"{report.good} {noun} OK in {store.root}{extra}", file=out)
         return 0
-    fixed = len(problems) - len(left)
+    fixed = len(errors) - len(left)
     print(
-        f"{_plural(len(problems), 'problem')} ({fixed} fixed); {count} good {noun} in {store.root}",
+        f"{plural(len(errors), 'problem')} ({fixed} fixed); {report.good} good {noun} "
+        f"in {store.root}{extra}",
         file=out,
     )
     if left:
@@ -197,20 +201,23 @@ def _verify(store: FeatureStore, args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _prune(store: FeatureStore, args: argparse.Namespace, out: TextIO) -> int:
-    removals = store.prune(
-        max_size=args.max_size, older_than_days=args.older_than, dry_run=args.dry_run
-    )
+def _prune(store: FeatureStore, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    plan = admin.plan_prune(store, args.max_size, args.older_than)
+    if args.dry_run:
+        removals, failed = plan.removals, []
+    else:
+        result = plan.execute()
+        removals, failed = result.removed, result.failed
     verb = "Would remove" if args.dry_run else "Removed"
     for r in removals:
         what = f"{r.stage} {r.key[:12]}" if r.kind == "entry" and r.key else str(r.path)
         print(f"{verb} {what} ({format_size(r.size)}): {r.reason}", file=out)
-    stats = store.stats()
+    _print_failures(failed, err)
+    stats = admin.stats(store)
     count = sum(c for c, _ in stats.values())
     size = sum(s for _, s in stats.values())
     if args.dry_run:
-        gone = sum(r.size for r in removals if r.kind == "entry")
-        size -= gone
+        size -= sum(r.size for r in removals if r.kind == "entry")
         count -= sum(1 for r in removals if r.kind == "entry")
     noun = "entry" if count == 1 else "entries"
     print(
@@ -218,16 +225,17 @@ def _prune(store: FeatureStore, args: argparse.Namespace, out: TextIO) -> int:
         f"{'would remain' if args.dry_run else 'remain'} in {store.root}",
         file=out,
     )
-    return 0
+    return 1 if failed else 0
 
 
 def _clear(
     store: FeatureStore, args: argparse.Namespace, out: TextIO, stdin: TextIO, err: TextIO
 ) -> int:
-    entries = store.entries(args.stage)
+    plan = admin.plan_clear(store, args.stage)
+    entries = [r for r in plan.removals if r.kind == "entry"]
     what = f"stage {args.stage!r} of " if args.stage else ""
     if not args.yes:
-        size = format_size(sum(e.size for e in entries))
+        size = format_size(sum(r.size for r in entries))
         noun = "entry" if len(entries) == 1 else "entries"
         question = (
             f"Remove {len(entries)} {noun} ({size}) from {what}the feature cache at {store.root}?"
@@ -244,8 +252,28 @@ def _clear(
         if answer not in ("y", "yes"):
             print("Aborted; nothing removed.", file=out)
             return 1
-    removals = store.clear(args.stage)
-    print(f"Removed {_summary(removals)} from {what}{store.root}", file=out)
+    result = plan.execute()
+    print(f"Removed {_summary(result.removed)} from {what}{store.root}", file=out)
+    _print_failures(result.failed, err)
+    return 1 if result.failed else 0
+
+
+def _check_stage_arg(root: Path, stage: str | None) -> None:
+    """Reject a ``--stage`` that names no stage (a typo would otherwise match nothing)."""
+    if stage is None:
+        return
+    check_stage(stage)
+    known = sorted(set(STAGES) | set(Layout(root.absolute()).stage_names()))
+    if stage not in known:
+        raise CacheError(f"unknown stage {stage!r} (--stage); the stages are: {', '.join(known)}")
+
+
+def _no_cache(action: str, root: Path, out: TextIO) -> int:
+    """A missing root: an empty report naming the path (and nothing created)."""
+    if action == "stats":
+        rows = [("STAGE", "ENTRIES", "SIZE", "BYTES"), ("TOTAL", "0", format_size(0), "0")]
+        print(text_table(rows, right=(1, 2, 3)), file=out)
+    print(f"No feature cache at {root.absolute()}", file=out)
     return 0
 
 
@@ -264,16 +292,18 @@ def run_cache_command(
         print("usage: mimicache cache {ls,stats,verify,prune,clear} ...", file=err)
         return 2
     root = Path(getattr(args, "feature_cache_dir", DEFAULT_CACHE_DIR)).expanduser()
-    if not root.is_dir():
-        if root.exists():
-            print(f"error: {root} is not a directory (--feature_cache_dir)", file=err)
-            return 2
-        print(f"No feature cache at {root.absolute()} (nothing to do)", file=out)
-        return 0
+    if root.exists() and not root.is_dir():
+        print(f"error: {root} is not a directory (--feature_cache_dir)", file=err)
+        return 2
     try:
+        if getattr(args, "stage", None) is not None:
+            _check_stage_arg(root, args.stage)
+        if not root.is_dir():
+            return _no_cache(action, root, out)
         # Admin commands never create entries; write access is needed only to change things.
-        writes = action in ("verify", "prune", "clear")
-        with FeatureStore(root, write=writes) as store:
+        writes = action in ("prune", "clear") or (action == "verify" and args.fix)
+        mode = CacheMode.READ_WRITE if writes else CacheMode.READ_ONLY
+        with FeatureStore(root, mode=mode) as store:
             if action == "ls":
                 return _ls(store, args, out)
             if action == "stats":
@@ -281,7 +311,7 @@ def run_cache_command(
             if action == "verify":
                 return _verify(store, args, out)
             if action == "prune":
-                return _prune(store, args, out)
+                return _prune(store, args, out, err)
             if action == "clear":
                 return _clear(store, args, out, stdin or sys.stdin, err)
     except MimicacheError as exc:

@@ -1,0 +1,42 @@
+"""Batch runs: plan (test cases x driving videos, output names), outputs (claims of the names
+a run writes), run (the loop that isolates each job's failure, exit code), report (sidecars,
+summary table) and cold_warm (the cache benchmark). Models come in as an already-loaded
+engine; nothing here loads them."""
+
+from mimicache.batch.outputs import (
+    check_log_file,
+    check_output_folder,
+    reserve_log,
+    reserve_output,
+)
+from mimicache.batch.plan import (
+    TIMESTAMP_FORMAT,
+    VIDEO_EXTENSIONS,
+    Job,
+    list_videos,
+    make_timestamp,
+    override_tag,
+    plan_jobs,
+)
+from mimicache.batch.report import SIDECAR_SCHEMA, format_summary, write_sidecar
+from mimicache.batch.run import JobResult, exit_code, run_jobs
+
+__all__ = [
+    "SIDECAR_SCHEMA",
+    "TIMESTAMP_FORMAT",
+    "VIDEO_EXTENSIONS",
+    "Job",
+    "JobResult",
+    "check_log_file",
+    "check_output_folder",
+    "exit_code",
+    "format_summary",
+    "list_videos",
+    "make_timestamp",
+    "override_tag",
+    "plan_jobs",
+    "reserve_log",
+    "reserve_output",
+    "run_jobs",
+    "write_sidecar",
+]

@@ -1,0 +1,111 @@
+"""Output names: planned candidates ``{stem}[_N].mp4``, exclusive claims of the names a run
+writes (mp4, JSON sidecar, log), and the checks that an output folder or log file is usable
+before any work starts."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from mimicache.errors import OutputError
+
+
+def candidates(folder: Path, stem: str, suffix: str = ".mp4") -> Iterator[Path]:
+    """``{folder}/{stem}{suffix}``, then ``{stem}_1{suffix}``, ``{stem}_2{suffix}``..."""
+    yield folder / f"{stem}{suffix}"
+    for n in itertools.count(1):
+        yield folder / f"{stem}_{n}{suffix}"
+
+
+def in_use(video: Path) -> bool:
+    """The mp4 or its JSON sidecar exists."""
+    return video.exists() or video.with_suffix(".json").exists()
+
+
+def _claim(path: Path) -> bool:
+    """Create ``path`` empty if nothing is there; False if something is."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    except FileExistsError:
+        return False
+    return True
+
+
+def reserve_output(folder: Path, stem: str, *, video: bool) -> Path:
+    """Claim the first free ``{stem}[_N].mp4`` name in ``folder`` for this process; return it.
+
+    Claims are exclusive creates, so concurrent runs never get the same name: every job claims
+    the sidecar (``.json``), and a job with a video also claims the ``.mp4`` first. The empty
+    claimed files are then replaced whole (``write_video``, ``write_sidecar``). A name whose
+    mp4 or sidecar exists is skipped.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    for candidate in candidates(folder, stem):
+        sidecar = candidate.with_suffix(".json")
+        if in_use(candidate):
+            continue
+        if video and not _claim(candidate):
+            continue
+        if _claim(sidecar):
+            return candidate
+        if video:  # another run claimed the sidecar first: give the video name back
+            candidate.unlink(missing_ok=True)
+    raise AssertionError("unreachable: the candidate names never run out")
+
+
+def release_output(video: Path) -> None:
+    """Remove a claimed name whose job did not finish (empty placeholders only)."""
+    for path in (video, video.with_suffix(".json")):
+        with contextlib.suppress(OSError):
+            if path.stat().st_size == 0:
+                path.unlink()
+
+
+def reserve_log(folder: Path, timestamp: str) -> Path:
+    """``{folder}/{timestamp}.log``, or ``{timestamp}_N.log`` when a concurrent run has it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return next(p for p in candidates(folder, timestamp, ".log") if _claim(p))
+
+
+def check_output_folder(folder: str | Path, what: str = "output folder") -> Path:
+    """Create ``folder`` if needed and prove a file can be written in it, before any work.
+
+    ``OutputError`` naming the path when a file is in the way or the folder is read-only,
+    full or not permitted.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder, prefix=".mimicache-write-check."):
+            pass
+    except (FileExistsError, NotADirectoryError):
+        raise OutputError(
+            f"{what} {folder} cannot be used: a file is in the way (the path or one of its "
+            "parents is a regular file). Choose another folder."
+        ) from None
+    except OSError as exc:
+        raise OutputError(
+            f"{what} {folder} is not writable ({exc.strerror or exc}). Choose a folder you "
+            "can write to."
+        ) from None
+    return folder
+
+
+def check_log_file(path: str | Path) -> Path:
+    """The log file's folder is writable and the path, if it exists, is a file we can append to."""
+    path = Path(path)
+    check_output_folder(path.parent, "log folder")
+    if path.is_dir():
+        raise OutputError(f"log file {path} is a folder. Choose a file path for the log.")
+    try:
+        with open(path, "a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        raise OutputError(
+            f"log file {path} cannot be written ({exc.strerror or exc}). Choose another path."
+        ) from None
+    return path

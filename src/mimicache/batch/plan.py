@@ -1,0 +1,141 @@
+"""The plan of a run: jobs = test cases x driving videos, each with the output name planned
+for it (``{video_stem}_{timestamp}[_{tag}][_N].mp4``). Pure file-system reads; nothing is
+written and no model is loaded."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from mimicache.batch.outputs import candidates, in_use
+from mimicache.config import InferenceConfig, TestCase
+from mimicache.errors import InputError
+
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi")
+TIMESTAMP_FORMAT = "%Y%m%d%H%M%S"
+
+
+def make_timestamp(now: datetime | None = None) -> str:
+    """``YYYYmmddHHMMSS`` of ``now`` (default: the local time now), as the seed scripts name
+    their outputs."""
+    return (now or datetime.now()).strftime(TIMESTAMP_FORMAT)
+
+
+def list_videos(folder: str | Path) -> list[Path]:
+    """The driving videos directly inside ``folder``, sorted by name.
+
+    Extensions in ``VIDEO_EXTENSIONS`` (any case); hidden files (leading dot) and
+    sub-folders are skipped. ``InputError`` if the folder is missing or holds no video.
+    """
+    path = Path(folder)
+    if not path.exists():
+        raise InputError(f"batch folder {path} does not exist (check --batch_folder)")
+    if not path.is_dir():
+        raise InputError(f"batch folder {path} is not a folder (check --batch_folder)")
+    videos = [
+        entry
+        for entry in path.iterdir()
+        if not entry.name.startswith(".")
+        and entry.suffix.lower() in VIDEO_EXTENSIONS
+        and entry.is_file()
+    ]
+    if not videos:
+        raise InputError(
+            f"batch folder {path} holds no video file ({', '.join(VIDEO_EXTENSIONS)}, any "
+            "case; hidden files are skipped)"
+        )
+    return sorted(videos, key=lambda p: p.name)
+
+
+@dataclass
+class Job:
+    """One generation: a test case (with its driving video) and where its mp4 goes.
+
+    ``output_path`` is the name planned when the run started; the name really written is
+    claimed only when the job's result is ready (``reserve_output``), so a concurrent run that
+    took the planned name in the meantime pushes this job to the next free ``_N``.
+    """
+
+    index: int  # 0-based position in the plan
+    case_index: int  # index into config.test_case
+    case: TestCase
+    video_path: Path
+    output_path: Path
+    base_stem: str = ""  # the output name before any ``_N``; defaults to output_path's stem
+
+    def __post_init__(self) -> None:
+        self.base_stem = self.base_stem or self.output_path.stem
+
+    @property
+    def name(self) -> str:
+        return self.video_path.stem
+
+    @property
+    def sidecar_path(self) -> Path:
+        return self.output_path.with_suffix(".json")
+
+
+def plan_jobs(
+    config: InferenceConfig,
+    *,
+    batch_folder: str | Path | None,
+    output_dir: str | Path,
+    timestamp: str,
+    tag: str = "",
+) -> list[Job]:
+    """The jobs of one run, in order.
+
+    Without ``batch_folder``: every test case as written, output
+    ``{output_dir}/{video_stem}_{timestamp}.mp4``. With it: every test case x every video of
+    the folder (case-major; the case's ``ref_video_path`` replaced by the video), output
+    ``{output_dir}/{basename(batch_folder)}/{video_stem}_{timestamp}.mp4``. ``tag`` (see
+    ``override_tag``) is appended to the stem as ``_{tag}``. A name that exists on disk (mp4 or
+    its json sidecar) or is already planned gets ``_1``, ``_2``... The caller passes
+    ``config.batch_video_folder`` when the command line gave no folder.
+    """
+    out = Path(output_dir)
+    pairs: list[tuple[int, TestCase]] = []
+    if batch_folder is None:
+        pairs = list(enumerate(config.test_case))
+        target = out
+    else:
+        folder = Path(batch_folder)
+        videos = list_videos(folder)
+        name = folder.resolve().name if folder.name in ("", ".", "..") else folder.name
+        target = out / name
+        for case_index, case in enumerate(config.test_case):
+            pairs += [(case_index, case.replace(ref_video_path=video)) for video in videos]
+
+    taken: set[Path] = set()
+    jobs = []
+    suffix = f"_{tag}" if tag else ""
+    for index, (case_index, case) in enumerate(pairs):
+        stem = f"{case.ref_video_path.stem}_{timestamp}{suffix}"
+        output = next(p for p in candidates(target, stem) if p not in taken and not in_use(p))
+        taken.add(output)
+        jobs.append(Job(index, case_index, case, case.ref_video_path, output, stem))
+    return jobs
+
+
+def override_tag(overrides: dict[str, Any]) -> str:
+    """A name part for the values a command line overrode, so runs of a sweep that start in
+    the same second get names that tell them apart: ``{"seed": 1, "num_inference_steps": 8}``
+    -> ``"seed1_steps8"``. ``None`` values are skipped; unknown keys are an error."""
+    labels = {
+        "seed": "seed",
+        "num_inference_steps": "steps",
+        "guidance_scale": "g",
+        "noise_aug_strength": "aug",
+        "scheduler": "",
+    }
+    parts = []
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key not in labels:
+            raise ValueError(f"no name label for override {key!r}")
+        text = {"AnimateLCM_SVD": "lcm", "EulerDiscreteScheduler": "euler"}.get(value, value)
+        parts.append(f"{labels[key]}{text}")
+    return "_".join(parts)

@@ -1,0 +1,156 @@
+"""What a run leaves behind besides its videos: one JSON sidecar per job (parameters, model
+files, timings in seconds, cache events, status) and the text summary table; ``text_table``
+is the one plain-text table layout every command prints."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mimicache.cache.fs import atomic_write
+from mimicache.config import InferenceConfig, case_to_dict
+
+if TYPE_CHECKING:
+    from mimicache.batch.plan import Job
+    from mimicache.batch.run import JobResult
+
+SIDECAR_SCHEMA = 1
+
+
+def write_sidecar(
+    job: Job,
+    result: JobResult,
+    *,
+    config: InferenceConfig,
+    model_files: dict[str, Any],
+    path: Path | None = None,
+    pose_retarget: str | None = None,
+) -> Path:
+    """Write the JSON sidecar (default: next to the job's mp4, same stem, ``.json``) and
+    return its path.
+
+    Holds the case's parameters, the pose retarget mode, the model files, the timings, the
+    cache events (dataclasses through ``asdict``), the status and the mimicache version.
+    Written atomically.
+    """
+    from mimicache import __version__
+
+    video = result.output if result.output is not None else job.output_path
+    path = Path(path) if path is not None else Path(video).with_suffix(".json")
+    data = {
+        "schema": SIDECAR_SCHEMA,
+        "mimicache_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "status": result.status,
+        "error": result.error,
+        "output": str(video) if result.output is not None else None,
+        "job": {"index": job.index, "name": job.name, "case_index": job.case_index},
+        "config_file": None if config.source_path is None else str(config.source_path),
+        "parameters": case_to_dict(job.case),
+        "pose_retarget": pose_retarget,
+        "base_model_path": str(config.base_model_path),
+        "model_files": {str(k): _jsonable(v) for k, v in model_files.items()},
+        "timings": {str(k): float(v) for k, v in result.timings.items()},
+        "cache_events": [_jsonable(e) for e in result.cache_events],
+    }
+    text = json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, text.encode("utf-8"))
+    return path
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON values; unlike the cache keys' canonical JSON it never fails (str fallback)
+    and keeps floats as they are, because a sidecar is read by people, not hashed."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _jsonable(dataclasses.asdict(value))
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, enum.Enum):
+        return _jsonable(value.value)
+    if isinstance(value, Path):
+        return str(value)
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    item = getattr(value, "item", None)  # numpy / torch scalars
+    if callable(item):
+        try:
+            return item()
+        except (TypeError, ValueError, RuntimeError):
+            pass
+    return str(value)
+
+
+def text_table(
+    rows: Sequence[Sequence[str]],
+    *,
+    right: Iterable[int] = (),
+    sep: str = "  ",
+    min_widths: Sequence[int] = (),
+) -> str:
+    """Rows of cells as aligned plain text: each column as wide as its widest cell (or
+    ``min_widths[i]``), columns in ``right`` right-aligned, ``sep`` between columns, no
+    trailing spaces. The first row is usually the header."""
+    right = set(right)
+    columns = max(len(r) for r in rows)
+    widths = [max(len(r[i]) for r in rows if i < len(r)) for i in range(columns)]
+    widths = [max(w, m) for w, m in zip(widths, [*min_widths, *[0] * columns])]
+    lines = []
+    for row in rows:
+        cells = [
+            cell.rjust(widths[i]) if i in right else cell.ljust(widths[i])
+            for i, cell in enumerate(row)
+        ]
+        lines.append(sep.join(cells).rstrip())
+    return "\n".join(lines)
+
+
+_SUMMARY_HEADER = ("#", "job", "status", "preprocess", "pipeline", "total", "output")
+_ERROR_WIDTH = 80
+
+
+def format_summary(results: Sequence[JobResult] | Iterable[JobResult]) -> str:
+    """A text table: job, status, the three timings (seconds, 2 decimals) and the output
+    (failed jobs: a short error), then ``"N succeeded, M failed"``."""
+    results = list(results)
+    rows = [_SUMMARY_HEADER]
+    for r in results:
+        if r.ok:
+            last = str(r.output if r.output is not None else r.job.output_path)
+        else:
+            last = "error: " + _short(r.error or "unknown error")
+        rows.append(
+            (
+                str(r.job.index + 1),
+                _job_label(r.job, results),
+                r.status,
+                _seconds(r.timings.get("preprocess")),
+                _seconds(r.timings.get("pipeline")),
+                _seconds(r.timings.get("total")),
+                last,
+            )
+        )
+    ok = sum(r.ok for r in results)
+    summary = f"{ok} succeeded, {len(results) - ok} failed"
+    return text_table(rows, right=(0, 3, 4, 5)) + "\n" + summary
+
+
+def _job_label(job: Job, results: list[JobResult]) -> str:
+    several_cases = len({r.job.case_index for r in results}) > 1
+    return f"{job.name} (case {job.case_index})" if several_cases else job.name
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _short(text: str) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else "unknown error"
+    return line if len(line) <= _ERROR_WIDTH else line[: _ERROR_WIDTH - 3] + "..."

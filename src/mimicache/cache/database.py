@@ -1,0 +1,94 @@
+"""SQLite connections shared by processes, and what a SQLite failure means for the cache.
+
+A database is opened read-write (WAL, busy timeout, autocommit) or read-only (``mode=ro``;
+``immutable`` where a read-only file system cannot hold the WAL's shared-memory file).
+Failures are classified by SQLite result code or errno, never by message text.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import sqlite3
+from pathlib import Path
+
+__all__ = ["cannot_write", "connect_sqlite", "sqlite_error_code"]
+
+_SQLITE_TIMEOUT_S = 30.0
+
+# Python < 3.11 exceptions carry no result code; their text is then SQLite's fixed errstr().
+_ERRSTR_CODES = {
+    "attempt to write a readonly database": sqlite3.SQLITE_READONLY,
+    "unable to open database file": sqlite3.SQLITE_CANTOPEN,
+    "database disk image is malformed": sqlite3.SQLITE_CORRUPT,
+    "file is not a database": sqlite3.SQLITE_NOTADB,
+    "database or disk is full": sqlite3.SQLITE_FULL,
+    "access permission denied": sqlite3.SQLITE_PERM,
+    "database is locked": sqlite3.SQLITE_BUSY,
+}
+
+# Result codes that say "this database cannot be written here", not "it is broken".
+_CANNOT_WRITE = frozenset(
+    {sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM, sqlite3.SQLITE_FULL}
+)
+
+
+def sqlite_error_code(exc: BaseException) -> int | None:
+    """The primary SQLite result code of ``exc`` (e.g. ``sqlite3.SQLITE_CORRUPT``), or None."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None and isinstance(exc, sqlite3.Error):
+        code = _ERRSTR_CODES.get(str(exc))
+    return None if code is None else int(code) & 0xFF
+
+
+def cannot_write(exc: BaseException) -> bool:
+    """Whether ``exc`` means the database (or its folder) cannot be written, as opposed to
+    being damaged or busy: any OSError, or SQLITE_READONLY / CANTOPEN / PERM / FULL."""
+    return isinstance(exc, OSError) or sqlite_error_code(exc) in _CANNOT_WRITE
+
+
+def connect_sqlite(db_path: str | os.PathLike[str], read_only: bool = False) -> sqlite3.Connection:
+    """Open ``db_path`` for sharing between processes: WAL, busy timeout, autocommit.
+
+    ``read_only``: open it without ever writing; raises FileNotFoundError when it is absent.
+    """
+    if read_only:
+        return _connect_read_only(Path(db_path))
+    conn = sqlite3.connect(
+        os.fspath(db_path), timeout=_SQLITE_TIMEOUT_S, isolation_level=None, check_same_thread=False
+    )
+    try:
+        conn.execute(f"PRAGMA busy_timeout={int(_SQLITE_TIMEOUT_S * 1000)}")
+        with contextlib.suppress(sqlite3.OperationalError):  # e.g. no shared memory (NFS)
+            conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    if not path.is_file():
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(path))
+    uri = path.absolute().as_uri() + "?mode=ro"
+    last: sqlite3.Error | None = None
+    for suffix in ("", "&immutable=1"):
+        conn = sqlite3.connect(
+            uri + suffix,
+            uri=True,
+            timeout=_SQLITE_TIMEOUT_S,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # opens the file
+            return conn
+        except sqlite3.Error as exc:
+            conn.close()
+            if sqlite_error_code(exc) != sqlite3.SQLITE_CANTOPEN:
+                raise
+            last = exc
+    assert last is not None
+    raise last

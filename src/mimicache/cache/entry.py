@@ -1,0 +1,227 @@
+"""One cache entry file: named CPU tensors in safetensors, with metadata and a checksum.
+
+The metadata holds format, schema, stage, key, the key fields (canonical JSON), subject,
+version, created (Unix seconds) and the BLAKE3 checksum of the tensors' names, dtypes, shapes
+and bytes. Decoding checks all of it; any inconsistency is a ``CorruptEntry``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import blake3
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from mimicache.cache.keys import StageKey, canonical_json, key_digest
+from mimicache.errors import CacheError
+
+__all__ = [
+    "ENTRY_SUFFIX",
+    "SCHEMA",
+    "CorruptEntry",
+    "Entry",
+    "check_metadata",
+    "decode_entry",
+    "encode_entry",
+    "entry_damage",
+    "prepare_tensors",
+    "read_metadata",
+    "tensor_checksum",
+]
+
+SCHEMA = 1
+"""On-disk format version; entries live under ``v<SCHEMA>/`` and other versions are ignored."""
+
+ENTRY_SUFFIX = ".safetensors"
+_RESERVED_META = frozenset(
+    {"format", "stage", "key", "fields", "subject", "mimicache_version", "schema", "created"}
+    | {"checksum"}
+)
+_MAX_HEADER = 100 << 20
+
+
+class CorruptEntry(Exception):
+    """An entry file that is not a sound entry (of the expected stage and key); says why."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A decoded entry: its tensors (CPU, contiguous), metadata and file size in bytes."""
+
+    tensors: dict[str, torch.Tensor]
+    metadata: dict[str, str]
+    size: int
+
+    @property
+    def subject(self) -> str | None:
+        return self.metadata.get("subject") or None
+
+    @property
+    def created(self) -> float | None:
+        try:
+            return float(self.metadata["created"])
+        except (KeyError, ValueError):
+            return None
+
+
+def _tensor_bytes(t: torch.Tensor) -> memoryview:
+    flat = t.reshape(-1)
+    if flat.dtype != torch.uint8:
+        flat = flat.view(torch.uint8)
+    return memoryview(flat.numpy())
+
+
+def tensor_checksum(tensors: Mapping[str, torch.Tensor]) -> str:
+    """BLAKE3 over the names, dtypes, shapes and bytes of ``tensors`` (CPU, contiguous)."""
+    hasher = blake3.blake3()
+    layout = {name: [str(t.dtype), list(t.shape)] for name, t in tensors.items()}
+    hasher.update(canonical_json(layout).encode("utf-8"))
+    for name in sorted(tensors):
+        hasher.update(_tensor_bytes(tensors[name]))
+    return hasher.hexdigest()
+
+
+def prepare_tensors(result: Any) -> dict[str, torch.Tensor]:
+    """CPU, contiguous, detached tensors that own their storage (safetensors needs that)."""
+    if not isinstance(result, Mapping):
+        raise TypeError(
+            f"cache compute function must return a dict of tensors, got {type(result).__name__}"
+        )
+    out: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for name, t in result.items():
+        if not isinstance(name, str) or not isinstance(t, torch.Tensor):
+            raise TypeError(f"cache compute function returned {name!r}: {type(t).__name__}")
+        t = t.detach().to("cpu").resolve_conj().resolve_neg().contiguous()
+        if t.numel():
+            storage = t.untyped_storage()
+            if (
+                storage.data_ptr() in seen
+                or storage.nbytes() != t.numel() * t.element_size()
+                or t.storage_offset()
+            ):
+                t = t.clone()
+            seen.add(t.untyped_storage().data_ptr())
+        out[name] = t
+    return out
+
+
+def check_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
+    meta: dict[str, str] = {}
+    for k, v in (metadata or {}).items():
+        if k in _RESERVED_META or not isinstance(k, str) or not isinstance(v, str):
+            raise CacheError(
+                f"cache metadata {k!r}: keys must be strings other than "
+                f"{sorted(_RESERVED_META)} and values strings"
+            )
+        meta[k] = v
+    return meta
+
+
+def encode_entry(
+    stage: str,
+    key: StageKey,
+    tensors: dict[str, torch.Tensor],
+    subject: str | None,
+    metadata: Mapping[str, str] | None,
+    version: str,
+) -> tuple[bytes, dict[str, str]]:
+    """The file bytes of an entry and the metadata they hold (``tensors`` as prepare_tensors
+    returns them; ``metadata`` extra string fields)."""
+    meta = check_metadata(metadata)
+    meta.update(
+        format="mimicache",
+        schema=str(SCHEMA),
+        stage=stage,
+        key=key.digest,
+        fields=key.canonical,
+        subject=subject or "",
+        mimicache_version=version,
+        created=f"{time.time():.6f}",
+        checksum=tensor_checksum(tensors),
+    )
+    return st_save(tensors, metadata=meta), meta
+
+
+def decode_entry(data: bytes, stage: str | None = None, key: StageKey | None = None) -> Entry:
+    """The entry in ``data``; with ``stage``/``key``, also checks it is theirs.
+
+    Raises CorruptEntry on any inconsistency (sizes, header, checksum, stage, key, fields).
+    """
+    meta, tensors = _parse(data)
+    if stage is not None and meta.get("stage") != stage:
+        raise CorruptEntry("entry belongs to another stage or key")
+    if key is not None:
+        if meta.get("key") != key.digest:
+            raise CorruptEntry("entry belongs to another stage or key")
+        if meta.get("fields") != key.canonical:
+            raise CorruptEntry("key fields differ from the entry's")
+    return Entry(tensors, meta, len(data))
+
+
+def entry_damage(path: Path, stage: str, key: str) -> str | None:
+    """What is wrong with the entry file at ``path`` (filed under ``stage``/``key``), or None."""
+    try:
+        meta, _ = _parse(path.read_bytes())
+        if meta.get("stage") != stage or meta.get("key") != key:
+            return f"metadata says stage {meta.get('stage')!r} key {meta.get('key')!r}"
+        if key_digest(json.loads(meta.get("fields", "null")) or {}) != key:
+            return "key fields do not hash to the key"
+    except (CorruptEntry, OSError, ValueError, AttributeError, TypeError) as exc:
+        return str(exc)
+    return None
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """The metadata in an entry file's header (cheap: reads only the header); {} if unreadable."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else 0
+            raw = f.read(n) if 2 <= n <= _MAX_HEADER else b""
+        header = json.loads(raw) if len(raw) == n and n else None
+    except (OSError, ValueError):
+        return {}
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    return meta if isinstance(meta, dict) else {}
+
+
+def _parse(data: bytes) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """Metadata and tensors of an entry file's bytes; raises CorruptEntry on any inconsistency."""
+    if len(data) < 8:
+        raise CorruptEntry(f"file too short ({len(data)} bytes)")
+    n = int.from_bytes(data[:8], "little")
+    if not 2 <= n <= min(_MAX_HEADER, len(data) - 8):
+        raise CorruptEntry(f"bad header length {n} for a {len(data)}-byte file")
+    try:
+        header = json.loads(data[8 : 8 + n])
+    except ValueError as exc:
+        raise CorruptEntry(f"unreadable header: {exc}") from None
+    if not isinstance(header, dict) or not isinstance(header.get("__metadata__"), dict):
+        raise CorruptEntry("header without mimicache metadata")
+    meta = header["__metadata__"]
+    ends = [
+        v["data_offsets"][1]
+        for k, v in header.items()
+        if k != "__metadata__" and isinstance(v, dict) and "data_offsets" in v
+    ]
+    if max(ends, default=0) != len(data) - 8 - n:
+        raise CorruptEntry(
+            f"data section is {len(data) - 8 - n} bytes, header says {max(ends, default=0)}"
+        )
+    try:
+        tensors = st_load(data)
+    except Exception as exc:
+        raise CorruptEntry(f"safetensors cannot read it: {exc}") from None
+    if meta.get("format") != "mimicache" or meta.get("schema") != str(SCHEMA):
+        raise CorruptEntry("not a mimicache entry of this schema")
+    if tensor_checksum(tensors) != meta.get("checksum"):
+        raise CorruptEntry("checksum mismatch")
+    return meta, tensors

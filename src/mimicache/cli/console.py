@@ -1,0 +1,64 @@
+"""What every command shares with the terminal: logging to stderr (and a log file), and the
+error policy: a ``MimicacheError`` is printed as one ``error: ...`` line and exits 2."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from mimicache.errors import MimicacheError
+
+logger = logging.getLogger(__name__)
+
+
+def setup_logging(verbose: bool, log_file: Path | None = None, *, bars: bool = True) -> None:
+    """Console (and file) logging; ``bars=False`` also turns off the model loaders' bars."""
+    if not bars:
+        import diffusers.utils.logging
+        import transformers.utils.logging
+
+        diffusers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.disable_progress_bar()
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_mimicache", False):
+            root.removeHandler(handler)
+            handler.close()
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    console.setLevel(logging.DEBUG if verbose else logging.INFO)
+    handlers: list[logging.Handler] = [console]
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        to_file = logging.FileHandler(log_file, encoding="utf-8")
+        to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        to_file.setLevel(logging.DEBUG)
+        handlers.append(to_file)
+    for handler in handlers:
+        handler._mimicache = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    # Libraries' own chatter stays at warnings; diffusers warns on every deliberate VAE upcast.
+    for name in ("transformers", "httpx", "huggingface_hub", "filelock"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("diffusers").setLevel(logging.ERROR)
+
+
+def call_command(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """``func(args)``'s exit code; a ``MimicacheError`` prints ``error: ...`` and gives 2, an
+    interrupt 130, a closed output pipe (``| head``) 0."""
+    try:
+        return func(args)
+    except MimicacheError as exc:
+        logger.debug("traceback", exc_info=True)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0

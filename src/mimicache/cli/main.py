@@ -1,0 +1,48 @@
+"""``mimicache``: the parser of every sub-command and ``main(argv) -> exit code``.
+
+Exit codes: 0 every job succeeded, 1 some job failed (the others ran and were written),
+2 a usage, config or model-setup error (nothing ran).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from mimicache.cli.cache import add_cache_commands
+from mimicache.cli.console import call_command
+from mimicache.cli.demo import add_demo_command
+from mimicache.cli.run import RUN_DEFAULTS, add_run_arguments, run_command
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mimicache",
+        description="MimicMotion batch inference with a persistent, content-addressed feature cache.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    run = commands.add_parser(
+        "run", help="generate videos for a config (and a folder of driving videos)"
+    )
+    add_run_arguments(run, RUN_DEFAULTS)
+    run.set_defaults(func=run_command)
+    bench = commands.add_parser(
+        "bench",
+        help="run cold then warm and compare the timings per stage",
+        description="Run the jobs twice, first with every cache entry recomputed (cold), then "
+        "reading the cache (warm); print the per-stage timings side by side and whether the "
+        "outputs are bit-identical. Takes the same flags as `run`.",
+    )
+    add_run_arguments(bench, RUN_DEFAULTS, benchmark_flag=False)
+    bench.set_defaults(func=run_command, benchmark_cache=True)
+    add_cache_commands(commands)
+    add_demo_command(commands)
+    return parser
+
+
+def main(
+    argv: Sequence[str] | None = None, *, parser: argparse.ArgumentParser | None = None
+) -> int:
+    parser = parser or build_parser()
+    args = parser.parse_args(argv)
+    return call_command(args.func, args)
