@@ -20,6 +20,7 @@ from mimicache.pipeline.speed import (
     BatchPlan,
     check_speed,
     compile_models,
+    plan_batches,
     use_channels_last,
 )
 
@@ -94,12 +95,13 @@ class BatchPlanner:
             tiles = tile_indices(frames, tile, case.frames_overlap)
             scale = pipe.vae_scale_factor
             latents_shape = (1, frames, 4, height // scale, width // scale)
-            self.plans[key] = pipe.plan_batches(
+            self.plans[key] = plan_batches(
                 FAST,
                 self.device,
                 self.dtype,
                 tiles,
                 latents_shape,
+                scale,
                 self.options.decode_chunk_size,
                 case.guidance_scale > 1.0,
             )

@@ -10,9 +10,6 @@ skip the encoders; the augmentation noise is drawn regardless so the random stre
 from __future__ import annotations
 
 import inspect
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -32,9 +29,12 @@ from mimicache.pipeline.speed import (
     FAST,
     BatchPlan,
     check_speed,
+    decode_groups,
     kernel_choice,
     plan_batches,
 )
+from mimicache.pipeline.tiles import batched, tile_indices, tile_passes, tile_weights, unet_passes
+from mimicache.pipeline.timing import stage_timer
 
 # diffusers' SVD module imports transformers' torchvision-backed CLIP processor, which only
 # warns that it falls back to PIL; we never use that processor for tensors.
@@ -57,60 +57,6 @@ CLIP_INPUT_SIZE = (224, 224)
 @dataclass
 class MimicMotionPipelineOutput(BaseOutput):
     frames: torch.Tensor | np.ndarray | list
-
-
-@dataclass(frozen=True)
-class UNetPass:
-    """One UNet sample of a step: a tile's frames, conditional or unconditional."""
-
-    frames: list[int]
-    conditional: bool
-
-
-def batched(items: list, size: int) -> list[list]:
-    """Consecutive groups of at most ``size`` items, in order."""
-    return [items[i : i + size] for i in range(0, len(items), max(1, size))]
-
-
-def tile_indices(num_frames: int, tile_size: int, tile_overlap: int) -> list[list[int]]:
-    """Frame indices of each tile; every tile holds frame 0 (the reference).
-
-    Fewer frames than the tile size make one tile of all frames.
-    """
-    if num_frames <= tile_size:
-        return [list(range(num_frames))]
-    if not 0 <= tile_overlap < tile_size:
-        raise ValueError(f"tile_overlap must be in [0, {tile_size}), got {tile_overlap}")
-    stride = tile_size - tile_overlap
-    tiles = [
-        [0, *range(start + 1, min(start + tile_size, num_frames))]
-        for start in range(0, num_frames - tile_size + 1, stride)
-    ]
-    if tiles[-1][-1] < num_frames - 1:
-        tiles.append([0, *range(num_frames - tile_size + 1, num_frames)])
-    return tiles
-
-
-def tile_weights(tile_size: int, device: torch.device | str | None = None) -> torch.Tensor:
-    """Triangular blending weights (T,): min((p+0.5)·2/T, 2-(p+0.5)·2/T)."""
-    weight = (torch.arange(tile_size, device=device) + 0.5) * 2.0 / tile_size
-    return torch.minimum(weight, 2 - weight)
-
-
-@contextmanager
-def stage_timer(
-    timings: dict[str, float] | None, name: str, device: torch.device | None = None
-) -> Iterator[None]:
-    """Adds the block's wall time to ``timings[name]`` once ``device`` has finished the work;
-    ``timings=None`` times nothing."""
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        if timings is not None:
-            if device is not None and device.type == "cuda":
-                torch.cuda.synchronize(device)
-            timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
 
 
 class MimicMotionPipeline(DiffusionPipeline):
@@ -281,17 +227,13 @@ class MimicMotionPipeline(DiffusionPipeline):
         same order either way.
         """
         if check_speed(speed) == EXACT and unet_batch != 1:
-            raise ValueError(
-                f"speed 'exact' makes one UNet pass per call, got unet_batch={unet_batch}"
-            )
+            raise ValueError(f"speed 'exact' makes one UNet pass per call, got {unet_batch=}")
         num_frames = latents.shape[1]
         guided = guidance_scale is not None
         weight = tile_weights(len(tiles[0]), device=latents.device)
         zero_latents = torch.zeros_like(image_latents) if guided else None
         zero_embeddings = torch.zeros_like(image_embeddings) if guided else None
-        passes = [
-            UNetPass(idx, cond) for idx in tiles for cond in ([False, True] if guided else [True])
-        ]
+        passes = tile_passes(tiles, guided)
         step_kwargs = self._step_kwargs(generator)
         with self.progress_bar(total=len(timesteps) * len(tiles)) as progress:
             for t in timesteps:
@@ -305,7 +247,8 @@ class MimicMotionPipeline(DiffusionPipeline):
                 count = image_latents.new_zeros((num_frames,))
                 w = weight[:, None, None, None]
                 for group in batched(passes, unet_batch):
-                    preds = self.unet_passes(
+                    preds = unet_passes(
+                        self.unet,
                         group,
                         t,
                         inputs=(uncond_input, cond_input),
@@ -333,46 +276,6 @@ class MimicMotionPipeline(DiffusionPipeline):
                 )[0]
         return latents
 
-    def unet_passes(
-        self,
-        group: list[UNetPass],
-        t: torch.Tensor,
-        *,
-        inputs: tuple[torch.Tensor | None, torch.Tensor],
-        embeddings: tuple[torch.Tensor | None, torch.Tensor],
-        pose_latents: torch.Tensor,
-        added_time_ids: torch.Tensor,
-        zero_pose: bool,
-    ) -> list[torch.Tensor]:
-        """One UNet call for a group of passes; one (1,T,4,h,w) prediction per pass.
-
-        ``inputs`` and ``embeddings`` are (unconditional, conditional). An unconditional pass
-        has no pose latents; zeros added after conv_in are the same, so a mixed batch (or
-        ``zero_pose``, which keeps one compiled graph) uses zeros for it.
-        """
-        samples = torch.cat([inputs[p.conditional][:, p.frames] for p in group])
-        context = torch.cat([embeddings[p.conditional] for p in group])
-        if len(group) == 1 and not group[0].conditional and not zero_pose:
-            pose = None
-        else:
-            pose = torch.cat(
-                [
-                    pose_latents[p.frames]
-                    if p.conditional
-                    else pose_latents.new_zeros((len(p.frames), *pose_latents.shape[1:]))
-                    for p in group
-                ]
-            )
-        pred = self.unet(
-            samples,
-            t,
-            encoder_hidden_states=context,
-            added_time_ids=added_time_ids.repeat(len(group), 1),
-            pose_latents=pose,
-            return_dict=False,
-        )[0]
-        return list(pred.split(1))
-
     # -- stage 5: decode ------------------------------------------------------------------------
     @torch.no_grad()
     def decode_latents(
@@ -390,22 +293,14 @@ class MimicMotionPipeline(DiffusionPipeline):
         ``decode_batch`` full chunks in one call as a batch of short videos (each still its own
         chunk); a shorter last chunk is decoded alone.
         """
-        if check_speed(speed) == EXACT and decode_batch != 1:
-            raise ValueError(f"speed 'exact' decodes one chunk per call, got {decode_batch=}")
-        if decode_chunk_size < 1:
-            raise ValueError(f"decode_chunk_size must be at least 1, got {decode_chunk_size}")
         batch, num_frames = latents.shape[:2]
         latents = (1 / self.vae.config.scaling_factor) * latents.flatten(0, 1)
         takes_frames = "num_frames" in inspect.signature(self.vae.forward).parameters
-        starts = range(0, latents.shape[0], decode_chunk_size)
-        full = [i for i in starts if i + decode_chunk_size <= latents.shape[0]]
-        groups = batched(full, decode_batch) + [[i] for i in starts if i not in full]
         frames = []
-        for group in groups:
-            chunk = latents[group[0] : min(group[-1] + decode_chunk_size, latents.shape[0])]
-            length = min(decode_chunk_size, chunk.shape[0])
-            kwargs = {"num_frames": length} if takes_frames else {}
-            frames.append(self.vae.decode(chunk.to(self.vae.dtype), **kwargs).sample.cpu())
+        for group in decode_groups(latents.shape[0], decode_chunk_size, speed, decode_batch):
+            kwargs = {"num_frames": group.chunk} if takes_frames else {}
+            chunk = latents[group.start : group.stop].to(self.vae.dtype)
+            frames.append(self.vae.decode(chunk, **kwargs).sample.cpu())
         video = torch.cat(frames).reshape(batch, num_frames, *frames[0].shape[1:])
         return video.permute(0, 2, 1, 3, 4).float()
 
@@ -419,30 +314,6 @@ class MimicMotionPipeline(DiffusionPipeline):
         if output_type == "np":
             return np.stack(outputs)
         return outputs
-
-    def plan_batches(
-        self,
-        speed: str,
-        device: torch.device | str,
-        dtype: torch.dtype,
-        tiles: list[list[int]],
-        latents_shape: tuple[int, ...],
-        decode_chunk_size: int,
-        guided: bool,
-    ) -> BatchPlan:
-        """``fast``'s batch sizes for a call of this shape, from the memory free now."""
-        batch, num_frames, _, h, w = latents_shape
-        return plan_batches(
-            speed,
-            device,
-            dtype,
-            tile_frames=len(tiles[0]),
-            latent_size=(h, w),
-            image_size=(h * self.vae_scale_factor, w * self.vae_scale_factor),
-            num_samples=len(tiles) * (2 if guided else 1),
-            decode_chunk_size=decode_chunk_size,
-            num_chunks=batch * num_frames // decode_chunk_size,
-        )
 
     # -- the whole call -------------------------------------------------------------------------
     @torch.no_grad()
@@ -529,9 +400,10 @@ class MimicMotionPipeline(DiffusionPipeline):
         # 5. tiled denoising
         tiles = tile_indices(num_frames, tile_size, tile_overlap)
         if batch_plan is None:
-            batch_plan = self.plan_batches(
-                speed, device, dtype, tiles, latents.shape, decode_chunk_size, guided
-            )
+            batch_plan = plan_batches(
+                speed, device, dtype, tiles, latents.shape, self.vae_scale_factor,
+                decode_chunk_size, guided,
+            )  # fmt: skip
         with stage_timer(timings, "denoise", device), kernel_choice(speed, device):
             latents = self.denoise(
                 latents,

@@ -65,32 +65,64 @@ def plan_batches(
     speed: str,
     device: torch.device | str,
     dtype: torch.dtype,
-    *,
-    tile_frames: int,
-    latent_size: tuple[int, int],
-    image_size: tuple[int, int],
-    num_samples: int,
+    tiles: list[list[int]],
+    latents_shape: tuple[int, ...],
+    vae_scale_factor: int,
     decode_chunk_size: int,
-    num_chunks: int,
+    guided: bool,
+    *,
     free_bytes: int | None = None,
 ) -> BatchPlan:
-    """The largest batches that fit: ``num_samples`` UNet samples per step, ``num_chunks`` full
-    decode chunks. ``free_bytes`` overrides the device's available memory (CUDA only)."""
+    """The largest batches that fit for a call with these tiles and latents (B,N,4,h,w): up
+    to every pass of a step per UNet call, every full chunk per decode call. ``free_bytes``
+    overrides the CUDA device's available memory."""
     if check_speed(speed) == EXACT:
         return BatchPlan()
     device = torch.device(device)
+    batch, num_frames, _, h, w = latents_shape
+    num_samples = len(tiles) * (2 if guided else 1)
+    num_chunks = max(1, batch * num_frames // decode_chunk_size)
     if device.type != "cuda":
         return BatchPlan(min(CPU_UNET_BATCH, num_samples), min(CPU_DECODE_BATCH, num_chunks))
     free = free_bytes if free_bytes is not None else available_memory(device)
     budget = free * MEMORY_SHARE
     scale = torch.finfo(dtype).bits / 16
-    h, w = latent_size
-    per_sample = tile_frames * h * w * UNET_BYTES_PER_LATENT_PIXEL * scale
-    per_chunk = decode_chunk_size * image_size[0] * image_size[1] * DECODE_BYTES_PER_PIXEL * scale
+    per_sample = len(tiles[0]) * h * w * UNET_BYTES_PER_LATENT_PIXEL * scale
+    pixels = h * w * vae_scale_factor**2
+    per_chunk = decode_chunk_size * pixels * DECODE_BYTES_PER_PIXEL * scale
     unet_cap = min(MAX_UNET_BATCH, num_samples, max(1, MAX_ATTENTION_BATCH // (h * w)))
     unet_batch = max(1, min(unet_cap, int(budget // per_sample)))
-    decode_batch = max(1, min(max(num_chunks, 1), int(budget // per_chunk)))
+    decode_batch = max(1, min(num_chunks, int(budget // per_chunk)))
     return BatchPlan(unet_batch, decode_batch)
+
+
+@dataclass(frozen=True)
+class DecodeGroup:
+    """Latent frames [start, stop) decoded in one call as videos of ``chunk`` frames each."""
+
+    start: int
+    stop: int
+    chunk: int
+
+
+def decode_groups(
+    num_latents: int, chunk_size: int, speed: str = EXACT, decode_batch: int = 1
+) -> list[DecodeGroup]:
+    """The decode calls for ``num_latents`` frames in chunks of ``chunk_size``: exact, one chunk
+    per call; fast, ``decode_batch`` full chunks per call. A shorter last chunk is always its own
+    call, so every chunk covers the same frames in both modes."""
+    if check_speed(speed) == EXACT and decode_batch != 1:
+        raise ValueError(f"speed 'exact' decodes one chunk per call, got {decode_batch=}")
+    if chunk_size < 1:
+        raise ValueError(f"decode_chunk_size must be at least 1, got {chunk_size}")
+    full = num_latents // chunk_size
+    groups = [
+        DecodeGroup(i * chunk_size, min(i + decode_batch, full) * chunk_size, chunk_size)
+        for i in range(0, full, max(1, decode_batch))
+    ]
+    if num_latents % chunk_size:
+        groups.append(DecodeGroup(full * chunk_size, num_latents, num_latents % chunk_size))
+    return groups
 
 
 def attention_backends(device: torch.device) -> list:
