@@ -373,3 +373,36 @@ def test_offload_installs_diffusers_hooks(monkeypatch):
     assert memory.apply_offload(Pipe(), "model", cuda) is True
     assert memory.apply_offload(Pipe(), "sequential", cuda) is True
     assert seen == [("model", cuda), ("sequential", cuda)]
+
+
+# -- the command line --------------------------------------------------------------------------
+
+
+def test_run_flags_reach_the_engine(config, tmp_path, monkeypatch, capsys):
+    from mimicache.cli import main
+    from mimicache.engine import engine as engine_module
+
+    seen = {}
+
+    def capture(cls, config, **kwargs):
+        seen.update(kwargs)
+        SpeedOptions(
+            kwargs["speed"], kwargs["compile"], kwargs["decode_chunk_size"], kwargs["offload"]
+        )
+        raise ModelLoadError("stop before loading")
+
+    monkeypatch.setattr(engine_module.MimicMotion, "from_config", classmethod(capture))
+    common = [
+        "run", "--inference_config", str(config.source_path), "--output_dir",
+        str(tmp_path / "out"), "--feature_cache_dir", str(tmp_path / "cache"), "--quiet",
+        "--device", "cpu",
+    ]  # fmt: skip
+    flags = ["--speed", "fast", "--compile", "--decode_chunk_size", "4", "--offload", "model"]
+    assert main([*common, *flags]) == 2
+    assert "stop before loading" in capsys.readouterr().err
+    assert (seen["speed"], seen["compile"], seen["decode_chunk_size"], seen["offload"]) == (
+        "fast", True, 4, "model",
+    )  # fmt: skip
+    assert main([*common, "--compile"]) == 2
+    assert "--compile changes float rounding, so it needs --speed fast" in capsys.readouterr().err
+    assert seen["speed"] == "exact" and seen["offload"] == "none" and seen["decode_chunk_size"] == 8

@@ -28,7 +28,9 @@ from mimicache.cli.console import call_command, setup_logging
 from mimicache.cli.fmt import size_arg
 from mimicache.config import RETARGET_MODES, InferenceConfig, load_config
 from mimicache.errors import MimicacheError
+from mimicache.pipeline.memory import OFFLOADS
 from mimicache.pipeline.schedulers import SCHEDULER_NAMES, SchedulerOptions
+from mimicache.pipeline.speed import SPEEDS
 
 if TYPE_CHECKING:
     import torch
@@ -66,6 +68,7 @@ def add_run_arguments(
     _add_io_arguments(parser)
     _add_generation_arguments(parser, defaults)
     _add_scheduler_arguments(parser, defaults)
+    _add_speed_arguments(parser)
     _add_cache_arguments(parser, benchmark_flag=benchmark_flag)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -147,6 +150,37 @@ def _add_scheduler_arguments(parser: argparse.ArgumentParser, defaults: dict) ->
         default=40,
         help="length of the sigma table the inference steps are picked from "
         f"({lcm}; default: %(default)s)",
+    )
+
+
+def _add_speed_arguments(parser: argparse.ArgumentParser) -> None:
+    speed = parser.add_argument_group("speed and memory")
+    speed.add_argument(
+        "--speed",
+        choices=SPEEDS,
+        default="exact",
+        help="exact: the published computation; fast: batched UNet and decode calls and the "
+        "fastest kernels, equal up to float rounding (default: %(default)s)",
+    )
+    speed.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the UNet and VAE decoder once per run (needs --speed fast; the first "
+        "job of each shape pays the compile time)",
+    )
+    speed.add_argument(
+        "--decode_chunk_size",
+        type=int,
+        default=8,
+        help="frames per VAE decode: the temporal decoder's window, so it changes the frames; "
+        "lower needs less GPU memory (default: %(default)s, as published)",
+    )
+    speed.add_argument(
+        "--offload",
+        choices=OFFLOADS,
+        default="none",
+        help="keep models on the CPU until used: model (each whole model, modest slow-down) or "
+        "sequential (layer by layer, least memory, slow); needs accelerate (default: %(default)s)",
     )
 
 
@@ -329,14 +363,20 @@ def _load_engine(
         cache_pipeline_features=not args.disable_pipeline_feature_cache,
         scheduler=scheduler,
         pose_retarget=pose_retarget,
+        speed=args.speed,
+        compile=args.compile,
+        decode_chunk_size=args.decode_chunk_size,
+        offload=args.offload,
     )
     logger.info(
-        "%d job(s); device %s, %s; scheduler %s; pose retarget %s; feature cache %s",
+        "%d job(s); device %s, %s; scheduler %s; pose retarget %s; speed %s%s; feature cache %s",
         job_count,
         engine.device,
         str(engine.dtype).removeprefix("torch."),
         args.scheduler,
         pose_retarget,
+        args.speed,
+        " + compile" if args.compile else "",
         cache.root if cache.enabled else "off",
     )
     return engine
