@@ -4,8 +4,6 @@ is the one plain-text table layout every command prints."""
 
 from __future__ import annotations
 
-import dataclasses
-import enum
 import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
@@ -13,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mimicache.cache.fs import atomic_write
+from mimicache.cache.keys import to_json_value
 from mimicache.config import InferenceConfig, case_to_dict
 
 if TYPE_CHECKING:
@@ -54,38 +53,14 @@ def write_sidecar(
         "parameters": case_to_dict(job.case),
         "pose_retarget": pose_retarget,
         "base_model_path": str(config.base_model_path),
-        "model_files": {str(k): _jsonable(v) for k, v in model_files.items()},
+        "model_files": {str(k): to_json_value(v, canonical=False) for k, v in model_files.items()},
         "timings": {str(k): float(v) for k, v in result.timings.items()},
-        "cache_events": [_jsonable(e) for e in result.cache_events],
+        "cache_events": [to_json_value(e, canonical=False) for e in result.cache_events],
     }
     text = json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, text.encode("utf-8"))
     return path
-
-
-def _jsonable(value: Any) -> Any:
-    """Plain JSON values; unlike the cache keys' canonical JSON it never fails (str fallback)
-    and keeps floats as they are, because a sidecar is read by people, not hashed."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return _jsonable(dataclasses.asdict(value))
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, enum.Enum):
-        return _jsonable(value.value)
-    if isinstance(value, Path):
-        return str(value)
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    item = getattr(value, "item", None)  # numpy / torch scalars
-    if callable(item):
-        try:
-            return item()
-        except (TypeError, ValueError, RuntimeError):
-            pass
-    return str(value)
 
 
 def text_table(

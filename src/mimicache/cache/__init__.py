@@ -19,7 +19,13 @@ from mimicache.cache.digests import DigestMemo, file_digest
 from mimicache.cache.entry import SCHEMA
 from mimicache.cache.fs import atomic_write
 from mimicache.cache.index import MISS_REASONS, MissReason
-from mimicache.cache.keys import StageKey, canonical_json, fingerprint_files, key_digest
+from mimicache.cache.keys import (
+    StageKey,
+    canonical_json,
+    fingerprint_files,
+    key_digest,
+    to_json_value,
+)
 from mimicache.cache.sizes import format_size, parse_size
 from mimicache.cache.store import CacheEvent, CacheMode, FeatureStore
 
@@ -46,4 +52,5 @@ __all__ = [
     "format_size",
     "key_digest",
     "parse_size",
+    "to_json_value",
 ]

@@ -41,13 +41,22 @@ GROUPS = ("inputs", "models", "params")
 # --------------------------------------------------------------------------- canonical JSON
 
 
-def _normalise(obj: Any) -> Any:
-    """Turn ``obj`` into plain JSON types with string keys and stable number spellings."""
+def to_json_value(obj: Any, *, canonical: bool = True) -> Any:
+    """``obj`` as plain JSON types with string keys: paths as strings, tuples and sets as
+    lists (sets sorted), enums and numpy/torch scalars as their values, dataclasses as dicts.
+
+    ``canonical`` (what keys are hashed from): integral floats become ints and NaN/inf
+    strings, so one value has one spelling, and an unknown type is an error. Otherwise (what
+    people read, e.g. sidecars): floats stay as they are and unknown objects become ``str``.
+    """
+    again = lambda v: to_json_value(v, canonical=canonical)  # noqa: E731
     if obj is None or isinstance(obj, (bool, str)):
         return obj
     if isinstance(obj, int):
         return int(obj)
     if isinstance(obj, float):
+        if not canonical:
+            return obj
         if math.isnan(obj):
             return "NaN"
         if math.isinf(obj):
@@ -58,28 +67,29 @@ def _normalise(obj: Any) -> Any:
     if isinstance(obj, os.PathLike):
         return os.fspath(obj)
     if isinstance(obj, enum.Enum):
-        return _normalise(obj.value)
+        return again(obj.value)
     if isinstance(obj, Mapping):
         out: dict[str, Any] = {}
         for k, v in obj.items():
-            key = k if isinstance(k, str) else canonical_json(k)
-            if key in out:
+            key = k if isinstance(k, str) else canonical_json(k) if canonical else str(k)
+            if key in out and canonical:
                 raise ValueError(f"canonical_json: two keys spell {key!r}")
-            out[key] = _normalise(v)
+            out[key] = again(v)
         return out
     if isinstance(obj, (list, tuple)):
-        return [_normalise(v) for v in obj]
+        return [again(v) for v in obj]
     if isinstance(obj, (set, frozenset)):
-        items = [_normalise(v) for v in obj]
-        return sorted(items, key=lambda v: json.dumps(v, sort_keys=True))
+        return sorted((again(v) for v in obj), key=lambda v: json.dumps(v, sort_keys=True))
     if isinstance(obj, (bytes, bytearray, memoryview)):
         return bytes(obj).hex()
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return _normalise(dataclasses.asdict(obj))
+        return again(dataclasses.asdict(obj))
     item = getattr(obj, "item", None)  # numpy / torch scalars
     if callable(item) and getattr(obj, "shape", None) == ():
-        return _normalise(item())
-    if type(obj).__module__ == "torch" and type(obj).__name__ in {"dtype", "device"}:
+        return again(item())
+    if not canonical or (
+        type(obj).__module__ == "torch" and type(obj).__name__ in {"dtype", "device"}
+    ):
         return str(obj)
     raise TypeError(f"canonical_json: cannot encode {type(obj).__name__} {obj!r}")
 
@@ -91,7 +101,11 @@ def canonical_json(obj: Any) -> str:
     strings; numpy/torch scalars their Python value; ``torch.dtype``/``device`` their name.
     """
     return json.dumps(
-        _normalise(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        to_json_value(obj),
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        allow_nan=False,
     )
 
 

@@ -26,7 +26,7 @@ from mimicache.batch import (
 from mimicache.cli.cache import DEFAULT_CACHE_DIR
 from mimicache.cli.console import call_command, setup_logging
 from mimicache.cli.fmt import size_arg
-from mimicache.config import RETARGET_MODES, InferenceConfig, load_config
+from mimicache.config import DWPOSE_BACKENDS, RETARGET_MODES, InferenceConfig, load_config
 from mimicache.errors import MimicacheError
 from mimicache.pipeline.memory import OFFLOADS
 from mimicache.pipeline.schedulers import SCHEDULER_NAMES, SchedulerOptions
@@ -112,6 +112,12 @@ def _add_generation_arguments(parser: argparse.ArgumentParser, defaults: dict) -
         help="run in float32 on CUDA too (CPU always runs float32)",
     )
     gen.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    gen.add_argument(
+        "--dwpose_backend",
+        choices=DWPOSE_BACKENDS,
+        help="DWPose runtime (default: the config's dwpose.backend, else auto: ONNX Runtime "
+        "when it has the device's provider, otherwise PyTorch)",
+    )
     gen.add_argument(
         "--pose_retarget",
         choices=RETARGET_MODES,
@@ -266,6 +272,8 @@ def _load_config(args: argparse.Namespace) -> tuple[InferenceConfig, dict[str, A
         "noise_aug_strength": args.noise_aug_strength,
     }
     config = config.replace(test_case=[case.replace(**overrides) for case in config.test_case])
+    if args.dwpose_backend:
+        config = config.replace(dwpose_backend=args.dwpose_backend)
     return config, overrides
 
 

@@ -21,6 +21,7 @@ The YAML layout (``configs/test.yaml``)::
     dwpose:                         # optional (mimicache's key)
       det_model_path: models/DWPose/yolox_l.onnx
       pose_model_path: models/DWPose/dw-ll_ucoco_384.onnx
+      backend: auto                 # auto | onnxruntime | torch
     pose:                           # optional (mimicache's key)
       retarget: published           # or graft (the seed scripts' pose frames); unset: the
                                     # command's default (run: published, seed scripts: graft)
@@ -34,6 +35,7 @@ from mimicache.config.keys import (
     BATCH_KEYS,
     DEFAULT_DWPOSE_DET_PATH,
     DEFAULT_DWPOSE_POSE_PATH,
+    DWPOSE_BACKENDS,
     DWPOSE_KEYS,
     POSE_KEYS,
     RETARGET_MODES,
@@ -47,6 +49,7 @@ __all__ = [
     "BATCH_KEYS",
     "DEFAULT_DWPOSE_DET_PATH",
     "DEFAULT_DWPOSE_POSE_PATH",
+    "DWPOSE_BACKENDS",
     "DWPOSE_KEYS",
     "POSE_KEYS",
     "RETARGET_MODES",

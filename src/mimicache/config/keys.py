@@ -13,7 +13,10 @@ DEFAULT_DWPOSE_POSE_PATH = Path("models/DWPose/dw-ll_ucoco_384.onnx")
 
 TOP_LEVEL_KEYS = ("base_model_path", "ckpt_path", "test_case", "batch", "dwpose", "pose")
 BATCH_KEYS = ("video_folder",)
-DWPOSE_KEYS = ("det_model_path", "pose_model_path")
+DWPOSE_PATH_KEYS = ("det_model_path", "pose_model_path")
+DWPOSE_KEYS = (*DWPOSE_PATH_KEYS, "backend")
+# dwpose.backend: auto = ONNX Runtime when it has the device's provider, otherwise PyTorch
+DWPOSE_BACKENDS = ("auto", "onnxruntime", "torch")
 POSE_KEYS = ("retarget",)
 
 _PATH_FIELDS = ("ref_video_path", "ref_image_path")

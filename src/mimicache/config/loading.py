@@ -16,7 +16,9 @@ from mimicache.config.keys import (
     BATCH_KEYS,
     DEFAULT_DWPOSE_DET_PATH,
     DEFAULT_DWPOSE_POSE_PATH,
+    DWPOSE_BACKENDS,
     DWPOSE_KEYS,
+    DWPOSE_PATH_KEYS,
     POSE_KEYS,
     RETARGET_MODES,
     TEST_CASE_KEYS,
@@ -116,7 +118,7 @@ def _build_config(
     base_model, ckpt = _model_paths(raw, root, add)
     cases = _cases_section(raw.get("test_case"), root, add) if "test_case" in raw else []
     batch_folder = _batch_section(raw.get("batch"), root, add)
-    det, pose = _dwpose_section(raw.get("dwpose"), add)
+    det, pose, dwpose_backend = _dwpose_section(raw.get("dwpose"), add)
     retarget = _pose_section(raw.get("pose"), add)
     if problems or base_model is None or ckpt is None:
         return None
@@ -127,6 +129,7 @@ def _build_config(
         batch_video_folder=batch_folder,
         dwpose_det_path=_resolve_path(det, root),
         dwpose_pose_path=_resolve_path(pose, root),
+        dwpose_backend=dwpose_backend,
         pose_retarget=retarget,
     )
 
@@ -192,20 +195,21 @@ def _batch_section(batch: Any, root: Path, add) -> Path | None:
     return _resolve_path(folder, root)
 
 
-def _dwpose_section(dwpose: Any, add) -> tuple[Path, Path]:
-    """The two ONNX paths as written (defaults where absent); resolved by the caller."""
-    det, pose = DEFAULT_DWPOSE_DET_PATH, DEFAULT_DWPOSE_POSE_PATH
+def _dwpose_section(dwpose: Any, add) -> tuple[Path, Path, str]:
+    """The two ONNX paths as written (defaults where absent; resolved by the caller) and the
+    backend."""
+    det, pose, backend = DEFAULT_DWPOSE_DET_PATH, DEFAULT_DWPOSE_POSE_PATH, "auto"
     if dwpose is None:
-        return det, pose
+        return det, pose, backend
     if not isinstance(dwpose, Mapping):
         add(
             "dwpose",
             f"must be a mapping with det_model_path and pose_model_path, got {_show(dwpose)}",
             ("dwpose",),
         )
-        return det, pose
+        return det, pose, backend
     _check_unknown(dwpose, DWPOSE_KEYS, "dwpose.", ("dwpose",), add)
-    for key in DWPOSE_KEYS:
+    for key in DWPOSE_PATH_KEYS:
         if key in dwpose and not _is_path_string(dwpose[key]):
             add(
                 f"dwpose.{key}",
@@ -216,7 +220,15 @@ def _dwpose_section(dwpose: Any, add) -> tuple[Path, Path]:
         det = Path(dwpose["det_model_path"])
     if _is_path_string(dwpose.get("pose_model_path")):
         pose = Path(dwpose["pose_model_path"])
-    return det, pose
+    if dwpose.get("backend", "auto") in DWPOSE_BACKENDS:
+        backend = dwpose.get("backend", "auto")
+    else:
+        add(
+            "dwpose.backend",
+            f"must be one of {', '.join(DWPOSE_BACKENDS)}, got {_show(dwpose['backend'])}",
+            ("dwpose", "backend"),
+        )
+    return det, pose, backend
 
 
 def _pose_section(pose: Any, add) -> str | None:

@@ -98,6 +98,7 @@ class InferenceConfig:
     batch_video_folder: Path | None = None
     dwpose_det_path: Path = DEFAULT_DWPOSE_DET_PATH
     dwpose_pose_path: Path = DEFAULT_DWPOSE_POSE_PATH
+    dwpose_backend: str = "auto"
     pose_retarget: str | None = None
     source_path: Path | None = None
 
@@ -132,6 +133,7 @@ def config_to_dict(config: InferenceConfig) -> dict[str, Any]:
         "dwpose": {
             "det_model_path": str(config.dwpose_det_path),
             "pose_model_path": str(config.dwpose_pose_path),
+            "backend": config.dwpose_backend,
         },
     }
     if config.pose_retarget is not None:

@@ -147,7 +147,10 @@ class MimicMotion:
             dtype = torch.float16 if device.type == "cuda" else torch.float32
         # DWPose first: a missing ONNX file should fail before minutes of checkpoint loading.
         dwpose = DWPose(
-            config.dwpose_det_path, config.dwpose_pose_path, device=_dwpose_device(device)
+            config.dwpose_det_path,
+            config.dwpose_pose_path,
+            device=_dwpose_device(device, config.dwpose_backend),
+            backend=config.dwpose_backend,
         )
         base_files = resolve_base_model(config.base_model_path)
         offloaded = offload_applies(options.offload, device)
@@ -398,10 +401,11 @@ class MimicMotion:
         return video[0, 1:].permute(0, 2, 3, 1).numpy()
 
 
-def _dwpose_device(device: torch.device) -> str:
-    """CUDA for DWPose when ONNX Runtime can use it; otherwise the CPU, said once."""
-    if device.type != "cuda":
-        return "cpu"
+def _dwpose_device(device: torch.device, backend: str) -> str:
+    """DWPose runs where the models run; only ONNX Runtime asked for by name on a GPU it has no
+    provider for falls back to the CPU, said once (``auto`` then picks the torch backend)."""
+    if backend != "onnxruntime" or device.type != "cuda":
+        return str(device)
     import onnxruntime
 
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():

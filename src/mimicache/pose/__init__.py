@@ -1,5 +1,5 @@
-"""Pose: DWPose on ONNX Runtime, alignment to the reference body, optional graft retargeting,
-confidence-aware drawing."""
+"""Pose: DWPose (ONNX Runtime or PyTorch backend), alignment to the reference body, optional
+graft retargeting, confidence-aware drawing."""
 
 from mimicache.pose.align import align_poses
 from mimicache.pose.draw import draw_pose, draw_poses

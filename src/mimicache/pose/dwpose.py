@@ -1,9 +1,9 @@
-"""DWPose on ONNX Runtime: YOLOX person detector + DWPose whole-body SimCC model.
+"""DWPose: YOLOX person detector + DWPose whole-body SimCC model, on ONNX Runtime or PyTorch.
 
 Frame in: (H, W, 3) uint8 RGB. Pose out: :class:`PoseFrame` / the published dict layout with
 coordinates normalised by the frame size. Pre- and post-processing reproduce the published
 MimicMotion DWPose code number for number (same cv2 calls, dtypes and operation order); the
-ONNX sessions are created once and reused for every frame and video.
+two ONNX files are opened once (by the backend of ``pose.backends``) and reused for every frame.
 """
 
 from __future__ import annotations
@@ -17,16 +17,21 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
+from mimicache.config import DEFAULT_DWPOSE_DET_PATH, DEFAULT_DWPOSE_POSE_PATH
 from mimicache.errors import ModelLoadError
+from mimicache.pose.backends import HF_REPO, open_model, resolve_backend
 from mimicache.pose.keypoints import PoseFrame
+from mimicache.pose.signatures import (
+    DET_INPUT_SIZE,
+    check_detector,
+    check_pose_model,
+)
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_DET_MODEL = Path("models/DWPose/yolox_l.onnx")
-DEFAULT_POSE_MODEL = Path("models/DWPose/dw-ll_ucoco_384.onnx")
-HF_REPO = "yzd-v/DWPose"
+DEFAULT_DET_MODEL = DEFAULT_DWPOSE_DET_PATH
+DEFAULT_POSE_MODEL = DEFAULT_DWPOSE_POSE_PATH
 
-DET_INPUT_SIZE = (640, 640)
 DET_PAD_VALUE = 114
 NMS_IOU = 0.45
 NMS_SCORE = 0.1
@@ -36,7 +41,6 @@ SIMCC_SPLIT_RATIO = 2.0
 KEYPOINT_THRESHOLD = 0.3
 POSE_MEAN = np.array([123.675, 116.28, 103.53])
 POSE_STD = np.array([58.395, 57.12, 57.375])
-NUM_WHOLEBODY = 133
 
 # After the neck is inserted at 17, these OpenPose positions take these mmpose indices.
 OPENPOSE_IDX = [1, 2, 3, 4, 6, 7, 8, 9, 10, 12, 13, 14, 15, 16, 17]
@@ -264,14 +268,6 @@ def to_pose_frame(keypoints: np.ndarray, scores: np.ndarray, height: int, width:
 # ----------------------------------------------------------------------------- sessions
 
 
-def _dims(node) -> list:
-    return list(node.shape) if node.shape is not None else []
-
-
-def _is_dynamic(dim) -> bool:
-    return not isinstance(dim, int) or dim <= 0
-
-
 def _check_file(path: Path, role: str, default: Path) -> None:
     if path.is_file():
         return
@@ -282,53 +278,16 @@ def _check_file(path: Path, role: str, default: Path) -> None:
     )
 
 
-def _providers_for(device: str) -> list:
-    import onnxruntime as ort
-
-    dev = str(device)
-    if dev.startswith("cuda"):
-        if "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise ModelLoadError(
-                f"device '{dev}' was asked for DWPose but this onnxruntime has no "
-                "CUDAExecutionProvider (available: "
-                f"{', '.join(ort.get_available_providers())}). Install onnxruntime-gpu "
-                "(pip install 'mimicache[gpu]') or run DWPose with device 'cpu'."
-            )
-        device_id = int(dev.split(":", 1)[1]) if ":" in dev else 0
-        return [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
-    if dev != "cpu":
-        raise ModelLoadError(f"unknown DWPose device '{dev}': use 'cpu' or 'cuda[:N]'.")
-    return ["CPUExecutionProvider"]
-
-
-def _open_session(path: Path, providers: list):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
-    except Exception as exc:  # onnxruntime raises several private exception types
-        raise ModelLoadError(
-            f"cannot load DWPose ONNX model {path}: {exc}. The file is damaged or not an ONNX "
-            f"model; download it again from https://huggingface.co/{HF_REPO}."
-        ) from exc
-
-
-def _signature_error(path: Path, what: str, expected: str) -> ModelLoadError:
-    return ModelLoadError(
-        f"{path} does not have the {what} signature: expected {expected}. Check that the "
-        f"detector and pose files are not swapped and come from https://huggingface.co/{HF_REPO}."
-    )
-
-
 class DWPose:
-    """YOLOX-L person detector + DWPose-LL whole-body model on ONNX Runtime.
+    """YOLOX-L person detector + DWPose-LL whole-body model on ONNX Runtime or PyTorch.
 
-    ``__call__(frame)`` returns the published dict layout; ``detect`` a :class:`PoseFrame`;
-    ``detect_many`` runs a sequence with a progress bar, batching the pose model over all boxes
-    of ``chunk_size`` frames when its batch dimension is dynamic (one box at a time otherwise;
-    the results are identical).
+    ``backend``: 'onnxruntime' (the reference), 'torch' (the same ONNX files run by PyTorch in
+    float32 on any torch device, always batched) or 'auto' (ONNX Runtime when it has a provider
+    for ``device``, else torch); :attr:`backend` holds the resolved name. ``__call__(frame)``
+    returns the published dict layout; ``detect`` a :class:`PoseFrame`; ``detect_many`` runs a
+    sequence with a progress bar, ``chunk_size`` frames at a time: the detector over the chunk's
+    letterboxed frames and the pose model over all their boxes in one call each when the model's
+    batch allows it (one at a time otherwise; the results are identical).
     """
 
     def __init__(
@@ -337,78 +296,47 @@ class DWPose:
         pose_model_path: str | Path = DEFAULT_POSE_MODEL,
         device: str = "cpu",
         *,
+        backend: str = "auto",
         chunk_size: int = 8,
     ) -> None:
         self.det_model_path = Path(det_model_path)
         self.pose_model_path = Path(pose_model_path)
         self.device = str(device)
         self.chunk_size = max(1, int(chunk_size))
+        self.backend: str = resolve_backend(backend, self.device)
         _check_file(self.det_model_path, "detector", DEFAULT_DET_MODEL)
         _check_file(self.pose_model_path, "pose", DEFAULT_POSE_MODEL)
-        providers = _providers_for(self.device)
-        self.session_det = _open_session(self.det_model_path, providers)
-        self.session_pose = _open_session(self.pose_model_path, providers)
-        self._check_signatures()
-        self.providers: list[str] = list(self.session_pose.get_providers())
+        self.det_model = open_model(self.det_model_path, self.backend, self.device)
+        check_detector(self.det_model, self.det_model_path)
+        self.pose_model = open_model(self.pose_model_path, self.backend, self.device)
+        signature = check_pose_model(self.pose_model, self.pose_model_path)
+        self.pose_input_size: tuple[int, int] = signature.input_wh  # (w, h)
+        self.pose_batch_dynamic: bool = signature.batch_dynamic or self.pose_model.batch_dynamic
+        self.det_batch_dynamic: bool = self.det_model.batch_dynamic
+        self.providers: list[str] = list(self.pose_model.providers)
         self.settings: dict = dict(SETTINGS)
 
-    # -- signatures
-    def _check_signatures(self) -> None:
-        det_in, det_out = self.session_det.get_inputs(), self.session_det.get_outputs()
-        det_expected = "one input (1, 3, 640, 640) float and a first output (1, 8400, 85)"
-        if len(det_in) != 1 or len(det_out) < 1:
-            raise _signature_error(self.det_model_path, "YOLOX detector", det_expected)
-        din, dout = _dims(det_in[0]), _dims(det_out[0])
-        ok = (
-            len(din) == 4
-            and din[1] == 3
-            and din[2:] == list(DET_INPUT_SIZE)
-            and "float" in det_in[0].type
-            and len(dout) == 3
-            and (_is_dynamic(dout[2]) or dout[2] >= 6)
-            and (_is_dynamic(dout[1]) or dout[1] == 8400)
-        )
-        if not ok:
-            raise _signature_error(
-                self.det_model_path,
-                "YOLOX detector",
-                f"{det_expected}, got input {din} output {dout}",
-            )
-        self._det_input = det_in[0].name
-
-        pin, pout = self.session_pose.get_inputs(), self.session_pose.get_outputs()
-        pose_expected = (
-            "one input (B, 3, H, W) float and outputs simcc_x (B, 133, Wx), simcc_y (B, 133, Hy)"
-        )
-        if len(pin) != 1 or len(pout) < 2:
-            raise _signature_error(self.pose_model_path, "DWPose SimCC", pose_expected)
-        shp = _dims(pin[0])
-        outs = [_dims(o) for o in pout[:2]]
-        ok = (
-            len(shp) == 4
-            and shp[1] == 3
-            and not _is_dynamic(shp[2])
-            and not _is_dynamic(shp[3])
-            and "float" in pin[0].type
-            and all(len(o) == 3 and o[1] == NUM_WHOLEBODY for o in outs)
-        )
-        if not ok:
-            raise _signature_error(
-                self.pose_model_path,
-                "DWPose SimCC",
-                f"{pose_expected}, got input {shp} outputs {outs}",
-            )
-        self._pose_input = pin[0].name
-        self._pose_outputs = [o.name for o in pout]
-        self.pose_input_size: tuple[int, int] = (int(shp[3]), int(shp[2]))  # (w, h)
-        self.pose_batch_dynamic: bool = _is_dynamic(shp[0])
+    def fingerprint_extra(self) -> dict:
+        """What besides the two files decides the keypoints: settings, backend, providers."""
+        return {"settings": self.settings, "backend": self.backend, "providers": self.providers}
 
     # -- stages
+    def _detect_raw(self, blobs: list[np.ndarray]) -> list[np.ndarray]:
+        """Letterboxed (3, 640, 640) blobs → raw detector outputs (1, A, 5+C), one per blob."""
+        if self.det_batch_dynamic and len(blobs) > 1:
+            raw = self.det_model.run(np.stack(blobs))[0]
+            return [raw[i : i + 1] for i in range(len(blobs))]
+        return [self.det_model.run(blob[None])[0] for blob in blobs]
+
     def detect_boxes(self, frame: np.ndarray) -> np.ndarray:
         """Person boxes (M, 4) float64 xyxy in frame pixels (M may be 0)."""
         blob, ratio = letterbox(frame)
-        raw = self.session_det.run(None, {self._det_input: blob[None, :, :, :]})[0]
-        return person_boxes(raw, ratio)
+        return person_boxes(self._detect_raw([blob])[0], ratio)
+
+    def _boxes_many(self, frames: list[np.ndarray]) -> list[np.ndarray]:
+        boxed = [letterbox(f) for f in frames]
+        raws = self._detect_raw([b for b, _ in boxed])
+        return [person_boxes(raw, ratio) for raw, (_, ratio) in zip(raws, boxed)]
 
     def _crops(self, frame: np.ndarray, boxes: np.ndarray) -> list:
         if len(boxes) == 0:
@@ -417,13 +345,11 @@ class DWPose:
 
     def _run_pose(self, inputs: list[np.ndarray], batched: bool) -> tuple[np.ndarray, np.ndarray]:
         if batched and len(inputs) > 1:
-            sx, sy = self.session_pose.run(
-                self._pose_outputs, {self._pose_input: np.stack(inputs)}
-            )[:2]
+            sx, sy = self.pose_model.run(np.stack(inputs))[:2]
             return sx, sy
         xs, ys = [], []
         for inp in inputs:
-            sx, sy = self.session_pose.run(self._pose_outputs, {self._pose_input: inp[None]})[:2]
+            sx, sy = self.pose_model.run(inp[None])[:2]
             xs.append(sx)
             ys.append(sy)
         return np.concatenate(xs), np.concatenate(ys)
@@ -444,7 +370,8 @@ class DWPose:
         """One (H, W, 3) uint8 RGB frame → its people."""
         frame = _check_frame(frame)
         crops = self._crops(frame, self.detect_boxes(frame))
-        sx, sy = self._run_pose([c[0] for c in crops], batched=False)
+        # torch batches the crops of a frame; ONNX Runtime keeps the published one-by-one runs
+        sx, sy = self._run_pose([c[0] for c in crops], batched=self.backend == "torch")
         return self._finish(frame.shape[:2], crops, sx, sy)
 
     def __call__(self, frame: np.ndarray) -> dict:
@@ -472,7 +399,7 @@ class DWPose:
                 chunk = [_check_frame(f) for f in islice(it, self.chunk_size)]
                 if not chunk:
                     break
-                per_frame = [self._crops(f, self.detect_boxes(f)) for f in chunk]
+                per_frame = [self._crops(f, b) for f, b in zip(chunk, self._boxes_many(chunk))]
                 inputs = [c[0] for crops in per_frame for c in crops]
                 sx, sy = self._run_pose(inputs, batched)
                 start = 0
