@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import inspect
 import os
 import shutil
 from collections.abc import Iterator
@@ -154,22 +153,16 @@ def dwpose_checks() -> Iterator[Check]:
     import onnxruntime
     import torch
 
-    from mimicache.pose import DWPose
+    from mimicache.pose.backends import BACKENDS
 
     providers = onnxruntime.get_available_providers()
     shown = ", ".join(p.removesuffix("ExecutionProvider") for p in providers)
-    backends = ["onnxruntime"]
-    if "backend" in inspect.signature(DWPose).parameters:
-        backends.append("torch")
-    yield Check("DWPose", OK, f"backends: {', '.join(backends)}")
+    backends = [b for b in BACKENDS if b != "auto"]
+    yield Check("DWPose", OK, f"backends: {', '.join(backends)} (--dwpose_backend)")
+    detail = f"{onnxruntime.__version__} ({shown})"
     if torch.cuda.is_available() and "CUDAExecutionProvider" not in providers:
-        yield Check(
-            "onnxruntime", WARN,
-            f"{onnxruntime.__version__} without CUDA ({shown}): DWPose runs on the CPU",
-            "pip uninstall -y onnxruntime && pip install onnxruntime-gpu",
-        )  # fmt: skip
-    else:
-        yield Check("onnxruntime", OK, f"{onnxruntime.__version__} ({shown})")
+        detail += ": no CUDA provider, so DWPose 'auto' runs on the torch backend"
+    yield Check("onnxruntime", OK, detail)
 
 
 def video_checks() -> Iterator[Check]:
