@@ -66,7 +66,7 @@ def build_pipeline(size: str, device: torch.device, dtype: torch.dtype, schedule
         elif size == "reduced":
             unet = MimicMotionUNet(**REDUCED_UNET)
             vae = tm.build_vae({**tm.TINY_VAE_CONFIG, **REDUCED_VAE})
-            clip = tm.build_clip(tm.TINY_CLIP_CONFIG)
+            clip = tm.build_clip({**tm.TINY_CLIP_CONFIG, "projection_dim": 1024})
         else:
             unet = MimicMotionUNet.from_config(tm.TINY_UNET_CONFIG)
             vae, clip = tm.build_vae(tm.TINY_VAE_CONFIG), tm.build_clip(tm.TINY_CLIP_CONFIG)
