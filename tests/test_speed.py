@@ -72,9 +72,10 @@ def test_fast_equals_exact_up_to_rounding(tiny_pipeline, exact_frames, plan):
     delta = (fast - exact).abs().max().item()
     assert delta < FAST_TOLERANCE
     assert psnr(fast, exact) > 80
-    # the uint8 frames the engine writes: at most a rare ±1
+    # the uint8 frames the engine writes (truncated): at most ±1, and only where a float
+    # difference of ``delta`` crosses a level, i.e. on no more than about 255·delta of values
     a, b = (fast * 255).to(torch.uint8).int(), (exact * 255).to(torch.uint8).int()
-    assert (a - b).abs().max() <= 1 and (a != b).float().mean() < 1e-3
+    assert (a - b).abs().max() <= 1 and (a != b).float().mean() <= 255 * delta + 1e-3
 
 
 def test_fast_without_guidance_batches_tiles(tiny_pipeline):
