@@ -13,7 +13,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mimicache.batch import check_log_file, check_output_folder
 from mimicache.batch.html_report import ReportJob, report_path, write_report
@@ -34,6 +34,10 @@ from mimicache.config import (
 )
 from mimicache.errors import MimicacheError
 from mimicache.media import write_video
+
+if TYPE_CHECKING:
+    from mimicache.cache.store import FeatureStore
+    from mimicache.engine import MimicMotion
 
 logger = logging.getLogger(__name__)
 
@@ -101,8 +105,6 @@ def add_pose_command(subparsers: Any) -> argparse.ArgumentParser:
 def pose_command(args: argparse.Namespace) -> int:
     """The preview of one image + video: 0 when written, 1 when the inputs gave no pose
     frames (the report says why), 2 (raised) for usage and setup errors."""
-    from mimicache.cache.store import FeatureStore
-    from mimicache.engine import MimicMotion
     from mimicache.engine.preview import contact_sheet, pose_preview
 
     output = _output_path(args)
@@ -118,26 +120,8 @@ def pose_command(args: argparse.Namespace) -> int:
         sample_stride=args.sample_stride,
         fps=args.fps,
     )
-    device = _pick_device(args)
-    cache = FeatureStore(
-        args.feature_cache_dir,
-        enabled=not args.disable_feature_cache,
-        force_refresh=args.feature_cache_force_refresh,
-    )
-    engine = MimicMotion.for_pose(
-        config, device=device, cache=cache, pose_retarget=args.pose_retarget, person=args.person
-    )
-    parameters = {
-        "command": "pose",
-        "reference image": case.ref_image_path,
-        "driving video": case.ref_video_path,
-        "resolution": case.resolution,
-        "sample stride": case.sample_stride,
-        "pose retarget": engine.pose_retarget,
-        "person": engine.person,
-        "feature cache": cache.root if cache.enabled else "off",
-        "log file": log_file,
-    }
+    engine, cache = _pose_engine(args, config)
+    parameters = _parameters(case, engine, cache, log_file)
     shown = ("ref_image_path", "ref_video_path", "resolution", "sample_stride", "fps")
     job = ReportJob(
         name=case.ref_video_path.stem,
@@ -170,6 +154,41 @@ def pose_command(args: argparse.Namespace) -> int:
     )
     _report(log_file, job, parameters, sheet)
     return 0
+
+
+def _pose_engine(args: argparse.Namespace, config) -> tuple[MimicMotion, FeatureStore]:
+    """DWPose only, on the run's cache: a preview fills the entries a run then hits."""
+    from mimicache.cache.store import FeatureStore
+    from mimicache.engine import MimicMotion
+
+    cache = FeatureStore(
+        args.feature_cache_dir,
+        enabled=not args.disable_feature_cache,
+        force_refresh=args.feature_cache_force_refresh,
+    )
+    engine = MimicMotion.for_pose(
+        config,
+        device=_pick_device(args),
+        cache=cache,
+        pose_retarget=args.pose_retarget,
+        person=args.person,
+    )
+    return engine, cache
+
+
+def _parameters(case: TestCase, engine, cache, log_file: Path) -> dict:
+    """The report's parameter table."""
+    return {
+        "command": "pose",
+        "reference image": case.ref_image_path,
+        "driving video": case.ref_video_path,
+        "resolution": case.resolution,
+        "sample stride": case.sample_stride,
+        "pose retarget": engine.pose_retarget,
+        "person": engine.person,
+        "feature cache": cache.root if cache.enabled else "off",
+        "log file": log_file,
+    }
 
 
 def _output_path(args: argparse.Namespace) -> Path:

@@ -295,6 +295,7 @@ class MimicMotion:
         """The pose stages: pose frames (1+F,3,H,W) uint8 and image_pixels (1,3,H,W) in [-1,1].
 
         ``record.people`` gets who was seen in the video and who drives the pose."""
+        # Steps 1-4 of generate() in order; each is one call through _run_stage.
         keys = keys or self.keys(case)
         video_path = Path(case.ref_video_path)
         image_path = Path(case.ref_image_path)

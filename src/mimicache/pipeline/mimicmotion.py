@@ -226,6 +226,8 @@ class MimicMotionPipeline(DiffusionPipeline):
         guidance pair, then further tiles) into one call. Predictions are accumulated in the
         same order either way.
         """
+        # One loop over steps and tiles: splitting it would scatter the order of the UNet
+        # calls and the scheduler steps, which the published results depend on.
         if check_speed(speed) == EXACT and unet_batch != 1:
             raise ValueError(f"speed 'exact' makes one UNet pass per call, got {unet_batch=}")
         num_frames = latents.shape[1]
@@ -348,6 +350,8 @@ class MimicMotionPipeline(DiffusionPipeline):
         (clip, vae_encode, pose_net, denoise, decode). ``speed``: "exact" (the published
         computation) or "fast" (batched calls and faster kernels; float rounding differs);
         ``batch_plan`` fixes fast's batch sizes (default: planned from the free memory)."""
+        # Long on purpose: the published call read top to bottom in numbered steps, as a
+        # diffusers pipeline's __call__ is; each step's work is a method of its own.
         check_speed(speed)
         device = torch.device(device) if device is not None else self._execution_device
         num_frames = num_frames if num_frames is not None else image_pose.shape[0]
