@@ -13,6 +13,7 @@ from mimicache.cli.cache import add_cache_commands
 from mimicache.cli.console import call_command
 from mimicache.cli.demo import add_demo_command
 from mimicache.cli.run import RUN_DEFAULTS, add_run_arguments, run_command
+from mimicache.cli.ui import add_ui_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(func=run_command, benchmark_cache=True)
     add_cache_commands(commands)
     add_demo_command(commands)
+    add_ui_command(commands)
     return parser
 
 

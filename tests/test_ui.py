@@ -1,0 +1,292 @@
+"""`mimicache ui`: the page's actions on the tiny bundle, its error messages next to the CLI's,
+two runs at once queueing on one engine, and the page driven in a headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from mimicache.cache.store import FeatureStore
+from mimicache.cli import main
+from mimicache.cli.ui import build_app, generate_action, launch, preview_action, prune_action
+from mimicache.cli.ui_session import Inputs, Settings, UiSession
+from mimicache.config import load_config
+from tests.engine_fixtures import figure_video, reference_image, write_config
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+DEFAULTS = (1, 2.0, 42, "EulerDiscreteScheduler", "published")  # the page's initial values
+
+
+@pytest.fixture(scope="module")
+def workspace(tiny_bundle, tmp_path_factory):
+    root = tmp_path_factory.mktemp("ui")
+    clips = root / "clips"
+    clips.mkdir()
+    figure_video(clips / "a_walk.mp4", frames=5)
+    figure_video(clips / "b_walk.mp4", frames=3, phase=0.4)
+    broken = root / "c_broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 100)
+    image = reference_image(root / "ref.png")
+    config = write_config(root / "cfg.yaml", tiny_bundle, image, clips / "a_walk.mp4")
+    return SimpleNamespace(
+        root=root, clips=clips, broken=broken, image=image, config=config, cache=root / "cache"
+    )
+
+
+@pytest.fixture(scope="module")
+def engine(workspace):
+    """The tiny engine, loaded once for the module; ``loads`` counts the factory's calls."""
+    import torch
+
+    from mimicache.engine import MimicMotion
+
+    config = load_config(workspace.config)
+    store = FeatureStore(workspace.cache)
+    loaded = MimicMotion.from_config(config, device="cpu", dtype=torch.float32, cache=store)
+    return SimpleNamespace(engine=loaded, loads=[])
+
+
+def _session(workspace, engine, out: Path, **kw) -> UiSession:
+    def factory():
+        engine.loads.append(1)
+        return engine.engine
+
+    return UiSession(
+        load_config(workspace.config),
+        factory,
+        output_dir=out,
+        feature_cache_dir=workspace.cache,
+        preview_dir=out.parent / f"{out.name}-previews",
+        **kw,
+    )
+
+
+def _settings(steps=1, **kw) -> Settings:
+    return Settings(steps, kw.pop("guidance", 2.0), kw.pop("seed", 42), **kw)
+
+
+def test_preview_and_generate_write_what_run_writes(workspace, engine, tmp_path):
+    session = _session(workspace, engine, tmp_path / "out")
+    before = len(engine.loads)
+    reports = []
+    inputs = Inputs(workspace.image, workspace.clips / "a_walk.mp4")
+    preview = session.preview(inputs, _settings(), lambda f, t: reports.append((f, t)))
+    assert preview.frames == 1 + 5  # the reference's pose, then each driving frame
+    assert preview.reference.shape == (64, 64, 3) and preview.reference.dtype == np.uint8
+    import av
+
+    with av.open(str(preview.video)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 6
+
+    reports.clear()
+    outcome = session.generate(inputs, _settings(steps=2), lambda f, t: reports.append((f, t)))
+    assert len(engine.loads) == before + 1  # loaded once for both actions
+    [output] = outcome.outputs
+    assert output.parent == tmp_path / "out" and re.fullmatch(
+        r"a_walk_\d{14}_steps2\.mp4", output.name
+    )  # the CLI's name, with the value that differs from the config's
+    sidecar = json.loads(output.with_suffix(".json").read_text())
+    assert sidecar["status"] == "ok" and sidecar["parameters"]["num_inference_steps"] == 2
+    assert "1 succeeded, 0 failed" in outcome.summary and outcome.errors == []
+    texts = [t for _, t in reports]
+    # 2 steps x 2 tiles (1+5 frames, tiles of 4 overlapping by 1): each tile's pass reported
+    assert [t for t in texts if "denoising" in t] == [
+        f"[1/1] a_walk: denoising step {s}/2" for s in (1, 1, 2, 2)
+    ]
+    fractions = [f for f, _ in reports]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert "pose_frames" in session.cache_stats()  # the preview's entries, read by the run
+
+    # a batch folder: every video, under output_dir/<folder name>/, one engine still
+    outcome = session.generate(Inputs(workspace.image, None, workspace.clips), _settings())
+    assert sorted(p.name.split("_")[0] for p in outcome.outputs) == ["a", "b"]
+    assert {p.parent for p in outcome.outputs} == {tmp_path / "out" / "clips"}
+    assert len(engine.loads) == before + 1
+
+    assert "Removed" in session.prune_cache("0")
+    assert re.search(r"TOTAL\s+0\s", session.cache_stats())
+
+
+def test_bad_inputs_show_the_cli_messages(workspace, engine, tmp_path, capsys):
+    session = _session(workspace, engine, tmp_path / "out")
+    preview, generate = preview_action(session), generate_action(session)
+    missing = tmp_path / "no_such_folder"
+
+    # a missing batch folder: the line `mimicache run` prints, and no model is loaded for it
+    code = main(
+        [
+            "run", "--inference_config", str(workspace.config), "--batch_folder", str(missing),
+            "--output_dir", str(tmp_path / "cli"), "--quiet",
+        ]
+    )  # fmt: skip
+    assert code == 2
+    cli_line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert cli_line.startswith("error: batch folder")
+    before = len(engine.loads)
+    *_, message = generate(str(workspace.image), None, str(missing), *DEFAULTS)
+    assert message == cli_line
+    assert len(engine.loads) == before
+
+    # a video FFmpeg cannot read: the message the CLI logs for the failed job
+    code = main(
+        [
+            "run", "--inference_config", str(workspace.config), "--batch_folder",
+            str(workspace.broken.parent), "--output_dir", str(tmp_path / "cli2"), "--quiet",
+        ]
+    )  # fmt: skip
+    log = next((tmp_path / "cli2").glob("*.log")).read_text()
+    cli_message = re.search(r"c_broken failed: (.*)", log).group(1)
+    assert "not a video PyAV can decode" in cli_message
+    reference, pose, message = preview(str(workspace.image), str(workspace.broken), "", *DEFAULTS)
+    assert (reference, pose) == (None, None) and message == f"error: {cli_message}"
+    _, _, summary, message = generate(str(workspace.image), str(workspace.broken), "", *DEFAULTS)
+    assert message.splitlines()[-1] == f"error: c_broken: {cli_message}"
+    assert "0 succeeded, 1 failed" in summary
+
+    # an image that is not one; values out of range; a size that is not one
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    *_, message = preview(str(text), str(workspace.clips / "a_walk.mp4"), "", *DEFAULTS)
+    assert message.startswith("error: ") and str(text) in message
+    *_, message = preview(None, str(workspace.clips / "a_walk.mp4"), "", *DEFAULTS)
+    assert message == "error: choose a reference image"
+    *_, message = generate(str(workspace.image), None, "", 0, *DEFAULTS[1:])
+    assert message == "error: num_inference_steps must be a positive integer, got 0"
+    assert prune_action(session)("lots").startswith("error: ")  # the size parser's message
+
+
+class _SlowEngine:
+    """A stand-in engine that notes how many generations run at once."""
+
+    def __init__(self):
+        self.pipeline = SimpleNamespace()
+        self.model_files = {"fake": "engine"}
+        self.pose_retarget = "published"
+        self.active = 0
+        self.most = 0
+        self.calls = 0
+
+    def generate(self, case, *, progress, label):
+        self.active += 1
+        self.most = max(self.most, self.active)
+        self.calls += 1
+        time.sleep(0.2)  # room for a second caller to overlap if nothing stopped it
+        self.active -= 1
+        frames = np.zeros((2, 16, 16, 3), np.uint8)
+        return SimpleNamespace(frames=frames, fps=8, timings={"total": 0.2}, cache_events=[])
+
+
+def test_two_runs_at_once_queue_on_one_engine(workspace, tmp_path):
+    fake, loads = _SlowEngine(), []
+    session = UiSession(
+        load_config(workspace.config),
+        lambda: loads.append(1) or fake,
+        output_dir=tmp_path / "out",
+        feature_cache_dir=tmp_path / "cache",
+    )
+    inputs = Inputs(workspace.image, workspace.clips / "a_walk.mp4")
+    outcomes, errors = [], []
+
+    def run():
+        try:
+            outcomes.append(session.generate(inputs, _settings()))
+        except Exception as exc:  # a crash would land here
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(outcomes) == 2
+    assert fake.calls == 2 and fake.most == 1  # one after the other
+    assert len(loads) == 1  # built once, by whichever came first
+    written = {o.outputs[0] for o in outcomes}
+    assert len(written) == 2 and all(p.stat().st_size > 0 for p in written)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# Gradio's queue statistics use pandas calls that pandas 3 deprecates
+@pytest.mark.filterwarnings("ignore::DeprecationWarning:gradio.queueing")
+def test_the_page_in_a_browser(workspace, engine, tmp_path, monkeypatch):
+    from playwright.sync_api import expect, sync_playwright
+
+    assert CHROMIUM.exists(), "install Debian's chromium (`.ci/run` does: apt-get install chromium)"
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    session = _session(workspace, engine, tmp_path / "out")
+    app = build_app(session)
+    url = launch(app, session, port=_free_port())
+    assert url.startswith("http://127.0.0.1:")
+    outside = []
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            page = browser.new_page()
+            page.on(
+                "request",
+                lambda r: (
+                    r.url.startswith((url.rstrip("/"), "data:", "blob:")) or outside.append(r.url)
+                ),
+            )
+            page.goto(url)
+            page.get_by_role("button", name="Feature cache").click()
+            expect(page.locator("#cache-stats textarea")).to_have_value(re.compile("TOTAL"))
+            page.locator("#reference-image input[type=file]").set_input_files(str(workspace.image))
+            video = page.locator("#driving-video input[type=file]")
+            video.set_input_files(str(workspace.clips / "a_walk.mp4"))
+            expect(
+                page.locator("#driving-video").get_by_role("cell", name="a_walk.mp4")
+            ).to_be_visible()
+            expect(
+                page.locator("#reference-image").get_by_role("cell", name="ref.png")
+            ).to_be_visible()
+
+            page.click("#preview-button")
+            expect(page.locator("#pose-preview video")).to_have_attribute(
+                "src", re.compile(r"a_walk_pose_\d+\.mp4"), timeout=60_000
+            )
+            expect(page.locator("#message textarea")).to_have_value(
+                "pose preview: the reference's pose, then 5 driving frames"
+            )
+
+            page.click("#generate-button")
+            expect(page.locator("#result-video video")).to_have_attribute(
+                "src", re.compile(r"a_walk_\d{14}\.mp4"), timeout=60_000
+            )
+            expect(page.locator("#summary textarea")).to_have_value(re.compile("1 succeeded"))
+            expect(page.locator("#cache-stats textarea")).to_have_value(
+                re.compile(r"pose_frames\s+1\s")
+            )
+
+            page.locator("#driving-video button[aria-label='Clear']").first.click()
+            video.set_input_files(str(workspace.broken))
+            expect(
+                page.locator("#driving-video").get_by_role("cell", name="c_broken.mp4")
+            ).to_be_visible()
+            page.click("#preview-button")
+            expect(page.locator("#message textarea")).to_have_value(
+                re.compile(r"^error: .*c_broken\.mp4 is not a video PyAV can decode"),
+                timeout=30_000,
+            )
+            browser.close()
+    finally:
+        app.close()
+    assert outside == []  # the page fetched nothing from anywhere but the app
+    assert len(list((tmp_path / "out").glob("a_walk_*.mp4"))) == 1
