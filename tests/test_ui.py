@@ -109,7 +109,16 @@ def test_preview_and_generate_write_what_run_writes(workspace, engine, tmp_path)
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     assert "pose_frames" in session.cache_stats()  # the preview's entries, read by the run
 
-    # a batch folder: every video, under output_dir/<folder name>/, one engine still
+    # the sampler is swapped on the one engine, and named in the output as `run` names it
+    outcome = session.generate(inputs, _settings(scheduler="AnimateLCM_SVD"))
+    assert re.fullmatch(r"a_walk_\d{14}_lcm\.mp4", outcome.outputs[0].name)
+    assert type(engine.engine.pipeline.scheduler).__name__ == "AnimateLCMSVDScheduler"
+    session.preview(inputs, _settings())
+    assert type(engine.engine.pipeline.scheduler).__name__ == "EulerDiscreteScheduler"
+
+    # a batch folder: the preview shows its first video; a run takes every video, under
+    # output_dir/<folder name>/, with the one engine still
+    assert session.preview(Inputs(workspace.image, None, workspace.clips), _settings()).frames == 6
     outcome = session.generate(Inputs(workspace.image, None, workspace.clips), _settings())
     assert sorted(p.name.split("_")[0] for p in outcome.outputs) == ["a", "b"]
     assert {p.parent for p in outcome.outputs} == {tmp_path / "out" / "clips"}
@@ -171,7 +180,7 @@ class _SlowEngine:
     """A stand-in engine that notes how many generations run at once."""
 
     def __init__(self):
-        self.pipeline = SimpleNamespace()
+        self.pipeline = SimpleNamespace(scheduler=None)  # taken for the default sampler
         self.model_files = {"fake": "engine"}
         self.pose_retarget = "published"
         self.active = 0
@@ -217,10 +226,36 @@ def test_two_runs_at_once_queue_on_one_engine(workspace, tmp_path):
     assert len(written) == 2 and all(p.stat().st_size > 0 for p in written)
 
 
+def test_command_checks_before_serving(workspace, tmp_path, capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = main(
+            [
+                "ui", "--inference_config", str(workspace.config), "--port", str(port),
+                "--output_dir", str(tmp_path / "out"), "--device", "cpu",
+            ]
+        )  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"error: cannot serve on 127.0.0.1:{port}: the port is taken" in err
+    code = main(
+        ["ui", "--inference_config", str(tmp_path / "none.yaml"), "--output_dir", str(tmp_path)]
+    )
+    assert code == 2 and "none.yaml: config file not found" in capsys.readouterr().err
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _choose(page, expect, field: str, path: Path) -> None:
+    """Upload ``path`` into the file field ``field`` and wait until the page lists it."""
+    page.locator(f"#{field} input[type=file]").set_input_files(str(path))
+    expect(page.locator(f"#{field}").get_by_role("cell", name=path.name)).to_be_visible()
 
 
 # Gradio's queue statistics use pandas calls that pandas 3 deprecates
@@ -230,6 +265,20 @@ def test_the_page_in_a_browser(workspace, engine, tmp_path, monkeypatch):
 
     assert CHROMIUM.exists(), "install Debian's chromium (`.ci/run` does: apt-get install chromium)"
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    running, most, count = [0], [0], threading.Lock()
+    real = engine.engine.generate
+
+    def counted(*args, **kwargs):
+        with count:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            return real(*args, **kwargs)
+        finally:
+            with count:
+                running[0] -= 1
+
+    monkeypatch.setattr(engine.engine, "generate", counted)
     session = _session(workspace, engine, tmp_path / "out")
     app = build_app(session)
     url = launch(app, session, port=_free_port())
@@ -238,25 +287,21 @@ def test_the_page_in_a_browser(workspace, engine, tmp_path, monkeypatch):
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-            page = browser.new_page()
-            page.on(
-                "request",
-                lambda r: (
-                    r.url.startswith((url.rstrip("/"), "data:", "blob:")) or outside.append(r.url)
-                ),
-            )
-            page.goto(url)
+            tabs = [browser.new_page(), browser.new_page()]
+            for tab in tabs:
+                tab.on(
+                    "request",
+                    lambda r: (
+                        r.url.startswith((url.rstrip("/"), "data:", "blob:"))
+                        or outside.append(r.url)
+                    ),
+                )
+                tab.goto(url)
+                _choose(tab, expect, "reference-image", workspace.image)
+                _choose(tab, expect, "driving-video", workspace.clips / "a_walk.mp4")
+            page = tabs[0]
             page.get_by_role("button", name="Feature cache").click()
             expect(page.locator("#cache-stats textarea")).to_have_value(re.compile("TOTAL"))
-            page.locator("#reference-image input[type=file]").set_input_files(str(workspace.image))
-            video = page.locator("#driving-video input[type=file]")
-            video.set_input_files(str(workspace.clips / "a_walk.mp4"))
-            expect(
-                page.locator("#driving-video").get_by_role("cell", name="a_walk.mp4")
-            ).to_be_visible()
-            expect(
-                page.locator("#reference-image").get_by_role("cell", name="ref.png")
-            ).to_be_visible()
 
             page.click("#preview-button")
             expect(page.locator("#pose-preview video")).to_have_attribute(
@@ -266,20 +311,19 @@ def test_the_page_in_a_browser(workspace, engine, tmp_path, monkeypatch):
                 "pose preview: the reference's pose, then 5 driving frames"
             )
 
-            page.click("#generate-button")
-            expect(page.locator("#result-video video")).to_have_attribute(
-                "src", re.compile(r"a_walk_\d{14}\.mp4"), timeout=60_000
-            )
-            expect(page.locator("#summary textarea")).to_have_value(re.compile("1 succeeded"))
+            for tab in tabs:  # both tabs at once: the second waits its turn
+                tab.click("#generate-button")
+            for tab in tabs:
+                expect(tab.locator("#result-video video")).to_have_attribute(
+                    "src", re.compile(r"a_walk_\d{14}(_1)?\.mp4"), timeout=60_000
+                )
+                expect(tab.locator("#summary textarea")).to_have_value(re.compile("1 succeeded"))
             expect(page.locator("#cache-stats textarea")).to_have_value(
-                re.compile(r"pose_frames\s+1\s")
+                re.compile(r"pose_frames\s+[1-9]")
             )
 
             page.locator("#driving-video button[aria-label='Clear']").first.click()
-            video.set_input_files(str(workspace.broken))
-            expect(
-                page.locator("#driving-video").get_by_role("cell", name="c_broken.mp4")
-            ).to_be_visible()
+            _choose(page, expect, "driving-video", workspace.broken)
             page.click("#preview-button")
             expect(page.locator("#message textarea")).to_have_value(
                 re.compile(r"^error: .*c_broken\.mp4 is not a video PyAV can decode"),
@@ -289,4 +333,5 @@ def test_the_page_in_a_browser(workspace, engine, tmp_path, monkeypatch):
     finally:
         app.close()
     assert outside == []  # the page fetched nothing from anywhere but the app
-    assert len(list((tmp_path / "out").glob("a_walk_*.mp4"))) == 1
+    assert most[0] == 1  # the two tabs' runs took turns on the one engine
+    assert len(list((tmp_path / "out").glob("a_walk_*.mp4"))) == 2

@@ -154,9 +154,10 @@ def launch(app: gradio.Blocks, session: UiSession, *, port: int) -> str:
             enable_monitoring=False,
             theme=theme,
         )
-    except OSError as exc:
+    except OSError:
         raise MimicacheError(
-            f"cannot serve on {HOST}:{port} ({exc}); choose another port with --port"
+            f"cannot serve on {HOST}:{port}: the port is taken or not allowed; choose another "
+            "with --port"
         ) from None
     return url
 

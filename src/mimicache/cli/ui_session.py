@@ -38,7 +38,12 @@ from mimicache.cli.cache import run_cache_command
 from mimicache.config import RETARGET_MODES, InferenceConfig, TestCase
 from mimicache.errors import ConfigError, InputError, MimicacheError
 from mimicache.media import write_video
-from mimicache.pipeline.schedulers import SCHEDULER_NAMES, SchedulerOptions, build_scheduler
+from mimicache.pipeline.schedulers import (
+    SCHEDULER_NAMES,
+    AnimateLCMSVDScheduler,
+    SchedulerOptions,
+    build_scheduler,
+)
 
 if TYPE_CHECKING:
     from mimicache.engine import MimicMotion
@@ -134,7 +139,6 @@ class UiSession:
         self.preview_dir = Path(preview_dir or tempfile.mkdtemp(prefix="mimicache-ui-"))
         self._engine_factory = engine_factory
         self._engine: MimicMotion | None = None
-        self._scheduler = DEFAULT_SCHEDULER  # the factory builds the default sampler
         self._previews = itertools.count(1)
         self.lock = threading.Lock()
 
@@ -158,11 +162,10 @@ class UiSession:
                 logger.info("loading the models (once for the app's life)")
                 self._engine = self._engine_factory()
             engine = self._engine
-            if settings.scheduler != self._scheduler:
+            if settings.scheduler != _scheduler_name(engine.pipeline.scheduler):
                 engine.pipeline.scheduler = build_scheduler(
                     SchedulerOptions(name=settings.scheduler), engine.base_files.scheduler_dir
                 )
-                self._scheduler = settings.scheduler
             engine.pose_retarget = settings.pose_retarget
             yield engine
 
@@ -266,6 +269,11 @@ class UiSession:
         out, err = io.StringIO(), io.StringIO()
         run_cache_command(args, stdout=out, stderr=err)
         return (out.getvalue() + err.getvalue()).rstrip()
+
+
+def _scheduler_name(scheduler: Any) -> str:
+    """The ``--scheduler`` name of a loaded sampler (the engine starts with run's default)."""
+    return "AnimateLCM_SVD" if isinstance(scheduler, AnimateLCMSVDScheduler) else DEFAULT_SCHEDULER
 
 
 def _changed(value: Any, default: Any) -> Any:
