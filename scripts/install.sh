@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet "torch==${MIMICACHE_TORCH_VERSION:-2.13.0}"
-.venv/bin/python -m pip install --quiet -e ".[test,ui]"
+.venv/bin/python -m pip install --quiet -e ".[test,plot,ui]"

@@ -26,7 +26,7 @@ CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]  # fmt: skip
-DEFAULTS = (1, 2.0, 42, "EulerDiscreteScheduler", "published")  # the page's initial values
+DEFAULTS = (1, 2.0, 42, "EulerDiscreteScheduler", "published", "auto")  # the page's initial values
 
 
 @pytest.fixture(scope="module")
@@ -84,11 +84,14 @@ def test_preview_and_generate_write_what_run_writes(workspace, engine, tmp_path)
     inputs = Inputs(workspace.image, workspace.clips / "a_walk.mp4")
     preview = session.preview(inputs, _settings(), lambda f, t: reports.append((f, t)))
     assert preview.frames == 1 + 5  # the reference's pose, then each driving frame
-    assert preview.reference.shape == (64, 64, 3) and preview.reference.dtype == np.uint8
+    assert preview.people.startswith("1 person tracked in 5 sampled frames")
     import av
 
     with av.open(str(preview.video)) as container:
-        assert sum(1 for _ in container.decode(video=0)) == 6
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    # driving | skeleton over the reference | skeleton, each 64 x 64, 4-pixel gaps
+    assert len(frames) == 6 and frames[0].shape == (64, 3 * 64 + 2 * 4, 3)
+    assert preview.sheet.mode == "RGB" and preview.sheet.height > 0
 
     reports.clear()
     outcome = session.generate(inputs, _settings(steps=2), lambda f, t: reports.append((f, t)))
@@ -158,8 +161,8 @@ def test_bad_inputs_show_the_cli_messages(workspace, engine, tmp_path, capsys):
     log = next((tmp_path / "cli2").glob("*.log")).read_text()
     cli_message = re.search(r"c_broken failed: (.*)", log).group(1)
     assert "not a video PyAV can decode" in cli_message
-    reference, pose, message = preview(str(workspace.image), str(workspace.broken), "", *DEFAULTS)
-    assert (reference, pose) == (None, None) and message == f"error: {cli_message}"
+    sheet, pose, message = preview(str(workspace.image), str(workspace.broken), "", *DEFAULTS)
+    assert (sheet, pose) == (None, None) and message == f"error: {cli_message}"
     _, _, summary, message = generate(str(workspace.image), str(workspace.broken), "", *DEFAULTS)
     assert message.splitlines()[-1] == f"error: c_broken: {cli_message}"
     assert "0 succeeded, 1 failed" in summary
@@ -173,6 +176,8 @@ def test_bad_inputs_show_the_cli_messages(workspace, engine, tmp_path, capsys):
     assert message == "error: choose a reference image"
     *_, message = generate(str(workspace.image), None, "", 0, *DEFAULTS[1:])
     assert message == "error: num_inference_steps must be a positive integer, got 0"
+    *_, message = preview(str(workspace.image), None, str(workspace.clips), *DEFAULTS[:-1], "tall")
+    assert message.startswith("error: person must be one of auto, largest, center or a person")
     assert prune_action(session)("lots").startswith("error: ")  # the size parser's message
 
 
@@ -308,8 +313,9 @@ def test_the_page_in_a_browser(workspace, engine, tmp_path, monkeypatch):
                 "src", re.compile(r"a_walk_pose_\d+\.mp4"), timeout=60_000
             )
             expect(page.locator("#message textarea")).to_have_value(
-                "pose preview: the reference's pose, then 5 driving frames"
+                re.compile("^pose preview: the reference's pose, then 5 driving frames\n1 person")
             )
+            expect(page.locator("#pose-sheet img")).to_have_attribute("src", re.compile("."))
 
             for tab in tabs:  # both tabs at once: the second waits its turn
                 tab.click("#generate-button")

@@ -57,6 +57,9 @@ def write_sidecar(
         "timings": {str(k): float(v) for k, v in result.timings.items()},
         "cache_events": [to_json_value(e, canonical=False) for e in result.cache_events],
     }
+    people = getattr(result, "people", None)
+    if people is not None:  # who drove the pose (pose.person)
+        data["people"] = to_json_value(people.to_dict(), canonical=False)
     text = json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, text.encode("utf-8"))

@@ -45,7 +45,8 @@ class Engine(Protocol):
 @dataclass
 class JobResult:
     """What happened to one job. ``timings`` in seconds (``preprocess``, ``pipeline``,
-    ``total`` and per-stage keys); ``error`` a one-line message for failed jobs."""
+    ``total`` and per-stage keys); ``error`` a one-line message for failed jobs; ``people``
+    who was seen in the driving video and who drove the pose (``pose.PeopleReport``)."""
 
     job: Job
     status: Literal["ok", "failed"]
@@ -53,6 +54,7 @@ class JobResult:
     timings: dict[str, float] = field(default_factory=dict)
     error: str | None = None
     cache_events: list[Any] = field(default_factory=list)
+    people: Any = None
 
     def __post_init__(self) -> None:
         if self.status not in ("ok", "failed"):
@@ -105,7 +107,14 @@ def run_jobs(
             output = reserve_output(job.output_path.parent, job.base_stem, video=True)
             output = write_video(output, generated.frames, fps=generated.fps)
             timings = dict(generated.timings, write=time.perf_counter() - start)
-            result = JobResult(job, "ok", output, timings, cache_events=generated.cache_events)
+            result = JobResult(
+                job,
+                "ok",
+                output,
+                timings,
+                cache_events=generated.cache_events,
+                people=getattr(generated, "people", None),
+            )
             if on_frames is not None:
                 on_frames(job, generated.frames)
             logger.info(

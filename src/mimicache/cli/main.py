@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from mimicache.cli.cache import add_cache_commands
 from mimicache.cli.console import call_command
 from mimicache.cli.demo import add_demo_command
+from mimicache.cli.pose import add_pose_command
 from mimicache.cli.run import RUN_DEFAULTS, add_run_arguments, run_command
 from mimicache.cli.ui import add_ui_command
 
@@ -35,7 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
         "outputs are bit-identical. Takes the same flags as `run`.",
     )
     add_run_arguments(bench, RUN_DEFAULTS, benchmark_flag=False)
+    bench.add_argument(
+        "--plot",
+        metavar="PNG",
+        help="also draw the cold/warm comparison per stage into this PNG (needs matplotlib)",
+    )
     bench.set_defaults(func=run_command, benchmark_cache=True)
+    add_pose_command(commands)
     add_cache_commands(commands)
     add_demo_command(commands)
     add_ui_command(commands)

@@ -23,9 +23,11 @@ from mimicache.batch import (
     reserve_log,
     run_jobs,
 )
+from mimicache.batch.html_report import write_run_report
 from mimicache.cli.cache import DEFAULT_CACHE_DIR
 from mimicache.cli.console import call_command, setup_logging
 from mimicache.cli.fmt import size_arg
+from mimicache.cli.options import add_person_argument
 from mimicache.config import DWPOSE_BACKENDS, RETARGET_MODES, InferenceConfig, load_config
 from mimicache.errors import MimicacheError
 from mimicache.pipeline.schedulers import SCHEDULER_NAMES, SchedulerOptions
@@ -33,6 +35,7 @@ from mimicache.pipeline.schedulers import SCHEDULER_NAMES, SchedulerOptions
 if TYPE_CHECKING:
     import torch
 
+    from mimicache.batch.cold_warm import BenchReport
     from mimicache.cache.store import FeatureStore
     from mimicache.engine import MimicMotion
 
@@ -124,6 +127,7 @@ def _add_generation_arguments(parser: argparse.ArgumentParser, defaults: dict) -
         f"{defaults['pose_retarget']})",
     )
     parser.set_defaults(default_pose_retarget=defaults["pose_retarget"])
+    add_person_argument(gen)
 
 
 def _add_scheduler_arguments(parser: argparse.ArgumentParser, defaults: dict) -> None:
@@ -196,7 +200,7 @@ def run_command(args: argparse.Namespace) -> int:
     config with the flags' overrides, plan, load the engine once, run (or cold + warm), print
     the summary, prune the cache if asked; the exit code of the jobs."""
     timestamp = make_timestamp()
-    output_dir = _check_paths_and_log(args, timestamp)
+    output_dir, log_file = _check_paths_and_log(args, timestamp)
     config, overrides = _load_config(args)
     # flag > config > the command's default
     pose_retarget = args.pose_retarget or config.pose_retarget or args.default_pose_retarget
@@ -207,17 +211,19 @@ def run_command(args: argparse.Namespace) -> int:
     device = _pick_device(args)
     cache = _open_cache(args)
     engine = _load_engine(args, config, device, cache, pose_retarget, len(jobs))
-    results = _run(args, engine, config, jobs, plan)
+    results, bench = _run(args, engine, config, jobs, plan)
     summary = format_summary(results)
     print(summary)
     logger.debug("summary\n%s", summary)
+    _write_report(args, log_file, engine, results, bench)
     _prune_cache(args, cache)
     return exit_code(results)
 
 
-def _check_paths_and_log(args: argparse.Namespace, timestamp: str) -> Path:
+def _check_paths_and_log(args: argparse.Namespace, timestamp: str) -> tuple[Path, Path]:
     """Every path we write is checked before the config, the plan or a model is loaded; then
-    logging goes to the console and the run's log file. Returns the output folder."""
+    logging goes to the console and the run's log file. Returns the output folder and the
+    log file."""
     output_dir = check_output_folder(args.output_dir)
     log_file = (
         check_log_file(args.log_file) if args.log_file else reserve_log(output_dir, timestamp)
@@ -225,7 +231,7 @@ def _check_paths_and_log(args: argparse.Namespace, timestamp: str) -> Path:
     bars = not args.quiet and sys.stderr.isatty()
     setup_logging(args.verbose, log_file, bars=bars)
     logger.info("log file: %s", log_file)
-    return output_dir
+    return output_dir, log_file
 
 
 def _load_config(args: argparse.Namespace) -> tuple[InferenceConfig, dict[str, Any]]:
@@ -337,14 +343,16 @@ def _load_engine(
         cache_pipeline_features=not args.disable_pipeline_feature_cache,
         scheduler=scheduler,
         pose_retarget=pose_retarget,
+        person=args.person,
     )
     logger.info(
-        "%d job(s); device %s, %s; scheduler %s; pose retarget %s; feature cache %s",
+        "%d job(s); device %s, %s; scheduler %s; pose retarget %s; person %s; feature cache %s",
         job_count,
         engine.device,
         str(engine.dtype).removeprefix("torch."),
         args.scheduler,
         pose_retarget,
+        engine.person,
         cache.root if cache.enabled else "off",
     )
     return engine
@@ -356,16 +364,50 @@ def _run(
     config: InferenceConfig,
     jobs: list[Job],
     plan: Callable[..., list[Job]],
-) -> list[JobResult]:
-    """The jobs once, or cold then warm with the comparison table (``--benchmark_cache``)."""
+) -> tuple[list[JobResult], BenchReport | None]:
+    """The jobs once, or cold then warm with the comparison table (``--benchmark_cache``);
+    ``bench --plot`` draws the comparison."""
     progress = not args.quiet
     if not args.benchmark_cache:
-        return run_jobs(engine, jobs, config=config, progress=progress)
+        return run_jobs(engine, jobs, config=config, progress=progress), None
     from mimicache.batch.cold_warm import run_benchmark
 
     report = run_benchmark(engine, config, plan, progress=progress)
     print(report.table)
-    return report.cold + report.warm
+    if getattr(args, "plot", None):
+        from mimicache.batch.bench_plot import plot_cold_warm
+
+        try:
+            logger.info("plot: %s", plot_cold_warm(report.cold, report.warm, args.plot))
+        except (MimicacheError, OSError) as exc:  # the runs are done: a plot never fails them
+            logger.error("no plot: %s", exc)
+    return report.cold + report.warm, report
+
+
+def _write_report(
+    args: argparse.Namespace,
+    log_file: Path,
+    engine: MimicMotion,
+    results: list[JobResult],
+    bench: BenchReport | None,
+) -> None:
+    """``report.html`` beside the log: the run's parameters, then its jobs."""
+    parameters = {
+        "command": "bench" if bench is not None else "run",
+        "config": args.inference_config,
+        "batch folder": args.batch_folder,
+        "output folder": args.output_dir,
+        "log file": log_file,
+        "device": engine.device,
+        "dtype": str(engine.dtype).removeprefix("torch."),
+        "scheduler": args.scheduler,
+        "pose retarget": engine.pose_retarget,
+        "person": engine.person,
+        "feature cache": engine.cache.root if engine.cache and engine.cache.enabled else "off",
+    }
+    write_run_report(
+        log_file, results, parameters=parameters, bench=bench, plot=getattr(args, "plot", None)
+    )
 
 
 def _prune_cache(args: argparse.Namespace, cache: FeatureStore) -> None:

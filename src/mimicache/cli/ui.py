@@ -21,7 +21,7 @@ from mimicache.cli.cache import DEFAULT_CACHE_DIR
 from mimicache.cli.console import setup_logging
 from mimicache.cli.run import _pick_device
 from mimicache.cli.ui_session import Inputs, Settings, UiSession
-from mimicache.config import RETARGET_MODES, InferenceConfig, load_config
+from mimicache.config import PERSON_MODES, RETARGET_MODES, InferenceConfig, load_config
 from mimicache.errors import MimicacheError
 from mimicache.pipeline.schedulers import SCHEDULER_NAMES, SchedulerOptions
 
@@ -165,8 +165,10 @@ def launch(app: gradio.Blocks, session: UiSession, *, port: int) -> str:
 # --------------------------------------------------------------------------- the page
 
 
-def _settings(steps: Any, guidance: Any, seed: Any, scheduler: str, retarget: str) -> Settings:
-    return Settings(steps, guidance, seed, scheduler, retarget)
+def _settings(
+    steps: Any, guidance: Any, seed: Any, scheduler: str, retarget: str, person: str
+) -> Settings:
+    return Settings(steps, guidance, seed, scheduler, retarget, person)
 
 
 def _inputs(image: str | None, video: str | None, folder: str | None) -> Inputs:
@@ -183,23 +185,27 @@ def _progress_report(progress: Any) -> Callable[[float, str], None]:
 
 
 def preview_action(session: UiSession) -> Callable[..., tuple]:
-    """(image, video, folder, steps, guidance, seed, scheduler, retarget, progress) ->
-    (fitted reference, pose preview mp4, message)."""
+    """(image, video, folder, steps, guidance, seed, scheduler, retarget, person, progress) ->
+    (contact sheet, preview mp4, message)."""
     gr = import_gradio()
 
     tracker = gr.Progress()  # Gradio hands a live tracker to the parameter with this default
 
-    def preview(image, video, folder, steps, guidance, seed, scheduler, retarget, progress=tracker):
+    def preview(
+        image, video, folder, steps, guidance, seed, scheduler, retarget, person, progress=tracker
+    ):
         try:
             result = session.preview(
                 _inputs(image, video, folder),
-                _settings(steps, guidance, seed, scheduler, retarget),
+                _settings(steps, guidance, seed, scheduler, retarget, person),
                 _progress_report(progress),
             )
         except MimicacheError as exc:
             return None, None, f"error: {exc}"
         message = f"pose preview: the reference's pose, then {result.frames - 1} driving frames"
-        return result.reference, str(result.video), message
+        if result.people:
+            message += f"\n{result.people}"
+        return result.sheet, str(result.video), message
 
     return preview
 
@@ -212,12 +218,12 @@ def generate_action(session: UiSession) -> Callable[..., tuple]:
     tracker = gr.Progress()  # Gradio hands a live tracker to the parameter with this default
 
     def generate(
-        image, video, folder, steps, guidance, seed, scheduler, retarget, progress=tracker
+        image, video, folder, steps, guidance, seed, scheduler, retarget, person, progress=tracker
     ):
         try:
             outcome = session.generate(
                 _inputs(image, video, folder),
-                _settings(steps, guidance, seed, scheduler, retarget),
+                _settings(steps, guidance, seed, scheduler, retarget, person),
                 _progress_report(progress),
             )
         except MimicacheError as exc:
@@ -264,6 +270,12 @@ def build_app(session: UiSession) -> gradio.Blocks:
                         retarget = gr.Dropdown(
                             list(RETARGET_MODES), value=defaults.pose_retarget, label="Pose"
                         )
+                        person = gr.Dropdown(
+                            [*PERSON_MODES, "0", "1", "2"],
+                            value=defaults.person,
+                            allow_custom_value=True,
+                            label="Person (auto, largest, center or a number)",
+                        )
                 with gr.Row():
                     preview_button = gr.Button("Preview pose", elem_id="preview-button")
                     generate_button = gr.Button(
@@ -271,9 +283,11 @@ def build_app(session: UiSession) -> gradio.Blocks:
                     )
                 message = gr.Textbox(label="Message", elem_id="message", interactive=False)
             with gr.Column():
-                with gr.Row():
-                    reference = gr.Image(label="Reference (fitted)", interactive=False)
-                    pose = gr.Video(label="Pose preview", elem_id="pose-preview")
+                pose = gr.Video(
+                    label="Pose preview: driving frame | skeleton over the reference | skeleton",
+                    elem_id="pose-preview",
+                )
+                sheet = gr.Image(label="Contact sheet", interactive=False, elem_id="pose-sheet")
                 result = gr.Video(label="Result", elem_id="result-video", autoplay=True)
                 outputs = gr.Dropdown([], label="Outputs of the last run", elem_id="outputs")
                 summary = gr.Textbox(label="Summary", elem_id="summary", interactive=False)
@@ -285,11 +299,11 @@ def build_app(session: UiSession) -> gradio.Blocks:
                 prune = gr.Button("Prune", elem_id="cache-prune")
             pruned = gr.Textbox(label="Prune", elem_id="cache-pruned", interactive=False)
 
-        values = [image, video, folder, steps, guidance, seed, scheduler, retarget]
+        values = [image, video, folder, steps, guidance, seed, scheduler, retarget, person]
         preview_button.click(
             preview_action(session),
             values,
-            [reference, pose, message],
+            [sheet, pose, message],
             concurrency_limit=1,
             concurrency_id=ENGINE_QUEUE,
         )

@@ -1,7 +1,8 @@
 """The web UI's state and actions, without Gradio: one engine, built on first use and kept for
-the app's life; one lock, so one preview or generation uses it at a time; pose previews (the
-pose frames (1+F,H,W,3) uint8 the pipeline gets, written as an mp4); runs planned, claimed and
-written by the batch package exactly as ``mimicache run`` does; the cache panel's text.
+the app's life; one lock, so one preview or generation uses it at a time; pose previews
+(``engine.preview``: driving frame | skeleton over the reference | skeleton, (1+F) rows of
+uint8 RGB written as an mp4, and a contact sheet); runs planned, claimed and written by the
+batch package exactly as ``mimicache run`` does; the cache panel's text.
 
 Errors are ``MimicacheError``s with the CLI's messages; the page shows ``error: {message}``.
 """
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
+import PIL.Image
 
 from mimicache.batch import (
     JobResult,
@@ -35,7 +36,13 @@ from mimicache.batch import (
 )
 from mimicache.cache.sizes import parse_size
 from mimicache.cli.cache import run_cache_command
-from mimicache.config import RETARGET_MODES, InferenceConfig, TestCase
+from mimicache.config import (
+    DEFAULT_PERSON,
+    RETARGET_MODES,
+    InferenceConfig,
+    TestCase,
+    person_choice,
+)
 from mimicache.errors import ConfigError, InputError, MimicacheError
 from mimicache.media import write_video
 from mimicache.pipeline.schedulers import (
@@ -66,6 +73,7 @@ class Settings:
     seed: int
     scheduler: str = DEFAULT_SCHEDULER
     pose_retarget: str = "published"
+    person: str = DEFAULT_PERSON
 
     def check(self) -> Settings:
         """``ConfigError`` naming the first bad value; ints arrive from the page as floats."""
@@ -86,7 +94,13 @@ class Settings:
                 f"unknown pose retarget mode {self.pose_retarget!r}; choose one of: "
                 + ", ".join(RETARGET_MODES)
             )
-        return Settings(int(steps), float(guidance), int(seed), self.scheduler, self.pose_retarget)
+        try:
+            person = person_choice(self.person)
+        except ValueError as exc:  # the words of `--person`'s check
+            raise ConfigError(f"person {exc}") from None
+        return Settings(
+            int(steps), float(guidance), int(seed), self.scheduler, self.pose_retarget, person
+        )
 
 
 def _whole(value: Any) -> bool:
@@ -104,9 +118,10 @@ class Inputs:
 
 @dataclass
 class Preview:
-    video: Path  # mp4 of the pose frames, the reference's own pose first
-    reference: np.ndarray  # (H,W,3) uint8, the reference image fitted to the resolution
+    video: Path  # mp4: driving frame | skeleton over the reference | skeleton, reference first
+    sheet: PIL.Image.Image  # every n-th row of the same panels, numbered
     frames: int  # 1 + driving frames
+    people: str  # who was seen in the driving video and who drives the pose
 
 
 @dataclass
@@ -145,8 +160,13 @@ class UiSession:
     def default_settings(self) -> Settings:
         case = self.template
         retarget = self.config.pose_retarget or RETARGET_MODES[0]
+        person = self.config.pose_person or DEFAULT_PERSON
         return Settings(
-            case.num_inference_steps, case.guidance_scale, case.seed, pose_retarget=retarget
+            case.num_inference_steps,
+            case.guidance_scale,
+            case.seed,
+            pose_retarget=retarget,
+            person=person,
         )
 
     # -- the engine ------------------------------------------------------------------------------
@@ -167,6 +187,7 @@ class UiSession:
                     SchedulerOptions(name=settings.scheduler), engine.base_files.scheduler_dir
                 )
             engine.pose_retarget = settings.pose_retarget
+            engine.person = settings.person
             yield engine
 
     # -- the case of a page's inputs -------------------------------------------------------------
@@ -191,9 +212,9 @@ class UiSession:
 
     # -- actions ---------------------------------------------------------------------------------
     def preview(self, inputs: Inputs, settings: Settings, report: Report | None = None) -> Preview:
-        """The pose frames the pipeline would get (through the cache, so a later run hits it);
-        with only a batch folder, those of its first video."""
-        from mimicache.engine import JobRecord
+        """The pose frames the pipeline would get beside what they came from (through the cache,
+        so a later run hits it); with only a batch folder, those of its first video."""
+        from mimicache.engine.preview import contact_sheet, pose_preview
 
         settings = settings.check()
         video = self._preview_video(inputs)
@@ -201,15 +222,12 @@ class UiSession:
         _say(report, 0.0, "waiting for the models" if self.engine_loaded else "loading the models")
         with self.engine(settings) as engine:
             _say(report, 0.2, f"pose of {Path(video).name}")
-            pose_frames, image_pixels = engine.prepare_pose(
-                case, JobRecord(engine.device), progress=False
-            )
-        frames = pose_frames.permute(0, 2, 3, 1).contiguous().numpy()
+            preview = pose_preview(engine, case, progress=False)
         name = f"{Path(video).stem}_pose_{next(self._previews)}.mp4"
-        written = write_video(self.preview_dir / name, frames, fps=case.fps)
-        reference = ((image_pixels[0].permute(1, 2, 0) + 1.0) * 127.5).round().clamp(0, 255)
+        written = write_video(self.preview_dir / name, preview.panels(), fps=case.fps)
+        people = preview.people.summary() if preview.people is not None else ""
         _say(report, 1.0, "pose preview ready")
-        return Preview(written, reference.byte().numpy(), len(frames))
+        return Preview(written, contact_sheet(preview), preview.num_frames, people)
 
     def generate(
         self, inputs: Inputs, settings: Settings, report: Report | None = None

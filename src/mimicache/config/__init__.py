@@ -25,6 +25,8 @@ The YAML layout (``configs/test.yaml``)::
     pose:                           # optional (mimicache's key)
       retarget: published           # or graft (the seed scripts' pose frames); unset: the
                                     # command's default (run: published, seed scripts: graft)
+      person: auto                  # which dancer drives the pose: auto (published: everyone
+                                    # drawn), largest, center, or N (0 = first to appear)
 
 The file is read with OmegaConf, like the published scripts, so ``${...}`` interpolations work.
 Relative paths resolve against the working directory at load time (the published scripts open
@@ -35,8 +37,10 @@ from mimicache.config.keys import (
     BATCH_KEYS,
     DEFAULT_DWPOSE_DET_PATH,
     DEFAULT_DWPOSE_POSE_PATH,
+    DEFAULT_PERSON,
     DWPOSE_BACKENDS,
     DWPOSE_KEYS,
+    PERSON_MODES,
     POSE_KEYS,
     RETARGET_MODES,
     TEST_CASE_KEYS,
@@ -44,13 +48,16 @@ from mimicache.config.keys import (
 )
 from mimicache.config.loading import load_config
 from mimicache.config.schema import InferenceConfig, TestCase, case_to_dict, config_to_dict
+from mimicache.config.validation import person_choice
 
 __all__ = [
     "BATCH_KEYS",
     "DEFAULT_DWPOSE_DET_PATH",
     "DEFAULT_DWPOSE_POSE_PATH",
+    "DEFAULT_PERSON",
     "DWPOSE_BACKENDS",
     "DWPOSE_KEYS",
+    "PERSON_MODES",
     "POSE_KEYS",
     "RETARGET_MODES",
     "TEST_CASE_KEYS",
@@ -60,4 +67,5 @@ __all__ = [
     "case_to_dict",
     "config_to_dict",
     "load_config",
+    "person_choice",
 ]

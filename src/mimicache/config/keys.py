@@ -7,6 +7,10 @@ from pathlib import Path
 
 # pose.retarget: the published alignment alone, or the seed scripts' graft onto the reference
 RETARGET_MODES = ("published", "graft")
+# pose.person: which person of the driving video drives the pose. "auto" is the published
+# behaviour (every person drawn); a whole number N >= 0 is the N-th person to appear (0-based).
+PERSON_MODES = ("auto", "largest", "center")
+DEFAULT_PERSON = "auto"
 
 DEFAULT_DWPOSE_DET_PATH = Path("models/DWPose/yolox_l.onnx")
 DEFAULT_DWPOSE_POSE_PATH = Path("models/DWPose/dw-ll_ucoco_384.onnx")
@@ -17,7 +21,7 @@ DWPOSE_PATH_KEYS = ("det_model_path", "pose_model_path")
 DWPOSE_KEYS = (*DWPOSE_PATH_KEYS, "backend")
 # dwpose.backend: auto = ONNX Runtime when it has the device's provider, otherwise PyTorch
 DWPOSE_BACKENDS = ("auto", "onnxruntime", "torch")
-POSE_KEYS = ("retarget",)
+POSE_KEYS = ("retarget", "person")
 
 _PATH_FIELDS = ("ref_video_path", "ref_image_path")
 _INT_FIELDS = (

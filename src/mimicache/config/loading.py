@@ -39,6 +39,7 @@ from mimicache.config.validation import (
     _resolve_path,
     _show,
     _yaml_error_text,
+    person_choice,
 )
 from mimicache.errors import ConfigError
 
@@ -119,7 +120,7 @@ def _build_config(
     cases = _cases_section(raw.get("test_case"), root, add) if "test_case" in raw else []
     batch_folder = _batch_section(raw.get("batch"), root, add)
     det, pose, dwpose_backend = _dwpose_section(raw.get("dwpose"), add)
-    retarget = _pose_section(raw.get("pose"), add)
+    retarget, person = _pose_section(raw.get("pose"), add)
     if problems or base_model is None or ckpt is None:
         return None
     return InferenceConfig(
@@ -131,6 +132,7 @@ def _build_config(
         dwpose_pose_path=_resolve_path(pose, root),
         dwpose_backend=dwpose_backend,
         pose_retarget=retarget,
+        pose_person=person,
     )
 
 
@@ -231,14 +233,18 @@ def _dwpose_section(dwpose: Any, add) -> tuple[Path, Path, str]:
     return det, pose, backend
 
 
-def _pose_section(pose: Any, add) -> str | None:
-    """``pose.retarget`` (None when the section or the key is absent)."""
+def _pose_section(pose: Any, add) -> tuple[str | None, str | None]:
+    """``pose.retarget`` and ``pose.person`` (None where the section or the key is absent)."""
     if pose is None:
-        return None
+        return None, None
     if not isinstance(pose, Mapping):
         add("pose", f"must be a mapping with retarget, got {_show(pose)}", ("pose",))
-        return None
+        return None, None
     _check_unknown(pose, POSE_KEYS, "pose.", ("pose",), add)
+    return _retarget_key(pose, add), _person_key(pose, add)
+
+
+def _retarget_key(pose: Mapping, add) -> str | None:
     if "retarget" not in pose:
         return None
     value = pose["retarget"]
@@ -254,6 +260,16 @@ def _pose_section(pose: Any, add) -> str | None:
         ("pose", "retarget"),
     )
     return None
+
+
+def _person_key(pose: Mapping, add) -> str | None:
+    if pose.get("person") is None:
+        return None
+    try:
+        return person_choice(pose["person"])
+    except ValueError as exc:
+        add("pose.person", str(exc), ("pose", "person"))
+        return None
 
 
 def _build_case(item: Any, index: int, root: Path, add) -> TestCase | None:

@@ -89,8 +89,9 @@ class TestCase:
 @dataclass
 class InferenceConfig:
     """A loaded inference config. ``base_model_path`` is a ``Path`` when it names an existing
-    local folder, else a hub id ``str``. ``pose_retarget`` None: not set in the file (the
-    command's default applies)."""
+    local folder, else a hub id ``str``. ``pose_retarget`` / ``pose_person`` None: not set in
+    the file (the command's default applies); ``pose_person`` is canonical ("auto", "largest",
+    "center" or a whole number as text)."""
 
     base_model_path: str | Path
     ckpt_path: Path
@@ -100,6 +101,7 @@ class InferenceConfig:
     dwpose_pose_path: Path = DEFAULT_DWPOSE_POSE_PATH
     dwpose_backend: str = "auto"
     pose_retarget: str | None = None
+    pose_person: str | None = None
     source_path: Path | None = None
 
     @property
@@ -136,6 +138,7 @@ def config_to_dict(config: InferenceConfig) -> dict[str, Any]:
             "backend": config.dwpose_backend,
         },
     }
-    if config.pose_retarget is not None:
-        out["pose"] = {"retarget": config.pose_retarget}
+    pose = {"retarget": config.pose_retarget, "person": config.pose_person}
+    if any(value is not None for value in pose.values()):
+        out["pose"] = {key: value for key, value in pose.items() if value is not None}
     return out

@@ -18,6 +18,7 @@ from mimicache.config.keys import (
     _INT_FIELDS,
     _MAX_SEED,
     _PATH_FIELDS,
+    PERSON_MODES,
 )
 from mimicache.media import long_side
 
@@ -137,6 +138,23 @@ def _suggest(name: str, known: tuple[str, ...]) -> str:
     if close:
         return f"did you mean '{close[0]}'?"
     return "known keys: " + ", ".join(known)
+
+
+def person_choice(value: Any) -> str:
+    """The canonical person choice ("auto", "largest", "center" or a whole number as text, e.g.
+    "1") of a config or flag value; ``ValueError`` with the choices otherwise."""
+    if _is_int(value) and value >= 0:
+        return str(int(value))
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in PERSON_MODES:
+            return text
+        if text.isdigit():
+            return str(int(text))
+    raise ValueError(
+        f"must be one of {', '.join(PERSON_MODES)} or a person number (0 = the first person "
+        f"to appear, 1 = the second, ...); got {_show(value)}"
+    )
 
 
 def _unknown_hint(name: str, known: tuple[str, ...]) -> str:

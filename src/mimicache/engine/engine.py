@@ -20,7 +20,7 @@ import PIL.Image
 import torch
 
 from mimicache.cache import CacheEvent, FeatureStore, file_digest
-from mimicache.config import InferenceConfig, TestCase
+from mimicache.config import DEFAULT_PERSON, InferenceConfig, TestCase, person_choice
 from mimicache.engine.fingerprints import ModelFingerprints
 from mimicache.engine.record import JobRecord
 from mimicache.engine.stages import (
@@ -36,11 +36,12 @@ from mimicache.media import fit_image, read_image
 from mimicache.pipeline import MimicMotionPipeline
 from mimicache.pipeline.loading import BaseModelFiles, load_pipeline, resolve_base_model
 from mimicache.pipeline.schedulers import SchedulerOptions
-from mimicache.pose import DWPose, PoseFrame, VideoPoses
+from mimicache.pose import DWPose, PeopleReport, PoseFrame, VideoPoses
 from mimicache.pose.preprocess import (
     extract_image_pose,
     extract_video_poses,
     render_pose_frames,
+    select_person,
     to_model_pixels,
 )
 from mimicache.pose.retarget import GRAFT, PUBLISHED, check_graft_reference, check_mode
@@ -59,6 +60,7 @@ class GenerationResult:
     fps: int
     timings: dict[str, float]
     cache_events: list[CacheEvent] = field(default_factory=list)
+    people: PeopleReport | None = None  # who was seen in the driving video, who was used
 
 
 def published_reference_image(image_pixels: torch.Tensor) -> PIL.Image.Image:
@@ -76,20 +78,23 @@ def default_device() -> torch.device:
 
 
 class MimicMotion:
-    """The loaded models plus an optional feature cache; generate() runs one job."""
+    """The loaded models plus an optional feature cache; generate() runs one job.
+
+    ``pipeline`` None (``for_pose``): DWPose alone, for the pose stages and previews."""
 
     def __init__(
         self,
-        pipeline: MimicMotionPipeline,
+        pipeline: MimicMotionPipeline | None,
         dwpose: DWPose,
         *,
-        base_files: BaseModelFiles,
+        base_files: BaseModelFiles | None,
         ckpt_path: Path,
         device: torch.device,
         dtype: torch.dtype,
         cache: FeatureStore | None = None,
         cache_pipeline_features: bool = True,
         pose_retarget: str = PUBLISHED,
+        person: str = DEFAULT_PERSON,
     ):
         self.pipeline = pipeline
         self.dwpose = dwpose
@@ -100,6 +105,7 @@ class MimicMotion:
         self.cache = cache
         self.cache_pipeline_features = cache_pipeline_features
         self.pose_retarget = check_mode(pose_retarget)
+        self.person = person_choice(person)
         self.fingerprints = ModelFingerprints(dwpose, base_files, lambda: self.cache)
 
     @classmethod
@@ -113,20 +119,14 @@ class MimicMotion:
         cache_pipeline_features: bool = True,
         scheduler: SchedulerOptions | None = None,
         pose_retarget: str | None = None,
+        person: str | None = None,
     ) -> MimicMotion:
-        """``pose_retarget`` None: the config's ``pose.retarget``, else "published"."""
-        pose_retarget = pose_retarget or config.pose_retarget or PUBLISHED
-        check_mode(pose_retarget)
-        device = torch.device(device) if device is not None else default_device()
+        """``pose_retarget`` None: the config's ``pose.retarget``, else "published"; ``person``
+        None: the config's ``pose.person``, else "auto"."""
+        # DWPose first: a missing ONNX file should fail before minutes of checkpoint loading.
+        device, dwpose, pose_retarget, person = _pose_parts(config, device, pose_retarget, person)
         if dtype is None:
             dtype = torch.float16 if device.type == "cuda" else torch.float32
-        # DWPose first: a missing ONNX file should fail before minutes of checkpoint loading.
-        dwpose = DWPose(
-            config.dwpose_det_path,
-            config.dwpose_pose_path,
-            device=_dwpose_device(device, config.dwpose_backend),
-            backend=config.dwpose_backend,
-        )
         base_files = resolve_base_model(config.base_model_path)
         pipeline = load_pipeline(
             base_files, config.ckpt_path, dtype=dtype, device=device, scheduler=scheduler
@@ -141,10 +141,41 @@ class MimicMotion:
             cache=cache,
             cache_pipeline_features=cache_pipeline_features,
             pose_retarget=pose_retarget,
+            person=person,
+        )
+
+    @classmethod
+    def for_pose(
+        cls,
+        config: InferenceConfig,
+        *,
+        device: str | torch.device | None = None,
+        cache: FeatureStore | None = None,
+        pose_retarget: str | None = None,
+        person: str | None = None,
+    ) -> MimicMotion:
+        """DWPose only (no SVD or MimicMotion weights are read): ``prepare_pose`` and
+        ``pose_preview`` share the cache entries of ``generate``; ``generate`` refuses."""
+        device, dwpose, pose_retarget, person = _pose_parts(config, device, pose_retarget, person)
+        return cls(
+            None,
+            dwpose,
+            base_files=None,
+            ckpt_path=config.ckpt_path,
+            device=device,
+            dtype=torch.float32,
+            cache=cache,
+            pose_retarget=pose_retarget,
+            person=person,
         )
 
     @property
     def model_files(self) -> dict[str, str]:
+        if self.base_files is None:
+            return {
+                "dwpose_det": str(self.dwpose.det_model_path),
+                "dwpose_pose": str(self.dwpose.pose_model_path),
+            }
         return {
             "base_model": str(self.base_files.root),
             "checkpoint": str(self.ckpt_path),
@@ -164,6 +195,7 @@ class MimicMotion:
             retarget=self.pose_retarget,
             dtype=self.dtype,
             device=self.device,
+            person=self.person,
         )
 
     def _uses_cache(self, stage: Stage) -> bool:
@@ -202,6 +234,11 @@ class MimicMotion:
         record = JobRecord(self.device)
         label = label or Path(case.ref_video_path).stem
         bars = progress and _stderr_is_terminal()
+        if self.pipeline is None:
+            raise RuntimeError(
+                "this MimicMotion holds DWPose only (MimicMotion.for_pose); load it with "
+                "MimicMotion.from_config to generate videos"
+            )
         self.pipeline.set_progress_bar_config(
             disable=not bars, desc=f"{label}: denoise", leave=False
         )
@@ -222,7 +259,7 @@ class MimicMotion:
         record.timings["total"] = time.perf_counter() - start
         if progress and not bars:
             record.log_stages(label)
-        return GenerationResult(frames, case.fps, record.timings, record.events)
+        return GenerationResult(frames, case.fps, record.timings, record.events, record.people)
 
     def prepare_pose(
         self,
@@ -233,7 +270,9 @@ class MimicMotion:
         progress: bool = True,
         label: str | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The pose stages: pose frames (1+F,3,H,W) uint8 and image_pixels (1,3,H,W) in [-1,1]."""
+        """The pose stages: pose frames (1+F,3,H,W) uint8 and image_pixels (1,3,H,W) in [-1,1].
+
+        ``record.people`` gets who was seen in the video and who drives the pose."""
         keys = keys or self.keys(case)
         video_path = Path(case.ref_video_path)
         image_path = Path(case.ref_image_path)
@@ -264,7 +303,9 @@ class MimicMotion:
             video_path,
             record,
         )
-        # 4. aligned (and retargeted) onto the reference, drawn      [pose_frames]
+        # 4. one person chosen (cheap: computed even when the frames are cached, for the report),
+        #    aligned (and retargeted) onto the reference, drawn      [pose_frames]
+        video, record.people = select_person(video, self.person, video_path=video_path)
         drawn = self._run_stage(
             POSE_FRAMES_STAGE,
             keys,
@@ -359,6 +400,26 @@ class MimicMotion:
         )
         video = (output.frames.cpu() * 255.0).to(torch.uint8)
         return video[0, 1:].permute(0, 2, 3, 1).numpy()
+
+
+def _pose_parts(
+    config: InferenceConfig,
+    device: str | torch.device | None,
+    pose_retarget: str | None,
+    person: str | int | None,
+) -> tuple[torch.device, DWPose, str, str]:
+    """The device, DWPose, and the retarget mode and person choice (argument > config >
+    default), checked."""
+    pose_retarget = check_mode(pose_retarget or config.pose_retarget or PUBLISHED)
+    person = person_choice(person if person is not None else config.pose_person or DEFAULT_PERSON)
+    device = torch.device(device) if device is not None else default_device()
+    dwpose = DWPose(
+        config.dwpose_det_path,
+        config.dwpose_pose_path,
+        device=_dwpose_device(device, config.dwpose_backend),
+        backend=config.dwpose_backend,
+    )
+    return device, dwpose, pose_retarget, person
 
 
 def _dwpose_device(device: torch.device, backend: str) -> str:

@@ -18,12 +18,14 @@ logger = logging.getLogger(__name__)
 @dataclass
 class JobRecord:
     """``timings`` in seconds by stage name (insertion order = run order); ``events`` the
-    cache events (hits and misses with reasons). ``device`` is waited for before a stage's
-    clock stops, so GPU work is counted where it happens."""
+    cache events (hits and misses with reasons); ``people`` who was seen in the driving video
+    and who drives the pose (a ``pose.PeopleReport``). ``device`` is waited for before a
+    stage's clock stops, so GPU work is counted where it happens."""
 
     device: torch.device | None = None
     timings: dict[str, float] = field(default_factory=dict)
     events: list[Any] = field(default_factory=list)
+    people: Any = None
 
     @contextmanager
     def time(self, stage: str, *, wait: bool = True) -> Iterator[None]:

@@ -56,11 +56,11 @@ def image_keypoints_key(image_digest: str, resolution: int, detector: str) -> St
 
 
 def pose_frames_key(
-    video_keys: StageKey, image_keys: StageKey, retarget: str = "published"
+    video_keys: StageKey, image_keys: StageKey, retarget: str = "published", person: str = "auto"
 ) -> StageKey:
-    """Drawn frames follow from both keypoint entries (which already hold size and stride) and
-    the retarget mode. The mode enters the key only when it is not "published", so entries
-    written before the mode existed keep their keys."""
+    """Drawn frames follow from both keypoint entries (which already hold size and stride), the
+    retarget mode and the person choice. Each enters the key only when it is not its default
+    ("published", "auto"), so entries written before it existed keep their keys."""
     params: dict = {
         "video_keypoints": video_keys.digest,
         "image_keypoints": image_keys.digest,
@@ -68,6 +68,8 @@ def pose_frames_key(
     }
     if retarget != "published":
         params["retarget"] = retarget
+    if person != "auto":
+        params["person"] = person
     return StageKey(
         inputs={"video": video_keys.inputs["video"], "image": image_keys.inputs["image"]},
         models={"dwpose": video_keys.models["dwpose"]},
@@ -186,11 +188,13 @@ class JobKeys:
         retarget: str,
         dtype: torch.dtype,
         device: torch.device,
+        person: str = "auto",
     ):
         self.case = case
         self._digest = digest
         self._fingerprints = fingerprints
         self._retarget = retarget
+        self._person = person
         self._dtype = str(dtype).removeprefix("torch.")
         self._device = device.type
 
@@ -221,7 +225,9 @@ class JobKeys:
 
     @cached_property
     def pose_frames(self) -> StageKey:
-        return pose_frames_key(self.video_keypoints, self.image_keypoints, self._retarget)
+        return pose_frames_key(
+            self.video_keypoints, self.image_keypoints, self._retarget, self._person
+        )
 
     @cached_property
     def clip_embeddings(self) -> StageKey:

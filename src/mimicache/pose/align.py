@@ -64,7 +64,8 @@ def align_params(
         raise InputError(
             f"no frame of the driving video{where} shows exactly one person "
             f"({len(video)} sampled frames; the pose alignment needs at least one). "
-            "Use a video with a single dancer, or crop it to one person."
+            "Pick one person with --person largest, center or N (pose.person in the config), "
+            "or use a video with a single dancer."
         )
     bodies = np.stack(singles)[:, ids]
     n = len(bodies)

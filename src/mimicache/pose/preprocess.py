@@ -2,13 +2,15 @@
 
 Split into stages so each can be cached on its own:
 ``extract_image_pose`` (fitted image → PoseFrame), ``extract_video_poses`` (video → raw,
-normalised, un-aligned poses; independent of the resolution), ``render_pose_frames`` (align,
-retarget ("published" or "graft", see ``retarget``), draw) and ``preprocess`` (all of it, the
-published ``preprocess`` by default).
+normalised, un-aligned poses; independent of the resolution), ``select_person`` (one person of
+a multi-person video, see ``people``), ``render_pose_frames`` (align, retarget ("published" or
+"graft", see ``retarget``), draw) and ``preprocess`` (all of it, the published ``preprocess``
+by default).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from mimicache.media import fit_image, iter_frames, probe_video, read_image
 from mimicache.pose.align import align_poses, no_reference_person, reference_ids
 from mimicache.pose.draw import draw_pose
 from mimicache.pose.keypoints import PoseFrame, PoseSequence
+from mimicache.pose.people import AUTO, PeopleReport, choose_person
 from mimicache.pose.retarget import (
     GRAFT,
     PUBLISHED,
@@ -34,7 +37,10 @@ __all__ = [
     "extract_video_poses",
     "preprocess",
     "render_pose_frames",
+    "select_person",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -102,6 +108,24 @@ def extract_video_poses(
     return VideoPoses(poses, size[0], size[1])
 
 
+def select_person(
+    video: VideoPoses, choice: str = AUTO, *, video_path: str | Path | None = None
+) -> tuple[VideoPoses, PeopleReport]:
+    """The video poses with only the chosen person (``people.choose_person``), and who was seen.
+
+    Logs one line when the video shows several people or a person was chosen (a warning when
+    everyone is drawn), so every job says which dancer drives its pose.
+    """
+    poses, report = choose_person(
+        video.poses, choice, (video.frame_height, video.frame_width), video_path=video_path
+    )
+    if report.several or report.chosen is not None:
+        level = logging.WARNING if report.chosen is None and report.several else logging.INFO
+        where = f" {video_path}" if video_path else ""
+        logger.log(level, "driving video%s: %s", where, report.summary())
+    return VideoPoses(poses, video.frame_height, video.frame_width), report
+
+
 def render_pose_frames(
     ref_pose: PoseFrame,
     video: VideoPoses,
@@ -151,12 +175,14 @@ def preprocess(
     *,
     progress: bool = True,
     retarget: str = PUBLISHED,
+    person: str = AUTO,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The published preprocess: ``(pose_pixels (1+F,3,H,W), image_pixels (1,3,H,W))`` float32.
 
     DWPose runs once on the fitted reference image (the published code runs it twice with the
     same result) and once per sampled video frame. ``retarget="graft"`` gives the seed scripts'
-    pose frames (see :func:`render_pose_frames`).
+    pose frames (see :func:`render_pose_frames`); ``person`` picks one dancer
+    (:func:`select_person`; "auto": everyone, as published).
     """
     if dwpose is None:
         raise ValueError("preprocess needs a DWPose instance (mimicache.pose.DWPose)")
@@ -166,6 +192,7 @@ def preprocess(
     if retarget == GRAFT:  # before DWPose runs on the whole video
         check_graft_reference(ref_pose, image_path=image_path)
     video = extract_video_poses(video_path, sample_stride, dwpose, progress=progress)
+    video, _ = select_person(video, person, video_path=video_path)
     height, width = image.shape[:2]
     frames = render_pose_frames(
         ref_pose,

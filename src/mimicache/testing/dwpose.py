@@ -13,7 +13,8 @@ content: bright pixels (channel mean > 150) on a dark background are "a person".
   scores (ears 0.25, the rest of the body 0.6-0.95, face/hands 0.35-0.85) times the bright-pixel
   coverage; an empty crop gives all-zero maps (score 0, location -1).
 
-``make_figure_frame(h, w, t)`` draws the matching light stick figure(s) on a dark background.
+``make_figure_frame(h, w, t)`` draws the matching light stick figure(s) on a dark background;
+``make_people_frame(h, w, t, figures)`` places figures of given sizes where asked.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ BRIGHT = 150.0
 BIG = 1.0e4
 MAX_PEOPLE = 4
 
-__all__ = ["keypoint_template", "make_figure_frame", "write_tiny_dwpose"]
+__all__ = ["keypoint_template", "make_figure_frame", "make_people_frame", "write_tiny_dwpose"]
 
 
 class _Graph:
@@ -296,4 +297,23 @@ def make_figure_frame(height: int, width: int, t: float, *, people: int = 1) -> 
         ]
     for cx in centers:
         _draw_figure(img, cx, top, fig_h, t, thick)
+    return img
+
+
+def make_people_frame(
+    height: int, width: int, t: float, figures: list[tuple[float, float]]
+) -> np.ndarray:
+    """(height, width, 3) uint8 RGB: one light stick figure per ``(centre x, figure height)``,
+    both fractions of the frame's width and height, all standing on one floor line.
+
+    A figure is about 0.6 of its height wide; the tiny detector needs them apart (no shared
+    column) to see separate people. ``t`` swings the limbs as in ``make_figure_frame``.
+    """
+    img = np.zeros((height, width, 3), dtype=np.uint8)
+    img[:] = (14, 12, 24)
+    floor = 0.92 * height
+    for cx, size in figures:
+        fig_h = size * height
+        thick = max(3, round(0.035 * fig_h))
+        _draw_figure(img, cx * width, floor - fig_h, fig_h, t, thick)
     return img

@@ -1,0 +1,216 @@
+"""``mimicache pose``: preview the aligned skeleton before any GPU time is spent.
+
+Writes ``{output}.mp4`` (driving frame | skeleton over the reference | skeleton alone, one
+row per pose frame the pipeline would get), ``{output}.png`` (a contact sheet of every n-th
+frame), ``{output}.log`` and ``{output}.report.html``. Only DWPose is loaded; the pose stages
+go through the feature cache with the same keys as ``run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from mimicache.batch import check_log_file, check_output_folder
+from mimicache.batch.html_report import ReportJob, report_path, write_report
+from mimicache.cache.fs import atomic_write
+from mimicache.cli.cache import DEFAULT_CACHE_DIR
+from mimicache.cli.console import setup_logging
+from mimicache.cli.options import add_person_argument
+from mimicache.cli.run import _pick_device
+from mimicache.config import (
+    DEFAULT_DWPOSE_DET_PATH,
+    DEFAULT_DWPOSE_POSE_PATH,
+    DWPOSE_BACKENDS,
+    RETARGET_MODES,
+    InferenceConfig,
+    TestCase,
+    case_to_dict,
+    load_config,
+)
+from mimicache.errors import MimicacheError
+from mimicache.media import write_video
+
+logger = logging.getLogger(__name__)
+
+
+def add_pose_command(subparsers: Any) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "pose",
+        help="preview the aligned skeleton of a reference image and a driving video",
+        description="Preview the pose frames a run would use (only DWPose is loaded): the "
+        "driving frame, the skeleton over the reference image and the skeleton alone, side by "
+        "side, as an mp4, plus a PNG contact sheet and report.html. Shares the feature cache "
+        "with `run`: a preview makes a later run's pose stages cache hits.",
+    )
+    io = parser.add_argument_group("inputs and outputs")
+    io.add_argument("--ref_image", required=True, help="the reference image")
+    io.add_argument("--video", required=True, help="the driving video")
+    io.add_argument(
+        "--output",
+        help="the preview mp4; the contact sheet (.png), log (.log) and report (.report.html) "
+        "go beside it (default: outputs/{video name}_pose.mp4)",
+    )
+    io.add_argument("--log_file", help="log file (default: beside the output, .log)")
+    io.add_argument(
+        "--inference_config",
+        help="take the DWPose model paths and the pose.* keys (retarget, person) from this "
+        "config (default: none; the DWPose files under models/DWPose/)",
+    )
+    io.add_argument("--dwpose_det_path", help=f"detector ONNX (default: {DEFAULT_DWPOSE_DET_PATH})")
+    io.add_argument("--dwpose_pose_path", help=f"pose ONNX (default: {DEFAULT_DWPOSE_POSE_PATH})")
+    gen = parser.add_argument_group("pose frames (as in the run's test case)")
+    gen.add_argument("--resolution", type=int, default=576, help="(default: %(default)s)")
+    gen.add_argument("--sample_stride", type=int, default=2, help="(default: %(default)s)")
+    gen.add_argument(
+        "--fps", type=int, default=15, help="preview frame rate (default: %(default)s)"
+    )
+    gen.add_argument(
+        "--pose_retarget",
+        choices=RETARGET_MODES,
+        help="'published' or 'graft' (default: the config's pose.retarget, else published)",
+    )
+    add_person_argument(gen)
+    gen.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    gen.add_argument(
+        "--dwpose_backend",
+        choices=DWPOSE_BACKENDS,
+        help="DWPose runtime (default: the config's dwpose.backend, else auto); the same "
+        "backend as the run's, for the same cache entries",
+    )
+    cache = parser.add_argument_group("feature cache")
+    cache.add_argument(
+        "--feature_cache_dir", default=DEFAULT_CACHE_DIR, help="(default: %(default)s)"
+    )
+    cache.add_argument(
+        "--disable_feature_cache", action="store_true", help="no cache reads or writes"
+    )
+    cache.add_argument(
+        "--feature_cache_force_refresh", action="store_true", help="recompute the pose entries"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(func=pose_command)
+    return parser
+
+
+def pose_command(args: argparse.Namespace) -> int:
+    """The preview of one image + video: 0 when written, 1 when the inputs gave no pose
+    frames (the report says why), 2 (raised) for usage and setup errors."""
+    from mimicache.cache.store import FeatureStore
+    from mimicache.engine import MimicMotion
+    from mimicache.engine.preview import contact_sheet, pose_preview
+
+    output = _output_path(args)
+    check_output_folder(output.parent)
+    log_file = check_log_file(args.log_file) if args.log_file else output.with_suffix(".log")
+    setup_logging(args.verbose, log_file, bars=not args.quiet and sys.stderr.isatty())
+    logger.info("log file: %s", log_file)
+    config = _config(args)
+    case = TestCase(
+        ref_video_path=Path(args.video),
+        ref_image_path=Path(args.ref_image),
+        resolution=args.resolution,
+        sample_stride=args.sample_stride,
+        fps=args.fps,
+    )
+    device = _pick_device(args)
+    cache = FeatureStore(
+        args.feature_cache_dir,
+        enabled=not args.disable_feature_cache,
+        force_refresh=args.feature_cache_force_refresh,
+    )
+    engine = MimicMotion.for_pose(
+        config, device=device, cache=cache, pose_retarget=args.pose_retarget, person=args.person
+    )
+    parameters = {
+        "command": "pose",
+        "reference image": case.ref_image_path,
+        "driving video": case.ref_video_path,
+        "resolution": case.resolution,
+        "sample stride": case.sample_stride,
+        "pose retarget": engine.pose_retarget,
+        "person": engine.person,
+        "feature cache": cache.root if cache.enabled else "off",
+        "log file": log_file,
+    }
+    shown = ("ref_image_path", "ref_video_path", "resolution", "sample_stride", "fps")
+    job = ReportJob(
+        name=case.ref_video_path.stem,
+        status="failed",
+        parameters={k: v for k, v in case_to_dict(case).items() if k in shown},
+    )
+    sheet = output.with_suffix(".png")
+    try:
+        preview = pose_preview(engine, case, progress=not args.quiet)
+        start = time.perf_counter()
+        panels = preview.panels()
+        write_video(output, panels, preview.fps)
+        _save_png(contact_sheet(preview), sheet)
+        preview.timings["write"] = time.perf_counter() - start
+    except MimicacheError as exc:
+        logger.error("no preview: %s", exc)
+        job.error = str(exc)
+        _report(log_file, job, parameters, None)
+        return 1
+    job.status, job.output, job.frames = "ok", output, panels
+    job.timings, job.cache_events = preview.timings, preview.cache_events
+    if preview.people is not None:
+        job.notes.append(f"people: {preview.people.summary()}")
+    hits = sum(bool(getattr(e, "hit", False)) for e in preview.cache_events)
+    cached = f"{hits} of {len(preview.cache_events)}" if cache.enabled else "none (cache off)"
+    print(
+        f"preview: {output} ({preview.num_frames} frames: the reference, then "
+        f"{preview.num_frames - 1} sampled driving frames)\ncontact sheet: {sheet}\n"
+        f"pose stages from the cache: {cached}; {preview.timings.get('total', 0.0):.2f} s"
+    )
+    _report(log_file, job, parameters, sheet)
+    return 0
+
+
+def _output_path(args: argparse.Namespace) -> Path:
+    if args.output:
+        output = Path(args.output)
+        return output if output.suffix.lower() == ".mp4" else output.with_suffix(".mp4")
+    return Path("outputs") / f"{Path(args.video).stem}_pose.mp4"
+
+
+def _config(args: argparse.Namespace) -> InferenceConfig:
+    """The DWPose paths and pose keys: flags > the config (if given) > defaults."""
+    if args.inference_config:
+        config = load_config(args.inference_config)
+    else:
+        config = InferenceConfig(base_model_path="", ckpt_path=Path(), test_case=[])
+    changes: dict[str, Any] = {}
+    if args.dwpose_det_path:
+        changes["dwpose_det_path"] = Path(args.dwpose_det_path)
+    if args.dwpose_pose_path:
+        changes["dwpose_pose_path"] = Path(args.dwpose_pose_path)
+    if args.dwpose_backend:
+        changes["dwpose_backend"] = args.dwpose_backend
+    return config.replace(**changes)
+
+
+def _save_png(image, path: Path) -> None:
+    """Atomic, like the videos: a half-written sheet never replaces a good one."""
+    atomic_write(path, lambda fh: image.save(fh, format="PNG"))
+
+
+def _report(log_file: Path, job: ReportJob, parameters: dict, sheet: Path | None) -> None:
+    images = [("Contact sheet", sheet)] if sheet is not None else []
+    try:
+        path = write_report(
+            report_path(log_file),
+            [job],
+            title=f"mimicache pose: {job.name}",
+            parameters=parameters,
+            images=images,
+        )
+    except OSError as exc:
+        logger.warning("could not write the report: %s", exc)
+        return
+    logger.info("report: %s", path)

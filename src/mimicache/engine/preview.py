@@ -1,0 +1,138 @@
+"""Pose previews: the driving frames, the skeleton over the reference image, the skeleton alone.
+
+``pose_preview(engine, case)`` runs the engine's own pose stages (``MimicMotion.prepare_pose``,
+so it reads and fills the same cache entries as ``generate``) and returns (1+F,H,W,3) uint8
+arrays: frame 0 is the reference (image and pose), frames 1.. the sampled driving frames.
+``panels`` puts the three side by side, ``contact_sheet`` lays every n-th row out as one image.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import cv2
+import numpy as np
+import PIL.Image
+import PIL.ImageDraw
+
+from mimicache.config import TestCase
+from mimicache.engine.record import JobRecord
+from mimicache.media import iter_frames
+
+if TYPE_CHECKING:
+    from mimicache.engine.engine import MimicMotion
+    from mimicache.pose import PeopleReport
+
+MAX_SHEET_ROWS = 12
+SHEET_ROW_HEIGHT = 144  # pixels per contact-sheet row
+LABEL_WIDTH = 64  # the frame-number column of the contact sheet
+PANEL_GAP = 4  # dark pixels between the panels
+DIM = 0.45  # the reference under the skeleton, dimmed so thin limbs stand out
+
+
+@dataclass
+class PosePreview:
+    """What the pipeline would get, with what it came from. All (1+F,H,W,3) uint8 RGB.
+
+    ``pose_frames`` equals ``prepare_pose``'s pose frames exactly (frame 0: the reference pose);
+    ``driving`` is the reference image then each sampled driving frame, fitted inside H x W
+    (letterboxed); ``overlay`` the pose frames drawn over the fitted reference image."""
+
+    pose_frames: np.ndarray
+    driving: np.ndarray
+    overlay: np.ndarray
+    fps: int
+    people: PeopleReport | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    cache_events: list[Any] = field(default_factory=list)
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.pose_frames.shape[0])
+
+    def panels(self) -> np.ndarray:
+        """(1+F, H, 3W + 2 gaps, 3) uint8: driving | overlay | skeleton, side by side."""
+        n, h, _, _ = self.pose_frames.shape
+        gap = np.zeros((n, h, PANEL_GAP, 3), dtype=np.uint8)
+        return np.concatenate([self.driving, gap, self.overlay, gap, self.pose_frames], axis=2)
+
+
+def pose_preview(
+    engine: MimicMotion, case: TestCase, *, progress: bool = True, label: str | None = None
+) -> PosePreview:
+    """The case's pose frames (through the engine's cache) and the frames they came from.
+    ``progress``: a DWPose bar on a terminal, one log line per stage otherwise."""
+    record = JobRecord(engine.device)
+    label = label or Path(case.ref_video_path).stem
+    bars = progress and sys.stderr.isatty()
+    start = time.perf_counter()
+    with record.time("preprocess"):
+        pose, image_pixels = engine.prepare_pose(case, record, progress=bars, label=label)
+    with record.time("preview"):
+        pose_frames = pose.permute(0, 2, 3, 1).numpy()
+        reference = ((image_pixels[0].permute(1, 2, 0) + 1.0) * 127.5).round().byte().numpy()
+        height, width = reference.shape[:2]
+        driving = np.empty_like(pose_frames)
+        driving[0] = reference
+        # the same frames DWPose saw: the same decoder, the same stride
+        frames = iter_frames(case.ref_video_path, case.sample_stride)
+        for i, frame in zip(range(1, len(driving)), frames):
+            driving[i] = letterbox(frame, height, width)
+        overlay = np.stack([draw_over(reference, p) for p in pose_frames])
+    record.timings["total"] = time.perf_counter() - start
+    if progress and not bars:
+        record.log_stages(label)
+    return PosePreview(
+        pose_frames, driving, overlay, case.fps, record.people, record.timings, record.events
+    )
+
+
+def letterbox(frame: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(h,w,3) uint8 scaled to fit inside height x width, centred on black (aspect kept)."""
+    h, w = frame.shape[:2]
+    scale = min(height / h, width / w)
+    new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
+    resized = cv2.resize(frame, (new_w, new_h), interpolation=cv2.INTER_AREA)
+    out = np.zeros((height, width, 3), dtype=np.uint8)
+    top, left = (height - new_h) // 2, (width - new_w) // 2
+    out[top : top + new_h, left : left + new_w] = resized
+    return out
+
+
+def draw_over(image: np.ndarray, pose: np.ndarray) -> np.ndarray:
+    """The skeleton over a dimmed image: each pixel mixes toward the pose colour by the pose's
+    brightness, so faint (low-confidence) parts stay faint, as the model sees them."""
+    alpha = pose.max(axis=2, keepdims=True).astype(np.float32) / 255.0
+    base = image.astype(np.float32) * DIM
+    mixed = base * (1.0 - alpha) + pose.astype(np.float32) * alpha
+    return np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
+
+
+def sheet_step(num_frames: int, max_rows: int = MAX_SHEET_ROWS) -> int:
+    """Every n-th frame so that at most ``max_rows`` rows show (n >= 1)."""
+    return max(1, -(-num_frames // max_rows))
+
+
+def contact_sheet(preview: PosePreview, *, max_rows: int = MAX_SHEET_ROWS) -> PIL.Image.Image:
+    """Every n-th frame's three panels in one RGB image, one row per frame, its number at left
+    ("ref" for the reference, i for sampled driving frame i, counted from 1)."""
+    step = sheet_step(preview.num_frames, max_rows)
+    indices = list(range(0, preview.num_frames, step))
+    panels = preview.panels()
+    _, h, w, _ = panels.shape
+    row_w = max(1, round(w * SHEET_ROW_HEIGHT / h))
+    sheet = PIL.Image.new("RGB", (LABEL_WIDTH + row_w, SHEET_ROW_HEIGHT * len(indices)), (0, 0, 0))
+    draw = PIL.ImageDraw.Draw(sheet)
+    for row, index in enumerate(indices):
+        thumb = PIL.Image.fromarray(panels[index]).resize(
+            (row_w, SHEET_ROW_HEIGHT), PIL.Image.Resampling.BOX
+        )
+        top = row * SHEET_ROW_HEIGHT
+        sheet.paste(thumb, (LABEL_WIDTH, top))
+        text = "ref" if index == 0 else str(index)
+        draw.text((6, top + SHEET_ROW_HEIGHT // 2 - 6), text, fill=(235, 235, 235))
+    return sheet

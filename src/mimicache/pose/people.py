@@ -1,0 +1,269 @@
+"""People in the driving video: boxes, tracks across frames, and the choice of one person.
+
+PoseFrames in (normalised coordinates, any number of people), PoseFrames out (the chosen
+person alone, or no person where that person is absent). A person counts as seen in a frame
+when at least one of its body points is detected (subset >= 0); DWPose's whole-frame fallback
+on an empty frame yields only low-confidence points, so it is not a person here.
+
+Choices (``pose.person`` / ``--person``): ``auto`` keeps every frame as it is (the published
+behaviour: all people drawn, the alignment fit on single-person frames); ``largest`` the track
+with the largest mean box area; ``center`` the track nearest the frame centre on average; ``N``
+the N-th track in order of first appearance, 0-based (people who first appear in the same frame
+count left to right). A video with at most one person in every frame is kept as it is under
+every choice, so choosing never changes a single-person video.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mimicache.config import DEFAULT_PERSON, person_choice
+from mimicache.errors import InputError
+from mimicache.pose.keypoints import PoseFrame
+
+logger = logging.getLogger(__name__)
+
+AUTO = DEFAULT_PERSON
+LARGEST = "largest"
+CENTER = "center"
+MIN_IOU = 0.2  # below this overlap with every track's last box, a person starts a new track
+SHOWN_FRAMES = 8
+
+__all__ = [
+    "AUTO",
+    "CENTER",
+    "LARGEST",
+    "PeopleReport",
+    "Track",
+    "box_iou",
+    "choose_person",
+    "person_boxes",
+    "person_pose",
+    "track_people",
+]
+
+
+def person_boxes(pose: PoseFrame, frame_hw: tuple[int, int] = (1, 1)) -> list[np.ndarray | None]:
+    """Per person: (x0, y0, x1, y1) float64 in pixels of ``frame_hw`` around its detected body
+    points, or None when none of its body points is detected."""
+    height, width = frame_hw
+    scale = np.array([width, height], dtype=np.float64)
+    out: list[np.ndarray | None] = []
+    for i in range(pose.num_people):
+        seen = pose.subset[i] >= 0
+        if not seen.any():
+            out.append(None)
+            continue
+        points = pose.candidate[18 * i : 18 * i + 18][seen] * scale
+        out.append(np.concatenate([points.min(axis=0), points.max(axis=0)]))
+    return out
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two (x0, y0, x1, y1) boxes; 0 for two degenerate boxes."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = _area(a) + _area(b) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def _area(box: np.ndarray) -> float:
+    return float(max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1]))
+
+
+@dataclass
+class Track:
+    """One person followed across frames: frame index -> (person index in that frame, box)."""
+
+    id: int
+    people: dict[int, int] = field(default_factory=dict)
+    boxes: dict[int, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def first_frame(self) -> int:
+        return min(self.people)
+
+    @property
+    def last_box(self) -> np.ndarray:
+        return self.boxes[max(self.boxes)]
+
+    def mean_area(self) -> float:
+        return float(np.mean([_area(b) for b in self.boxes.values()]))
+
+    def mean_centre_distance(self, frame_hw: tuple[int, int]) -> float:
+        centre = np.array([frame_hw[1], frame_hw[0]], dtype=np.float64) / 2.0
+        return float(
+            np.mean([np.linalg.norm((b[:2] + b[2:]) / 2.0 - centre) for b in self.boxes.values()])
+        )
+
+
+def track_people(
+    video: Sequence[PoseFrame], frame_hw: tuple[int, int], *, min_iou: float = MIN_IOU
+) -> list[Track]:
+    """The people of every frame linked into tracks, numbered in order of first appearance.
+
+    Greedy: in each frame, the person-track pairs are taken by decreasing overlap (IoU of the
+    person's box with the track's last box, so a person missed for a few frames is picked up
+    again); a person left over, or overlapping no track by ``min_iou``, starts a new track. A
+    track takes at most one person per frame.
+    """
+    tracks: list[Track] = []
+    for f, pose in enumerate(video):
+        people = [(i, box) for i, box in enumerate(person_boxes(pose, frame_hw)) if box is not None]
+        pairs = sorted(
+            (
+                (box_iou(box, track.last_box), t, p)
+                for t, track in enumerate(tracks)
+                for p, (_, box) in enumerate(people)
+            ),
+            key=lambda pair: (-pair[0], pair[1], pair[2]),
+        )
+        used_tracks: set[int] = set()
+        matched: set[int] = set()
+        for iou, t, p in pairs:
+            if iou < min_iou:
+                break
+            if t in used_tracks or p in matched:
+                continue
+            used_tracks.add(t)
+            matched.add(p)
+            index, box = people[p]
+            tracks[t].people[f] = index
+            tracks[t].boxes[f] = box
+        # new people of one frame count left to right, so "N" reads like the video
+        fresh = sorted(
+            (people[p] for p in range(len(people)) if p not in matched),
+            key=lambda item: (item[1][0] + item[1][2], item[0]),
+        )
+        for index, box in fresh:
+            tracks.append(Track(len(tracks), {f: index}, {f: box}))
+    return tracks
+
+
+def person_pose(pose: PoseFrame, index: int) -> PoseFrame:
+    """Person ``index`` of ``pose`` alone (its subset renumbered to its own 18 points)."""
+    subset = pose.subset[index : index + 1].copy()
+    subset[subset >= 0] -= 18 * index
+    n = pose.num_people
+    return PoseFrame(
+        candidate=pose.candidate[18 * index : 18 * index + 18].copy(),
+        subset=subset,
+        body_score=pose.body_score[index : index + 1].copy(),
+        faces=pose.faces[index : index + 1].copy(),
+        faces_score=pose.faces_score[index : index + 1].copy(),
+        hands=pose.hands[[index, n + index]].copy(),
+        hands_score=pose.hands_score[[index, n + index]].copy(),
+    )
+
+
+@dataclass
+class PeopleReport:
+    """Who was seen in the sampled frames and who drives the pose.
+
+    ``no_person`` / ``several``: frame indices (0-based among the sampled frames) with nobody
+    seen / more than one person; ``chosen``: the track id used (None: every person, as
+    published); ``chosen_frames``: the frames that show it."""
+
+    choice: str
+    frames: int
+    people: int
+    no_person: list[int]
+    several: list[int]
+    chosen: int | None = None
+    chosen_frames: int = 0
+
+    def summary(self) -> str:
+        parts = [
+            f"{self.people} {'person' if self.people == 1 else 'people'} tracked in "
+            f"{self.frames} sampled frames",
+            f"no person in {len(self.no_person)}{_frames(self.no_person)}",
+            f"several in {len(self.several)}{_frames(self.several)}",
+        ]
+        if self.chosen is not None:
+            used = f"person {self.chosen} used (--person {self.choice})"
+            parts.append(f"{used}, seen in {self.chosen_frames} frames")
+        elif self.several and self.choice == AUTO:
+            parts.append("every person drawn (--person auto); pick one with --person")
+        else:
+            parts.append(f"frames kept as they are (--person {self.choice})")
+        return "; ".join(parts)
+
+    def to_dict(self) -> dict:
+        return {
+            "choice": self.choice,
+            "frames": self.frames,
+            "people": self.people,
+            "no_person": list(self.no_person),
+            "several": list(self.several),
+            "chosen": self.chosen,
+            "chosen_frames": self.chosen_frames,
+        }
+
+
+def _frames(indices: list[int]) -> str:
+    if not indices:
+        return ""
+    shown = ", ".join(str(i) for i in indices[:SHOWN_FRAMES])
+    return f" ({shown}{', ...' if len(indices) > SHOWN_FRAMES else ''})"
+
+
+def choose_person(
+    video: Sequence[PoseFrame],
+    choice: str | int,
+    frame_hw: tuple[int, int],
+    *,
+    video_path: str | Path | None = None,
+) -> tuple[list[PoseFrame], PeopleReport]:
+    """The poses the alignment and drawing get under ``choice``, and the report of who was seen.
+
+    ``frame_hw`` is the video frame (height, width) (the centre and the box areas are in its
+    pixels). ``InputError`` when a person number exceeds the people tracked.
+    """
+    try:
+        choice = person_choice(choice)
+    except ValueError as exc:
+        raise ValueError(f"person choice {exc}") from None
+    tracks = track_people(video, frame_hw)
+    counts = [sum(box is not None for box in person_boxes(p)) for p in video]
+    report = PeopleReport(
+        choice=choice,
+        frames=len(video),
+        people=len(tracks),
+        no_person=[f for f, n in enumerate(counts) if n == 0],
+        several=[f for f, n in enumerate(counts) if n > 1],
+    )
+    if choice == AUTO or not report.several:
+        return list(video), report
+    chosen = _pick(tracks, choice, frame_hw, video_path)
+    report.chosen = chosen.id
+    report.chosen_frames = len(chosen.people)
+    poses = [
+        person_pose(pose, chosen.people[f]) if f in chosen.people else PoseFrame.empty()
+        for f, pose in enumerate(video)
+    ]
+    return poses, report
+
+
+def _pick(
+    tracks: list[Track], choice: str, frame_hw: tuple[int, int], video_path: str | Path | None
+) -> Track:
+    if choice == LARGEST:
+        # ties: the earlier track (max keeps the first)
+        return max(tracks, key=lambda t: t.mean_area())
+    if choice == CENTER:
+        return min(tracks, key=lambda t: t.mean_centre_distance(frame_hw))
+    number = int(choice)
+    if number >= len(tracks):
+        where = f" {video_path}" if video_path else ""
+        raise InputError(
+            f"--person {number}: the driving video{where} shows {len(tracks)} people "
+            f"(numbered 0 to {len(tracks) - 1} in order of first appearance, left to right "
+            "within a frame); choose one of those, or largest, center or auto."
+        )
+    return tracks[number]

@@ -1,0 +1,229 @@
+"""Pose previews: the frames shown are the pipeline's pose frames, the cache is shared with
+generation, the contact sheet, and `mimicache pose` end to end."""
+
+from __future__ import annotations
+
+import html.parser
+
+import av
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mimicache.cache.store import FeatureStore
+from mimicache.cli import main
+from mimicache.config import load_config
+from mimicache.engine import JobRecord, MimicMotion
+from mimicache.engine.preview import (
+    MAX_SHEET_ROWS,
+    PANEL_GAP,
+    SHEET_ROW_HEIGHT,
+    contact_sheet,
+    draw_over,
+    letterbox,
+    pose_preview,
+    sheet_step,
+)
+from mimicache.errors import InputError
+from mimicache.media import write_video
+from mimicache.pose import DWPose, preprocess
+from mimicache.testing.dwpose import make_people_frame
+from tests.engine_fixtures import RESOLUTION, figure_video, reference_image, write_config
+
+POSE_STAGES = {"image_keypoints", "video_keypoints", "pose_frames"}
+
+
+@pytest.fixture(scope="module")
+def workspace(tiny_bundle, tmp_path_factory):
+    root = tmp_path_factory.mktemp("preview")
+    image = reference_image(root / "ref.png")
+    video = figure_video(root / "walk.mp4", frames=6)
+    config = load_config(write_config(root / "c.yaml", tiny_bundle, image, video))
+    return {"root": root, "image": image, "video": video, "config": config}
+
+
+def _hits(events):
+    return {e.stage for e in events if e.hit}
+
+
+def test_preview_frames_are_the_pipelines_pose_frames_and_fill_its_cache(workspace, tmp_path):
+    config = workspace["config"]
+    case = config.test_case[0]
+    store = tmp_path / "cache"
+    previewer = MimicMotion.for_pose(config, device="cpu", cache=FeatureStore(store))
+    assert previewer.pipeline is None  # only DWPose was loaded
+    preview = pose_preview(previewer, case, progress=False)
+    assert {e.stage for e in preview.cache_events} == POSE_STAGES
+    assert _hits(preview.cache_events) == set()
+
+    # the published preprocess with the same DWPose files gives the same frames
+    dwpose = DWPose(config.dwpose_det_path, config.dwpose_pose_path)
+    pose_pixels, _ = preprocess(
+        case.ref_video_path, case.ref_image_path, case.resolution, case.sample_stride, dwpose,
+        progress=False,
+    )  # fmt: skip
+    published = ((pose_pixels + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    assert preview.pose_frames.dtype == np.uint8
+    assert preview.pose_frames.shape == (7, RESOLUTION, RESOLUTION, 3)  # reference + 6 frames
+    assert np.array_equal(preview.pose_frames, published)
+
+    # the generating engine on the same cache: its pose stages are hits, its frames the same
+    engine = MimicMotion.from_config(config, device="cpu", cache=FeatureStore(store))
+    record = JobRecord()
+    pose, _ = engine.prepare_pose(case, record, progress=False)
+    assert _hits(record.events) == POSE_STAGES
+    assert np.array_equal(pose.permute(0, 2, 3, 1).numpy(), preview.pose_frames)
+    result = engine.generate(case, progress=False)
+    assert _hits(result.cache_events) >= POSE_STAGES
+    assert result.frames.shape[0] == preview.pose_frames.shape[0] - 1
+
+    # a second preview: every pose stage a hit, the same frames
+    again = pose_preview(previewer, case, progress=False)
+    assert _hits(again.cache_events) == POSE_STAGES
+    assert np.array_equal(again.pose_frames, preview.pose_frames)
+    assert np.array_equal(again.overlay, preview.overlay)
+
+
+def test_preview_panels_and_driving_frames(workspace):
+    config = workspace["config"]
+    case = config.test_case[0]
+    preview = pose_preview(MimicMotion.for_pose(config, device="cpu"), case, progress=False)
+    n, h, w, _ = preview.pose_frames.shape
+    assert preview.driving.shape == preview.overlay.shape == (n, h, w, 3)
+    # frame 0 shows the fitted reference image; the others the sampled video frames, letterboxed
+    assert preview.driving[0].mean() > 10
+    for i in range(1, n):
+        assert preview.driving[i].any()
+    panels = preview.panels()
+    assert panels.shape == (n, h, 3 * w + 2 * PANEL_GAP, 3)
+    assert np.array_equal(panels[:, :, -w:], preview.pose_frames)
+    assert np.array_equal(panels[:, :, :w], preview.driving)
+    assert preview.people is not None and preview.people.frames == n - 1
+
+
+def test_a_pose_only_engine_does_not_generate(workspace):
+    engine = MimicMotion.for_pose(workspace["config"], device="cpu")
+    with pytest.raises(RuntimeError, match="for_pose"):
+        engine.generate(workspace["config"].test_case[0], progress=False)
+
+
+def test_letterbox_keeps_the_aspect_and_centres():
+    frame = np.full((10, 40, 3), 200, np.uint8)
+    out = letterbox(frame, 40, 40)
+    assert out.shape == (40, 40, 3)
+    rows = np.nonzero(out[:, 20, 0])[0]
+    assert (rows.min(), rows.max()) == (15, 24)  # 10 rows of image, 15 black above and below
+    assert out[:, :, 0].max() == 200
+
+
+def test_draw_over_shows_the_skeleton_and_dims_the_rest():
+    image = np.full((4, 4, 3), 100, np.uint8)
+    pose = np.zeros((4, 4, 3), np.uint8)
+    pose[1, 1] = (255, 0, 0)
+    pose[2, 2] = (0, 51, 0)  # a faint limb: 20 % toward its colour
+    out = draw_over(image, pose)
+    assert tuple(out[1, 1]) == (255, 0, 0)
+    assert tuple(out[0, 0]) == (45, 45, 45)  # 100 * 0.45
+    assert tuple(out[2, 2]) == (36, 46, 36)  # 45 * 0.8 = 36; 36 + 51 * 0.2 = 46.2
+
+
+@pytest.mark.parametrize(("frames", "step"), [(1, 1), (12, 1), (13, 2), (73, 7), (241, 21)])
+def test_sheet_step_keeps_at_most_twelve_rows(frames, step):
+    assert sheet_step(frames) == step
+    assert len(range(0, frames, step)) <= MAX_SHEET_ROWS
+
+
+def test_contact_sheet_has_one_row_per_shown_frame(workspace):
+    config = workspace["config"]
+    preview = pose_preview(MimicMotion.for_pose(config, device="cpu"), config.test_case[0],
+                           progress=False)  # fmt: skip
+    sheet = contact_sheet(preview, max_rows=3)  # 7 frames -> every 3rd: 0, 3, 6
+    assert sheet.height == 3 * SHEET_ROW_HEIGHT
+    assert sheet.mode == "RGB"
+
+
+def test_preview_chooses_the_person(tmp_path, tiny_bundle, workspace):
+    frames = []
+    for f in range(6):
+        frames.append(make_people_frame(96, 192, f / 6, [(0.22 + 0.01 * f, 0.72), (0.6, 0.36)]))
+    video = write_video(tmp_path / "two.mp4", np.stack(frames), 24.0)
+    config = load_config(write_config(tmp_path / "c.yaml", tiny_bundle, workspace["image"], video))
+    case = config.test_case[0]
+    store = FeatureStore(tmp_path / "cache")
+
+    def preview(person):
+        engine = MimicMotion.for_pose(config, device="cpu", cache=store, person=person)
+        return pose_preview(engine, case, progress=False)
+
+    # everyone in every frame: the published alignment has no single-person frame to fit
+    with pytest.raises(InputError, match="Pick one person with --person largest, center or N"):
+        preview("auto")
+    largest, center = preview("largest"), preview("center")
+    assert largest.people.chosen == 0 and largest.people.chosen_frames == 6
+    assert largest.people.several == list(range(6))
+    assert center.people.chosen == 1
+    # the keypoints are shared; the drawn frames are a separate entry per choice
+    assert _hits(largest.cache_events) == {"image_keypoints", "video_keypoints"}
+    assert _hits(center.cache_events) == {"image_keypoints", "video_keypoints"}
+    assert not np.array_equal(center.pose_frames, largest.pose_frames)
+    assert _hits(preview("largest").cache_events) == POSE_STAGES
+
+
+class _Tags(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags: list[str] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def test_pose_command_writes_preview_sheet_log_and_report(workspace, tmp_path, capsys):
+    output = tmp_path / "out" / "preview.mp4"
+    argv = [
+        "pose", "--ref_image", str(workspace["image"]), "--video", str(workspace["video"]),
+        "--resolution", str(RESOLUTION), "--sample_stride", "1", "--output", str(output),
+        "--inference_config", str(workspace["root"] / "c.yaml"),
+        "--feature_cache_dir", str(tmp_path / "cache"), "--quiet", "--device", "cpu",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    first = capsys.readouterr().out
+    assert "pose stages from the cache: 0 of 3" in first
+    with av.open(str(output)) as container:
+        decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(decoded) == 7
+    assert decoded[0].shape == (RESOLUTION, 3 * RESOLUTION + 2 * PANEL_GAP, 3)
+    sheet = Image.open(output.with_suffix(".png"))
+    assert sheet.height == 7 * SHEET_ROW_HEIGHT
+    assert output.with_suffix(".log").stat().st_size > 0
+    report = (tmp_path / "out" / "preview.report.html").read_text()
+    parsed = _Tags()
+    parsed.feed(report)
+    text = " ".join(parsed.text)
+    assert "walk" in text and "image_keypoints" in text and "ok" in text
+    assert parsed.tags.count("img") == 2  # the thumbnail strip and the contact sheet
+    assert main(argv) == 0
+    assert "pose stages from the cache: 3 of 3" in capsys.readouterr().out
+
+
+def test_pose_command_without_a_person_fails_with_a_report(workspace, tmp_path, capsys):
+    dark = tmp_path / "dark.png"
+    Image.new("RGB", (64, 96), (10, 10, 10)).save(dark)
+    output = tmp_path / "p.mp4"
+    code = main(
+        [
+            "pose", "--ref_image", str(dark), "--video", str(workspace["video"]),
+            "--resolution", str(RESOLUTION), "--output", str(output),
+            "--inference_config", str(workspace["root"] / "c.yaml"),
+            "--disable_feature_cache", "--quiet", "--device", "cpu",
+        ]
+    )  # fmt: skip
+    assert code == 1
+    assert not output.exists()
+    report = (tmp_path / "p.report.html").read_text()
+    assert "failed" in report and "no person found in the reference image" in report
