@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -93,6 +94,7 @@ def ui_command(args: argparse.Namespace) -> int:
         app.block_thread()
     finally:
         app.close()
+        shutil.rmtree(session.preview_dir, ignore_errors=True)
     return 0
 
 

@@ -1,8 +1,8 @@
 """The web UI's state and actions, without Gradio: one engine, built on first use and kept for
 the app's life; one lock, so one preview or generation uses it at a time; pose previews
-(``engine.preview``: driving frame | skeleton over the reference | skeleton, (1+F) rows of
-uint8 RGB written as an mp4, and a contact sheet); runs planned, claimed and written by the
-batch package exactly as ``mimicache run`` does; the cache panel's text.
+(``pose_preview``: driving frame | skeleton over the reference | skeleton, (1+F) rows of uint8
+RGB written as an mp4, and a contact sheet); runs planned, claimed and written by the batch
+package exactly as ``mimicache run`` does; the cache panel's text.
 
 Errors are ``MimicacheError``s with the CLI's messages; the page shows ``error: {message}``.
 """
