@@ -37,3 +37,6 @@ def tiny_bundle(tmp_path_factory):
     from mimicache.testing.models import write_tiny_bundle
 
     return write_tiny_bundle(tmp_path_factory.mktemp("tiny-bundle"))
+
+
+from tests.ray_fixtures import ray_cluster  # noqa: E402, F401  (a session-wide Ray cluster)

@@ -4,6 +4,7 @@ written and no model is loaded."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -139,3 +140,13 @@ def override_tag(overrides: dict[str, Any]) -> str:
         text = {"AnimateLCM_SVD": "lcm", "EulerDiscreteScheduler": "euler"}.get(value, value)
         parts.append(f"{labels[key]}{text}")
     return "_".join(parts)
+
+
+def shard_jobs(jobs: Sequence[Job], shard: int, shards: int) -> list[Job]:
+    """Shard ``shard`` of ``shards`` (1-based, ``--shard K/N``): the jobs whose plan index is
+    ``shard - 1`` modulo ``shards``. The plan is the same for the same config and folder, so
+    every process of a job array gets a fixed share, each job in exactly one shard, and the
+    shards differ by at most one job (round robin keeps the cases of a sweep spread out)."""
+    if not 1 <= shard <= shards:
+        raise ValueError(f"shard {shard}/{shards}: K must be between 1 and N")
+    return [job for job in jobs if job.index % shards == shard - 1]

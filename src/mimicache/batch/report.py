@@ -29,6 +29,7 @@ def write_sidecar(
     model_files: dict[str, Any],
     path: Path | None = None,
     pose_retarget: str | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Path:
     """Write the JSON sidecar (default: next to the job's mp4, same stem, ``.json``) and
     return its path.
@@ -56,6 +57,7 @@ def write_sidecar(
         "model_files": {str(k): to_json_value(v, canonical=False) for k, v in model_files.items()},
         "timings": {str(k): float(v) for k, v in result.timings.items()},
         "cache_events": [to_json_value(e, canonical=False) for e in result.cache_events],
+        **{str(k): to_json_value(v, canonical=False) for k, v in (extra or {}).items()},
     }
     people = getattr(result, "people", None)
     if people is not None:  # who drove the pose (pose.person)
@@ -96,11 +98,12 @@ _ERROR_WIDTH = 80
 
 def format_summary(results: Sequence[JobResult] | Iterable[JobResult]) -> str:
     """A text table: job, status, the three timings (seconds, 2 decimals) and the output
-    (failed jobs: a short error), then ``"N succeeded, M failed"``."""
+    (failed jobs: a short error), then ``"N succeeded, M failed"`` (``, K skipped (done)``
+    when ``--resume`` found results of an earlier run)."""
     results = list(results)
     rows = [_SUMMARY_HEADER]
     for r in results:
-        if r.ok:
+        if r.done:
             last = str(r.output if r.output is not None else r.job.output_path)
         else:
             last = "error: " + _short(r.error or "unknown error")
@@ -108,7 +111,7 @@ def format_summary(results: Sequence[JobResult] | Iterable[JobResult]) -> str:
             (
                 str(r.job.index + 1),
                 _job_label(r.job, results),
-                r.status,
+                "skipped (done)" if r.status == "skipped" else r.status,
                 _seconds(r.timings.get("preprocess")),
                 _seconds(r.timings.get("pipeline")),
                 _seconds(r.timings.get("total")),
@@ -116,7 +119,10 @@ def format_summary(results: Sequence[JobResult] | Iterable[JobResult]) -> str:
             )
         )
     ok = sum(r.ok for r in results)
-    summary = f"{ok} succeeded, {len(results) - ok} failed"
+    skipped = sum(r.status == "skipped" for r in results)
+    summary = f"{ok} succeeded, {len(results) - ok - skipped} failed"
+    if skipped:
+        summary += f", {skipped} skipped (done)"
     return text_table(rows, right=(0, 3, 4, 5)) + "\n" + summary
 
 

@@ -1,6 +1,10 @@
 """The run loop: every job of a plan through one already-loaded engine, each job's failure
 isolated, each job's mp4 (frames (F,H,W,3) uint8 at the engine's fps) and JSON sidecar
-written under a claimed name; the exit code of a run. Nothing here loads models."""
+written under a claimed name; the exit code of a run. Nothing here loads models.
+
+``finish_job`` is the one place a job's outcome becomes files and a ``JobResult``: the local
+loop and the Ray executor's driver both call it, so both write the same outputs.
+"""
 
 from __future__ import annotations
 
@@ -14,11 +18,14 @@ from typing import Any, Literal, Protocol
 from mimicache.batch.outputs import release_output, reserve_output
 from mimicache.batch.plan import Job
 from mimicache.batch.report import write_sidecar
+from mimicache.cache import file_digest
 from mimicache.config import InferenceConfig, TestCase
 from mimicache.errors import MimicacheError
 from mimicache.media import write_video
 
 logger = logging.getLogger(__name__)
+
+STATUSES = ("ok", "failed", "skipped")
 
 
 class Generated(Protocol):
@@ -45,11 +52,12 @@ class Engine(Protocol):
 @dataclass
 class JobResult:
     """What happened to one job. ``timings`` in seconds (``preprocess``, ``pipeline``,
-    ``total`` and per-stage keys); ``error`` a one-line message for failed jobs; ``people``
-    who was seen in the driving video and who drove the pose (``pose.PeopleReport``)."""
+    ``total`` and per-stage keys); ``error`` a one-line message for failed jobs; "skipped":
+    ``--resume`` found the job's result (``output``) from an earlier run; ``people`` who was
+    seen in the driving video and who drove the pose (``pose.PeopleReport``)."""
 
     job: Job
-    status: Literal["ok", "failed"]
+    status: Literal["ok", "failed", "skipped"]
     output: Path | None = None
     timings: dict[str, float] = field(default_factory=dict)
     error: str | None = None
@@ -57,25 +65,105 @@ class JobResult:
     people: Any = None
 
     def __post_init__(self) -> None:
-        if self.status not in ("ok", "failed"):
-            raise ValueError(f"status must be 'ok' or 'failed', got {self.status!r}")
+        if self.status not in STATUSES:
+            raise ValueError(f"status must be 'ok', 'failed' or 'skipped', got {self.status!r}")
 
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    @property
+    def done(self) -> bool:
+        """Its result exists: made now ("ok") or found from an earlier run ("skipped")."""
+        return self.status in ("ok", "skipped")
 
     @classmethod
     def failure(
         cls, job: Job, error: BaseException | str, timings: dict[str, float] | None = None
     ) -> JobResult:
         """A failed result; an exception becomes ``"TypeName: message"``."""
-        text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-        return cls(job, "failed", None, dict(timings or {}), text)
+        return cls(job, "failed", None, dict(timings or {}), error_text(error))
+
+
+def error_text(error: BaseException | str) -> str:
+    return error if isinstance(error, str) else f"{type(error).__name__}: {error}"
 
 
 def exit_code(results: Iterable[JobResult]) -> int:
-    """0 when every job succeeded, 1 when any failed."""
-    return 0 if all(r.ok for r in results) else 1
+    """0 when every job succeeded or was already done, 1 when any failed."""
+    return 0 if all(r.done for r in results) else 1
+
+
+@dataclass
+class Outcome:
+    """One job as an executor hands it to ``finish_job``: the frames, or the error."""
+
+    frames: Any = None  # (F,H,W,3) uint8; None when the job failed
+    fps: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+    cache_events: list[Any] = field(default_factory=list)
+    error: str | None = None
+    result_key: str | None = None  # see batch.resume; recorded in the sidecar
+    people: Any = None  # pose.PeopleReport of the driving video
+
+
+@dataclass(frozen=True)
+class SidecarInfo:
+    """What every sidecar of a run records about the models."""
+
+    config: InferenceConfig
+    model_files: dict[str, Any]
+    pose_retarget: str | None = None
+
+
+def finish_job(
+    job: Job, outcome: Outcome, info: SidecarInfo, *, number: int, total: int
+) -> JobResult:
+    """Write the job's mp4 (under a claimed name) and its sidecar; the job's result.
+
+    A failure to write the video fails the job; a sidecar that cannot be written is a warning.
+    On an interrupt no empty claimed name is left behind.
+    """
+    output = None
+    result: JobResult
+    try:
+        if outcome.error is not None:
+            result = JobResult.failure(job, outcome.error, outcome.timings)
+        else:
+            start = time.perf_counter()
+            output = reserve_output(job.output_path.parent, job.base_stem, video=True)
+            output = write_video(output, outcome.frames, fps=outcome.fps)
+            timings = dict(outcome.timings, write=time.perf_counter() - start)
+            result = JobResult(
+                job,
+                "ok",
+                output,
+                timings,
+                cache_events=outcome.cache_events,
+                people=outcome.people,
+            )
+            logger.info(
+                "[%d/%d] %s done: preprocess %.2fs, pipeline %.2fs, total %.2fs -> %s",
+                number,
+                total,
+                job.name,
+                timings.get("preprocess", 0.0),
+                timings.get("pipeline", 0.0),
+                timings.get("total", 0.0),
+                output,
+            )
+    except MimicacheError as exc:
+        logger.error("[%d/%d] %s failed: %s", number, total, job.name, exc)
+        result = JobResult.failure(job, exc)
+    except Exception as exc:  # a disk fault while writing: isolate the job
+        logger.exception("[%d/%d] %s failed unexpectedly", number, total, job.name)
+        result = JobResult.failure(job, exc)
+    except BaseException:
+        if output is not None:
+            release_output(output)
+        raise
+    _write_job_sidecar(job, result, output, info, outcome.result_key)
+    return result
 
 
 def run_jobs(
@@ -85,66 +173,62 @@ def run_jobs(
     config: InferenceConfig,
     progress: bool = True,
     on_frames: Callable[[Job, Any], None] | None = None,
+    result_key: Callable[[TestCase], str | None] | None = None,
 ) -> list[JobResult]:
     """Run every job with the one loaded ``engine``; a failing job is recorded and the rest run.
 
     Each job writes its mp4 (atomically) and a JSON sidecar, also when it failed.
+    ``result_key(case)`` (``--resume``) is recorded in the sidecars.
     """
+    info = SidecarInfo(config, engine.model_files, getattr(engine, "pose_retarget", None))
     results: list[JobResult] = []
     for number, job in enumerate(jobs, start=1):
-        logger.info(
-            "[%d/%d] %s: image %s, video %s",
-            number,
-            len(jobs),
-            job.name,
-            job.case.ref_image_path,
-            job.video_path,
-        )
-        output = None
-        try:
-            generated = engine.generate(job.case, progress=progress, label=job.name)
-            start = time.perf_counter()
-            output = reserve_output(job.output_path.parent, job.base_stem, video=True)
-            output = write_video(output, generated.frames, fps=generated.fps)
-            timings = dict(generated.timings, write=time.perf_counter() - start)
-            result = JobResult(
-                job,
-                "ok",
-                output,
-                timings,
-                cache_events=generated.cache_events,
-                people=getattr(generated, "people", None),
-            )
-            if on_frames is not None:
-                on_frames(job, generated.frames)
-            logger.info(
-                "[%d/%d] %s done: preprocess %.2fs, pipeline %.2fs, total %.2fs -> %s",
-                number,
-                len(jobs),
-                job.name,
-                timings.get("preprocess", 0.0),
-                timings.get("pipeline", 0.0),
-                timings.get("total", 0.0),
-                output,
-            )
-        except MimicacheError as exc:
-            logger.error("[%d/%d] %s failed: %s", number, len(jobs), job.name, exc)
-            logger.debug("traceback", exc_info=True)
-            result = JobResult.failure(job, exc)
-        except Exception as exc:  # a bug or a runtime fault (out of memory...): isolate the job
-            logger.exception("[%d/%d] %s failed unexpectedly", number, len(jobs), job.name)
-            result = JobResult.failure(job, exc)
-        except BaseException:  # interrupted: no empty claimed names are left behind
-            if output is not None:
-                release_output(output)
-            raise
-        _write_job_sidecar(engine, job, result, output, config)
+        log_start(job, number, len(jobs))
+        outcome = generate_outcome(engine, job, number, len(jobs), progress=progress)
+        if outcome.error is None and result_key is not None:
+            outcome.result_key = result_key(job.case)
+        result = finish_job(job, outcome, info, number=number, total=len(jobs))
+        if on_frames is not None and result.ok:
+            on_frames(job, outcome.frames)
         results.append(result)
     return results
 
 
+def log_start(job: Job, number: int, total: int) -> None:
+    logger.info(
+        "[%d/%d] %s: image %s, video %s",
+        number,
+        total,
+        job.name,
+        job.case.ref_image_path,
+        job.video_path,
+    )
+
+
+def generate_outcome(
+    engine: Engine, job: Job, number: int, total: int, *, progress: bool
+) -> Outcome:
+    """``engine.generate`` for one job; its error (logged) instead of raising."""
+    try:
+        generated = engine.generate(job.case, progress=progress, label=job.name)
+    except MimicacheError as exc:
+        logger.error("[%d/%d] %s failed: %s", number, total, job.name, exc)
+        logger.debug("traceback", exc_info=True)
+        return Outcome(error=error_text(exc))
+    except Exception as exc:  # a bug or a runtime fault (out of memory...): isolate the job
+        logger.exception("[%d/%d] %s failed unexpectedly", number, total, job.name)
+        return Outcome(error=error_text(exc))
+    return Outcome(
+        generated.frames,
+        generated.fps,
+        dict(generated.timings),
+        list(generated.cache_events),
+        people=getattr(generated, "people", None),
+    )
+
+
 def _write_job_sidecar(
-    engine: Engine, job: Job, result: JobResult, output: Path | None, config: InferenceConfig
+    job: Job, result: JobResult, output: Path | None, info: SidecarInfo, key: str | None
 ) -> None:
     """The sidecar under the job's claimed name (a failed job claims one now); a sidecar that
     cannot be written is a warning, not a failed job."""
@@ -154,13 +238,21 @@ def _write_job_sidecar(
                 release_output(output)
             output = reserve_output(job.output_path.parent, job.base_stem, video=False)
         assert output is not None
+        extra: dict[str, Any] = {}
+        if result.ok:
+            extra = {
+                "result_key": key,
+                "output_bytes": output.stat().st_size,
+                "output_blake3": file_digest(output),
+            }
         write_sidecar(
             job,
             result,
-            config=config,
-            model_files=engine.model_files,
+            config=info.config,
+            model_files=info.model_files,
             path=output.with_suffix(".json"),
-            pose_retarget=getattr(engine, "pose_retarget", None),
+            pose_retarget=info.pose_retarget,
+            extra=extra,
         )
     except OSError as exc:
         logger.warning("could not write the sidecar of %s: %s", job.name, exc)

@@ -1,7 +1,8 @@
 """SQLite connections shared by processes, and what a SQLite failure means for the cache.
 
-A database is opened read-write (WAL, busy timeout, autocommit) or read-only (``mode=ro``;
-``immutable`` where a read-only file system cannot hold the WAL's shared-memory file).
+A database is opened read-write (WAL where ``sharing.wal_usable`` says it works, else the
+rollback journal; busy timeout, autocommit) or read-only (``mode=ro``; ``immutable`` where a
+read-only file system cannot hold the WAL's shared-memory file).
 Failures are classified by SQLite result code or errno, never by message text.
 """
 
@@ -11,9 +12,12 @@ import contextlib
 import errno
 import os
 import sqlite3
+import time
 from pathlib import Path
 
-__all__ = ["cannot_write", "connect_sqlite", "sqlite_error_code"]
+from mimicache.cache.sharing import wal_usable
+
+__all__ = ["cannot_write", "connect_sqlite", "journal_mode", "sqlite_error_code"]
 
 _SQLITE_TIMEOUT_S = 30.0
 
@@ -49,24 +53,60 @@ def cannot_write(exc: BaseException) -> bool:
 
 
 def connect_sqlite(db_path: str | os.PathLike[str], read_only: bool = False) -> sqlite3.Connection:
-    """Open ``db_path`` for sharing between processes: WAL, busy timeout, autocommit.
+    """Open ``db_path`` for sharing between processes: WAL (or the rollback journal where WAL
+    cannot work), busy timeout, autocommit.
 
     ``read_only``: open it without ever writing; raises FileNotFoundError when it is absent.
     """
+    path = Path(db_path)
     if read_only:
-        return _connect_read_only(Path(db_path))
+        return _connect_read_only(path)
+    wal = wal_usable(path)
+    try:
+        return _connect(path, wal)
+    except sqlite3.Error as exc:
+        # A database left in WAL mode where WAL no longer works cannot even be switched back:
+        # it only holds rebuildable data, so it is moved aside and started afresh.
+        if wal or sqlite_error_code(exc) != sqlite3.SQLITE_READONLY or not _in_wal_mode(path):
+            raise
+        aside = f"{path}.wal-unusable-{int(time.time())}"
+        for suffix in ("", "-wal"):
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(f"{path}{suffix}", f"{aside}{suffix}")
+        return _connect(path, wal)
+
+
+def _connect(path: Path, wal: bool) -> sqlite3.Connection:
     conn = sqlite3.connect(
-        os.fspath(db_path), timeout=_SQLITE_TIMEOUT_S, isolation_level=None, check_same_thread=False
+        os.fspath(path), timeout=_SQLITE_TIMEOUT_S, isolation_level=None, check_same_thread=False
     )
     try:
         conn.execute(f"PRAGMA busy_timeout={int(_SQLITE_TIMEOUT_S * 1000)}")
-        with contextlib.suppress(sqlite3.OperationalError):  # e.g. no shared memory (NFS)
-            conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
+        if wal:
+            with contextlib.suppress(sqlite3.OperationalError):
+                conn.execute("PRAGMA journal_mode=WAL")
+        else:
+            conn.execute("PRAGMA journal_mode=DELETE")
+        conn.execute("PRAGMA synchronous=NORMAL" if wal else "PRAGMA synchronous=FULL")
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def journal_mode(conn: sqlite3.Connection) -> str:
+    """The connection's journal mode ("wal", "delete", ...)."""
+    return str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+
+
+def _in_wal_mode(path: Path) -> bool:
+    """Whether the database file's header says WAL (bytes 18-19 are 2)."""
+    try:
+        with open(path, "rb") as f:
+            header = f.read(20)
+    except OSError:
+        return False
+    return len(header) == 20 and header[18:20] == b"\x02\x02"
 
 
 def _connect_read_only(path: Path) -> sqlite3.Connection:

@@ -1,14 +1,15 @@
 """One cache entry file: named CPU tensors in safetensors, with metadata and a checksum.
 
 The metadata holds format, schema, stage, key, the key fields (canonical JSON), subject,
-version, created (Unix seconds) and the BLAKE3 checksum of the tensors' names, dtypes, shapes
-and bytes. Decoding checks all of it; any inconsistency is a ``CorruptEntry``.
+version and the BLAKE3 checksum of the tensors' names, dtypes, shapes and bytes. Decoding
+checks all of it; any inconsistency is a ``CorruptEntry``. Nothing in it depends on when or
+on which machine it was written, so two writers of one entry write the same bytes (creation
+times live in the index; older entries may still carry a ``created`` field).
 """
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,10 +145,20 @@ def encode_entry(
         fields=key.canonical,
         subject=subject or "",
         mimicache_version=version,
-        created=f"{time.time():.6f}",
         checksum=tensor_checksum(tensors),
     )
-    return st_save(tensors, metadata=meta), meta
+    return _canonical_header(st_save(tensors, metadata=meta)), meta
+
+
+def _canonical_header(data: bytes) -> bytes:
+    """The same file with its JSON header written with sorted keys (safetensors writes the
+    metadata in hash-map order, which differs between processes), padded with spaces to a
+    multiple of 8 bytes as safetensors pads it; the data section is unchanged."""
+    n = int.from_bytes(data[:8], "little")
+    header = json.dumps(json.loads(data[8 : 8 + n]), sort_keys=True, separators=(",", ":"))
+    raw = header.encode("utf-8")
+    raw += b" " * (-len(raw) % 8)
+    return len(raw).to_bytes(8, "little") + raw + data[8 + n :]
 
 
 def decode_entry(data: bytes, stage: str | None = None, key: StageKey | None = None) -> Entry:

@@ -60,12 +60,16 @@ def atomic_write(
     data: bytes | bytearray | memoryview | Callable[[BinaryIO], object],
     *,
     temp_stem: str | None = None,
-) -> None:
+    overwrite: bool = True,
+) -> bool:
     """Write ``data`` (bytes, or a function writing to a binary file) to ``path`` atomically.
 
     The temp file ``.<stem>.<pid>.<random>.tmp`` (``temp_stem`` defaults to the file's name)
     is private while written; before the rename it gets 0o666 & ~umask, like any new file.
     On failure the temp file is removed and the OSError raised; ``path`` is untouched.
+    ``overwrite=False``: publish with a hard link, which fails when ``path`` exists (atomic on
+    NFS too); the file there is kept and False returned. Where hard links are not supported
+    (some FUSE mounts) it falls back to the rename. True when ``path`` now holds ``data``.
     """
     path = Path(path)
     tmp = path.parent / f".{temp_stem or path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
@@ -82,7 +86,17 @@ def atomic_write(
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
+        published = True
+        if overwrite:
+            os.replace(tmp, path)
+        elif _link(tmp, path):
+            published = _already_there(tmp, path)
+            os.unlink(tmp)
+        elif path.exists():  # no hard links here: keep what is there all the same
+            published = False
+            os.unlink(tmp)
+        else:
+            os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -93,6 +107,35 @@ def atomic_write(
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+    return published
+
+
+_NO_LINKS = frozenset(
+    getattr(errno, name) for name in ("EPERM", "EOPNOTSUPP", "ENOTSUP", "ENOSYS", "EMLINK", "EXDEV")
+    if hasattr(errno, name)
+)  # fmt: skip
+
+
+def _link(tmp: Path, path: Path) -> bool:
+    """Hard-link ``tmp`` to ``path``: True when linked or when ``path`` exists (either way the
+    temp file only has to go); False where links are not supported (rename instead)."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return True
+    except OSError as exc:
+        if exc.errno in _NO_LINKS:
+            return False
+        raise
+    return True
+
+
+def _already_there(tmp: Path, path: Path) -> bool:
+    """After ``_link``: whether ``path`` is our temp file (linked) rather than another's."""
+    try:
+        return os.path.samefile(tmp, path)
+    except OSError:
+        return False
 
 
 def _write_all(

@@ -1,7 +1,8 @@
 """Where things live under a cache root, and what a walk over the entry folders finds.
 
     CACHEDIR.TAG                      standard cache-directory tag (backup tools skip the tree)
-    index.sqlite                      entries, last key per subject, file digest memo (WAL)
+    index.sqlite                      entries, last key per subject, file digest memo (WAL);
+                                      per machine elsewhere for a shared root (``sharing``)
     locks/<stage>/<key>.lock          per-key file locks: concurrent processes compute once
     v<SCHEMA>/<stage>/<key[:2]>/<key>.safetensors
     v<SCHEMA>/<stage>/<key[:2]>/.<key>.<pid>.<random>.tmp   a write in progress (or debris)
@@ -45,13 +46,15 @@ class Scan:
 
 @dataclass(frozen=True)
 class Layout:
-    """The paths of a cache rooted at ``root`` (absolute)."""
+    """The paths of a cache rooted at ``root`` (absolute); the index is in ``index_dir``
+    (default: the root)."""
 
     root: Path
+    index_dir: Path | None = None
 
     @property
     def index_path(self) -> Path:
-        return self.root / "index.sqlite"
+        return (self.index_dir or self.root) / "index.sqlite"
 
     @property
     def tag_path(self) -> Path:

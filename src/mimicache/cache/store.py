@@ -12,6 +12,7 @@ The store knows nothing about what the tensors mean.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import time
@@ -43,9 +44,15 @@ from mimicache.cache.index import HIT_REASON, Index, MissReason
 from mimicache.cache.keys import StageKey, fingerprint_files
 from mimicache.cache.layout import Layout, check_stage
 from mimicache.cache.modes import CacheEvent, CacheMode, package_version
+from mimicache.cache.sharing import index_folder
 from mimicache.cache.sizes import format_size, parse_size  # callers import them from here too
 
 logger = logging.getLogger(__name__)
+
+_NO_LOCKS = frozenset(
+    getattr(errno, name) for name in ("ENOLCK", "EOPNOTSUPP", "ENOTSUP", "ENOSYS")
+    if hasattr(errno, name)
+)  # fmt: skip
 
 __all__ = [
     "CacheEvent",
@@ -90,7 +97,7 @@ class FeatureStore:
             enabled, read, write, force_refresh
         )  # fmt: skip
         self.root = Path(root).expanduser().absolute()
-        self.layout = Layout(self.root)
+        self.layout = Layout(self.root, index_folder(self.root))
         self.memo: DigestMemo | None = None
         self.index = Index(
             self.layout.index_path,
@@ -103,6 +110,7 @@ class FeatureStore:
         self._can_write = self.mode.writes
         self._warned_write = False
         self._warned_index = False
+        self._warned_locks = False
         if self.mode is not CacheMode.OFF:
             self._open()
 
@@ -151,6 +159,10 @@ class FeatureStore:
             except OSError as exc:
                 failure = exc
         self._usable = self.root.is_dir() and os.access(self.root, os.R_OK | os.X_OK)
+        index_dir = self.layout.index_path.parent
+        if failure is None and self.mode.writes and index_dir != self.root:
+            with contextlib.suppress(OSError):  # the index reports it if it cannot be made
+                index_dir.mkdir(parents=True, exist_ok=True)
         if failure is not None:
             self._write_failed(failure)
         if not self._usable:
@@ -251,7 +263,12 @@ class FeatureStore:
             reason = self._reason(stage, key, subject, corrupt)
             logger.info("Cache miss for %s (%s): %s; computing", stage, label, reason)
             tensors = prepare_tensors(compute())
-            written = self._write_entry(stage, key, tensors, subject, metadata) if locked else None
+            replace = corrupt or self.mode is CacheMode.REFRESH
+            written = (
+                self._write_entry(stage, key, tensors, subject, metadata, replace=replace)
+                if locked
+                else None
+            )
         if written is None:
             return tensors, event(False, reason, 0)
         meta, size = written
@@ -315,13 +332,17 @@ class FeatureStore:
         tensors: dict[str, torch.Tensor],
         subject: str | None,
         metadata: Mapping[str, str] | None,
+        *,
+        replace: bool = False,
     ) -> tuple[dict[str, str], int] | None:
+        """Publish the entry file. An entry is never replaced once there (another machine
+        may be reading it), unless it is being refreshed or was corrupt."""
         version = self._version or package_version()
         data, meta = encode_entry(stage, key, tensors, subject, metadata, version)
         path = self.entry_path(stage, key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, data, temp_stem=key.digest)
+            atomic_write(path, data, temp_stem=key.digest, overwrite=replace)
         except OSError as exc:
             self._write_failed(exc)
             return None
@@ -339,8 +360,19 @@ class FeatureStore:
             stack.enter_context(key_lock(self.layout.lock_path(stage, digest), on_wait=waiting))
             locked = True
         except OSError as exc:
-            self._write_failed(exc)
-            locked = False
+            # Without file locks (some FUSE mounts) entries are still written: a lock only
+            # saves duplicate work, publication is atomic and never replaces an entry.
+            locked = exc.errno in _NO_LOCKS
+            if locked and not self._warned_locks:
+                self._warned_locks = True
+                logger.warning(
+                    "feature cache at %s: file locks are not supported (%s); processes may "
+                    "compute an entry twice, results stay correct",
+                    self.root,
+                    errno_text(exc),
+                )
+            elif not locked:
+                self._write_failed(exc)
         with stack:
             yield locked
 

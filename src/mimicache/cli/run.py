@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mimicache.batch import (
+    EngineSpec,
     Job,
     JobResult,
     check_log_file,
@@ -24,13 +25,13 @@ from mimicache.batch import (
     run_jobs,
 )
 from mimicache.batch.html_report import write_run_report
-from mimicache.cli.cache import DEFAULT_CACHE_DIR
+from mimicache.batch.resume import ResultKeys, split_done
 from mimicache.cli.console import call_command, setup_logging
-from mimicache.cli.fmt import size_arg
-from mimicache.cli.options import add_person_argument
-from mimicache.config import DWPOSE_BACKENDS, RETARGET_MODES, InferenceConfig, load_config
+from mimicache.cli.flags import RUN_DEFAULTS, SCHEDULER_FLAGS, SEED_DEFAULTS, add_run_arguments
+from mimicache.cli.scale import select_shard
+from mimicache.config import InferenceConfig, load_config
 from mimicache.errors import MimicacheError
-from mimicache.pipeline.schedulers import SCHEDULER_NAMES, SchedulerOptions
+from mimicache.pipeline.schedulers import SchedulerOptions
 
 if TYPE_CHECKING:
     import torch
@@ -44,179 +45,42 @@ logger = logging.getLogger(__name__)
 # The seed scripts default to the 4-step AnimateLCM "turbo" set-up and the graft pose
 # retargeting; `mimicache run` to the published behaviour (config steps, SVD's Euler, published
 # poses). The pose retargeting default applies only when the config has no pose.retarget.
-SEED_DEFAULTS = {"num_inference_steps": 4, "scheduler": "AnimateLCM_SVD", "pose_retarget": "graft"}
-RUN_DEFAULTS = {
-    "num_inference_steps": None,
-    "scheduler": "EulerDiscreteScheduler",
-    "pose_retarget": "published",
-}
-# --scheduler_{name}: (name, default, what it is); all feed SchedulerOptions(name=...).
-_LCM_FLOAT_FLAGS = (
-    ("sigma_min", 0.002, "smallest noise level of the sigma table"),
-    ("sigma_max", 700.0, "largest noise level, where sampling starts"),
-    ("sigma_data", 1.0, "data standard deviation in the consistency scalings"),
-    ("s_noise", 1.0, "scale of the fresh noise added between steps"),
-    ("rho", 7.0, "Karras schedule exponent"),
-)
-_SCHEDULER_FLAGS = (*(name for name, _, _ in _LCM_FLOAT_FLAGS), "clip_denoised")
-
-
-def add_run_arguments(
-    parser: argparse.ArgumentParser, defaults: dict, *, benchmark_flag: bool = True
-) -> None:
-    """The flags of ``run`` / ``bench`` and of the seed-compatible scripts."""
-    parser.set_defaults(command_defaults=defaults)
-    _add_io_arguments(parser)
-    _add_generation_arguments(parser, defaults)
-    _add_scheduler_arguments(parser, defaults)
-    _add_cache_arguments(parser, benchmark_flag=benchmark_flag)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
-def _add_io_arguments(parser: argparse.ArgumentParser) -> None:
-    io = parser.add_argument_group("inputs and outputs")
-    io.add_argument(
-        "--inference_config", default="configs/test.yaml", help="YAML config (default: %(default)s)"
-    )
-    io.add_argument(
-        "--batch_folder",
-        help="drive each test case's reference image with every video in this folder",
-    )
-    io.add_argument(
-        "--output_dir", default="outputs/", help="where videos go (default: %(default)s)"
-    )
-    io.add_argument("--log_file", help="log file (default: {output_dir}/{timestamp}.log)")
-
-
-def _add_generation_arguments(parser: argparse.ArgumentParser, defaults: dict) -> None:
-    gen = parser.add_argument_group("generation")
-    gen.add_argument(
-        "--num_inference_steps",
-        type=int,
-        default=defaults["num_inference_steps"],
-        help="denoising steps, overrides the config (default: "
-        + ("the config's" if defaults["num_inference_steps"] is None else "%(default)s")
-        + ")",
-    )
-    gen.add_argument("--seed", type=int, help="override every test case's seed")
-    gen.add_argument(
-        "--guidance_scale", type=float, help="override every test case's guidance scale"
-    )
-    gen.add_argument(
-        "--noise_aug_strength", type=float, help="override every test case's noise_aug_strength"
-    )
-    gen.add_argument(
-        "--no_use_float16",
-        action="store_true",
-        help="run in float32 on CUDA too (CPU always runs float32)",
-    )
-    gen.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
-    gen.add_argument(
-        "--dwpose_backend",
-        choices=DWPOSE_BACKENDS,
-        help="DWPose runtime (default: the config's dwpose.backend, else auto: ONNX Runtime "
-        "when it has the device's provider, otherwise PyTorch)",
-    )
-    gen.add_argument(
-        "--pose_retarget",
-        choices=RETARGET_MODES,
-        help="pose frames after the published rescale: 'published' as is, or 'graft' (the seed "
-        "scripts' step: the reference keeps its body, arms, hands and face follow the video); "
-        "overrides the config's pose.retarget (default: the config's value, else "
-        f"{defaults['pose_retarget']})",
-    )
-    parser.set_defaults(default_pose_retarget=defaults["pose_retarget"])
-    add_person_argument(gen)
-
-
-def _add_scheduler_arguments(parser: argparse.ArgumentParser, defaults: dict) -> None:
-    sch = parser.add_argument_group("scheduler")
-    sch.add_argument(
-        "--scheduler",
-        choices=SCHEDULER_NAMES,
-        default=defaults["scheduler"],
-        help="(default: %(default)s)",
-    )
-    lcm = "AnimateLCM_SVD only"
-    for name, default, text in _LCM_FLOAT_FLAGS:
-        sch.add_argument(
-            f"--scheduler_{name}",
-            type=float,
-            default=default,
-            help=f"{text} ({lcm}; default: %(default)s)",
-        )
-    sch.add_argument(
-        "--scheduler_clip_denoised",
-        action="store_true",
-        help=f"clamp each step's denoised latent to [-1, 1] ({lcm}; default: off)",
-    )
-    sch.add_argument(
-        "--lcm_num_train_timesteps",
-        type=int,
-        default=40,
-        help="length of the sigma table the inference steps are picked from "
-        f"({lcm}; default: %(default)s)",
-    )
-
-
-def _add_cache_arguments(parser: argparse.ArgumentParser, *, benchmark_flag: bool) -> None:
-    cache = parser.add_argument_group("feature cache")
-    cache.add_argument(
-        "--feature_cache_dir", default=DEFAULT_CACHE_DIR, help="(default: %(default)s)"
-    )
-    cache.add_argument(
-        "--disable_feature_cache", action="store_true", help="no cache reads, no cache writes"
-    )
-    cache.add_argument(
-        "--feature_cache_force_refresh",
-        action="store_true",
-        help="recompute every entry and overwrite it",
-    )
-    cache.add_argument(
-        "--disable_pipeline_feature_cache",
-        action="store_true",
-        help="cache only the pose stages, not the CLIP/VAE features",
-    )
-    if benchmark_flag:
-        cache.add_argument(
-            "--benchmark_cache",
-            action="store_true",
-            help="run cold (forced refresh), then warm; compare",
-        )
-    cache.add_argument(
-        "--feature_cache_max_size",
-        type=size_arg,
-        metavar="SIZE",
-        help="after the run, prune least recently used entries down to SIZE (e.g. 20GB)",
-    )
-
-
 # --------------------------------------------------------------------------- the run itself
 
 
 def run_command(args: argparse.Namespace) -> int:
     """``mimicache run`` / ``bench`` and the seed scripts: check every path we write, load the
-    config with the flags' overrides, plan, load the engine once, run (or cold + warm), print
-    the summary, prune the cache if asked; the exit code of the jobs."""
+    config with the flags' overrides, plan (this shard's jobs), run them here (models loaded
+    once) or on Ray workers, or cold + warm; print the summary, prune the cache if asked; the
+    exit code of the jobs."""
     timestamp = make_timestamp()
     output_dir, log_file = _check_paths_and_log(args, timestamp)
     config, overrides = _load_config(args)
     # flag > config > the command's default
     pose_retarget = args.pose_retarget or config.pose_retarget or args.default_pose_retarget
     plan = _planner(args, config, overrides, output_dir, timestamp)
-    jobs = plan()
+    jobs = select_shard(plan(), args.shard)
+    if args.benchmark_cache and (args.executor != "local" or args.resume or args.shard):
+        raise MimicacheError(
+            "--benchmark_cache runs locally and whole: drop --executor ray, --resume and --shard"
+        )
     for folder in sorted({job.output_path.parent for job in jobs}):
         check_output_folder(folder)
-    device = _pick_device(args)
-    cache = _open_cache(args)
-    engine = _load_engine(args, config, device, cache, pose_retarget, len(jobs))
-    results, bench = _run(args, engine, config, jobs, plan)
+    spec = _engine_spec(args, config, pose_retarget)
+    cache = engine = bench = None
+    if args.executor == "ray":
+        results = _run_ray(args, spec, config, jobs)
+    else:
+        spec = spec.replace(device=str(_pick_device(args)))
+        cache = spec.open_cache()
+        engine = _load_engine(args, spec, cache, len(jobs))
+        results, bench = _run(args, engine, spec, config, jobs, plan)
     summary = format_summary(results)
     print(summary)
     logger.debug("summary\n%s", summary)
-    _write_report(args, log_file, engine, results, bench)
-    _prune_cache(args, cache)
+    _write_report(args, log_file, spec, engine, results, bench)
+    if cache is not None:
+        _prune_cache(args, cache)
     return exit_code(results)
 
 
@@ -298,60 +162,50 @@ def _pick_device(args: argparse.Namespace) -> torch.device:
     return device
 
 
-def _open_cache(args: argparse.Namespace) -> FeatureStore:
-    """The feature store of the flags (disabled with ``--disable_feature_cache``, unless the
-    benchmark needs it)."""
-    from mimicache.cache.store import FeatureStore
-
+def _engine_spec(
+    args: argparse.Namespace, config: InferenceConfig, pose_retarget: str
+) -> EngineSpec:
+    """Everything that says which models are loaded and how: one value for every executor.
+    The cache is off with ``--disable_feature_cache`` unless the benchmark needs it."""
     use_cache = not args.disable_feature_cache
     if args.benchmark_cache and not use_cache:
         logger.warning(
             "--benchmark_cache needs the feature cache: ignoring --disable_feature_cache"
         )
         use_cache = True
-    return FeatureStore(
-        args.feature_cache_dir,
-        enabled=use_cache,
-        force_refresh=args.feature_cache_force_refresh,
+    return EngineSpec(
+        config,
+        device=args.device,
+        dtype="float32" if args.no_use_float16 else None,
+        cache_dir=Path(args.feature_cache_dir),
+        cache_enabled=use_cache,
+        cache_force_refresh=args.feature_cache_force_refresh,
+        cache_pipeline_features=not args.disable_pipeline_feature_cache,
+        scheduler=SchedulerOptions(
+            name=args.scheduler,
+            num_train_timesteps=args.lcm_num_train_timesteps,
+            **{name: getattr(args, f"scheduler_{name}") for name in SCHEDULER_FLAGS},
+        ),
+        pose_retarget=pose_retarget,
+        person=args.person,
+        threads=args.threads,
+        verbose=args.verbose,
     )
 
 
 def _load_engine(
-    args: argparse.Namespace,
-    config: InferenceConfig,
-    device: torch.device,
-    cache: FeatureStore,
-    pose_retarget: str,
-    job_count: int,
+    args: argparse.Namespace, spec: EngineSpec, cache: FeatureStore, job_count: int
 ) -> MimicMotion:
     """The models, loaded once. The dtype is the engine's default (float16 on CUDA, float32
     elsewhere) unless ``--no_use_float16`` asks for float32."""
-    import torch
-
-    from mimicache.engine import MimicMotion
-
-    scheduler = SchedulerOptions(
-        name=args.scheduler,
-        num_train_timesteps=args.lcm_num_train_timesteps,
-        **{name: getattr(args, f"scheduler_{name}") for name in _SCHEDULER_FLAGS},
-    )
-    engine = MimicMotion.from_config(
-        config,
-        device=device,
-        dtype=torch.float32 if args.no_use_float16 else None,
-        cache=cache,
-        cache_pipeline_features=not args.disable_pipeline_feature_cache,
-        scheduler=scheduler,
-        pose_retarget=pose_retarget,
-        person=args.person,
-    )
+    engine = spec.build(cache)
     logger.info(
         "%d job(s); device %s, %s; scheduler %s; pose retarget %s; person %s; feature cache %s",
         job_count,
         engine.device,
         str(engine.dtype).removeprefix("torch."),
         args.scheduler,
-        pose_retarget,
+        spec.pose_retarget,
         engine.person,
         cache.root if cache.enabled else "off",
     )
@@ -361,15 +215,21 @@ def _load_engine(
 def _run(
     args: argparse.Namespace,
     engine: MimicMotion,
+    spec: EngineSpec,
     config: InferenceConfig,
     jobs: list[Job],
     plan: Callable[..., list[Job]],
 ) -> tuple[list[JobResult], BenchReport | None]:
-    """The jobs once, or cold then warm with the comparison table (``--benchmark_cache``);
-    ``bench --plot`` draws the comparison."""
+    """The jobs once (``--resume``: those not done yet), or cold then warm with the comparison
+    table (``--benchmark_cache``); ``bench --plot`` draws the comparison."""
     progress = not args.quiet
     if not args.benchmark_cache:
-        return run_jobs(engine, jobs, config=config, progress=progress), None
+        keys = ResultKeys(engine, spec.result_settings(engine))
+        skipped: list[JobResult] = []
+        if args.resume:
+            skipped, jobs = split_done(jobs, [keys(job.case) for job in jobs])
+        done = run_jobs(engine, jobs, config=config, progress=progress, result_key=keys)
+        return sorted([*skipped, *done], key=lambda r: r.job.index), None
     from mimicache.batch.cold_warm import run_benchmark
 
     report = run_benchmark(engine, config, plan, progress=progress)
@@ -387,27 +247,53 @@ def _run(
 def _write_report(
     args: argparse.Namespace,
     log_file: Path,
-    engine: MimicMotion,
+    spec: EngineSpec,
+    engine: MimicMotion | None,
     results: list[JobResult],
     bench: BenchReport | None,
 ) -> None:
-    """``report.html`` beside the log: the run's parameters, then its jobs."""
+    """``report.html`` beside the log: the run's parameters, then its jobs (``engine`` None:
+    the jobs ran on Ray workers)."""
     parameters = {
         "command": "bench" if bench is not None else "run",
         "config": args.inference_config,
         "batch folder": args.batch_folder,
         "output folder": args.output_dir,
         "log file": log_file,
-        "device": engine.device,
-        "dtype": str(engine.dtype).removeprefix("torch."),
+        "executor": args.executor,
+        "device": engine.device if engine is not None else spec.device or "the workers'",
+        "dtype": str(engine.dtype).removeprefix("torch.") if engine is not None else spec.dtype,
         "scheduler": args.scheduler,
-        "pose retarget": engine.pose_retarget,
-        "person": engine.person,
-        "feature cache": engine.cache.root if engine.cache and engine.cache.enabled else "off",
+        "pose retarget": spec.pose_retarget,
+        "person": engine.person if engine is not None else spec.person or "auto",
+        "feature cache": spec.cache_dir if spec.cache_enabled else "off",
     }
     write_run_report(
         log_file, results, parameters=parameters, bench=bench, plot=getattr(args, "plot", None)
     )
+
+
+def _run_ray(
+    args: argparse.Namespace, spec: EngineSpec, config: InferenceConfig, jobs: list[Job]
+) -> list[JobResult]:
+    """The jobs on Ray workers (``batch.ray_executor``); Ray must be installed."""
+    try:
+        from mimicache.batch.ray_executor import RayExecutor, RaySettings
+    except ImportError as exc:
+        raise MimicacheError(
+            f"--executor ray needs Ray ({exc}): pip install 'mimicache[ray]'"
+        ) from None
+    settings = RaySettings(
+        workers=args.workers,
+        address=args.ray_address,
+        gpus_per_worker=args.gpus_per_worker,
+        pose_workers=args.pose_workers,
+        max_retries=args.max_retries,
+    )
+    logger.info("%d job(s) on Ray; feature cache %s", len(jobs),
+                spec.cache_dir if spec.cache_enabled else "off")  # fmt: skip
+    executor = RayExecutor(spec, settings, progress=not args.quiet)
+    return executor.run(jobs, config=config, resume=args.resume)
 
 
 def _prune_cache(args: argparse.Namespace, cache: FeatureStore) -> None:

@@ -4,12 +4,12 @@
 (F,H,W,3) uint8, timings, cache events. Stages are declared in ``engine.stages``.
 """
 
+from mimicache.engine.devices import default_device
 from mimicache.engine.engine import (
     DECODE_CHUNK_SIZE,
     PIPELINE_FPS,
     GenerationResult,
     MimicMotion,
-    default_device,
     published_reference_image,
 )
 from mimicache.engine.fingerprints import ModelFingerprints

@@ -21,6 +21,7 @@ import torch
 
 from mimicache.cache import CacheEvent, FeatureStore, file_digest
 from mimicache.config import DEFAULT_PERSON, InferenceConfig, TestCase, person_choice
+from mimicache.engine.devices import pose_parts
 from mimicache.engine.fingerprints import ModelFingerprints
 from mimicache.engine.record import JobRecord
 from mimicache.engine.stages import (
@@ -73,10 +74,6 @@ def published_reference_image(image_pixels: torch.Tensor) -> PIL.Image.Image:
     return PIL.Image.fromarray(restored.permute(1, 2, 0).numpy())
 
 
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 class MimicMotion:
     """The loaded models plus an optional feature cache; generate() runs one job.
 
@@ -120,11 +117,15 @@ class MimicMotion:
         scheduler: SchedulerOptions | None = None,
         pose_retarget: str | None = None,
         person: str | None = None,
+        dwpose_device: str | None = None,
     ) -> MimicMotion:
         """``pose_retarget`` None: the config's ``pose.retarget``, else "published"; ``person``
-        None: the config's ``pose.person``, else "auto"."""
+        None: the config's ``pose.person``, else "auto"; ``dwpose_device`` None: where the
+        models run (see ``_dwpose_device``)."""
         # DWPose first: a missing ONNX file should fail before minutes of checkpoint loading.
-        device, dwpose, pose_retarget, person = _pose_parts(config, device, pose_retarget, person)
+        device, dwpose, pose_retarget, person = pose_parts(
+            config, device, pose_retarget, person, dwpose_device
+        )
         if dtype is None:
             dtype = torch.float16 if device.type == "cuda" else torch.float32
         base_files = resolve_base_model(config.base_model_path)
@@ -153,10 +154,14 @@ class MimicMotion:
         cache: FeatureStore | None = None,
         pose_retarget: str | None = None,
         person: str | None = None,
+        dwpose_device: str | None = None,
     ) -> MimicMotion:
         """DWPose only (no SVD or MimicMotion weights are read): ``prepare_pose`` and
-        ``pose_preview`` share the cache entries of ``generate``; ``generate`` refuses."""
-        device, dwpose, pose_retarget, person = _pose_parts(config, device, pose_retarget, person)
+        ``pose_preview`` share the cache entries of ``generate`` (with the same DWPose device,
+        e.g. a CPU stage filling the cache ahead of the generation); ``generate`` refuses."""
+        device, dwpose, pose_retarget, person = pose_parts(
+            config, device, pose_retarget, person, dwpose_device
+        )
         return cls(
             None,
             dwpose,
@@ -400,42 +405,6 @@ class MimicMotion:
         )
         video = (output.frames.cpu() * 255.0).to(torch.uint8)
         return video[0, 1:].permute(0, 2, 3, 1).numpy()
-
-
-def _pose_parts(
-    config: InferenceConfig,
-    device: str | torch.device | None,
-    pose_retarget: str | None,
-    person: str | int | None,
-) -> tuple[torch.device, DWPose, str, str]:
-    """The device, DWPose, and the retarget mode and person choice (argument > config >
-    default), checked."""
-    pose_retarget = check_mode(pose_retarget or config.pose_retarget or PUBLISHED)
-    person = person_choice(person if person is not None else config.pose_person or DEFAULT_PERSON)
-    device = torch.device(device) if device is not None else default_device()
-    dwpose = DWPose(
-        config.dwpose_det_path,
-        config.dwpose_pose_path,
-        device=_dwpose_device(device, config.dwpose_backend),
-        backend=config.dwpose_backend,
-    )
-    return device, dwpose, pose_retarget, person
-
-
-def _dwpose_device(device: torch.device, backend: str) -> str:
-    """DWPose runs where the models run; only ONNX Runtime asked for by name on a GPU it has no
-    provider for falls back to the CPU, said once (``auto`` then picks the torch backend)."""
-    if backend != "onnxruntime" or device.type != "cuda":
-        return str(device)
-    import onnxruntime
-
-    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
-        return f"cuda:{device.index}" if device.index is not None else "cuda"
-    logger.warning(
-        "DWPose runs on the CPU: this onnxruntime has no CUDA provider "
-        "(pip uninstall onnxruntime && pip install onnxruntime-gpu)"
-    )
-    return "cpu"
 
 
 def _stderr_is_terminal() -> bool:

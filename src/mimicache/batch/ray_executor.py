@@ -1,0 +1,365 @@
+"""``--executor ray``: the jobs of a plan run by Ray actors that each load the models once.
+
+Generation workers (one GPU each by default) run jobs and return frames (F,H,W,3) uint8
+through Ray's object store; pose workers (CPU, DWPose only) run the pose stages of upcoming
+jobs so their cache entries exist when a generation worker gets there. The driver hands out
+one job at a time to each idle worker, and writes outputs and sidecars in plan order with
+``run.finish_job``, so names, files and the summary are those of a local run.
+
+Actors rather than a Ray Data pipeline: a job is the unit of retry (a worker that dies is
+replaced and its job retried; an input error fails once), outputs are written by the driver
+in plan order, and the pose stage hands its results over through the cache, not a dataset.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from mimicache.batch.plan import Job
+from mimicache.batch.resume import split_done
+from mimicache.batch.run import JobResult, Outcome, SidecarInfo, finish_job, log_start
+from mimicache.batch.workers import EngineSpec, GenerationWorker, PoseWorker, replay_logs
+from mimicache.config import InferenceConfig
+from mimicache.errors import MimicacheError
+
+logger = logging.getLogger(__name__)
+
+POSE_LOOKAHEAD = 2  # pose jobs queued per pose worker: enough to never idle, few to cancel
+
+
+@dataclass(frozen=True)
+class RaySettings:
+    """``workers`` None: the GPUs Ray sees / ``gpus_per_worker`` (1 without GPUs);
+    ``gpus_per_worker`` None: 1 when the cluster has GPUs and the device is not the CPU;
+    ``pose_workers`` None: 1 when the workers use GPUs, else 0; ``address`` None: start a
+    local cluster (``"auto"`` joins a running one)."""
+
+    workers: int | None = None
+    address: str | None = None
+    gpus_per_worker: float | None = None
+    pose_workers: int | None = None
+    max_retries: int = 1
+
+
+@dataclass
+class _Slot:
+    """A generation worker: its actor handle and process id."""
+
+    actor: Any
+    pid: int
+
+
+def connect(address: str | None) -> bool:
+    """Join ``address`` or start a local cluster (no dashboard, no usage stats) unless Ray is
+    already initialised in this process; whether this call started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(include_dashboard=False, log_to_driver=False)
+    return True
+
+
+class RayExecutor:
+    """Runs jobs on Ray actors built from ``spec``. ``on_result(result, executor)`` is called
+    on the driver after each job is written."""
+
+    def __init__(
+        self,
+        spec: EngineSpec,
+        settings: RaySettings,
+        *,
+        progress: bool = True,
+        on_result: Callable[[JobResult, RayExecutor], None] | None = None,
+    ):
+        self.spec = spec
+        self.settings = settings
+        self.progress = progress
+        self.on_result = on_result
+        self.slots: list[_Slot] = []
+        self.pose_actors: list[Any] = []
+        self.busy: dict[Any, tuple[Job, _Slot, int]] = {}  # object ref -> job, worker, attempt
+        self.reviving: dict[Any, _Slot] = {}  # object ref of a pid call -> restarting worker
+        self.startup_s = 0.0
+
+    # ------------------------------------------------------------------ set-up
+
+    def _layout(self) -> tuple[int, float, float, int, float]:
+        """(workers, GPUs and CPUs per worker, pose workers, CPUs per pose worker)."""
+        import ray
+
+        resources = ray.cluster_resources()
+        gpus, cpus = resources.get("GPU", 0.0), resources.get("CPU", 1.0)
+        cpu_device = self.spec.device == "cpu" or (self.spec.device is None and not gpus)
+        per = self.settings.gpus_per_worker
+        if per is None:
+            per = 1.0 if gpus and not cpu_device else 0.0
+        if per > 0 and cpu_device:
+            raise MimicacheError("--gpus_per_worker needs a CUDA device; drop --device cpu")
+        workers = self.settings.workers or (max(1, math.floor(gpus / per)) if per else 1)
+        pose = self.settings.pose_workers
+        if pose is None:
+            pose = 1 if per > 0 else 0
+        if per > 0:  # GPU workers need little CPU; the pose stage gets the rest
+            worker_cpus = 1.0
+            pose_cpus = max(1.0, math.floor((cpus - workers) / max(pose, 1)))
+        else:
+            worker_cpus = pose_cpus = max(0.01, cpus / (workers + pose))
+        return workers, per, worker_cpus, pose, pose_cpus
+
+    def _start(self) -> None:
+        import ray
+
+        workers, per, worker_cpus, pose, pose_cpus = self._layout()
+        spec = self.spec
+        if spec.device is None:
+            spec = spec.replace(device="cuda" if per > 0 else "cpu")
+        if pose:  # both stages must key the pose entries alike: DWPose on the CPU everywhere
+            spec = spec.replace(dwpose_device=spec.dwpose_device or "cpu")
+        self.spec = spec
+        gen = ray.remote(GenerationWorker).options(
+            num_cpus=worker_cpus, num_gpus=per, max_restarts=-1, max_task_retries=0
+        )
+        threads = spec.threads or max(1, math.floor(worker_cpus))
+        actors = [gen.remote(spec.replace(threads=threads)) for _ in range(workers)]
+        poser = ray.remote(PoseWorker).options(num_cpus=pose_cpus, max_restarts=-1)
+        pose_spec = spec.replace(threads=spec.threads or max(1, math.floor(pose_cpus)))
+        self.pose_actors = [poser.remote(pose_spec) for _ in range(pose)]
+        infos = ray.get([a.info.remote() for a in actors])
+        replay_logs(infos[0]["logs"])
+        errors = [i["error"] for i in infos if i["error"]]
+        if errors:
+            raise MimicacheError(errors[0])
+        self.slots = [_Slot(a, i["pid"]) for a, i in zip(actors, infos)]
+        self.info = infos[0]
+        logger.info(
+            "Ray: %d generation worker(s) (%g GPU, %g CPU each), %d pose worker(s)",
+            workers,
+            per,
+            worker_cpus,
+            pose,
+        )
+
+    def stop(self) -> None:
+        import ray
+
+        for actor in [s.actor for s in self.slots] + self.pose_actors:
+            ray.kill(actor, no_restart=True)
+        self.slots, self.pose_actors, self.busy, self.reviving = [], [], {}, {}
+
+    def worker_pids(self, *, busy_only: bool = False) -> list[int]:
+        """Process ids of the live generation workers (``busy_only``: those running a job)."""
+        busy = {id(slot) for _, slot, _ in self.busy.values()}
+        return [s.pid for s in self.slots if s.pid > 0 and (not busy_only or id(s) in busy)]
+
+    # ------------------------------------------------------------------ the run
+
+    def run(
+        self, jobs: Sequence[Job], *, config: InferenceConfig, resume: bool = False
+    ) -> list[JobResult]:
+        """Every job, in plan order; ``resume``: jobs whose result exists are "skipped"."""
+        started = connect(self.settings.address)
+        begin = time.perf_counter()
+        try:
+            self._start()
+            self.startup_s = time.perf_counter() - begin  # workers up, models loaded
+            skipped: list[JobResult] = []
+            todo = list(jobs)
+            if resume:
+                import ray
+
+                keys = ray.get(
+                    [
+                        self.slots[i % len(self.slots)].actor.result_key.remote(job.case)
+                        for i, job in enumerate(jobs)
+                    ]
+                )
+                skipped, todo = split_done(jobs, keys)
+            done = self._run(todo, config) if todo else []
+            by_index = {r.job.index: r for r in [*skipped, *done]}
+            return [by_index[job.index] for job in jobs]
+        finally:
+            self.stop()
+            if started:
+                import ray
+
+                ray.shutdown()
+
+    def _run(self, jobs: list[Job], config: InferenceConfig) -> list[JobResult]:
+        import ray
+        from tqdm import tqdm
+
+        info = SidecarInfo(config, self.info["model_files"], self.info["pose_retarget"])
+        order = {job.index: n for n, job in enumerate(jobs, start=1)}
+        queue: deque[tuple[Job, int]] = deque((job, 0) for job in jobs)
+        idle = list(self.slots)
+        outcomes: dict[int, Outcome] = {}
+        pose = _PoseAhead(self.pose_actors, jobs)
+        results: list[JobResult] = []
+        bar = tqdm(total=len(jobs), desc="jobs", unit="job", disable=not self.progress)
+        try:
+            while queue or self.busy:
+                pose.submit(queued={job.index for job, _ in queue})
+                while idle and queue:
+                    job, attempt = _pick(queue, pose.ready)
+                    slot = idle.pop(0)
+                    if attempt == 0:
+                        log_start(job, order[job.index], len(jobs))
+                    self.busy[slot.actor.run.remote(job.case, job.name)] = (job, slot, attempt)
+                waiting = [*self.busy, *pose.pending, *self.reviving]
+                ready, _ = ray.wait(waiting, num_returns=1)
+                for ref in ready:
+                    if pose.collect(ref):
+                        continue
+                    if ref in self.reviving:
+                        self._revived(ref, idle)
+                        continue
+                    job, slot, attempt = self.busy.pop(ref)
+                    outcome = self._outcome(ref, job, slot, attempt, queue)
+                    if slot.pid > 0:
+                        idle.append(slot)
+                    else:  # dead: Ray restarts it; it takes jobs again once it answers
+                        self.reviving[slot.actor.pid.remote()] = slot
+                    if outcome is not None:
+                        outcomes[job.index] = outcome
+                        bar.update(1)
+                # in plan order, so output names are claimed as a local run claims them
+                while len(results) < len(jobs) and jobs[len(results)].index in outcomes:
+                    job = jobs[len(results)]
+                    outcome = outcomes.pop(job.index)
+                    pose.attach(job, outcome)
+                    result = finish_job(job, outcome, info, number=order[job.index],
+                                        total=len(jobs))  # fmt: skip
+                    results.append(result)
+                    if self.on_result is not None:
+                        self.on_result(result, self)
+        finally:
+            bar.close()
+        return results
+
+    def _revived(self, ref: Any, idle: list[_Slot]) -> None:
+        """A restarted worker answered (it is idle again), or is not up yet (ask again)."""
+        import ray
+
+        slot = self.reviving.pop(ref)
+        try:
+            slot.pid = ray.get(ref)
+        except ray.exceptions.RayActorError:
+            time.sleep(0.2)  # still restarting: calls fail fast meanwhile
+            self.reviving[slot.actor.pid.remote()] = slot
+            return
+        idle.append(slot)
+
+    def _outcome(
+        self, ref: Any, job: Job, slot: _Slot, attempt: int, queue: deque[tuple[Job, int]]
+    ) -> Outcome | None:
+        """The job's outcome, or None when its worker died and the job goes back in line."""
+        import ray
+
+        try:
+            outcome, lines = ray.get(ref)
+        except ray.exceptions.RayActorError as exc:
+            slot.pid = -1  # Ray restarts it (models loaded again)
+            if attempt < self.settings.max_retries:
+                logger.warning(
+                    "%s: its worker died (%s); retrying on another worker (retry %d of %d)",
+                    job.name,
+                    type(exc).__name__,
+                    attempt + 1,
+                    self.settings.max_retries,
+                )
+                queue.appendleft((job, attempt + 1))
+                return None
+            logger.error("%s failed: its worker died %d time(s)", job.name, attempt + 1)
+            return Outcome(error=f"WorkerDied: the worker running {job.name} died")
+        replay_logs(lines)
+        return outcome
+
+
+def _pick(queue: deque[tuple[Job, int]], ready: set[int]) -> tuple[Job, int]:
+    """The first queued job whose pose entries are ready, else the first queued job (a GPU
+    never waits: the job computes its poses, or waits for the pose worker's entry)."""
+    for n, (job, attempt) in enumerate(queue):
+        if job.index in ready:
+            del queue[n]
+            return job, attempt
+    return queue.popleft()
+
+
+class _PoseAhead:
+    """The pose stage: pose jobs submitted in plan order, a few per pose worker at a time,
+    skipping jobs a generation worker already took."""
+
+    def __init__(self, actors: list[Any], jobs: list[Job]):
+        self.actors = actors
+        self.todo = deque(jobs) if actors else deque()
+        self.pending: dict[Any, int] = {}  # object ref -> job index
+        self.refs: dict[int, Any] = {}
+        self.ready: set[int] = set()
+        self.results: dict[int, tuple[list[Any], float]] = {}
+        self._next = 0
+
+    def submit(self, queued: set[int]) -> None:
+        while self.todo and len(self.pending) < POSE_LOOKAHEAD * len(self.actors):
+            job = self.todo.popleft()
+            if job.index not in queued:
+                continue
+            actor = self.actors[self._next % len(self.actors)]
+            self._next += 1
+            ref = actor.prepare.remote(job.case)
+            self.pending[ref] = job.index
+            self.refs[job.index] = ref
+
+    def collect(self, ref: Any) -> bool:
+        import ray
+
+        index = self.pending.pop(ref, None)
+        if index is None:
+            return False
+        self.ready.add(index)
+        try:
+            events, seconds, lines = ray.get(ref)
+            replay_logs(lines)
+            self.results[index] = (events, seconds)
+        except ray.exceptions.RayError as exc:  # the generation computes them itself
+            logger.debug("pose stage of job %d lost: %s", index, exc)
+        return True
+
+    def attach(self, job: Job, outcome: Outcome) -> None:
+        """Put the job's pose-stage cache events and seconds in its outcome (waiting briefly
+        for a pose job still running: the generation already used its entries)."""
+        import ray
+
+        ref = self.refs.pop(job.index, None)
+        if ref is not None and ref in self.pending and ray.wait([ref], timeout=30)[0]:
+            self.collect(ref)
+        found = self.results.pop(job.index, None)
+        if found is None or outcome.error is not None:
+            return
+        events, seconds = found
+        outcome.cache_events = [*events, *outcome.cache_events]
+        outcome.timings = {"pose_ahead": seconds, **outcome.timings}
+
+
+def run_jobs_ray(
+    spec: EngineSpec,
+    jobs: Sequence[Job],
+    *,
+    config: InferenceConfig,
+    settings: RaySettings,
+    progress: bool = True,
+    resume: bool = False,
+) -> list[JobResult]:
+    """``RayExecutor(spec, settings).run(jobs)``."""
+    return RayExecutor(spec, settings, progress=progress).run(jobs, config=config, resume=resume)

@@ -1,0 +1,123 @@
+"""Flags for running one plan on many machines: ``--executor ray`` (with ``--workers``,
+``--ray_address``, ``--gpus_per_worker``, ``--pose_workers``, ``--max_retries``),
+``--shard K/N`` for job arrays without Ray, and ``--resume``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from mimicache.batch import Job
+from mimicache.batch.plan import shard_jobs
+
+logger = logging.getLogger(__name__)
+
+EXECUTORS = ("local", "ray")
+
+
+def add_scale_arguments(parser: argparse.ArgumentParser) -> None:
+    scale = parser.add_argument_group("scale-out")
+    scale.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default="local",
+        help="local: one process; ray: Ray workers that each load the models once "
+        "(default: %(default)s)",
+    )
+    scale.add_argument(
+        "--workers",
+        type=_positive_int,
+        help="generation workers (ray; default: the GPUs Ray sees, 1 on a CPU-only machine)",
+    )
+    scale.add_argument(
+        "--ray_address",
+        help="join this Ray cluster ('auto': the running one; default: start a local one)",
+    )
+    scale.add_argument(
+        "--gpus_per_worker",
+        type=_non_negative_float,
+        help="GPUs per generation worker, may be fractional (ray; default: 1 when the "
+        "cluster has GPUs, else 0)",
+    )
+    scale.add_argument(
+        "--pose_workers",
+        type=_non_negative_int,
+        help="CPU workers running DWPose ahead of the generation (ray; default: 1 when the "
+        "workers use GPUs, else 0)",
+    )
+    scale.add_argument(
+        "--threads",
+        type=_positive_int,
+        help="torch CPU threads per process (per worker with ray; default: torch's own "
+        "locally, a worker's CPUs with ray). Results on the CPU are bit-identical across "
+        "executors at the same thread count",
+    )
+    scale.add_argument(
+        "--max_retries",
+        type=_non_negative_int,
+        default=1,
+        help="times a job is retried when its worker dies (ray; an input error is never "
+        "retried; default: %(default)s)",
+    )
+    scale.add_argument(
+        "--shard",
+        type=shard_arg,
+        metavar="K/N",
+        help="run only shard K of N of the plan (1 <= K <= N; e.g. Slurm's "
+        "$((SLURM_ARRAY_TASK_ID + 1))/N): every job is in exactly one shard",
+    )
+    scale.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip jobs whose result (same inputs, parameters, models, code) is already in "
+        "the output folder",
+    )
+
+
+def shard_arg(text: str) -> tuple[int, int]:
+    """``"K/N"`` -> (K, N) with 1 <= K <= N."""
+    head, sep, tail = text.partition("/")
+    try:
+        shard, shards = int(head), int(tail)
+    except ValueError:
+        shard = shards = 0
+    if not sep or not 1 <= shard <= shards:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not K/N with 1 <= K <= N (e.g. 2/8 for the second of eight shards)"
+        )
+    return shard, shards
+
+
+def select_shard(jobs: list[Job], shard: tuple[int, int] | None) -> list[Job]:
+    if shard is None:
+        return jobs
+    mine = shard_jobs(jobs, *shard)
+    logger.info("shard %d/%d: %d of %d job(s)", *shard, len(mine), len(jobs))
+    return mine
+
+
+def _positive_int(text: str) -> int:
+    value = _non_negative_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value

@@ -1,0 +1,177 @@
+"""One plan, several executors: Ray workers write what a local run writes, a dead worker's
+job is retried, ``--resume`` runs only what is missing, ``--shard`` splits a plan."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from mimicache.batch import EngineSpec, JobResult, plan_jobs
+from mimicache.batch.plan import shard_jobs
+from mimicache.batch.ray_executor import RayExecutor, RaySettings
+from mimicache.cache import FeatureStore
+from mimicache.cli import main
+from mimicache.cli.scale import shard_arg
+from mimicache.config import load_config
+from tests.engine_fixtures import figure_video, reference_image, write_config
+
+JOBS = 6
+
+
+@pytest.fixture(scope="module")
+def workspace(tiny_bundle, tmp_path_factory):
+    root = tmp_path_factory.mktemp("scale")
+    videos = root / "clips"
+    videos.mkdir()
+    for i in range(JOBS):
+        figure_video(videos / f"v{i}.mp4", frames=4, phase=i / JOBS)
+    image = reference_image(root / "ref.png")
+    config = write_config(root / "cfg.yaml", tiny_bundle, image, videos / "v0.mp4")
+    return {"root": root, "videos": videos, "config": config}
+
+
+def _argv(workspace, out: Path, cache: Path, *extra: str) -> list[str]:
+    return [
+        "run", "--inference_config", str(workspace["config"]),
+        "--batch_folder", str(workspace["videos"]), "--output_dir", str(out),
+        "--feature_cache_dir", str(cache), "--threads", "1", "--quiet", *extra,
+    ]  # fmt: skip
+
+
+def _videos(out: Path) -> dict[str, bytes]:
+    """mp4 bytes by video name (``v3_<timestamp>.mp4`` -> ``v3``)."""
+    return {p.name.split("_")[0]: p.read_bytes() for p in sorted(out.rglob("*.mp4"))}
+
+
+def _sidecars(out: Path) -> dict[str, dict]:
+    return {p.name.split("_")[0]: json.loads(p.read_text()) for p in sorted(out.rglob("*.json"))}
+
+
+@pytest.fixture(scope="module")
+def local_run(workspace, tmp_path_factory):
+    """The local executor's outputs (one torch thread, as each Ray worker here)."""
+    out = tmp_path_factory.mktemp("local-out")
+    assert main(_argv(workspace, out, out.parent / "local-cache")) == 0
+    return {"videos": _videos(out), "sidecars": _sidecars(out)}
+
+
+def test_ray_two_workers_write_what_a_local_run_writes(
+    workspace, local_run, ray_cluster, tmp_path, capsys
+):
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    code = main(
+        _argv(workspace, out, cache, "--executor", "ray", "--workers", "2", "--pose_workers", "1")
+    )
+    assert code == 0
+    stdout = capsys.readouterr().out
+    assert stdout.count("#  job") == 1 and stdout.count(f"{JOBS} succeeded, 0 failed") == 1
+    videos = _videos(out)
+    assert len(videos) == JOBS and videos == local_run["videos"]  # byte-identical
+    sidecars = _sidecars(out)
+    for name, data in sidecars.items():
+        assert data["status"] == "ok"
+        assert data["result_key"] == local_run["sidecars"][name]["result_key"]
+    # each entry computed once across the workers (and the pose stage)
+    events = [e for data in sidecars.values() for e in data["cache_events"]]
+    computed = Counter((e["stage"], e["key"]) for e in events if not e["hit"])
+    on_disk = {(e.stage, e.key) for e in FeatureStore(cache).entries()}
+    assert set(computed) == on_disk and set(computed.values()) == {1}
+    assert len(on_disk) == 2 + 2 * JOBS + 1  # clip, vae, per video keypoints+frames, image
+    # the pose stage ran ahead: some jobs found all their pose entries as hits
+    pose_stages = {"image_keypoints", "video_keypoints", "pose_frames"}
+    ahead = [
+        data for data in sidecars.values()
+        if "pose_ahead" in data["timings"]
+        and all(e["hit"] for e in data["cache_events"][3:] if e["stage"] in pose_stages)
+    ]  # fmt: skip
+    assert ahead
+
+
+def _spec(workspace, cache: Path) -> EngineSpec:
+    config = load_config(workspace["config"])
+    return EngineSpec(config, device="cpu", cache_dir=cache, threads=1, pose_retarget="published")
+
+
+def test_a_worker_killed_mid_batch_is_replaced_and_its_job_retried(
+    workspace, local_run, ray_cluster, tmp_path, caplog
+):
+    spec = _spec(workspace, tmp_path / "cache")
+    jobs = plan_jobs(spec.config, batch_folder=workspace["videos"], output_dir=tmp_path / "out",
+                     timestamp="20240101000000")  # fmt: skip
+    killed: list[int] = []
+
+    def kill_a_busy_worker(result: JobResult, executor: RayExecutor) -> None:
+        if not killed:
+            busy = executor.worker_pids(busy_only=True)
+            assert busy, "another worker is running a job"
+            os.kill(busy[0], signal.SIGKILL)
+            killed.append(busy[0])
+
+    caplog.set_level(logging.INFO)
+    executor = RayExecutor(
+        spec, RaySettings(workers=2, pose_workers=0), progress=False, on_result=kill_a_busy_worker
+    )
+    results = executor.run(jobs, config=spec.config)
+    assert killed and [r.status for r in results] == ["ok"] * JOBS
+    assert [r.job.index for r in results] == list(range(JOBS))
+    assert any("its worker died" in m and "retry 1 of 1" in m for m in caplog.messages)
+    assert _videos(tmp_path / "out") == local_run["videos"]
+
+
+def test_resume_runs_only_the_missing_jobs(workspace, local_run, tmp_path, capsys):
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    assert main(_argv(workspace, out, cache, "--shard", "1/2")) == 0  # a partial batch: 3 jobs
+    first = _videos(out)
+    assert sorted(first) == ["v0", "v2", "v4"]
+    damaged = next(out.rglob("v4_*.mp4"))
+    damaged.write_bytes(damaged.read_bytes()[:-10])  # a result cut short is not done
+    (out / "clips" / "v5_20000101000000.mp4").write_bytes(b"")  # a killed run's empty claim
+    (out / "clips" / "v5_20000101000000.json").write_bytes(b"")
+    capsys.readouterr()
+    assert main(_argv(workspace, out, cache, "--resume")) == 0
+    stdout = capsys.readouterr().out
+    assert "4 succeeded, 0 failed, 2 skipped (done)" in stdout
+    rows = {line.split()[1]: line for line in stdout.splitlines() if line[:1].isdigit()}
+    assert "skipped (done)" in rows["v0"] and "skipped (done)" in rows["v2"]
+    assert all(" ok " in rows[v] for v in ("v1", "v3", "v4", "v5"))
+    made = [p for p in out.rglob("*.mp4") if p.stat().st_size > 0 and p != damaged]
+    assert len(made) == JOBS
+    assert {p.name.split("_")[0]: p.read_bytes() for p in made} == local_run["videos"]
+    capsys.readouterr()
+    assert main(_argv(workspace, out, cache, "--resume")) == 0  # all done: nothing runs
+    assert f"0 succeeded, 0 failed, {JOBS} skipped (done)" in capsys.readouterr().out
+
+
+def test_shards_cover_every_job_once(tmp_path):
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for i in range(7):
+        (folder / f"c{i}.mp4").write_bytes(b"")
+    config = load_config_like(tmp_path)
+    jobs = plan_jobs(config, batch_folder=folder, output_dir=tmp_path / "o", timestamp="1")
+    shards = [shard_jobs(jobs, k, 3) for k in (1, 2, 3)]
+    indices = [j.index for shard in shards for j in shard]
+    assert sorted(indices) == list(range(14)) and len(set(indices)) == 14
+    assert [len(s) for s in shards] == [5, 5, 4]
+    again = plan_jobs(config, batch_folder=folder, output_dir=tmp_path / "o", timestamp="2")
+    assert [[j.name for j in shard_jobs(again, k, 3)] for k in (1, 2, 3)] == [
+        [j.name for j in s] for s in shards
+    ]
+    assert shard_arg("2/3") == (2, 3)
+    for bad in ("0/3", "4/3", "3", "a/b", "1/0"):
+        with pytest.raises(argparse.ArgumentTypeError, match="K/N"):
+            shard_arg(bad)
+
+
+def load_config_like(tmp_path: Path):
+    from mimicache.config import InferenceConfig, TestCase
+
+    cases = [TestCase(tmp_path / "x.mp4", tmp_path / f"ref{i}.png") for i in range(2)]
+    return InferenceConfig(base_model_path="b", ckpt_path=tmp_path / "c.pth", test_case=cases)
