@@ -38,6 +38,8 @@ logger = logging.getLogger(__name__)
 HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
 ENGINE_QUEUE = "engine"  # previews and runs share one queue: one at a time, tabs wait in turn
+# the CLI's text tables line up only in a fixed-width font
+TABLE_CSS = "#summary textarea, #cache-stats textarea { font-family: ui-monospace, monospace; }"
 
 
 def add_ui_command(commands: Any) -> argparse.ArgumentParser:
@@ -155,6 +157,7 @@ def launch(app: gradio.Blocks, session: UiSession, *, port: int) -> str:
             mcp_server=False,
             enable_monitoring=False,
             theme=theme,
+            css=TABLE_CSS,
         )
     except OSError:
         raise MimicacheError(
@@ -289,10 +292,14 @@ def build_app(session: UiSession) -> gradio.Blocks:
                     label="Pose preview: driving frame | skeleton over the reference | skeleton",
                     elem_id="pose-preview",
                 )
-                sheet = gr.Image(label="Contact sheet", interactive=False, elem_id="pose-sheet")
-                result = gr.Video(label="Result", elem_id="result-video", autoplay=True)
+                sheet = gr.Image(
+                    label="Contact sheet", interactive=False, elem_id="pose-sheet", height=320
+                )
+                result = gr.Video(label="Result", elem_id="result-video", autoplay=True, height=360)
                 outputs = gr.Dropdown([], label="Outputs of the last run", elem_id="outputs")
-                summary = gr.Textbox(label="Summary", elem_id="summary", interactive=False)
+                summary = gr.Textbox(
+                    label="Summary", elem_id="summary", interactive=False, lines=3, max_lines=40
+                )
         with gr.Accordion("Feature cache", open=False):
             stats = gr.Textbox(label="Entries by stage", elem_id="cache-stats", lines=8)
             with gr.Row():
