@@ -48,6 +48,10 @@ class EngineSpec:
     scheduler: SchedulerOptions = field(default_factory=SchedulerOptions)
     pose_retarget: str | None = None
     person: str | None = None  # pose.person: "auto", "largest", "center" or "N"
+    speed: str = "exact"  # see engine.speed.SpeedOptions
+    compile: bool = False
+    decode_chunk_size: int = 8
+    offload: str = "none"
     dwpose_device: str | None = None
     threads: int | None = None
     verbose: bool = False
@@ -86,6 +90,10 @@ class EngineSpec:
             pose_retarget=self.pose_retarget,
             person=self.person,
             dwpose_device=self.dwpose_device,
+            speed=self.speed,
+            compile=self.compile,
+            decode_chunk_size=self.decode_chunk_size,
+            offload=self.offload,
         )
 
     def build_pose(self) -> Any:
@@ -110,6 +118,9 @@ class EngineSpec:
             "device": engine.device.type,
             "pose_retarget": engine.pose_retarget,
             "person": engine.person,
+            "speed": self.speed,
+            "compile": self.compile,
+            "decode_chunk_size": self.decode_chunk_size,
         }
 
     def _set_threads(self) -> None:

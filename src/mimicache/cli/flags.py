@@ -10,7 +10,9 @@ from mimicache.cli.fmt import size_arg
 from mimicache.cli.options import add_person_argument
 from mimicache.cli.scale import add_scale_arguments
 from mimicache.config import DWPOSE_BACKENDS, RETARGET_MODES
+from mimicache.pipeline.memory import OFFLOADS
 from mimicache.pipeline.schedulers import SCHEDULER_NAMES
+from mimicache.pipeline.speed import SPEEDS
 
 SEED_DEFAULTS = {"num_inference_steps": 4, "scheduler": "AnimateLCM_SVD", "pose_retarget": "graft"}
 RUN_DEFAULTS = {
@@ -37,6 +39,7 @@ def add_run_arguments(
     _add_io_arguments(parser)
     _add_generation_arguments(parser, defaults)
     _add_scheduler_arguments(parser, defaults)
+    _add_speed_arguments(parser)
     _add_cache_arguments(parser, benchmark_flag=benchmark_flag)
     add_scale_arguments(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
@@ -126,6 +129,37 @@ def _add_scheduler_arguments(parser: argparse.ArgumentParser, defaults: dict) ->
         default=40,
         help="length of the sigma table the inference steps are picked from "
         f"({lcm}; default: %(default)s)",
+    )
+
+
+def _add_speed_arguments(parser: argparse.ArgumentParser) -> None:
+    speed = parser.add_argument_group("speed and memory")
+    speed.add_argument(
+        "--speed",
+        choices=SPEEDS,
+        default="exact",
+        help="exact: the published computation; fast: batched UNet and decode calls and the "
+        "fastest kernels, equal up to float rounding (default: %(default)s)",
+    )
+    speed.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the UNet and VAE decoder once per run (needs --speed fast; the first "
+        "job of each shape pays the compile time)",
+    )
+    speed.add_argument(
+        "--decode_chunk_size",
+        type=int,
+        default=8,
+        help="frames per VAE decode: the temporal decoder's window, so it changes the frames; "
+        "lower needs less GPU memory (default: %(default)s, as published)",
+    )
+    speed.add_argument(
+        "--offload",
+        choices=OFFLOADS,
+        default="none",
+        help="keep models on the CPU until used: model (each whole model, modest slow-down) or "
+        "sequential (layer by layer, least memory, slow); needs accelerate (default: %(default)s)",
     )
 
 

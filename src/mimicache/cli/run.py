@@ -188,6 +188,10 @@ def _engine_spec(
         ),
         pose_retarget=pose_retarget,
         person=args.person,
+        speed=args.speed,
+        compile=args.compile,
+        decode_chunk_size=args.decode_chunk_size,
+        offload=args.offload,
         threads=args.threads,
         verbose=args.verbose,
     )
@@ -200,13 +204,16 @@ def _load_engine(
     elsewhere) unless ``--no_use_float16`` asks for float32."""
     engine = spec.build(cache)
     logger.info(
-        "%d job(s); device %s, %s; scheduler %s; pose retarget %s; person %s; feature cache %s",
+        "%d job(s); device %s, %s; scheduler %s; pose retarget %s; person %s; speed %s%s; "
+        "feature cache %s",
         job_count,
         engine.device,
         str(engine.dtype).removeprefix("torch."),
         args.scheduler,
         spec.pose_retarget,
         engine.person,
+        spec.speed,
+        " + compile" if spec.compile else "",
         cache.root if cache.enabled else "off",
     )
     return engine

@@ -5,25 +5,22 @@
 """
 
 from mimicache.engine.devices import default_device
-from mimicache.engine.engine import (
-    DECODE_CHUNK_SIZE,
-    PIPELINE_FPS,
-    GenerationResult,
-    MimicMotion,
-    published_reference_image,
-)
+from mimicache.engine.engine import PIPELINE_FPS, MimicMotion
 from mimicache.engine.fingerprints import ModelFingerprints
-from mimicache.engine.record import JobRecord
+from mimicache.engine.record import GenerationResult, JobRecord, published_reference_image
+from mimicache.engine.speed import DECODE_CHUNK_SIZE, BatchPlanner, SpeedOptions
 from mimicache.engine.stages import JobKeys, Stage, pack_frames, unpack_frames
 
 __all__ = [
     "DECODE_CHUNK_SIZE",
     "PIPELINE_FPS",
+    "BatchPlanner",
     "GenerationResult",
     "JobKeys",
     "JobRecord",
     "MimicMotion",
     "ModelFingerprints",
+    "SpeedOptions",
     "Stage",
     "default_device",
     "pack_frames",

@@ -11,7 +11,6 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +18,17 @@ import numpy as np
 import PIL.Image
 import torch
 
-from mimicache.cache import CacheEvent, FeatureStore, file_digest
+from mimicache.cache import FeatureStore, file_digest
 from mimicache.config import DEFAULT_PERSON, InferenceConfig, TestCase, person_choice
 from mimicache.engine.devices import pose_parts
 from mimicache.engine.fingerprints import ModelFingerprints
-from mimicache.engine.record import JobRecord
+from mimicache.engine.record import GenerationResult, JobRecord, published_reference_image
+from mimicache.engine.speed import (
+    DECODE_CHUNK_SIZE,
+    BatchPlanner,
+    SpeedOptions,
+    prepare_models,
+)
 from mimicache.engine.stages import (
     CLIP_EMBEDDINGS_STAGE,
     IMAGE_KEYPOINTS_STAGE,
@@ -36,8 +41,15 @@ from mimicache.engine.stages import (
 from mimicache.media import fit_image, read_image
 from mimicache.pipeline import MimicMotionPipeline
 from mimicache.pipeline.loading import BaseModelFiles, load_pipeline, resolve_base_model
+from mimicache.pipeline.memory import (
+    OFFLOAD_NONE,
+    apply_offload,
+    offload_applies,
+    require_accelerate,
+)
 from mimicache.pipeline.schedulers import SchedulerOptions
-from mimicache.pose import DWPose, PeopleReport, PoseFrame, VideoPoses
+from mimicache.pipeline.speed import EXACT
+from mimicache.pose import DWPose, PoseFrame, VideoPoses
 from mimicache.pose.preprocess import (
     extract_image_pose,
     extract_video_poses,
@@ -52,26 +64,6 @@ logger = logging.getLogger(__name__)
 # The published script passes fps=7 to the pipeline whatever the config says; the config's fps
 # only sets the written video's frame rate.
 PIPELINE_FPS = 7
-DECODE_CHUNK_SIZE = 8
-
-
-@dataclass
-class GenerationResult:
-    frames: np.ndarray  # (F,H,W,3) uint8 RGB, reference frame dropped
-    fps: int
-    timings: dict[str, float]
-    cache_events: list[CacheEvent] = field(default_factory=list)
-    people: PeopleReport | None = None  # who was seen in the driving video, who was used
-
-
-def published_reference_image(image_pixels: torch.Tensor) -> PIL.Image.Image:
-    """(1,3,H,W) in [-1,1] -> the PIL image the published script hands to the pipeline.
-
-    It converts back with ``((x + 1) * 127.5).to(uint8)``, which truncates and so lowers about a
-    quarter of the 256 levels by one; CLIP and the VAE see that image, so we do the same.
-    """
-    restored = ((image_pixels[0] + 1.0) * 127.5).to(torch.uint8)
-    return PIL.Image.fromarray(restored.permute(1, 2, 0).numpy())
 
 
 class MimicMotion:
@@ -92,6 +84,7 @@ class MimicMotion:
         cache_pipeline_features: bool = True,
         pose_retarget: str = PUBLISHED,
         person: str = DEFAULT_PERSON,
+        speed: SpeedOptions | None = None,
     ):
         self.pipeline = pipeline
         self.dwpose = dwpose
@@ -104,6 +97,8 @@ class MimicMotion:
         self.pose_retarget = check_mode(pose_retarget)
         self.person = person_choice(person)
         self.fingerprints = ModelFingerprints(dwpose, base_files, lambda: self.cache)
+        self.speed = speed or SpeedOptions()
+        self.batch_planner = BatchPlanner(pipeline, self.speed, device, dtype)
 
     @classmethod
     def from_config(
@@ -118,10 +113,20 @@ class MimicMotion:
         pose_retarget: str | None = None,
         person: str | None = None,
         dwpose_device: str | None = None,
+        speed: str = EXACT,
+        compile: bool = False,
+        decode_chunk_size: int = DECODE_CHUNK_SIZE,
+        offload: str = OFFLOAD_NONE,
+        compile_backend: str = "inductor",
     ) -> MimicMotion:
         """``pose_retarget`` None: the config's ``pose.retarget``, else "published"; ``person``
         None: the config's ``pose.person``, else "auto"; ``dwpose_device`` None: where the
-        models run (see ``_dwpose_device``)."""
+        models run (see ``engine.devices``). ``speed``, ``compile``, ``decode_chunk_size``,
+        ``offload``: see ``SpeedOptions``; the models are prepared for them (offload hooks,
+        channels-last, compilation) once, here."""
+        options = SpeedOptions(
+            speed, compile, decode_chunk_size, offload, compile_backend=compile_backend
+        )
         # DWPose first: a missing ONNX file should fail before minutes of checkpoint loading.
         device, dwpose, pose_retarget, person = pose_parts(
             config, device, pose_retarget, person, dwpose_device
@@ -129,9 +134,20 @@ class MimicMotion:
         if dtype is None:
             dtype = torch.float16 if device.type == "cuda" else torch.float32
         base_files = resolve_base_model(config.base_model_path)
+        offloaded = offload_applies(options.offload, device)
+        if offloaded:
+            require_accelerate(options.offload)
         pipeline = load_pipeline(
-            base_files, config.ckpt_path, dtype=dtype, device=device, scheduler=scheduler
+            base_files,
+            config.ckpt_path,
+            dtype=dtype,
+            # offloaded models start on the CPU: the hooks move each to the device in turn
+            device="cpu" if offloaded else device,
+            scheduler=scheduler,
         )
+        if offloaded:
+            apply_offload(pipeline, options.offload, device)
+        prepare_models(pipeline, options, device)
         return cls(
             pipeline,
             dwpose,
@@ -143,6 +159,7 @@ class MimicMotion:
             cache_pipeline_features=cache_pipeline_features,
             pose_retarget=pose_retarget,
             person=person,
+            speed=options,
         )
 
     @classmethod
@@ -382,6 +399,7 @@ class MimicMotion:
         """Denoise and decode: (F,H,W,3) uint8 frames, the reference frame dropped."""
         pipe, device = self.pipeline, self.device
         height, width = pose_frames.shape[-2:]
+        options = self.speed
         output = pipe(
             reference,
             image_pose=pose_frames,
@@ -395,13 +413,15 @@ class MimicMotion:
             max_guidance_scale=case.guidance_scale,
             fps=PIPELINE_FPS,
             noise_aug_strength=case.noise_aug_strength,
-            decode_chunk_size=DECODE_CHUNK_SIZE,
+            decode_chunk_size=options.decode_chunk_size,
             generator=pipe.make_generator(case.seed, device),
             output_type="pt",
             device=device,
             image_embeddings=embeddings,
             image_latents=latent,
             timings=record.timings,
+            speed=options.speed,
+            batch_plan=self.batch_planner.plan(case, pose_frames.shape),
         )
         video = (output.frames.cpu() * 255.0).to(torch.uint8)
         return video[0, 1:].permute(0, 2, 3, 1).numpy()

@@ -1,4 +1,5 @@
-"""A job's record: seconds per stage and the cache events, filled in as the job runs."""
+"""A job's record (seconds per stage and the cache events, filled in as the job runs), its
+result, and the reference image as the published script hands it to the pipeline."""
 
 from __future__ import annotations
 
@@ -8,9 +9,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import PIL.Image
 import torch
 
+from mimicache.cache import CacheEvent
 from mimicache.pipeline import stage_timer
+from mimicache.pose import PeopleReport
 
 logger = logging.getLogger(__name__)
 
@@ -36,3 +41,22 @@ class JobRecord:
         """One log line per stage: what a terminal without progress bars gets instead."""
         for stage, seconds in self.timings.items():
             logger.info("%s: %s %.2f s", label, stage, seconds)
+
+
+@dataclass
+class GenerationResult:
+    frames: np.ndarray  # (F,H,W,3) uint8 RGB, reference frame dropped
+    fps: int
+    timings: dict[str, float]
+    cache_events: list[CacheEvent] = field(default_factory=list)
+    people: PeopleReport | None = None  # who was seen in the driving video, who was used
+
+
+def published_reference_image(image_pixels: torch.Tensor) -> PIL.Image.Image:
+    """(1,3,H,W) in [-1,1] -> the PIL image the published script hands to the pipeline.
+
+    It converts back with ``((x + 1) * 127.5).to(uint8)``, which truncates and so lowers about a
+    quarter of the 256 levels by one; CLIP and the VAE see that image, so we do the same.
+    """
+    restored = ((image_pixels[0] + 1.0) * 127.5).to(torch.uint8)
+    return PIL.Image.fromarray(restored.permute(1, 2, 0).numpy())

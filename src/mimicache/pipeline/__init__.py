@@ -10,7 +10,6 @@ from mimicache.pipeline.loading import (
 from mimicache.pipeline.mimicmotion import (
     MimicMotionPipeline,
     MimicMotionPipelineOutput,
-    stage_timer,
     tile_indices,
     tile_weights,
 )
@@ -20,6 +19,7 @@ from mimicache.pipeline.schedulers import (
     SchedulerOptions,
     build_scheduler,
 )
+from mimicache.pipeline.timing import stage_timer
 
 __all__ = [
     "SCHEDULER_NAMES",

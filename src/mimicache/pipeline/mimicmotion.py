@@ -4,14 +4,12 @@ Inputs: ``image`` a PIL image (or list/tensor as diffusers accepts), ``image_pos
 float in [-1,1] (or uint8 in [0,255]) with frame 0 the reference pose. Output frames (B,N,3,H,W) float in [0,1] for
 ``output_type="pt"``. Precomputed ``image_embeddings`` (1,D) and ``image_latents`` (1,4,H/8,W/8)
 skip the encoders; the augmentation noise is drawn regardless so the random stream is unchanged.
+``speed="fast"`` batches the UNet and decode calls (see ``pipeline.speed``); the draws are the same.
 """
 
 from __future__ import annotations
 
 import inspect
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -25,6 +23,18 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPVisionModelWithProjection
 from transformers.utils import logging as hf_logging
+
+from mimicache.pipeline.speed import (
+    EXACT,
+    FAST,
+    BatchPlan,
+    check_speed,
+    decode_groups,
+    kernel_choice,
+    plan_batches,
+)
+from mimicache.pipeline.tiles import batched, tile_indices, tile_passes, tile_weights, unet_passes
+from mimicache.pipeline.timing import stage_timer
 
 # diffusers' SVD module imports transformers' torchvision-backed CLIP processor, which only
 # warns that it falls back to PIL; we never use that processor for tensors.
@@ -47,47 +57,6 @@ CLIP_INPUT_SIZE = (224, 224)
 @dataclass
 class MimicMotionPipelineOutput(BaseOutput):
     frames: torch.Tensor | np.ndarray | list
-
-
-def tile_indices(num_frames: int, tile_size: int, tile_overlap: int) -> list[list[int]]:
-    """Frame indices of each tile; every tile holds frame 0 (the reference).
-
-    Fewer frames than the tile size make one tile of all frames.
-    """
-    if num_frames <= tile_size:
-        return [list(range(num_frames))]
-    if not 0 <= tile_overlap < tile_size:
-        raise ValueError(f"tile_overlap must be in [0, {tile_size}), got {tile_overlap}")
-    stride = tile_size - tile_overlap
-    tiles = [
-        [0, *range(start + 1, min(start + tile_size, num_frames))]
-        for start in range(0, num_frames - tile_size + 1, stride)
-    ]
-    if tiles[-1][-1] < num_frames - 1:
-        tiles.append([0, *range(num_frames - tile_size + 1, num_frames)])
-    return tiles
-
-
-def tile_weights(tile_size: int, device: torch.device | str | None = None) -> torch.Tensor:
-    """Triangular blending weights (T,): min((p+0.5)·2/T, 2-(p+0.5)·2/T)."""
-    weight = (torch.arange(tile_size, device=device) + 0.5) * 2.0 / tile_size
-    return torch.minimum(weight, 2 - weight)
-
-
-@contextmanager
-def stage_timer(
-    timings: dict[str, float] | None, name: str, device: torch.device | None = None
-) -> Iterator[None]:
-    """Adds the block's wall time to ``timings[name]`` once ``device`` has finished the work;
-    ``timings=None`` times nothing."""
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        if timings is not None:
-            if device is not None and device.type == "cuda":
-                torch.cuda.synchronize(device)
-            timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
 
 
 class MimicMotionPipeline(DiffusionPipeline):
@@ -245,17 +214,26 @@ class MimicMotionPipeline(DiffusionPipeline):
         guidance_scale: torch.Tensor | None,
         tiles: list[list[int]],
         generator=None,
+        *,
+        speed: str = EXACT,
+        unet_batch: int = 1,
     ) -> torch.Tensor:
         """Tiled denoising over all timesteps.
 
         latents (1,N,4,h,w); image_latents (1,N,4,h,w); image_embeddings (1,1,D);
         pose_latents (N,C,h,w); guidance_scale (1,N,1,1,1) or None for no guidance passes.
+        ``exact`` makes one UNet call per pass; ``fast`` puts ``unet_batch`` passes (a tile's
+        guidance pair, then further tiles) into one call. Predictions are accumulated in the
+        same order either way.
         """
+        if check_speed(speed) == EXACT and unet_batch != 1:
+            raise ValueError(f"speed 'exact' makes one UNet pass per call, got {unet_batch=}")
         num_frames = latents.shape[1]
         guided = guidance_scale is not None
         weight = tile_weights(len(tiles[0]), device=latents.device)
         zero_latents = torch.zeros_like(image_latents) if guided else None
         zero_embeddings = torch.zeros_like(image_embeddings) if guided else None
+        passes = tile_passes(tiles, guided)
         step_kwargs = self._step_kwargs(generator)
         with self.progress_bar(total=len(timesteps) * len(tiles)) as progress:
             for t in timesteps:
@@ -267,29 +245,26 @@ class MimicMotionPipeline(DiffusionPipeline):
                 cond_pred = torch.zeros_like(image_latents)
                 uncond_pred = torch.zeros_like(image_latents) if guided else None
                 count = image_latents.new_zeros((num_frames,))
-                for idx in tiles:
-                    w = weight[:, None, None, None]
-                    if guided:
-                        pred = self.unet(
-                            uncond_input[:, idx],
-                            t,
-                            encoder_hidden_states=zero_embeddings,
-                            added_time_ids=added_time_ids,
-                            pose_latents=None,
-                            return_dict=False,
-                        )[0]
-                        uncond_pred[:, idx] += pred * w
-                    pred = self.unet(
-                        cond_input[:, idx],
+                w = weight[:, None, None, None]
+                for group in batched(passes, unet_batch):
+                    preds = unet_passes(
+                        self.unet,
+                        group,
                         t,
-                        encoder_hidden_states=image_embeddings,
+                        inputs=(uncond_input, cond_input),
+                        embeddings=(zero_embeddings, image_embeddings),
+                        pose_latents=pose_latents,
                         added_time_ids=added_time_ids,
-                        pose_latents=pose_latents[idx],
-                        return_dict=False,
-                    )[0]
-                    cond_pred[:, idx] += pred * w
-                    count[idx] += weight
-                    progress.update()
+                        zero_pose=speed == FAST,
+                    )
+                    for unet_pass, pred in zip(group, preds):
+                        idx = unet_pass.frames
+                        if not unet_pass.conditional:
+                            uncond_pred[:, idx] += pred * w
+                            continue
+                        cond_pred[:, idx] += pred * w
+                        count[idx] += weight
+                        progress.update()
                 cond_pred.div_(count[:, None, None, None])
                 if guided:
                     uncond_pred.div_(count[:, None, None, None])
@@ -303,16 +278,29 @@ class MimicMotionPipeline(DiffusionPipeline):
 
     # -- stage 5: decode ------------------------------------------------------------------------
     @torch.no_grad()
-    def decode_latents(self, latents: torch.Tensor, decode_chunk_size: int = 8) -> torch.Tensor:
-        """Latents (B,N,4,h,w) -> frames (B,3,N,H,W) float32, roughly in [-1,1], on the CPU."""
+    def decode_latents(
+        self,
+        latents: torch.Tensor,
+        decode_chunk_size: int = 8,
+        *,
+        speed: str = EXACT,
+        decode_batch: int = 1,
+    ) -> torch.Tensor:
+        """Latents (B,N,4,h,w) -> frames (B,3,N,H,W) float32, roughly in [-1,1], on the CPU.
+
+        Frames are decoded in chunks of ``decode_chunk_size``; the temporal decoder mixes the
+        frames of a chunk, so a chunk's result depends on where chunks start. ``fast`` decodes
+        ``decode_batch`` full chunks in one call as a batch of short videos (each still its own
+        chunk); a shorter last chunk is decoded alone.
+        """
         batch, num_frames = latents.shape[:2]
         latents = (1 / self.vae.config.scaling_factor) * latents.flatten(0, 1)
         takes_frames = "num_frames" in inspect.signature(self.vae.forward).parameters
         frames = []
-        for i in range(0, latents.shape[0], decode_chunk_size):
-            chunk = latents[i : i + decode_chunk_size]
-            kwargs = {"num_frames": chunk.shape[0]} if takes_frames else {}
-            frames.append(self.vae.decode(chunk.to(self.vae.dtype), **kwargs).sample.cpu())
+        for group in decode_groups(latents.shape[0], decode_chunk_size, speed, decode_batch):
+            kwargs = {"num_frames": group.chunk} if takes_frames else {}
+            chunk = latents[group.start : group.stop].to(self.vae.dtype)
+            frames.append(self.vae.decode(chunk, **kwargs).sample.cpu())
         video = torch.cat(frames).reshape(batch, num_frames, *frames[0].shape[1:])
         return video.permute(0, 2, 1, 3, 4).float()
 
@@ -353,9 +341,14 @@ class MimicMotionPipeline(DiffusionPipeline):
         image_embeddings: torch.Tensor | None = None,
         image_latents: torch.Tensor | None = None,
         timings: dict[str, float] | None = None,
+        speed: str = EXACT,
+        batch_plan: BatchPlan | None = None,
     ):
         """The published pipeline call; ``timings``, when given, receives seconds per stage
-        (clip, vae_encode, pose_net, denoise, decode)."""
+        (clip, vae_encode, pose_net, denoise, decode). ``speed``: "exact" (the published
+        computation) or "fast" (batched calls and faster kernels; float rounding differs);
+        ``batch_plan`` fixes fast's batch sizes (default: planned from the free memory)."""
+        check_speed(speed)
         device = torch.device(device) if device is not None else self._execution_device
         num_frames = num_frames if num_frames is not None else image_pose.shape[0]
         decode_chunk_size = decode_chunk_size or num_frames
@@ -406,7 +399,12 @@ class MimicMotionPipeline(DiffusionPipeline):
 
         # 5. tiled denoising
         tiles = tile_indices(num_frames, tile_size, tile_overlap)
-        with stage_timer(timings, "denoise", device):
+        if batch_plan is None:
+            batch_plan = plan_batches(
+                speed, device, dtype, tiles, latents.shape, self.vae_scale_factor,
+                decode_chunk_size, guided,
+            )  # fmt: skip
+        with stage_timer(timings, "denoise", device), kernel_choice(speed, device):
             latents = self.denoise(
                 latents,
                 image_latents,
@@ -417,14 +415,18 @@ class MimicMotionPipeline(DiffusionPipeline):
                 guidance,
                 tiles,
                 generator=generator,
+                speed=speed,
+                unet_batch=batch_plan.unet_batch,
             )
 
         # 6. decode
         if output_type == "latent":
             frames = latents
         else:
-            with stage_timer(timings, "decode", device):
-                video = self.decode_latents(latents, decode_chunk_size)
+            with stage_timer(timings, "decode", device), kernel_choice(speed, device):
+                video = self.decode_latents(
+                    latents, decode_chunk_size, speed=speed, decode_batch=batch_plan.decode_batch
+                )
                 frames = self.postprocess_video(video, output_type)
         self.maybe_free_model_hooks()
         if not return_dict:
