@@ -26,7 +26,15 @@ CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]  # fmt: skip
-DEFAULTS = (1, 2.0, 42, "EulerDiscreteScheduler", "published", "auto")  # the page's initial values
+DEFAULTS = (
+    1,
+    2.0,
+    42,
+    "EulerDiscreteScheduler",
+    "published",
+    "auto",
+    "exact",
+)  # the page's initial values
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +127,18 @@ def test_preview_and_generate_write_what_run_writes(workspace, engine, tmp_path)
     session.preview(inputs, _settings())
     assert type(engine.engine.pipeline.scheduler).__name__ == "EulerDiscreteScheduler"
 
+    # fast mode on the same engine (its batch sizes planned for this job's shape), then
+    # exact again: the published computation, nothing planned
+    outcome = session.generate(inputs, _settings(speed="fast"))
+    assert outcome.errors == [] and len(outcome.outputs) == 1
+    planner = engine.engine.batch_planner
+    assert planner.options.speed == "fast" and len(planner.plans) == 1
+    outcome = session.generate(inputs, _settings())
+    assert outcome.errors == [] and len(outcome.outputs) == 1
+    planner = engine.engine.batch_planner
+    assert engine.engine.speed.speed == "exact" and planner.options.speed == "exact"
+    assert planner.plans == {}
+
     # a batch folder: the preview shows its first video; a run takes every video, under
     # output_dir/<folder name>/, with the one engine still
     assert session.preview(Inputs(workspace.image, None, workspace.clips), _settings()).frames == 6
@@ -176,7 +196,9 @@ def test_bad_inputs_show_the_cli_messages(workspace, engine, tmp_path, capsys):
     assert message == "error: choose a reference image"
     *_, message = generate(str(workspace.image), None, "", 0, *DEFAULTS[1:])
     assert message == "error: num_inference_steps must be a positive integer, got 0"
-    *_, message = preview(str(workspace.image), None, str(workspace.clips), *DEFAULTS[:-1], "tall")
+    *_, message = preview(
+        str(workspace.image), None, str(workspace.clips), *DEFAULTS[:5], "tall", "exact"
+    )
     assert message.startswith("error: person must be one of auto, largest, center or a person")
     assert prune_action(session)("lots").startswith("error: ")  # the size parser's message
 
@@ -188,6 +210,7 @@ class _SlowEngine:
         self.pipeline = SimpleNamespace(scheduler=None)  # taken for the default sampler
         self.model_files = {"fake": "engine"}
         self.pose_retarget = "published"
+        self.speed = SimpleNamespace(speed="exact")
         self.active = 0
         self.most = 0
         self.calls = 0

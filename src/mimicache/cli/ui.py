@@ -25,6 +25,7 @@ from mimicache.cli.ui_session import Inputs, Settings, UiSession
 from mimicache.config import PERSON_MODES, RETARGET_MODES, InferenceConfig, load_config
 from mimicache.errors import MimicacheError
 from mimicache.pipeline.schedulers import SCHEDULER_NAMES, SchedulerOptions
+from mimicache.pipeline.speed import SPEEDS
 
 if TYPE_CHECKING:
     import gradio
@@ -171,9 +172,9 @@ def launch(app: gradio.Blocks, session: UiSession, *, port: int) -> str:
 
 
 def _settings(
-    steps: Any, guidance: Any, seed: Any, scheduler: str, retarget: str, person: str
+    steps: Any, guidance: Any, seed: Any, scheduler: str, retarget: str, person: str, speed: str
 ) -> Settings:
-    return Settings(steps, guidance, seed, scheduler, retarget, person)
+    return Settings(steps, guidance, seed, scheduler, retarget, person, speed)
 
 
 def _inputs(image: str | None, video: str | None, folder: str | None) -> Inputs:
@@ -190,19 +191,29 @@ def _progress_report(progress: Any) -> Callable[[float, str], None]:
 
 
 def preview_action(session: UiSession) -> Callable[..., tuple]:
-    """(image, video, folder, steps, guidance, seed, scheduler, retarget, person, progress) ->
-    (contact sheet, preview mp4, message)."""
+    """(image, video, folder, steps, guidance, seed, scheduler, retarget, person, speed,
+    progress) -> (contact sheet, preview mp4, message)."""
     gr = import_gradio()
 
     tracker = gr.Progress()  # Gradio hands a live tracker to the parameter with this default
 
     def preview(
-        image, video, folder, steps, guidance, seed, scheduler, retarget, person, progress=tracker
+        image,
+        video,
+        folder,
+        steps,
+        guidance,
+        seed,
+        scheduler,
+        retarget,
+        person,
+        speed,
+        progress=tracker,
     ):
         try:
             result = session.preview(
                 _inputs(image, video, folder),
-                _settings(steps, guidance, seed, scheduler, retarget, person),
+                _settings(steps, guidance, seed, scheduler, retarget, person, speed),
                 _progress_report(progress),
             )
         except MimicacheError as exc:
@@ -223,12 +234,22 @@ def generate_action(session: UiSession) -> Callable[..., tuple]:
     tracker = gr.Progress()  # Gradio hands a live tracker to the parameter with this default
 
     def generate(
-        image, video, folder, steps, guidance, seed, scheduler, retarget, person, progress=tracker
+        image,
+        video,
+        folder,
+        steps,
+        guidance,
+        seed,
+        scheduler,
+        retarget,
+        person,
+        speed,
+        progress=tracker,
     ):
         try:
             outcome = session.generate(
                 _inputs(image, video, folder),
-                _settings(steps, guidance, seed, scheduler, retarget, person),
+                _settings(steps, guidance, seed, scheduler, retarget, person, speed),
                 _progress_report(progress),
             )
         except MimicacheError as exc:
@@ -269,6 +290,11 @@ def build_app(session: UiSession) -> gradio.Blocks:
                         guidance = gr.Number(defaults.guidance_scale, label="Guidance scale")
                         seed = gr.Number(defaults.seed, label="Seed", precision=0)
                     with gr.Row():
+                        speed = gr.Dropdown(
+                            list(SPEEDS),
+                            value=defaults.speed,
+                            label="Speed (exact: published; fast: batched)",
+                        )
                         scheduler = gr.Dropdown(
                             list(SCHEDULER_NAMES), value=defaults.scheduler, label="Scheduler"
                         )
@@ -308,7 +334,7 @@ def build_app(session: UiSession) -> gradio.Blocks:
                 prune = gr.Button("Prune", elem_id="cache-prune")
             pruned = gr.Textbox(label="Prune", elem_id="cache-pruned", interactive=False)
 
-        values = [image, video, folder, steps, guidance, seed, scheduler, retarget, person]
+        values = [image, video, folder, steps, guidance, seed, scheduler, retarget, person, speed]
         preview_button.click(
             preview_action(session),
             values,

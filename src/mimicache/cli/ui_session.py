@@ -10,6 +10,7 @@ Errors are ``MimicacheError``s with the CLI's messages; the page shows ``error: 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import itertools
 import logging
@@ -51,6 +52,7 @@ from mimicache.pipeline.schedulers import (
     SchedulerOptions,
     build_scheduler,
 )
+from mimicache.pipeline.speed import EXACT, SPEEDS
 
 if TYPE_CHECKING:
     from mimicache.engine import MimicMotion
@@ -74,6 +76,7 @@ class Settings:
     scheduler: str = DEFAULT_SCHEDULER
     pose_retarget: str = "published"
     person: str = DEFAULT_PERSON
+    speed: str = EXACT
 
     def check(self) -> Settings:
         """``ConfigError`` naming the first bad value; ints arrive from the page as floats."""
@@ -98,8 +101,16 @@ class Settings:
             person = person_choice(self.person)
         except ValueError as exc:  # the words of `--person`'s check
             raise ConfigError(f"person {exc}") from None
+        if self.speed not in SPEEDS:
+            raise ConfigError(f"unknown speed {self.speed!r}; choose one of {', '.join(SPEEDS)}")
         return Settings(
-            int(steps), float(guidance), int(seed), self.scheduler, self.pose_retarget, person
+            int(steps),
+            float(guidance),
+            int(seed),
+            self.scheduler,
+            self.pose_retarget,
+            person,
+            self.speed,
         )
 
 
@@ -155,6 +166,7 @@ class UiSession:
         self._engine_factory = engine_factory
         self._engine: MimicMotion | None = None
         self._previews = itertools.count(1)
+        self._planners: dict[str, Any] = {}  # speed mode -> its batch planner
         self.lock = threading.Lock()
 
     def default_settings(self) -> Settings:
@@ -188,7 +200,25 @@ class UiSession:
                 )
             engine.pose_retarget = settings.pose_retarget
             engine.person = settings.person
+            self._set_speed(engine, settings.speed)
             yield engine
+
+    def _set_speed(self, engine: MimicMotion, speed: str) -> None:
+        """The engine's speed mode for this run; each mode keeps its own batch planner (fast's
+        batch sizes are planned once per job shape). The app loads the models for ``exact``
+        (no model preparation), so ``exact`` stays the published computation and the page's
+        ``fast`` is fast's batched computation without the CUDA channels-last decoder layout."""
+        from mimicache.engine.speed import BatchPlanner
+
+        if engine.speed.speed == speed:
+            return
+        self._planners[engine.speed.speed] = engine.batch_planner
+        engine.speed = dataclasses.replace(engine.speed, speed=speed)
+        planner = self._planners.get(speed)
+        if planner is None:
+            planner = BatchPlanner(engine.pipeline, engine.speed, engine.device, engine.dtype)
+        planner.options = engine.speed
+        engine.batch_planner = planner
 
     # -- the case of a page's inputs -------------------------------------------------------------
     def case_for(self, inputs: Inputs, settings: Settings, video: Path | None = None) -> TestCase:
