@@ -15,6 +15,7 @@ from mimicache.cli.demo import add_demo_command
 from mimicache.cli.doctor import add_doctor_command
 from mimicache.cli.pose import add_pose_command
 from mimicache.cli.run import RUN_DEFAULTS, add_run_arguments, run_command
+from mimicache.cli.ui import add_ui_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_cache_commands(commands)
     add_demo_command(commands)
     add_doctor_command(commands)
+    add_ui_command(commands)
     return parser
 
 

@@ -1,0 +1,366 @@
+"""``mimicache ui``: a local web app (Gradio) over one ``UiSession``: choose a reference image
+and a driving video (or a batch folder), preview the aligned pose frames, set the generation
+values, run with live progress, play the results, look at and prune the feature cache.
+
+The page binds 127.0.0.1 only, makes no share link and sends no analytics; the models load on
+first use and stay loaded; previews and runs of every browser tab queue for the one engine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mimicache.batch import check_output_folder, make_timestamp, reserve_log
+from mimicache.cli.cache import DEFAULT_CACHE_DIR
+from mimicache.cli.console import setup_logging
+from mimicache.cli.run import _pick_device
+from mimicache.cli.ui_session import Inputs, Settings, UiSession
+from mimicache.config import PERSON_MODES, RETARGET_MODES, InferenceConfig, load_config
+from mimicache.errors import MimicacheError
+from mimicache.pipeline.schedulers import SCHEDULER_NAMES, SchedulerOptions
+from mimicache.pipeline.speed import SPEEDS
+
+if TYPE_CHECKING:
+    import gradio
+    import torch
+
+    from mimicache.cache.store import FeatureStore
+    from mimicache.engine import MimicMotion
+
+logger = logging.getLogger(__name__)
+
+HOST = "127.0.0.1"
+DEFAULT_PORT = 7860
+ENGINE_QUEUE = "engine"  # previews and runs share one queue: one at a time, tabs wait in turn
+# the CLI's text tables line up only in a fixed-width font
+TABLE_CSS = "#summary textarea, #cache-stats textarea { font-family: ui-monospace, monospace; }"
+
+
+def add_ui_command(commands: Any) -> argparse.ArgumentParser:
+    ui = commands.add_parser(
+        "ui",
+        help="a local web app: preview poses, generate, play results, tidy the cache",
+        description="Serve a web page on http://127.0.0.1:PORT to choose a reference image and "
+        "a driving video (or a batch folder), preview the aligned pose frames, set steps, "
+        "guidance, seed and scheduler, run with live progress, play the results and look at "
+        "the feature cache. Needs the ui extra: pip install 'mimicache[ui]'.",
+    )
+    ui.add_argument(
+        "--inference_config",
+        default="configs/test.yaml",
+        help="YAML config; its first test case gives the defaults (default: %(default)s)",
+    )
+    ui.add_argument("--port", type=int, default=DEFAULT_PORT, help="(default: %(default)s)")
+    ui.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    ui.add_argument(
+        "--output_dir", default="outputs/", help="where videos go (default: %(default)s)"
+    )
+    ui.add_argument("--feature_cache_dir", default=DEFAULT_CACHE_DIR, help="(default: %(default)s)")
+    ui.add_argument(
+        "--disable_feature_cache", action="store_true", help="no cache reads, no cache writes"
+    )
+    ui.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    ui.set_defaults(func=ui_command)
+    return ui
+
+
+def ui_command(args: argparse.Namespace) -> int:
+    """Check the folders, the config and the device (as ``run`` does), then serve until
+    interrupted. The models load on the first preview or run."""
+    import_gradio()  # a missing extra fails before anything else
+    output_dir = check_output_folder(args.output_dir)
+    log_file = reserve_log(output_dir, make_timestamp())
+    setup_logging(args.verbose, log_file, bars=sys.stderr.isatty())
+    logger.info("log file: %s", log_file)
+    config = load_config(args.inference_config)
+    device = _pick_device(args)
+    from mimicache.cache.store import FeatureStore
+
+    cache = FeatureStore(args.feature_cache_dir, enabled=not args.disable_feature_cache)
+    session = UiSession(
+        config,
+        engine_factory(config, device, cache),
+        output_dir=output_dir,
+        feature_cache_dir=args.feature_cache_dir,
+    )
+    app = build_app(session)
+    launch(app, session, port=args.port)
+    print(f"mimicache ui: http://{HOST}:{args.port}  (Ctrl+C stops it)", file=sys.stderr)
+    try:
+        app.block_thread()
+    finally:
+        app.close()
+        shutil.rmtree(session.preview_dir, ignore_errors=True)
+    return 0
+
+
+def engine_factory(
+    config: InferenceConfig, device: torch.device, cache: FeatureStore
+) -> Callable[[], MimicMotion]:
+    """Builds the engine as ``mimicache run`` does (run's default sampler and retargeting)."""
+
+    def load() -> MimicMotion:
+        from mimicache.engine import MimicMotion
+
+        engine = MimicMotion.from_config(
+            config, device=device, cache=cache, scheduler=SchedulerOptions()
+        )
+        logger.info(
+            "models loaded: device %s, %s; feature cache %s",
+            engine.device,
+            str(engine.dtype).removeprefix("torch."),
+            cache.root if cache.enabled else "off",
+        )
+        return engine
+
+    return load
+
+
+def import_gradio() -> Any:
+    """Gradio, with its analytics off (set before the import, as Gradio reads it then)."""
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    try:
+        import gradio
+    except ImportError as exc:
+        raise MimicacheError(
+            f"the web UI needs Gradio ({exc}); install it with: pip install 'mimicache[ui]'"
+        ) from None
+    return gradio
+
+
+def launch(app: gradio.Blocks, session: UiSession, *, port: int) -> str:
+    """Serve ``app`` on 127.0.0.1:``port`` in the background; its URL. The outputs and previews
+    are the only folders (besides Gradio's own) the page may serve files from."""
+    gr = import_gradio()
+    theme = gr.themes.Default(  # system fonts: the page fetches nothing from elsewhere
+        font=["ui-sans-serif", "system-ui", "sans-serif"],
+        font_mono=["ui-monospace", "monospace"],
+    )
+    try:
+        _, url, _ = app.launch(
+            server_name=HOST,
+            server_port=port,
+            share=False,
+            inbrowser=False,
+            prevent_thread_lock=True,
+            show_error=True,
+            quiet=True,
+            allowed_paths=[str(session.output_dir.resolve()), str(session.preview_dir.resolve())],
+            footer_links=[],
+            ssr_mode=False,
+            mcp_server=False,
+            enable_monitoring=False,
+            theme=theme,
+            css=TABLE_CSS,
+        )
+    except OSError:
+        raise MimicacheError(
+            f"cannot serve on {HOST}:{port}: the port is taken or not allowed; choose another "
+            "with --port"
+        ) from None
+    return url
+
+
+# --------------------------------------------------------------------------- the page
+
+
+def _settings(
+    steps: Any, guidance: Any, seed: Any, scheduler: str, retarget: str, person: str, speed: str
+) -> Settings:
+    return Settings(steps, guidance, seed, scheduler, retarget, person, speed)
+
+
+def _inputs(image: str | None, video: str | None, folder: str | None) -> Inputs:
+    folder = (folder or "").strip()
+    return Inputs(
+        image=Path(image) if image else None,
+        video=Path(video) if video else None,
+        batch_folder=Path(folder) if folder else None,
+    )
+
+
+def _progress_report(progress: Any) -> Callable[[float, str], None]:
+    return lambda fraction, text: progress(fraction, desc=text)
+
+
+def preview_action(session: UiSession) -> Callable[..., tuple]:
+    """(image, video, folder, steps, guidance, seed, scheduler, retarget, person, speed,
+    progress) -> (contact sheet, preview mp4, message)."""
+    gr = import_gradio()
+
+    tracker = gr.Progress()  # Gradio hands a live tracker to the parameter with this default
+
+    def preview(
+        image,
+        video,
+        folder,
+        steps,
+        guidance,
+        seed,
+        scheduler,
+        retarget,
+        person,
+        speed,
+        progress=tracker,
+    ):
+        try:
+            result = session.preview(
+                _inputs(image, video, folder),
+                _settings(steps, guidance, seed, scheduler, retarget, person, speed),
+                _progress_report(progress),
+            )
+        except MimicacheError as exc:
+            return None, None, f"error: {exc}"
+        message = f"pose preview: the reference's pose, then {result.frames - 1} driving frames"
+        if result.people:
+            message += f"\n{result.people}"
+        return result.sheet, str(result.video), message
+
+    return preview
+
+
+def generate_action(session: UiSession) -> Callable[..., tuple]:
+    """(image, video, folder, settings..., progress) -> (result mp4, outputs dropdown, summary,
+    message)."""
+    gr = import_gradio()
+
+    tracker = gr.Progress()  # Gradio hands a live tracker to the parameter with this default
+
+    def generate(
+        image,
+        video,
+        folder,
+        steps,
+        guidance,
+        seed,
+        scheduler,
+        retarget,
+        person,
+        speed,
+        progress=tracker,
+    ):
+        try:
+            outcome = session.generate(
+                _inputs(image, video, folder),
+                _settings(steps, guidance, seed, scheduler, retarget, person, speed),
+                _progress_report(progress),
+            )
+        except MimicacheError as exc:
+            return None, gr.update(choices=[], value=None), "", f"error: {exc}"
+        outputs = [str(path) for path in outcome.outputs]
+        choices = [(Path(path).name, path) for path in outputs]
+        first = outputs[0] if outputs else None
+        ok = len(outputs)
+        message = f"{ok} of {len(outcome.results)} written to {session.output_dir}"
+        if outcome.errors:
+            message += "\n" + "\n".join(f"error: {text}" for text in outcome.errors)
+        return first, gr.update(choices=choices, value=first), outcome.summary, message
+
+    return generate
+
+
+def build_app(session: UiSession) -> gradio.Blocks:
+    """The page; every action is a ``session`` method, errors shown as ``error: {message}``."""
+    gr = import_gradio()
+    defaults = session.default_settings()
+    with gr.Blocks(title="mimicache", analytics_enabled=False) as app:
+        gr.Markdown(
+            f"## mimicache\nconfig `{session.config.source_path or 'built in'}` · outputs "
+            f"`{session.output_dir}` · feature cache `{session.feature_cache_dir}` · the models "
+            "load on the first preview or run and stay loaded"
+        )
+        with gr.Row():
+            with gr.Column():
+                image = gr.File(label="Reference image", elem_id="reference-image")
+                video = gr.File(label="Driving video", elem_id="driving-video")
+                folder = gr.Textbox(
+                    label="…or a batch folder on this machine (every video in it)",
+                    elem_id="batch-folder",
+                )
+                with gr.Accordion("Generation", open=True):
+                    with gr.Row():
+                        steps = gr.Number(defaults.num_inference_steps, label="Steps", precision=0)
+                        guidance = gr.Number(defaults.guidance_scale, label="Guidance scale")
+                        seed = gr.Number(defaults.seed, label="Seed", precision=0)
+                    with gr.Row():
+                        speed = gr.Dropdown(
+                            list(SPEEDS),
+                            value=defaults.speed,
+                            label="Speed (exact: published; fast: batched)",
+                        )
+                        scheduler = gr.Dropdown(
+                            list(SCHEDULER_NAMES), value=defaults.scheduler, label="Scheduler"
+                        )
+                        retarget = gr.Dropdown(
+                            list(RETARGET_MODES), value=defaults.pose_retarget, label="Pose"
+                        )
+                        person = gr.Dropdown(
+                            [*PERSON_MODES, "0", "1", "2"],
+                            value=defaults.person,
+                            allow_custom_value=True,
+                            label="Person (auto, largest, center or a number)",
+                        )
+                with gr.Row():
+                    preview_button = gr.Button("Preview pose", elem_id="preview-button")
+                    generate_button = gr.Button(
+                        "Generate", variant="primary", elem_id="generate-button"
+                    )
+                message = gr.Textbox(label="Message", elem_id="message", interactive=False)
+            with gr.Column():
+                pose = gr.Video(
+                    label="Pose preview: driving frame | skeleton over the reference | skeleton",
+                    elem_id="pose-preview",
+                )
+                sheet = gr.Image(
+                    label="Contact sheet", interactive=False, elem_id="pose-sheet", height=320
+                )
+                result = gr.Video(label="Result", elem_id="result-video", autoplay=True, height=360)
+                outputs = gr.Dropdown([], label="Outputs of the last run", elem_id="outputs")
+                summary = gr.Textbox(
+                    label="Summary", elem_id="summary", interactive=False, lines=3, max_lines=40
+                )
+        with gr.Accordion("Feature cache", open=False):
+            stats = gr.Textbox(label="Entries by stage", elem_id="cache-stats", lines=8)
+            with gr.Row():
+                refresh = gr.Button("Refresh", elem_id="cache-refresh")
+                max_size = gr.Textbox(label="Prune to (e.g. 500MB)", elem_id="prune-size")
+                prune = gr.Button("Prune", elem_id="cache-prune")
+            pruned = gr.Textbox(label="Prune", elem_id="cache-pruned", interactive=False)
+
+        values = [image, video, folder, steps, guidance, seed, scheduler, retarget, person, speed]
+        preview_button.click(
+            preview_action(session),
+            values,
+            [sheet, pose, message],
+            concurrency_limit=1,
+            concurrency_id=ENGINE_QUEUE,
+        )
+        generate_button.click(
+            generate_action(session),
+            values,
+            [result, outputs, summary, message],
+            concurrency_limit=1,
+            concurrency_id=ENGINE_QUEUE,
+        ).then(session.cache_stats, None, stats)
+        outputs.change(lambda path: path, outputs, result)
+        refresh.click(session.cache_stats, None, stats)
+        prune.click(prune_action(session), max_size, pruned).then(session.cache_stats, None, stats)
+        app.load(session.cache_stats, None, stats)
+    return app
+
+
+def prune_action(session: UiSession) -> Callable[[str], str]:
+    def prune(max_size: str) -> str:
+        try:
+            return session.prune_cache(max_size or "")
+        except MimicacheError as exc:
+            return f"error: {exc}"
+
+    return prune

@@ -1,0 +1,397 @@
+"""The web UI's state and actions, without Gradio: one engine, built on first use and kept for
+the app's life; one lock, so one preview or generation uses it at a time; pose previews
+(``pose_preview``: driving frame | skeleton over the reference | skeleton, (1+F) rows of uint8
+RGB written as an mp4, and a contact sheet); runs planned, claimed and written by the batch
+package exactly as ``mimicache run`` does; the cache panel's text.
+
+Errors are ``MimicacheError``s with the CLI's messages; the page shows ``error: {message}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import itertools
+import logging
+import math
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import PIL.Image
+
+from mimicache.batch import (
+    JobResult,
+    check_output_folder,
+    format_summary,
+    list_videos,
+    make_timestamp,
+    override_tag,
+    plan_jobs,
+    run_jobs,
+)
+from mimicache.cache.sizes import parse_size
+from mimicache.cli.cache import run_cache_command
+from mimicache.config import (
+    DEFAULT_PERSON,
+    RETARGET_MODES,
+    InferenceConfig,
+    TestCase,
+    person_choice,
+)
+from mimicache.errors import ConfigError, InputError, MimicacheError
+from mimicache.media import write_video
+from mimicache.pipeline.schedulers import (
+    SCHEDULER_NAMES,
+    AnimateLCMSVDScheduler,
+    SchedulerOptions,
+    build_scheduler,
+)
+from mimicache.pipeline.speed import EXACT, SPEEDS
+
+if TYPE_CHECKING:
+    from mimicache.engine import MimicMotion
+
+logger = logging.getLogger(__name__)
+
+# report(fraction done in [0, 1], what is happening)
+Report = Callable[[float, str], None]
+DEFAULT_SCHEDULER = "EulerDiscreteScheduler"  # `mimicache run`'s default
+_MAX_SEED = 2**64 - 1
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The generation values the page sets; engine-wide ones (scheduler, pose retargeting) are
+    applied to the one engine before each run, under the lock."""
+
+    num_inference_steps: int
+    guidance_scale: float
+    seed: int
+    scheduler: str = DEFAULT_SCHEDULER
+    pose_retarget: str = "published"
+    person: str = DEFAULT_PERSON
+    speed: str = EXACT
+
+    def check(self) -> Settings:
+        """``ConfigError`` naming the first bad value; ints arrive from the page as floats."""
+        steps, seed = self.num_inference_steps, self.seed
+        if not _whole(steps) or steps < 1:
+            raise ConfigError(f"num_inference_steps must be a positive integer, got {steps}")
+        guidance = self.guidance_scale
+        if not isinstance(guidance, (int, float)) or not math.isfinite(guidance) or guidance < 0:
+            raise ConfigError(f"guidance_scale must be a finite number >= 0, got {guidance}")
+        if not _whole(seed) or not 0 <= seed <= _MAX_SEED:
+            raise ConfigError(f"seed must be an integer between 0 and 2**64-1, got {seed}")
+        if self.scheduler not in SCHEDULER_NAMES:
+            raise ConfigError(
+                f"unknown scheduler {self.scheduler!r}; choose one of {', '.join(SCHEDULER_NAMES)}"
+            )
+        if self.pose_retarget not in RETARGET_MODES:
+            raise ConfigError(
+                f"unknown pose retarget mode {self.pose_retarget!r}; choose one of: "
+                + ", ".join(RETARGET_MODES)
+            )
+        try:
+            person = person_choice(self.person)
+        except ValueError as exc:  # the words of `--person`'s check
+            raise ConfigError(f"person {exc}") from None
+        if self.speed not in SPEEDS:
+            raise ConfigError(f"unknown speed {self.speed!r}; choose one of {', '.join(SPEEDS)}")
+        return Settings(
+            int(steps),
+            float(guidance),
+            int(seed),
+            self.scheduler,
+            self.pose_retarget,
+            person,
+            self.speed,
+        )
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and float(value).is_integer()
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What the page chose: uploaded files (paths on this machine) and/or a batch folder."""
+
+    image: Path | None = None
+    video: Path | None = None
+    batch_folder: Path | None = None
+
+
+@dataclass
+class Preview:
+    video: Path  # mp4: driving frame | skeleton over the reference | skeleton, reference first
+    sheet: PIL.Image.Image  # every n-th row of the same panels, numbered
+    frames: int  # 1 + driving frames
+    people: str  # who was seen in the driving video and who drives the pose
+
+
+@dataclass
+class RunOutcome:
+    results: list[JobResult]
+    summary: str  # the CLI's summary table
+    errors: list[str] = field(default_factory=list)  # "{job}: {message}" per failed job
+
+    @property
+    def outputs(self) -> list[Path]:
+        return [r.output for r in self.results if r.ok and r.output is not None]
+
+
+class UiSession:
+    """The app's one engine, its lock and its folders; every page action is a method here."""
+
+    def __init__(
+        self,
+        config: InferenceConfig,
+        engine_factory: Callable[[], MimicMotion],
+        *,
+        output_dir: str | Path,
+        feature_cache_dir: str | Path,
+        preview_dir: str | Path | None = None,
+    ):
+        self.config = config
+        self.template: TestCase = config.test_case[0]
+        self.output_dir = Path(output_dir)
+        self.feature_cache_dir = Path(feature_cache_dir)
+        self.preview_dir = Path(preview_dir or tempfile.mkdtemp(prefix="mimicache-ui-"))
+        self._engine_factory = engine_factory
+        self._engine: MimicMotion | None = None
+        self._previews = itertools.count(1)
+        self._planners: dict[str, Any] = {}  # speed mode -> its batch planner
+        self.lock = threading.Lock()
+
+    def default_settings(self) -> Settings:
+        case = self.template
+        retarget = self.config.pose_retarget or RETARGET_MODES[0]
+        person = self.config.pose_person or DEFAULT_PERSON
+        return Settings(
+            case.num_inference_steps,
+            case.guidance_scale,
+            case.seed,
+            pose_retarget=retarget,
+            person=person,
+        )
+
+    # -- the engine ------------------------------------------------------------------------------
+    @property
+    def engine_loaded(self) -> bool:
+        return self._engine is not None
+
+    @contextmanager
+    def engine(self, settings: Settings) -> Iterator[MimicMotion]:
+        """The engine (loaded on first use), set up for ``settings``, held under the lock."""
+        with self.lock:
+            if self._engine is None:
+                logger.info("loading the models (once for the app's life)")
+                self._engine = self._engine_factory()
+            engine = self._engine
+            if settings.scheduler != _scheduler_name(engine.pipeline.scheduler):
+                engine.pipeline.scheduler = build_scheduler(
+                    SchedulerOptions(name=settings.scheduler), engine.base_files.scheduler_dir
+                )
+            engine.pose_retarget = settings.pose_retarget
+            engine.person = settings.person
+            self._set_speed(engine, settings.speed)
+            yield engine
+
+    def _set_speed(self, engine: MimicMotion, speed: str) -> None:
+        """The engine's speed mode for this run; each mode keeps its own batch planner (fast's
+        batch sizes are planned once per job shape). The app loads the models for ``exact``
+        (no model preparation), so ``exact`` stays the published computation and the page's
+        ``fast`` is fast's batched computation without the CUDA channels-last decoder layout."""
+        from mimicache.engine.speed import BatchPlanner
+
+        if engine.speed.speed == speed:
+            return
+        self._planners[engine.speed.speed] = engine.batch_planner
+        engine.speed = dataclasses.replace(engine.speed, speed=speed)
+        planner = self._planners.get(speed)
+        if planner is None:
+            planner = BatchPlanner(engine.pipeline, engine.speed, engine.device, engine.dtype)
+        planner.options = engine.speed
+        engine.batch_planner = planner
+
+    # -- the case of a page's inputs -------------------------------------------------------------
+    def case_for(self, inputs: Inputs, settings: Settings, video: Path | None = None) -> TestCase:
+        """The config's first test case with the page's image, video and values."""
+        if inputs.image is None:
+            raise InputError("choose a reference image")
+        return self.template.replace(
+            ref_image_path=inputs.image,
+            ref_video_path=video or inputs.video,
+            num_inference_steps=settings.num_inference_steps,
+            guidance_scale=settings.guidance_scale,
+            seed=settings.seed,
+        )
+
+    def _preview_video(self, inputs: Inputs) -> Path:
+        if inputs.video is not None:
+            return inputs.video
+        if inputs.batch_folder is not None:
+            return list_videos(inputs.batch_folder)[0]
+        raise InputError("choose a driving video or a batch folder")
+
+    # -- actions ---------------------------------------------------------------------------------
+    def preview(self, inputs: Inputs, settings: Settings, report: Report | None = None) -> Preview:
+        """The pose frames the pipeline would get beside what they came from (through the cache,
+        so a later run hits it); with only a batch folder, those of its first video."""
+        from mimicache.engine.preview import contact_sheet, pose_preview
+
+        settings = settings.check()
+        video = self._preview_video(inputs)
+        case = self.case_for(inputs, settings, video)
+        _say(report, 0.0, "waiting for the models" if self.engine_loaded else "loading the models")
+        with self.engine(settings) as engine:
+            _say(report, 0.2, f"pose of {Path(video).name}")
+            preview = pose_preview(engine, case, progress=False)
+        name = f"{Path(video).stem}_pose_{next(self._previews)}.mp4"
+        written = write_video(self.preview_dir / name, preview.panels(), fps=case.fps)
+        people = preview.people.summary() if preview.people is not None else ""
+        _say(report, 1.0, "pose preview ready")
+        return Preview(written, contact_sheet(preview), preview.num_frames, people)
+
+    def generate(
+        self, inputs: Inputs, settings: Settings, report: Report | None = None
+    ) -> RunOutcome:
+        """One reference image with one video, or with every video of a batch folder: planned,
+        run and written (mp4 + JSON sidecar, claimed names) as ``mimicache run`` does."""
+        settings = settings.check()
+        if inputs.video is None and inputs.batch_folder is None:
+            raise InputError("choose a driving video or a batch folder")
+        case = self.case_for(inputs, settings)
+        config = self.config.replace(test_case=[case])
+        output_dir = check_output_folder(self.output_dir)
+        jobs = plan_jobs(
+            config,
+            batch_folder=inputs.batch_folder,
+            output_dir=output_dir,
+            timestamp=make_timestamp(),
+            tag=override_tag(self._overrides(settings)),
+        )
+        for folder in sorted({job.output_path.parent for job in jobs}):
+            check_output_folder(folder)
+        _say(report, 0.0, "waiting for the models" if self.engine_loaded else "loading the models")
+        with self.engine(settings) as engine:
+            reporting = _ReportingEngine(engine, len(jobs), report)
+            results = run_jobs(reporting, jobs, config=config, progress=True)
+        _say(report, 1.0, "done")
+        return RunOutcome(results, format_summary(results), reporting.errors)
+
+    def _overrides(self, settings: Settings) -> dict[str, Any]:
+        """Values away from the config's (and the run command's scheduler): in the output names,
+        as the CLI's overrides are."""
+        case = self.template
+        return {
+            "num_inference_steps": _changed(settings.num_inference_steps, case.num_inference_steps),
+            "seed": _changed(settings.seed, case.seed),
+            "guidance_scale": _changed(settings.guidance_scale, case.guidance_scale),
+            "scheduler": _changed(settings.scheduler, DEFAULT_SCHEDULER),
+        }
+
+    # -- the cache panel: the `mimicache cache` commands' own text -------------------------------
+    def cache_stats(self) -> str:
+        return self._cache_command("stats")
+
+    def prune_cache(self, max_size: str) -> str:
+        """Least recently used entries go until the cache fits ``max_size`` (e.g. ``500MB``).
+        Safe during a run: the cache is built for concurrent processes."""
+        return self._cache_command("prune", max_size=parse_size(max_size.strip()))
+
+    def _cache_command(self, action: str, **values: Any) -> str:
+        args = argparse.Namespace(
+            cache_command=action,
+            feature_cache_dir=str(self.feature_cache_dir),
+            older_than=None,
+            dry_run=False,
+            **values,
+        )
+        out, err = io.StringIO(), io.StringIO()
+        run_cache_command(args, stdout=out, stderr=err)
+        return (out.getvalue() + err.getvalue()).rstrip()
+
+
+def _scheduler_name(scheduler: Any) -> str:
+    """The ``--scheduler`` name of a loaded sampler (the engine starts with run's default)."""
+    return "AnimateLCM_SVD" if isinstance(scheduler, AnimateLCMSVDScheduler) else DEFAULT_SCHEDULER
+
+
+def _changed(value: Any, default: Any) -> Any:
+    return None if value == default else value
+
+
+def _say(report: Report | None, fraction: float, text: str) -> None:
+    if report is not None:
+        report(min(max(fraction, 0.0), 1.0), text)
+
+
+class _ReportingEngine:
+    """The engine as ``run_jobs`` sees it, reporting each job and denoising step to the page and
+    keeping each failed job's message (the text the CLI logs after "failed:")."""
+
+    def __init__(self, engine: MimicMotion, jobs: int, report: Report | None):
+        self.engine = engine
+        self.jobs = jobs
+        self.report = report
+        self.done = 0
+        self.errors: list[str] = []
+
+    @property
+    def model_files(self) -> dict[str, Any]:
+        return self.engine.model_files
+
+    @property
+    def pose_retarget(self) -> str | None:
+        return self.engine.pose_retarget
+
+    def generate(self, case: TestCase, *, progress: bool, label: str | None) -> Any:
+        job = f"[{self.done + 1}/{self.jobs}] {label}"
+        _say(self.report, self.done / self.jobs, f"{job}: pose and reference features")
+        pipeline = self.engine.pipeline
+        # The pipeline's denoising loop asks `progress_bar(total=steps x tiles)` for its bar.
+        steps = case.num_inference_steps
+        pipeline.progress_bar = lambda iterable=None, total=None: _StepCounter(
+            total or 0, lambda n, total: self._step(job, n, total, steps)
+        )
+        try:
+            return self.engine.generate(case, progress=progress, label=label)
+        except MimicacheError as exc:
+            self.errors.append(f"{label}: {exc}")
+            raise
+        except Exception as exc:
+            self.errors.append(f"{label}: {type(exc).__name__}: {exc}")
+            raise
+        finally:
+            del pipeline.progress_bar
+            self.done += 1
+
+    def _step(self, job: str, n: int, total: int, steps: int) -> None:
+        """``n`` of ``total`` = steps x tiles denoised; shown as the step under way."""
+        fraction = (self.done + 0.2 + 0.8 * n / max(total, 1)) / self.jobs
+        step = min(steps, math.ceil(n * steps / max(total, 1)))
+        _say(self.report, fraction, f"{job}: denoising step {step}/{steps}")
+
+
+class _StepCounter:
+    """A stand-in for the denoising loop's tqdm bar: counts updates and reports them."""
+
+    def __init__(self, total: int, on_update: Callable[[int, int], None]):
+        self.total, self.n, self.on_update = total, 0, on_update
+
+    def __enter__(self) -> _StepCounter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        self.on_update(self.n, self.total)
