@@ -190,14 +190,16 @@ def _progress_report(progress: Any) -> Callable[[float, str], None]:
     return lambda fraction, text: progress(fraction, desc=text)
 
 
-def preview_action(session: UiSession) -> Callable[..., tuple]:
-    """(image, video, folder, steps, guidance, seed, scheduler, retarget, person, speed,
-    progress) -> (contact sheet, preview mp4, message)."""
+def _handler(call: Callable, shape: Callable, failed: tuple) -> Callable[..., tuple]:
+    """A page action over the form's values: ``call(inputs, settings, report)`` shaped by
+    ``shape``; a ``MimicacheError`` gives ``failed`` plus the CLI's ``error: {message}``.
+    Gradio reads the parameter list (and hands a live tracker to ``progress``), so it is
+    spelled out once here."""
     gr = import_gradio()
 
     tracker = gr.Progress()  # Gradio hands a live tracker to the parameter with this default
 
-    def preview(
+    def handler(
         image,
         video,
         folder,
@@ -211,19 +213,29 @@ def preview_action(session: UiSession) -> Callable[..., tuple]:
         progress=tracker,
     ):
         try:
-            result = session.preview(
+            result = call(
                 _inputs(image, video, folder),
                 _settings(steps, guidance, seed, scheduler, retarget, person, speed),
                 _progress_report(progress),
             )
         except MimicacheError as exc:
-            return None, None, f"error: {exc}"
+            return (*failed, f"error: {exc}")
+        return shape(result)
+
+    return handler
+
+
+def preview_action(session: UiSession) -> Callable[..., tuple]:
+    """(image, video, folder, steps, guidance, seed, scheduler, retarget, person, speed,
+    progress) -> (contact sheet, preview mp4, message)."""
+
+    def shape(result) -> tuple:
         message = f"pose preview: the reference's pose, then {result.frames - 1} driving frames"
         if result.people:
             message += f"\n{result.people}"
         return result.sheet, str(result.video), message
 
-    return preview
+    return _handler(session.preview, shape, (None, None))
 
 
 def generate_action(session: UiSession) -> Callable[..., tuple]:
@@ -231,39 +243,16 @@ def generate_action(session: UiSession) -> Callable[..., tuple]:
     message)."""
     gr = import_gradio()
 
-    tracker = gr.Progress()  # Gradio hands a live tracker to the parameter with this default
-
-    def generate(
-        image,
-        video,
-        folder,
-        steps,
-        guidance,
-        seed,
-        scheduler,
-        retarget,
-        person,
-        speed,
-        progress=tracker,
-    ):
-        try:
-            outcome = session.generate(
-                _inputs(image, video, folder),
-                _settings(steps, guidance, seed, scheduler, retarget, person, speed),
-                _progress_report(progress),
-            )
-        except MimicacheError as exc:
-            return None, gr.update(choices=[], value=None), "", f"error: {exc}"
+    def shape(outcome) -> tuple:
         outputs = [str(path) for path in outcome.outputs]
         choices = [(Path(path).name, path) for path in outputs]
         first = outputs[0] if outputs else None
-        ok = len(outputs)
-        message = f"{ok} of {len(outcome.results)} written to {session.output_dir}"
+        message = f"{len(outputs)} of {len(outcome.results)} written to {session.output_dir}"
         if outcome.errors:
             message += "\n" + "\n".join(f"error: {text}" for text in outcome.errors)
         return first, gr.update(choices=choices, value=first), outcome.summary, message
 
-    return generate
+    return _handler(session.generate, shape, (None, gr.update(choices=[], value=None), ""))
 
 
 def build_app(session: UiSession) -> gradio.Blocks:
