@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import argparse
 
-from mimicache.cli.cache import DEFAULT_CACHE_DIR
 from mimicache.cli.fmt import size_arg
-from mimicache.cli.options import add_person_argument
+from mimicache.cli.options import (
+    add_cache_location_arguments,
+    add_device_arguments,
+    add_person_argument,
+)
 from mimicache.cli.scale import add_scale_arguments
-from mimicache.config import DWPOSE_BACKENDS, RETARGET_MODES
+from mimicache.config import RETARGET_MODES
 from mimicache.pipeline.memory import OFFLOADS
 from mimicache.pipeline.schedulers import SCHEDULER_NAMES
 from mimicache.pipeline.speed import SPEEDS
@@ -83,13 +86,7 @@ def _add_generation_arguments(parser: argparse.ArgumentParser, defaults: dict) -
         action="store_true",
         help="run in float32 on CUDA too (CPU always runs float32)",
     )
-    gen.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
-    gen.add_argument(
-        "--dwpose_backend",
-        choices=DWPOSE_BACKENDS,
-        help="DWPose runtime (default: the config's dwpose.backend, else auto: ONNX Runtime "
-        "when it has the device's provider, otherwise PyTorch)",
-    )
+    add_device_arguments(gen)
     gen.add_argument(
         "--pose_retarget",
         choices=RETARGET_MODES,
@@ -165,17 +162,7 @@ def _add_speed_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _add_cache_arguments(parser: argparse.ArgumentParser, *, benchmark_flag: bool) -> None:
     cache = parser.add_argument_group("feature cache")
-    cache.add_argument(
-        "--feature_cache_dir", default=DEFAULT_CACHE_DIR, help="(default: %(default)s)"
-    )
-    cache.add_argument(
-        "--disable_feature_cache", action="store_true", help="no cache reads, no cache writes"
-    )
-    cache.add_argument(
-        "--feature_cache_force_refresh",
-        action="store_true",
-        help="recompute every entry and overwrite it",
-    )
+    add_cache_location_arguments(cache)
     cache.add_argument(
         "--disable_pipeline_feature_cache",
         action="store_true",

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from mimicache.config import person_choice
+from mimicache.cli.cache import DEFAULT_CACHE_DIR
+from mimicache.config import DWPOSE_BACKENDS, person_choice
 
 
 def person_arg(value: str) -> str:
@@ -24,4 +25,30 @@ def add_person_argument(group) -> None:
         "drawn), 'largest', 'center' (nearest the frame centre), or N (0 = the first to "
         "appear, left to right within a frame); people are tracked across frames. Overrides "
         "the config's pose.person (default: the config's value, else auto)",
+    )
+
+
+def add_device_arguments(group) -> None:
+    """``--device`` and ``--dwpose_backend`` (the backend is part of the pose entries' keys)."""
+    group.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    group.add_argument(
+        "--dwpose_backend",
+        choices=DWPOSE_BACKENDS,
+        help="DWPose runtime (default: the config's dwpose.backend, else auto: ONNX Runtime "
+        "when it has the device's provider, otherwise PyTorch)",
+    )
+
+
+def add_cache_location_arguments(group) -> None:
+    """Where the feature cache is and whether it is read and written."""
+    group.add_argument(
+        "--feature_cache_dir", default=DEFAULT_CACHE_DIR, help="(default: %(default)s)"
+    )
+    group.add_argument(
+        "--disable_feature_cache", action="store_true", help="no cache reads, no cache writes"
+    )
+    group.add_argument(
+        "--feature_cache_force_refresh",
+        action="store_true",
+        help="recompute every entry and overwrite it",
     )

@@ -18,14 +18,16 @@ from typing import TYPE_CHECKING, Any
 from mimicache.batch import check_log_file, check_output_folder
 from mimicache.batch.html_report import ReportJob, report_path, write_report
 from mimicache.cache.fs import atomic_write
-from mimicache.cli.cache import DEFAULT_CACHE_DIR
 from mimicache.cli.console import setup_logging
-from mimicache.cli.options import add_person_argument
+from mimicache.cli.options import (
+    add_cache_location_arguments,
+    add_device_arguments,
+    add_person_argument,
+)
 from mimicache.cli.run import _pick_device
 from mimicache.config import (
     DEFAULT_DWPOSE_DET_PATH,
     DEFAULT_DWPOSE_POSE_PATH,
-    DWPOSE_BACKENDS,
     RETARGET_MODES,
     InferenceConfig,
     TestCase,
@@ -79,23 +81,8 @@ def add_pose_command(subparsers: Any) -> argparse.ArgumentParser:
         help="'published' or 'graft' (default: the config's pose.retarget, else published)",
     )
     add_person_argument(gen)
-    gen.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
-    gen.add_argument(
-        "--dwpose_backend",
-        choices=DWPOSE_BACKENDS,
-        help="DWPose runtime (default: the config's dwpose.backend, else auto); the same "
-        "backend as the run's, for the same cache entries",
-    )
-    cache = parser.add_argument_group("feature cache")
-    cache.add_argument(
-        "--feature_cache_dir", default=DEFAULT_CACHE_DIR, help="(default: %(default)s)"
-    )
-    cache.add_argument(
-        "--disable_feature_cache", action="store_true", help="no cache reads or writes"
-    )
-    cache.add_argument(
-        "--feature_cache_force_refresh", action="store_true", help="recompute the pose entries"
-    )
+    add_device_arguments(gen)
+    add_cache_location_arguments(parser.add_argument_group("feature cache"))
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=pose_command)
