@@ -82,6 +82,7 @@ def test_ls(cache: Path) -> None:
         "SUBJECT",
         "/",
         "INPUTS",
+        "PLATFORM",
         "SIZE",
         "CREATED",
         "LAST",
@@ -96,7 +97,10 @@ def test_ls(cache: Path) -> None:
         ("stage_a", make_key(video="a1").digest[:12], "/data/a1.mp4"),
         ("stage_b", make_key(video="b1").digest[:12], "/data/b1.mp4"),
     ]
-    assert all(" ".join(r[3:5]) == sizes[r[2]] and r[5] == r[7] == today for r in rows)
+    # entries whose key has no platform group show "-"
+    assert all(
+        r[3] == "-" and " ".join(r[4:6]) == sizes[r[2]] and r[6] == r[8] == today for r in rows
+    )
     assert lines[4] == f"3 entries, {format_size(total)} in {cache}"
     code, out, _ = run(["ls", "--stage", "stage_b", "--feature_cache_dir", str(cache)])
     assert code == 0 and "/data/b1.mp4" in out and "/data/a1.mp4" not in out

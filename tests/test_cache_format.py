@@ -120,6 +120,7 @@ def test_miss_reasons_read_as_the_old_words() -> None:
         "input changed",
         "model changed",
         "parameters changed",
+        "computed on another platform",
         "corrupt",
         "forced",
         "disabled",

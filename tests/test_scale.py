@@ -94,6 +94,27 @@ def test_ray_two_workers_write_what_a_local_run_writes(
     assert ahead
 
 
+def test_ray_workers_at_one_thread_never_take_entries_of_a_two_thread_run(
+    workspace, local_run, ray_cluster, tmp_path, capsys
+):
+    out2, out1, cache = tmp_path / "out2", tmp_path / "out1", tmp_path / "cache"
+    two = [*_argv(workspace, out2, cache)[:-2], "2", "--quiet"]  # --threads 2
+    assert main(two) == 0
+    written_at_two = {
+        (e["stage"], e["key"]) for d in _sidecars(out2).values() for e in d["cache_events"]
+    }
+    assert main(_argv(workspace, out1, cache, "--executor", "ray", "--workers", "2")) == 0
+    capsys.readouterr()
+    assert _videos(out1) == local_run["videos"]  # the one-thread result, not the two-thread one
+    sidecars = _sidecars(out1)
+    used = {(e["stage"], e["key"]) for d in sidecars.values() for e in d["cache_events"]}
+    assert used and not used & written_at_two
+    reasons = {e["reason"] for d in sidecars.values() for e in d["cache_events"] if not e["hit"]}
+    assert reasons == {"computed on another platform"}
+    assert {d["platform"]["models"]["threads"] for d in sidecars.values()} == {1}
+    assert {d["platform"]["models"]["threads"] for d in _sidecars(out2).values()} == {2}
+
+
 def _spec(workspace, cache: Path) -> EngineSpec:
     config = load_config(workspace["config"])
     return EngineSpec(config, device="cpu", cache_dir=cache, threads=1, pose_retarget="published")

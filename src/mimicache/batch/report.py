@@ -59,6 +59,9 @@ def write_sidecar(
         "cache_events": [to_json_value(e, canonical=False) for e in result.cache_events],
         **{str(k): to_json_value(v, canonical=False) for k, v in (extra or {}).items()},
     }
+    platform = getattr(result, "platform", None)
+    if platform:  # the device, threads and library versions the video was computed with
+        data["platform"] = to_json_value(platform, canonical=False)
     people = getattr(result, "people", None)
     if people is not None:  # who drove the pose (pose.person)
         data["people"] = to_json_value(people.to_dict(), canonical=False)

@@ -63,6 +63,7 @@ class JobResult:
     error: str | None = None
     cache_events: list[Any] = field(default_factory=list)
     people: Any = None
+    platform: dict = field(default_factory=dict)  # where the video was computed
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -105,6 +106,7 @@ class Outcome:
     error: str | None = None
     result_key: str | None = None  # see batch.resume; recorded in the sidecar
     people: Any = None  # pose.PeopleReport of the driving video
+    platform: dict = field(default_factory=dict)  # engine.platform of the engine that made it
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,7 @@ def finish_job(
                 timings,
                 cache_events=outcome.cache_events,
                 people=outcome.people,
+                platform=outcome.platform,
             )
             logger.info(
                 "[%d/%d] %s done: preprocess %.2fs, pipeline %.2fs, total %.2fs -> %s",
@@ -224,6 +227,7 @@ def generate_outcome(
         dict(generated.timings),
         list(generated.cache_events),
         people=getattr(generated, "people", None),
+        platform=dict(getattr(generated, "platform", {})),
     )
 
 

@@ -215,6 +215,7 @@ class GenerationWorker:
                 list(generated.cache_events),
                 result_key=self.keys(case),
                 people=getattr(generated, "people", None),
+                platform=dict(getattr(generated, "platform", {})),
             )
         return outcome, lines
 

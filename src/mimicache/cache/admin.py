@@ -67,6 +67,16 @@ class EntryInfo:
     last_used: float
     path: Path
 
+    def platform(self) -> dict[str, Any]:
+        """The key's ``platform`` group, read from the entry's header ({} when it has none or
+        the file cannot be read): where its floats were computed."""
+        try:
+            fields = json_dict(read_metadata(self.path).get("fields", "{}"))
+        except (OSError, ValueError):
+            return {}
+        platform = fields.get("platform", {})
+        return platform if isinstance(platform, dict) else {}
+
 
 @dataclass(frozen=True)
 class Problem:

@@ -33,6 +33,7 @@ class MissReason(str, enum.Enum):
     INPUT_CHANGED = "input changed"
     MODEL_CHANGED = "model changed"
     PARAMS_CHANGED = "parameters changed"
+    PLATFORM_CHANGED = "computed on another platform"
     CORRUPT = "corrupt"
     FORCED = "forced"
     DISABLED = "disabled"
@@ -50,6 +51,7 @@ _GROUP_REASONS = {
     "inputs": MissReason.INPUT_CHANGED,
     "models": MissReason.MODEL_CHANGED,
     "params": MissReason.PARAMS_CHANGED,
+    "platform": MissReason.PLATFORM_CHANGED,
 }
 
 _SCHEMA = (

@@ -14,7 +14,7 @@ import json
 import math
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ __all__ = [
     "key_digest",
 ]
 
-GROUPS = ("inputs", "models", "params")
+GROUPS = ("inputs", "models", "platform", "params")
 """The groups of a StageKey, in the order a miss is explained by."""
 
 
@@ -122,15 +122,20 @@ class StageKey:
     """What a stage's output depends on, grouped so a miss can be explained.
 
     ``inputs``: content digests of input files (and how they are read); ``models``: model
-    fingerprints; ``params``: every other setting that changes the output. All JSON-able.
+    fingerprints; ``params``: every other setting that changes the output; ``platform``: where
+    the floats were computed, for outputs that depend on it (opaque here). All JSON-able.
     """
 
     inputs: dict[str, Any]
     models: dict[str, Any]
     params: dict[str, Any]
+    platform: dict[str, Any] = field(default_factory=dict)
 
     def fields(self) -> dict[str, Any]:
-        return {"inputs": self.inputs, "models": self.models, "params": self.params}
+        fields = {"inputs": self.inputs, "models": self.models, "params": self.params}
+        if self.platform:  # keys without a platform keep the digests they always had
+            fields["platform"] = self.platform
+        return fields
 
     @cached_property
     def canonical(self) -> str:
@@ -143,7 +148,7 @@ class StageKey:
         return key_digest(self.fields())
 
     def changed_group(self, previous: Mapping[str, Any]) -> str | None:
-        """The first of "inputs", "models", "params" whose value differs from ``previous``
+        """The first of "inputs", "models", "platform", "params" whose value differs from ``previous``
         (the fields of an earlier key), or None when all three are the same."""
         for group in GROUPS:
             if canonical_json(getattr(self, group)) != canonical_json(previous.get(group, {})):

@@ -21,6 +21,7 @@ from mimicache.cache.layout import Layout, check_stage
 from mimicache.cache.sizes import format_size
 from mimicache.cache.store import CacheMode, FeatureStore
 from mimicache.cli.fmt import plural, size_arg, text_table
+from mimicache.engine.platform import describe
 from mimicache.engine.stages import STAGES
 from mimicache.errors import CacheError, MimicacheError
 
@@ -136,7 +137,7 @@ def _ls(store: FeatureStore, args: argparse.Namespace, out: TextIO) -> int:
         where = f" for stage {args.stage!r}" if args.stage else ""
         print(f"No entries{where} in {store.root}", file=out)
         return 0
-    rows = [("STAGE", "KEY", "SUBJECT / INPUTS", "SIZE", "CREATED", "LAST USED")]
+    rows = [("STAGE", "KEY", "SUBJECT / INPUTS", "PLATFORM", "SIZE", "CREATED", "LAST USED")]
     for e in entries:
         what = e.subject or ",".join(f"{k}={v}" for k, v in sorted(e.inputs.items())) or "-"
         rows.append(
@@ -144,12 +145,13 @@ def _ls(store: FeatureStore, args: argparse.Namespace, out: TextIO) -> int:
                 e.stage,
                 e.key[:12],
                 _shorten(str(what)),
+                describe(e.platform()),
                 format_size(e.size),
                 _when(e.created),
                 _when(e.last_used),
             )
         )
-    print(text_table(rows, right=(3,)), file=out)
+    print(text_table(rows, right=(4,)), file=out)
     total = sum(e.size for e in entries)
     noun = "entry" if len(entries) == 1 else "entries"
     print(f"{len(entries)} {noun}, {format_size(total)} in {store.root}", file=out)

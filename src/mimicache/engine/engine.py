@@ -22,6 +22,7 @@ from mimicache.cache import FeatureStore, file_digest
 from mimicache.config import DEFAULT_PERSON, InferenceConfig, TestCase, person_choice
 from mimicache.engine.devices import pose_parts
 from mimicache.engine.fingerprints import ModelFingerprints
+from mimicache.engine.platform import dwpose_platform, torch_platform
 from mimicache.engine.record import GenerationResult, JobRecord, published_reference_image
 from mimicache.engine.speed import (
     DECODE_CHUNK_SIZE,
@@ -207,6 +208,14 @@ class MimicMotion:
             "dwpose_pose": str(self.dwpose.pose_model_path),
         }
 
+    def platform(self) -> dict:
+        """Where this engine computes now: the models' and DWPose's numeric platforms (the
+        thread count is read at the call, so a worker's --threads shows)."""
+        return {
+            "models": torch_platform(self.device, self.dtype),
+            "dwpose": dwpose_platform(self.dwpose.backend, self.dwpose.device, self.dwpose.threads),
+        }
+
     # -- the cache ------------------------------------------------------------------------------
     def keys(self, case: TestCase) -> JobKeys:
         """The job's cache keys, computed on first use."""
@@ -218,6 +227,8 @@ class MimicMotion:
             dtype=self.dtype,
             device=self.device,
             person=self.person,
+            pose_platform=lambda: self.platform()["dwpose"],
+            model_platform=lambda: self.platform()["models"],
         )
 
     def _uses_cache(self, stage: Stage) -> bool:
@@ -281,7 +292,9 @@ class MimicMotion:
         record.timings["total"] = time.perf_counter() - start
         if progress and not bars:
             record.log_stages(label)
-        return GenerationResult(frames, case.fps, record.timings, record.events, record.people)
+        return GenerationResult(
+            frames, case.fps, record.timings, record.events, record.people, self.platform()
+        )
 
     def prepare_pose(
         self,

@@ -50,6 +50,7 @@ class GenerationResult:
     timings: dict[str, float]
     cache_events: list[CacheEvent] = field(default_factory=list)
     people: PeopleReport | None = None  # who was seen in the driving video, who was used
+    platform: dict = field(default_factory=dict)  # where it was computed (engine.platform)
 
 
 def published_reference_image(image_pixels: torch.Tensor) -> PIL.Image.Image:

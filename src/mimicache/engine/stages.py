@@ -38,28 +38,35 @@ STAGES = POSE_STAGES + PIPELINE_STAGES
 DRAWING_VERSION = 1
 
 
-def video_keypoints_key(video_digest: str, effective_stride: int, detector: str) -> StageKey:
-    """Raw keypoints are in normalised frame coordinates: the resolution is not part of the key."""
+def video_keypoints_key(
+    video_digest: str, effective_stride: int, detector: str, platform: dict | None = None
+) -> StageKey:
+    """Raw keypoints are in normalised frame coordinates: the resolution is not part of the key.
+    ``platform`` (engine.platform): where the floats were computed, as in every recipe below."""
     return StageKey(
         inputs={"video": video_digest},
         models={"dwpose": detector},
         params={"effective_stride": effective_stride, "code": KEYPOINTS_VERSION},
+        platform=dict(platform or {}),
     )
 
 
-def image_keypoints_key(image_digest: str, resolution: int, detector: str) -> StageKey:
+def image_keypoints_key(
+    image_digest: str, resolution: int, detector: str, platform: dict | None = None
+) -> StageKey:
     return StageKey(
         inputs={"image": image_digest},
         models={"dwpose": detector},
         params={"resolution": resolution, "code": KEYPOINTS_VERSION},
+        platform=dict(platform or {}),
     )
 
 
 def pose_frames_key(
     video_keys: StageKey, image_keys: StageKey, retarget: str = "published", person: str = "auto"
 ) -> StageKey:
-    """Drawn frames follow from both keypoint entries (which already hold size and stride), the
-    retarget mode and the person choice. Each enters the key only when it is not its default
+    """Drawn frames follow from both keypoint entries (which already hold size, stride and the
+    platform, which the drawing's OpenCV shares), the retarget mode and the person choice. Each enters the key only when it is not its default
     ("published", "auto"), so entries written before it existed keep their keys."""
     params: dict = {
         "video_keypoints": video_keys.digest,
@@ -74,16 +81,23 @@ def pose_frames_key(
         inputs={"video": video_keys.inputs["video"], "image": image_keys.inputs["image"]},
         models={"dwpose": video_keys.models["dwpose"]},
         params=params,
+        platform=dict(video_keys.platform),
     )
 
 
 def clip_embeddings_key(
-    image_digest: str, resolution: int, encoder: str, dtype: str, device_type: str
+    image_digest: str,
+    resolution: int,
+    encoder: str,
+    dtype: str,
+    device_type: str,
+    platform: dict | None = None,
 ) -> StageKey:
     return StageKey(
         inputs={"image": image_digest},
         models={"image_encoder": encoder},
         params={"resolution": resolution, "dtype": dtype, "device": device_type},
+        platform=dict(platform or {}),
     )
 
 
@@ -96,6 +110,7 @@ def vae_latents_key(
     noise_aug_strength: float,
     seed: int,
     generator_device: str,
+    platform: dict | None = None,
 ) -> StageKey:
     """Without augmentation the latent is seed-free, so the seed only enters when it matters."""
     params: dict = {
@@ -106,7 +121,12 @@ def vae_latents_key(
     }
     if noise_aug_strength != 0:
         params.update(seed=seed, generator_device=generator_device)
-    return StageKey(inputs={"image": image_digest}, models={"vae": vae}, params=params)
+    return StageKey(
+        inputs={"image": image_digest},
+        models={"vae": vae},
+        params=params,
+        platform=dict(platform or {}),
+    )
 
 
 # --------------------------------------------------------------------------- codecs
@@ -189,14 +209,29 @@ class JobKeys:
         dtype: torch.dtype,
         device: torch.device,
         person: str = "auto",
+        pose_platform: Callable[[], dict] = dict,
+        model_platform: Callable[[], dict] = dict,
     ):
         self.case = case
+        # Read when the first key is made, so a worker's --threads is already in force.
+        self._pose_platform = pose_platform
+        self._model_platform = model_platform
         self._digest = digest
         self._fingerprints = fingerprints
         self._retarget = retarget
         self._person = person
         self._dtype = str(dtype).removeprefix("torch.")
         self._device = device.type
+
+    @cached_property
+    def pose_platform(self) -> dict:
+        """Where DWPose computes (and OpenCV warps and draws): keypoints and pose frames."""
+        return self._pose_platform()
+
+    @cached_property
+    def model_platform(self) -> dict:
+        """Where CLIP and the VAE compute."""
+        return self._model_platform()
 
     @cached_property
     def image_digest(self) -> str:
@@ -214,14 +249,16 @@ class JobKeys:
     @cached_property
     def image_keypoints(self) -> StageKey:
         return image_keypoints_key(
-            self.image_digest, self.case.resolution, self._fingerprints.dwpose
+            self.image_digest, self.case.resolution, self._fingerprints.dwpose, self.pose_platform
         )
 
     @cached_property
     def video_keypoints(self) -> StageKey:
         video = Path(self.case.ref_video_path)
         stride = effective_stride(self.case.sample_stride, probe_video(video).avg_fps)
-        return video_keypoints_key(self.video_digest, stride, self._fingerprints.dwpose)
+        return video_keypoints_key(
+            self.video_digest, stride, self._fingerprints.dwpose, self.pose_platform
+        )
 
     @cached_property
     def pose_frames(self) -> StageKey:
@@ -237,6 +274,7 @@ class JobKeys:
             self._fingerprints.image_encoder,
             self._dtype,
             self._device,
+            self.model_platform,
         )
 
     @cached_property
@@ -251,4 +289,5 @@ class JobKeys:
             case.noise_aug_strength,
             case.seed,
             self._device,
+            self.model_platform,
         )

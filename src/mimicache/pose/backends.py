@@ -82,6 +82,14 @@ class OrtModel:
 
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        # On the CPU the thread count splits the float sums, so it is set (torch's count, which
+        # --threads sets) and recorded for the cache key rather than left to ONNX Runtime.
+        self.threads: int | None = None
+        if not str(device).startswith("cuda"):
+            import torch
+
+            self.threads = torch.get_num_threads()
+            options.intra_op_num_threads = self.threads
         try:
             self.session = ort.InferenceSession(
                 str(path), sess_options=options, providers=_providers_for(device)

@@ -314,6 +314,8 @@ class DWPose:
         self.pose_batch_dynamic: bool = signature.batch_dynamic or self.pose_model.batch_dynamic
         self.det_batch_dynamic: bool = self.det_model.batch_dynamic
         self.providers: list[str] = list(self.pose_model.providers)
+        # ONNX Runtime's CPU threads (None: the torch backend, whose threads torch reports).
+        self.threads: int | None = getattr(self.pose_model, "threads", None)
         self.settings: dict = dict(SETTINGS)
 
     def fingerprint_extra(self) -> dict:

@@ -1,0 +1,86 @@
+"""The numeric platform in the cache key: a hit is always the reader's own uncached result."""
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+from mimicache.cache.store import FeatureStore
+from mimicache.config import load_config
+from mimicache.engine import MimicMotion
+from mimicache.engine.platform import describe, dwpose_platform, torch_platform
+from tests.engine_fixtures import figure_video, reference_image, write_config
+
+ALL = {"image_keypoints", "video_keypoints", "pose_frames", "clip_embeddings", "vae_latents"}
+
+
+@pytest.fixture(scope="module")
+def config(tiny_bundle, tmp_path_factory):
+    root = tmp_path_factory.mktemp("platform")
+    image = reference_image(root / "ref.png")
+    video = figure_video(root / "walk.mp4")
+    return load_config(write_config(root / "c.yaml", tiny_bundle, image, video))
+
+
+def _generate(config, threads: int, cache_root):
+    """A fresh engine at ``threads`` (ONNX Runtime's sessions take the count when they open)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        engine = MimicMotion.from_config(config, device="cpu")
+        engine.cache = FeatureStore(cache_root) if cache_root is not None else None
+        return engine.generate(config.test_case[0], progress=False)
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(("writer", "reader"), [(1, 2), (2, 1)])
+def test_entries_of_another_thread_count_are_never_served(config, tmp_path, writer, reader):
+    cache = tmp_path / "cache"
+    _generate(config, writer, cache)
+    uncached = _generate(config, reader, None)
+    warm = _generate(config, reader, cache)
+    assert np.array_equal(warm.frames, uncached.frames)
+    reasons = {e.stage: (e.hit, e.reason) for e in warm.cache_events}
+    assert reasons == {stage: (False, "computed on another platform") for stage in ALL}
+    again = _generate(config, reader, cache)  # the reader's own entries now hit
+    assert {e.stage for e in again.cache_events if e.hit} == ALL
+    assert np.array_equal(again.frames, uncached.frames)
+    # both platforms' entries live side by side, each recording where it was computed
+    entries = sorted((cache).rglob("*.safetensors"))
+    threads = set()
+    for path in entries:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata()
+        text = meta["fields"]
+        threads |= {t for t in (writer, reader) if f'"threads":{t}' in text}
+    assert len(entries) == 2 * len(ALL) and threads == {writer, reader}
+
+
+def test_platform_names_device_libraries_and_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model = torch_platform(torch.device("cpu"), torch.float32)
+        pose = dwpose_platform("onnxruntime", "cpu", 3)
+    finally:
+        torch.set_num_threads(before)
+    assert model["device"] == "cpu" and model["threads"] == 1 and model["dtype"] == "float32"
+    assert model["torch"] == torch.__version__
+    assert model["capability"] == torch.backends.cpu.get_cpu_capability()
+    assert pose["threads"] == 3 and "torch" not in pose and pose["onnxruntime"]
+    assert pose["opencv"]
+    assert describe(pose).startswith("cpu ") and " t3 " in describe(pose)
+    assert describe({}) == "-"
+
+
+def test_cache_ls_and_the_result_show_the_platform(config, tmp_path, capsys):
+    from mimicache.cli.main import main
+
+    result = _generate(config, 1, tmp_path / "cache")
+    assert result.platform["models"]["threads"] == 1
+    assert result.platform["dwpose"]["threads"] == 1
+    assert main(["cache", "ls", "--feature_cache_dir", str(tmp_path / "cache")]) == 0
+    out = capsys.readouterr().out
+    assert "PLATFORM" in out.splitlines()[0]
+    assert out.count(" t1 ") == len(ALL)
