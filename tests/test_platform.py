@@ -84,3 +84,26 @@ def test_cache_ls_and_the_result_show_the_platform(config, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "PLATFORM" in out.splitlines()[0]
     assert out.count(" t1 ") == len(ALL)
+
+
+def test_any_platform_shares_entries_across_thread_counts_and_says_so(config, tmp_path, caplog):
+    cache = tmp_path / "cache"
+
+    def run(threads: int, any_platform: bool):
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            engine = MimicMotion.from_config(config, device="cpu")
+            engine.cache = FeatureStore(cache, any_platform=any_platform)
+            return engine.generate(config.test_case[0], progress=False)
+        finally:
+            torch.set_num_threads(before)
+
+    run(1, True)
+    with caplog.at_level("WARNING"):
+        shared = run(2, True)
+    assert {e.stage for e in shared.cache_events if e.hit} == ALL
+    assert "shared across numeric platforms" in caplog.text
+    strict = run(2, False)  # the opt-in's entries never reach a strict run
+    assert {e.reason for e in strict.cache_events} == {"computed on another platform"}
+    assert np.array_equal(strict.frames, _generate(config, 2, None).frames)

@@ -44,6 +44,7 @@ class EngineSpec:
     cache_dir: Path | None = None  # None: no feature store at all
     cache_enabled: bool = True
     cache_force_refresh: bool = False
+    cache_any_platform: bool = False  # reuse entries computed on another numeric platform
     cache_pipeline_features: bool = True
     scheduler: SchedulerOptions = field(default_factory=SchedulerOptions)
     pose_retarget: str | None = None
@@ -67,7 +68,10 @@ class EngineSpec:
         if self.cache_dir is None:
             return None
         return FeatureStore(
-            self.cache_dir, enabled=self.cache_enabled, force_refresh=self.cache_force_refresh
+            self.cache_dir,
+            enabled=self.cache_enabled,
+            force_refresh=self.cache_force_refresh,
+            any_platform=self.cache_any_platform,
         )
 
     def torch_dtype(self) -> Any:

@@ -92,6 +92,7 @@ class FeatureStore:
         write: bool = True,
         force_refresh: bool = False,
         version: str | None = None,
+        any_platform: bool = False,
     ) -> None:
         self.mode = mode if mode is not None else CacheMode.from_flags(
             enabled, read, write, force_refresh
@@ -106,6 +107,16 @@ class FeatureStore:
             on_broken=self._index_broken,
         )
         self._version = version
+        # Read by whoever makes the keys: True leaves the numeric platform out of them, so
+        # entries are shared across platforms (and never mix with the platform-keyed ones).
+        self.any_platform = any_platform
+        if any_platform and self.mode is not CacheMode.OFF:
+            logger.warning(
+                "feature cache at %s: entries are shared across numeric platforms (devices, "
+                "thread counts, library versions); a warm result may differ in the last bits "
+                "from this machine's uncached one",
+                self.root,
+            )
         self._usable = False  # the root exists and can be read
         self._can_write = self.mode.writes
         self._warned_write = False

@@ -52,3 +52,12 @@ def add_cache_location_arguments(group) -> None:
         action="store_true",
         help="recompute every entry and overwrite it",
     )
+    group.add_argument(
+        "--cache_platform",
+        choices=("strict", "any"),
+        default="strict",
+        help="strict (default): entries are keyed by the numeric platform that computed them "
+        "(device model, dtype, library versions, CPU threads), so a warm run equals an uncached "
+        "one bit for bit; any: keys leave the platform out, so every run with 'any' (on any "
+        "machine, device or thread count) shares its entries, accepting drift in the last bits",
+    )

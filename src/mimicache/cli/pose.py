@@ -152,6 +152,7 @@ def _pose_engine(args: argparse.Namespace, config) -> tuple[MimicMotion, Feature
         args.feature_cache_dir,
         enabled=not args.disable_feature_cache,
         force_refresh=args.feature_cache_force_refresh,
+        any_platform=args.cache_platform == "any",
     )
     engine = MimicMotion.for_pose(
         config,

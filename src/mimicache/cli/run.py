@@ -180,6 +180,7 @@ def _engine_spec(
         cache_dir=Path(args.feature_cache_dir),
         cache_enabled=use_cache,
         cache_force_refresh=args.feature_cache_force_refresh,
+        cache_any_platform=args.cache_platform == "any",
         cache_pipeline_features=not args.disable_pipeline_feature_cache,
         scheduler=SchedulerOptions(
             name=args.scheduler,

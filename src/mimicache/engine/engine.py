@@ -216,6 +216,12 @@ class MimicMotion:
             "dwpose": dwpose_platform(self.dwpose.backend, self.dwpose.device, self.dwpose.threads),
         }
 
+    def _key_platform(self, part: str) -> dict:
+        """The platform in the keys: none when the store reuses entries across platforms."""
+        if self.cache is not None and getattr(self.cache, "any_platform", False):
+            return {}
+        return self.platform()[part]
+
     # -- the cache ------------------------------------------------------------------------------
     def keys(self, case: TestCase) -> JobKeys:
         """The job's cache keys, computed on first use."""
@@ -227,8 +233,8 @@ class MimicMotion:
             dtype=self.dtype,
             device=self.device,
             person=self.person,
-            pose_platform=lambda: self.platform()["dwpose"],
-            model_platform=lambda: self.platform()["models"],
+            pose_platform=lambda: self._key_platform("dwpose"),
+            model_platform=lambda: self._key_platform("models"),
         )
 
     def _uses_cache(self, stage: Stage) -> bool:
