@@ -175,3 +175,12 @@ def load_config_like(tmp_path: Path):
 
     cases = [TestCase(tmp_path / "x.mp4", tmp_path / f"ref{i}.png") for i in range(2)]
     return InferenceConfig(base_model_path="b", ckpt_path=tmp_path / "c.pth", test_case=cases)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "-0.5", "half"])
+def test_gpus_per_worker_must_be_a_finite_non_negative_number(value, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", "--gpus_per_worker", value])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "Traceback" not in err
+    assert "argument --gpus_per_worker:" in err.splitlines()[-1]
