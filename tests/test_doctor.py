@@ -54,7 +54,7 @@ def test_missing_weight_file_fails_with_the_fix(capsys, workspace, tiny_bundle, 
     assert code == 1
     (fail,) = _lines(out, "FAIL")
     assert "checkpoint" in fail and "MimicMotion_1-1.pth missing (config key ckpt_path)" in fail
-    fix = f"huggingface-cli download tencent/MimicMotion MimicMotion_1-1.pth --local-dir {tmp_path / 'models'}"
+    fix = f"hf download tencent/MimicMotion MimicMotion_1-1.pth --local-dir {tmp_path / 'models'}"
     assert f"checkpoint: {fix}" in out
     assert "a run would fail: 1 problem" in out
 
@@ -121,3 +121,12 @@ def test_small_gpu_suggests_the_memory_options(monkeypatch):
     text = doctor.report([gpu, doctor.Check("torch", doctor.OK, "2.x")])
     assert f"to fix:\n  GPU: {gpu.fix}" in text
     assert text.endswith("ready to run: 0 problems, 1 warning")
+
+
+def test_uncached_hub_model_offline_advises_the_hf_commands(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    check = doctor.hub_model_check("mimicache-tests/not-a-cached-repo")
+    assert check.status == doctor.FAIL and "HF_HUB_OFFLINE" in check.detail
+    assert check.fix == (
+        "hf download mimicache-tests/not-a-cached-repo (gated: accept the licence, then hf auth login)"
+    )

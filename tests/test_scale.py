@@ -196,3 +196,32 @@ def load_config_like(tmp_path: Path):
 
     cases = [TestCase(tmp_path / "x.mp4", tmp_path / f"ref{i}.png") for i in range(2)]
     return InferenceConfig(base_model_path="b", ckpt_path=tmp_path / "c.pth", test_case=cases)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "-0.5", "half"])
+def test_gpus_per_worker_must_be_a_finite_non_negative_number(value, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", "--gpus_per_worker", value])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "Traceback" not in err
+    assert "argument --gpus_per_worker:" in err.splitlines()[-1]
+
+
+def test_unreachable_ray_address_is_a_clear_error(workspace, tmp_path, monkeypatch, capsys):
+    import ray
+
+    def no_cluster(*args, **kwargs):
+        raise ConnectionError("Could not find any running Ray instance.\nPlease specify ...")
+
+    # stands in for ray.init: whether `auto` finds a cluster depends on the machine
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", no_cluster)
+    argv = _argv(workspace, tmp_path / "o", tmp_path / "c", "--executor", "ray")
+    assert main([*argv, "--ray_address", "auto"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    (line,) = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert line.startswith("error: --ray_address auto: no Ray cluster reachable (Could not find")
+    assert line.endswith(
+        "start one with `ray start --head`, or drop --ray_address to run a local one"
+    )

@@ -364,3 +364,12 @@ def test_the_page_in_a_browser(workspace, engine, tmp_path, monkeypatch):
     assert outside == []  # the page fetched nothing from anywhere but the app
     assert most[0] == 1  # the two tabs' runs took turns on the one engine
     assert len(list((tmp_path / "out").glob("a_walk_*.mp4"))) == 2
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "0", "http"])
+def test_port_out_of_range_is_a_usage_error(port, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["ui", "--port", port])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "Traceback" not in err
+    assert f"argument --port: {port!r}: port must be 1-65535" in err.splitlines()[-1]

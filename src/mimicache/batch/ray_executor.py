@@ -65,7 +65,15 @@ def connect(address: str | None) -> bool:
         return False
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if address:
-        ray.init(address=address, log_to_driver=False)
+        try:
+            ray.init(address=address, log_to_driver=False)
+        except (ConnectionError, RuntimeError, TimeoutError) as exc:
+            # Ray's own message spans lines and names its env variables; say it in our terms
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")
+            raise MimicacheError(
+                f"--ray_address {address}: no Ray cluster reachable ({reason}); start one with "
+                "`ray start --head`, or drop --ray_address to run a local one"
+            ) from exc
     else:
         ray.init(include_dashboard=False, log_to_driver=False)
     return True

@@ -242,7 +242,7 @@ def hub_model_check(repo: str) -> Check:
         return Check("base model", OK, f"{repo} (in the local hub cache: {local})")
     except Exception:
         offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-        fix = f"huggingface-cli download {repo} (gated: accept the licence, huggingface-cli login)"
+        fix = f"hf download {repo} (gated: accept the licence, then hf auth login)"
         if offline:
             return Check("base model", FAIL, f"{repo} is not cached and HF_HUB_OFFLINE is set", fix)
         return Check("base model", WARN, f"{repo} is not cached: the first run downloads it", fix)
@@ -256,7 +256,7 @@ def weight_check(area: str, path: Path, key: str, digests: bool) -> Check:
         fix = f"set {key} in the config to an existing file"
         if path.name in _HUB_FILES:
             repo = _HUB_FILES[path.name]
-            fix = f"huggingface-cli download {repo} {path.name} --local-dir {path.parent}"
+            fix = f"hf download {repo} {path.name} --local-dir {path.parent}"
         return Check(area, FAIL, f"{path} missing (config key {key})", fix)
     detail = f"{path} {format_size(path.stat().st_size)}"
     if digests:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 
 from mimicache.batch import Job
 from mimicache.batch.plan import shard_jobs
@@ -109,6 +110,10 @@ def _non_negative(kind: type, noun: str):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
+        # float() accepts "nan" and "inf", which would slip past the sign check and then
+        # reach Ray as a resource request it cannot meet
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, not {text!r}")
         if value < 0:
             raise argparse.ArgumentTypeError("must not be negative")
         return value

@@ -57,7 +57,9 @@ def add_ui_command(commands: Any) -> argparse.ArgumentParser:
         default="configs/test.yaml",
         help="YAML config; its first test case gives the defaults (default: %(default)s)",
     )
-    ui.add_argument("--port", type=int, default=DEFAULT_PORT, help="(default: %(default)s)")
+    ui.add_argument(
+        "--port", type=port_arg, default=DEFAULT_PORT, help="1-65535 (default: %(default)s)"
+    )
     ui.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     ui.add_argument(
         "--output_dir", default="outputs/", help="where videos go (default: %(default)s)"
@@ -69,6 +71,17 @@ def add_ui_command(commands: Any) -> argparse.ArgumentParser:
     ui.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     ui.set_defaults(func=ui_command)
     return ui
+
+
+def port_arg(text: str) -> int:
+    """A TCP port; checked while parsing so a typo is a usage error, not a server traceback."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: port must be 1-65535")
+    return port
 
 
 def ui_command(args: argparse.Namespace) -> int:

@@ -119,7 +119,7 @@ def _download(repo_id: str) -> Path:
     except Exception as exc:  # offline, unknown repo, gated repo, network down
         raise ModelLoadError(
             f"could not fetch base model {repo_id!r} from the hub ({type(exc).__name__}: {exc}). "
-            "Download it once with network access (huggingface-cli download "
+            "Download it once with network access (hf download "
             f"{repo_id}) or set base_model_path to a local folder."
         ) from exc
 
