@@ -19,11 +19,15 @@ import torch
 from torch import nn
 
 from mimicache.errors import ModelLoadError
-from mimicache.pose.onnx_ops import OPS, UnsupportedOnnxOp
+from mimicache.pose.onnx_ops import OPS as BASE_OPS
+from mimicache.pose.onnx_ops import UnsupportedOnnxOp
+from mimicache.pose.onnx_ops_nn import NN_OPS
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["OnnxTorchModule", "ValueInfo", "unsupported_ops"]
+__all__ = ["OPS", "OnnxTorchModule", "ValueInfo", "unsupported_ops"]
+
+OPS = {**BASE_OPS, **NN_OPS}  # every operator the torch backend runs
 
 
 @dataclass(frozen=True)

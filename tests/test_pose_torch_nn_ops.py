@@ -1,0 +1,100 @@
+"""Pooling, transposed convolution, padding and normalisation in the torch DWPose backend, each
+checked against ONNX Runtime on a one-operator model over its attribute combinations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mimicache.pose.onnx_ops import UnsupportedOnnxOp
+from mimicache.pose.onnx_torch import OnnxTorchModule
+from tests.test_pose_torch_backend import _both, _graph_file
+
+R = np.random.default_rng(7)
+X = R.standard_normal((2, 4, 9, 11)).astype(np.float32)
+X1 = R.standard_normal((2, 3, 10)).astype(np.float32)
+I64 = np.int64
+
+
+def _pool_cases() -> dict:
+    cases = {}
+    for pads in ([0, 0, 0, 0], [1, 1, 1, 1], [0, 1, 2, 1], [2, 0, 0, 2]):
+        for strides in ([1, 1], [2, 3]):
+            for ceil in (0, 1):
+                for include in (0, 1):
+                    name = f"avgpool_p{''.join(map(str, pads))}_s{''.join(map(str, strides))}"
+                    cases[f"{name}_ceil{ceil}_inc{include}"] = (
+                        "AveragePool", X, [], {"kernel_shape": [3, 4], "strides": strides,
+                        "pads": pads, "ceil_mode": ceil, "count_include_pad": include}, 17)  # fmt: skip
+    for auto in ("SAME_UPPER", "SAME_LOWER", "VALID"):
+        cases[f"avgpool_{auto.lower()}"] = (
+            "AveragePool",
+            X,
+            [],
+            {"kernel_shape": [2, 3], "strides": [2, 2], "auto_pad": auto},
+            17,
+        )
+    cases["avgpool_1d_asym"] = ("AveragePool", X1, [], {"kernel_shape": [3], "strides": [2],
+                                "pads": [0, 2], "ceil_mode": 1}, 17)  # fmt: skip
+    return cases
+
+
+def _conv_transpose_cases() -> dict:
+    w = R.standard_normal((4, 3, 3, 2)).astype(np.float32)
+    wg = R.standard_normal((4, 2, 3, 3)).astype(np.float32)
+    b = R.standard_normal(3).astype(np.float32)
+    return {
+        "convt_plain_bias": ("ConvTranspose", X, [w, b], {}, 17),
+        "convt_stride_pads_outpad": ("ConvTranspose", X, [w, b], {"strides": [2, 3],
+                                     "pads": [1, 0, 1, 0], "output_padding": [1, 2]}, 17),
+        "convt_asym_pads": ("ConvTranspose", X, [w, b], {"strides": [2, 2],
+                            "pads": [0, 1, 2, 0]}, 17),
+        "convt_groups_dilated": ("ConvTranspose", X, [wg], {"group": 2, "dilations": [2, 1],
+                                 "strides": [1, 2]}, 17),
+        "convt_output_shape": ("ConvTranspose", X, [w, b], {"strides": [2, 2],
+                               "output_shape": [18, 21]}, 17),
+        "convt_same_upper": ("ConvTranspose", X, [w], {"strides": [2, 2],
+                             "auto_pad": "SAME_UPPER"}, 17),
+        "convt_same_lower": ("ConvTranspose", X, [w], {"strides": [2, 2],
+                             "auto_pad": "SAME_LOWER"}, 17),
+        "convt_1d": ("ConvTranspose", X1, [R.standard_normal((3, 2, 4)).astype(np.float32)],
+                     {"strides": [3], "pads": [1, 2]}, 17),
+    }  # fmt: skip
+
+
+def _other_cases() -> dict:
+    scale = R.standard_normal(4).astype(np.float32)
+    shift = R.standard_normal(4).astype(np.float32)
+    pads = np.array([0, 0, 1, 2, 0, 0, 3, 1], I64)
+    return {
+        "instance_norm": ("InstanceNormalization", X, [scale, shift], {"epsilon": 1e-3}, 17),
+        "instance_norm_1d": ("InstanceNormalization", X1, [scale[:3], shift[:3]], {}, 17),
+        "pad_constant_value": ("Pad", X, [pads, np.array(1.5, np.float32)], {}, 17),
+        "pad_constant_crop": ("Pad", X, [np.array([0, 1, -1, 2, 0, -1, 0, -3], I64)], {}, 17),
+        "pad_reflect": ("Pad", X, [pads], {"mode": "reflect"}, 17),
+        "pad_edge": ("Pad", X, [pads], {"mode": "edge"}, 17),
+        "pad_wrap": ("Pad", X, [pads], {"mode": "wrap"}, 19),
+        "pad_axes": ("Pad", X, [np.array([2, 1], I64), None, np.array([-1], I64)], {}, 18),
+        "pad_attr_opset2": ("Pad", X, [], {"pads": [0, 0, 1, 0, 0, 0, 0, 2], "value": -2.0}, 2),
+    }  # fmt: skip
+
+
+CASES = {**_pool_cases(), **_conv_transpose_cases(), **_other_cases()}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_nn_op_matches_onnxruntime(tmp_path, case):
+    op, x, consts, attrs, opset = CASES[case]
+    path = _graph_file(tmp_path, op, x, consts, attrs, opset, 1, case)
+    ref, out = _both(path, x)
+    assert len(ref) == len(out) == 1
+    assert ref[0].shape == out[0].shape and ref[0].dtype == out[0].dtype
+    np.testing.assert_allclose(out[0], ref[0], rtol=1e-5, atol=1e-5)
+
+
+def test_pad_mode_it_cannot_run_is_named(tmp_path):
+    path = _graph_file(tmp_path, "Pad", X, [np.array([1, 0, 0, 0, 1, 0, 0, 0], I64)],
+                       {"mode": "reflect"}, 17, 1, "reflect_batch")  # fmt: skip
+    with pytest.raises(UnsupportedOnnxOp, match=r"reflect_batch\.onnx: Pad node .*reflect"):
+        OnnxTorchModule(path)(torch.from_numpy(X))
