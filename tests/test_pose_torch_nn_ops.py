@@ -3,13 +3,23 @@ checked against ONNX Runtime on a one-operator model over its attribute combinat
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
+import onnx
 import pytest
 import torch
+from onnx import helper
 
+from mimicache.errors import ModelLoadError
+from mimicache.pose import DWPose, backends
 from mimicache.pose.onnx_ops import UnsupportedOnnxOp
 from mimicache.pose.onnx_torch import OnnxTorchModule
+from mimicache.testing.dwpose import make_figure_frame
+from tests import pose_fixtures
 from tests.test_pose_torch_backend import _both, _graph_file
+
+tiny_models = pose_fixtures.tiny_models
 
 R = np.random.default_rng(7)
 X = R.standard_normal((2, 4, 9, 11)).astype(np.float32)
@@ -98,3 +108,36 @@ def test_pad_mode_it_cannot_run_is_named(tmp_path):
                        {"mode": "reflect"}, 17, 1, "reflect_batch")  # fmt: skip
     with pytest.raises(UnsupportedOnnxOp, match=r"reflect_batch\.onnx: Pad node .*reflect"):
         OnnxTorchModule(path)(torch.from_numpy(X))
+
+
+def _with_op_torch_lacks(src, dst):
+    """The tiny pose model with an identity Shrink (lambd=0, bias=0) after its input."""
+    model = onnx.load(str(src))
+    graph = model.graph
+    name = graph.input[0].name
+    for node in graph.node:
+        node.input[:] = ["x_shrunk" if i == name else i for i in node.input]
+    graph.node.insert(0, helper.make_node("Shrink", [name], ["x_shrunk"], lambd=0.0, bias=0.0))
+    onnx.save(model, str(dst))
+    return dst
+
+
+def test_auto_runs_a_file_torch_cannot_on_onnxruntime(tmp_path, tiny_models, monkeypatch, caplog):
+    det, pose = tiny_models
+    shrunk = _with_op_torch_lacks(pose, tmp_path / "pose_shrink.onnx")
+    with pytest.raises(ModelLoadError, match=r"pose_shrink\.onnx uses ONNX operator\(s\) Shrink"
+                       r".*--dwpose_backend onnxruntime"):  # fmt: skip
+        DWPose(det, shrunk, backend="torch")
+    monkeypatch.setattr(backends, "ort_has_device", lambda device: False)  # auto picks torch
+    with caplog.at_level(logging.WARNING, logger="mimicache"):
+        dw = DWPose(det, shrunk, backend="auto")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1
+    assert "Shrink" in warnings[0] and "pose_shrink.onnx" in warnings[0]
+    assert (dw.det_model.backend, dw.pose_model.backend) == ("torch", "onnxruntime")
+    assert dw.backend == "torch+onnxruntime" and dw.fingerprint_extra()["backend"] == dw.backend
+    frame = make_figure_frame(240, 320, 0.3)
+    ref = DWPose(det, pose, backend="onnxruntime").detect(frame)
+    got = dw.detect(frame)
+    np.testing.assert_array_equal(got.subset, ref.subset)
+    np.testing.assert_allclose(got.candidate, ref.candidate, atol=1e-4)
