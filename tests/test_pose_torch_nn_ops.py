@@ -7,6 +7,7 @@ import logging
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 from onnx import helper
@@ -90,7 +91,25 @@ def _other_cases() -> dict:
     }  # fmt: skip
 
 
-CASES = {**_pool_cases(), **_conv_transpose_cases(), **_other_cases()}
+def _more_cases() -> dict:
+    g = R.standard_normal(4).astype(np.float32)
+    return {
+        "lppool_p2_asym_ceil": ("LpPool", X, [], {"kernel_shape": [3, 2], "strides": [2, 2],
+                                "pads": [0, 1, 1, 0], "ceil_mode": 1}, 18),
+        "lppool_p1": ("LpPool", X, [], {"kernel_shape": [2, 3], "p": 1}, 17),
+        "lppool_same_upper": ("LpPool", X, [], {"kernel_shape": [3, 3], "strides": [2, 2],
+                              "auto_pad": "SAME_UPPER"}, 17),
+        "global_lp_pool_p3": ("GlobalLpPool", X, [], {"p": 3}, 17),
+        "lp_normalization_p1": ("LpNormalization", X, [], {"axis": 1, "p": 1}, 17),
+        "lp_normalization_p2": ("LpNormalization", X, [], {}, 17),
+        "lrn_odd": ("LRN", X, [], {"size": 3, "alpha": 0.5, "beta": 0.6, "bias": 2.0}, 17),
+        "lrn_defaults": ("LRN", X, [], {"size": 5}, 17),  # ONNX Runtime runs odd sizes only
+        "group_norm_opset21": ("GroupNormalization", X, [g, g[::-1].copy()], {"num_groups": 2,
+                               "epsilon": 1e-3}, 21),
+    }  # fmt: skip
+
+
+CASES = {**_pool_cases(), **_conv_transpose_cases(), **_other_cases(), **_more_cases()}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -141,3 +160,34 @@ def test_auto_runs_a_file_torch_cannot_on_onnxruntime(tmp_path, tiny_models, mon
     got = dw.detect(frame)
     np.testing.assert_array_equal(got.subset, ref.subset)
     np.testing.assert_allclose(got.candidate, ref.candidate, atol=1e-4)
+
+
+def test_new_ops_in_a_batch_one_graph_run_on_any_batch(tmp_path):
+    """A fixed batch-1 graph (as DWPose files are) is vectorised over N with these ops too."""
+    from onnx import TensorProto, numpy_helper
+
+    w = R.standard_normal((4, 2, 3, 3)).astype(np.float32)
+    nodes = [
+        helper.make_node("AveragePool", ["x"], ["a"], kernel_shape=[3, 3], pads=[0, 1, 2, 0],
+                         ceil_mode=1),
+        helper.make_node("Pad", ["a", "p"], ["b"], mode="reflect"),
+        helper.make_node("ConvTranspose", ["b", "w"], ["c"], strides=[2, 2], pads=[1, 0, 0, 1]),
+        helper.make_node("InstanceNormalization", ["c", "s", "t"], ["y"]),
+    ]  # fmt: skip
+    inits = [
+        numpy_helper.from_array(np.array([0, 0, 1, 2, 0, 0, 2, 1], I64), "p"),
+        numpy_helper.from_array(w, "w"),
+        numpy_helper.from_array(np.full(2, 1.5, np.float32), "s"),
+        numpy_helper.from_array(np.full(2, 0.5, np.float32), "t"),
+    ]
+    graph = helper.make_graph(
+        nodes, "fixed", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 9, 11])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits,
+    )  # fmt: skip
+    path = tmp_path / "fixed_nn.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    batch = R.standard_normal((3, 4, 9, 11)).astype(np.float32)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    expected = np.concatenate([sess.run(None, {"x": batch[i : i + 1]})[0] for i in range(3)])
+    (out,) = OnnxTorchModule(path).run_numpy(batch)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)

@@ -1,5 +1,5 @@
-"""More ONNX operators as PyTorch functions: average pooling, transposed convolution, padding and
-the normalisations of CNN detectors and pose heads (handlers as in :mod:`onnx_ops`).
+"""More ONNX operators as PyTorch functions: the pooling, transposed convolution, padding and
+normalisation ops of CNN detectors and pose heads (handlers as in :mod:`onnx_ops`).
 
 ``NN_OPS`` maps operator names to handlers ``(node, inputs) -> tensor``; the torch backend runs
 the union of ``onnx_ops.OPS`` and ``NN_OPS``. Tensors are (N, C, *spatial) float32.
@@ -48,13 +48,8 @@ def _average_pool(node, x):
     if not include:
         mask = F.pad(torch.ones((1, 1, *t.shape[2:]), dtype=t.dtype, device=t.device), flat)
         out = out / pool(mask, kernel, strides, 0, ceil_mode=ceil, count_include_pad=True)
-    # A ceil_mode window that would start in the end padding is dropped (ONNX Runtime, torch);
-    # torch saw the explicit pads as input, so it kept such windows.
-    sizes = []
-    for n, b, e, k, s in zip(t.shape[2:], begin, end, kernel, strides):
-        span = n + b + e - k
-        size = (-(-span // s) if ceil else span // s) + 1
-        sizes.append(size - 1 if ceil and (size - 1) * s >= n + b else size)
+    # torch saw the explicit pads as input, so it kept ceil_mode windows starting in them
+    sizes = _pool_sizes(t, kernel, strides, begin, end, ceil)
     return out[(slice(None), slice(None), *(slice(0, m) for m in sizes))]
 
 
@@ -136,7 +131,75 @@ def _pad(node, x):
     return F.pad(t, _torch_pad(begin[2:], end[2:]), mode=_PAD_MODES[mode])
 
 
+def _pool_sizes(t, kernel, strides, begin, end, ceil) -> list[int]:
+    """ONNX output sizes; a ceil_mode window starting in the end padding is dropped."""
+    sizes = []
+    for n, b, e, k, s in zip(t.shape[2:], begin, end, kernel, strides):
+        span = n + b + e - k
+        size = (-(-span // s) if ceil else span // s) + 1
+        sizes.append(size - 1 if ceil and (size - 1) * s >= n + b else size)
+    return sizes
+
+
+def _lp_pool(node, x):
+    t, a = x[0], node.attrs
+    rank = t.dim() - 2
+    kernel, p = list(a["kernel_shape"]), float(a.get("p", 2))
+    strides = list(a.get("strides", [1] * rank))
+    if any(d != 1 for d in a.get("dilations", [1] * rank)):
+        _unsupported(node, "LpPool with dilations")
+    pads = _spatial_pads(node, rank, t.shape[2:], kernel, strides, [1] * rank)
+    begin, end = pads[:rank], pads[rank:]
+    sizes = _pool_sizes(t, kernel, strides, begin, end, bool(a.get("ceil_mode", 0)))
+    # Zeros to the last window's end, so every window is whole: sum = mean x window area.
+    end = [max(e, (m - 1) * s + k - n - b) for m, s, k, n, b, e in
+           zip(sizes, strides, kernel, t.shape[2:], begin, end)]  # fmt: skip
+    pool = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[rank - 1]
+    area = float(torch.tensor(kernel).prod())
+    mean = pool(F.pad(t.abs().pow(p), _torch_pad(begin, end)), kernel, strides, 0)
+    out = (mean * area).pow(1.0 / p)
+    return out[(slice(None), slice(None), *(slice(0, m) for m in sizes))]
+
+
+def _global_lp_pool(node, x):
+    p = float(node.attrs.get("p", 2))
+    dims = tuple(range(2, x[0].dim()))
+    return x[0].abs().pow(p).sum(dim=dims, keepdim=True).pow(1.0 / p)
+
+
+def _lp_normalization(node, x):
+    t = x[0]
+    axis = node.attrs.get("axis", -1)
+    return t / t.norm(p=int(node.attrs.get("p", 2)), dim=axis, keepdim=True)
+
+
+def _lrn(node, x):
+    t, a = x[0], node.attrs
+    size = int(a["size"])
+    front, back = (size - 1) // 2, size - 1 - (size - 1) // 2  # ONNX: the extra one at the back
+    square = F.pad(t * t, [0, 0] * (t.dim() - 2) + [front, back])
+    channels = t.shape[1]
+    total = sum(square[:, i : i + channels] for i in range(size))
+    scale = a.get("bias", 1.0) + a.get("alpha", 1e-4) / size * total
+    return t / scale.pow(a.get("beta", 0.75))
+
+
+def _group_norm(node, x):
+    t, scale, bias = _align(x[0], x[1], x[2])
+    groups, eps = int(node.attrs["num_groups"]), node.attrs.get("epsilon", 1e-5)
+    if node.opset < 21 and scale.numel() == groups and groups != t.shape[1]:
+        # opset 18 scales and shifts per group: spread them over the group's channels
+        scale = scale.repeat_interleave(t.shape[1] // groups)
+        bias = bias.repeat_interleave(t.shape[1] // groups)
+    return F.group_norm(t, groups, scale, bias, eps)
+
+
 NN_OPS: dict[str, Callable] = {
+    "LpPool": _lp_pool,
+    "GlobalLpPool": _global_lp_pool,
+    "LpNormalization": _lp_normalization,
+    "LRN": _lrn,
+    "GroupNormalization": _group_norm,
     "AveragePool": _average_pool,
     "ConvTranspose": _conv_transpose,
     "InstanceNormalization": _instance_norm,
