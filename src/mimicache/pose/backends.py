@@ -3,7 +3,8 @@
 ``open_model(path, backend, device)`` → a model with ``inputs`` / ``outputs`` (name, shape, type),
 ``providers`` (what executes it), ``batch_dynamic`` and ``run(x)``: float32 numpy (N, 3, H, W) →
 list of float32 numpy outputs (N, ...). ``resolve_backend("auto", device)`` picks ONNX Runtime
-when it has a provider for the device, otherwise torch (which runs on any torch device).
+when it has a provider for the device, otherwise torch (which runs on any torch device); then a
+file with operators torch lacks still runs, on ONNX Runtime (``open_model(..., fallback=True)``).
 """
 
 from __future__ import annotations
@@ -143,10 +144,30 @@ class TorchModel:
         return self.module.run_numpy(x)
 
 
-def open_model(path: Path, backend: str, device: str) -> OrtModel | TorchModel:
-    """Open ``path`` with a resolved backend name ('onnxruntime' or 'torch')."""
+def open_model(
+    path: Path, backend: str, device: str, *, fallback: bool = False
+) -> OrtModel | TorchModel:
+    """Open ``path`` with a resolved backend name ('onnxruntime' or 'torch').
+
+    ``fallback`` (the backend was chosen by 'auto'): a file with operators the torch backend
+    lacks runs on ONNX Runtime instead (on ``device`` when it has a provider for it, else the
+    CPU), with one warning naming the operators and the file.
+    """
     if backend == "onnxruntime":
         return OrtModel(path, device)
-    if backend == "torch":
+    if backend != "torch":
+        raise ConfigError(f"unresolved DWPose backend '{backend}'")
+    from mimicache.pose.onnx_ops import UnsupportedOnnxOp
+
+    try:
         return TorchModel(path, device)
-    raise ConfigError(f"unresolved DWPose backend '{backend}'")
+    except UnsupportedOnnxOp as exc:
+        if not fallback or not exc.ops:
+            raise
+        ort_device = device if ort_has_device(device) else "cpu"
+        logger.warning(
+            "DWPose model %s uses ONNX operator(s) %s that the torch backend lacks; running it "
+            "on ONNX Runtime (%s) instead (--dwpose_backend auto)",
+            path, ", ".join(exc.ops), ort_device,
+        )  # fmt: skip
+        return OrtModel(path, ort_device)

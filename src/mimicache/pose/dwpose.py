@@ -283,7 +283,8 @@ class DWPose:
 
     ``backend``: 'onnxruntime' (the reference), 'torch' (the same ONNX files run by PyTorch in
     float32 on any torch device, always batched) or 'auto' (ONNX Runtime when it has a provider
-    for ``device``, else torch); :attr:`backend` holds the resolved name. ``__call__(frame)``
+    for ``device``, else torch, and ONNX Runtime for a file with operators torch lacks);
+    :attr:`backend` holds what ran the files ('detector+pose' when they differ). ``__call__(frame)``
     returns the published dict layout; ``detect`` a :class:`PoseFrame`; ``detect_many`` runs a
     sequence with a progress bar, ``chunk_size`` frames at a time: the detector over the chunk's
     letterboxed frames and the pose model over all their boxes in one call each when the model's
@@ -303,12 +304,18 @@ class DWPose:
         self.pose_model_path = Path(pose_model_path)
         self.device = str(device)
         self.chunk_size = max(1, int(chunk_size))
-        self.backend: str = resolve_backend(backend, self.device)
+        resolved = resolve_backend(backend, self.device)
         _check_file(self.det_model_path, "detector", DEFAULT_DET_MODEL)
         _check_file(self.pose_model_path, "pose", DEFAULT_POSE_MODEL)
-        self.det_model = open_model(self.det_model_path, self.backend, self.device)
+        auto = backend == "auto"
+        self.det_model = open_model(self.det_model_path, resolved, self.device, fallback=auto)
         check_detector(self.det_model, self.det_model_path)
-        self.pose_model = open_model(self.pose_model_path, self.backend, self.device)
+        self.pose_model = open_model(self.pose_model_path, resolved, self.device, fallback=auto)
+        det_backend, pose_backend = self.det_model.backend, self.pose_model.backend
+        # What ran each file (auto may have sent one to ONNX Runtime): it enters the cache key.
+        self.backend: str = (
+            pose_backend if det_backend == pose_backend else f"{det_backend}+{pose_backend}"
+        )
         signature = check_pose_model(self.pose_model, self.pose_model_path)
         self.pose_input_size: tuple[int, int] = signature.input_wh  # (w, h)
         self.pose_batch_dynamic: bool = signature.batch_dynamic or self.pose_model.batch_dynamic
@@ -373,7 +380,7 @@ class DWPose:
         frame = _check_frame(frame)
         crops = self._crops(frame, self.detect_boxes(frame))
         # torch batches the crops of a frame; ONNX Runtime keeps the published one-by-one runs
-        sx, sy = self._run_pose([c[0] for c in crops], batched=self.backend == "torch")
+        sx, sy = self._run_pose([c[0] for c in crops], batched=self.pose_model.backend == "torch")
         return self._finish(frame.shape[:2], crops, sx, sy)
 
     def __call__(self, frame: np.ndarray) -> dict:

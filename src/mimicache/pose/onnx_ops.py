@@ -27,7 +27,15 @@ _DTYPES = {
 
 
 class UnsupportedOnnxOp(ModelLoadError):
-    """An ONNX operator (or one of its modes) that the torch backend does not implement."""
+    """An ONNX operator (or one of its modes) that the torch backend does not implement.
+
+    ``ops`` names the operators found missing when the file was read (empty for a mode found
+    missing while running), so a caller can turn to ONNX Runtime before running anything.
+    """
+
+    def __init__(self, message: str, ops: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.ops = tuple(ops)
 
 
 def torch_dtype(onnx_type: int) -> torch.dtype:

@@ -19,11 +19,15 @@ import torch
 from torch import nn
 
 from mimicache.errors import ModelLoadError
-from mimicache.pose.onnx_ops import OPS, UnsupportedOnnxOp
+from mimicache.pose.onnx_ops import OPS as BASE_OPS
+from mimicache.pose.onnx_ops import UnsupportedOnnxOp
+from mimicache.pose.onnx_ops_nn import NN_OPS
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["OnnxTorchModule", "ValueInfo", "unsupported_ops"]
+__all__ = ["OPS", "OnnxTorchModule", "ValueInfo", "unsupported_ops"]
+
+OPS = {**BASE_OPS, **NN_OPS}  # every operator the torch backend runs
 
 
 @dataclass(frozen=True)
@@ -111,11 +115,13 @@ class OnnxTorchModule(nn.Module):
         graph = model.graph
         opsets = {o.domain: o.version for o in model.opset_import}
         opset = opsets.get("", opsets.get("ai.onnx", 0))
-        foreign = sorted({n.domain for n in graph.node if n.domain not in ("", "ai.onnx")})
+        foreign = [n for n in graph.node if n.domain not in ("", "ai.onnx")]
         if foreign:
+            domains = sorted({n.domain for n in foreign})
             raise UnsupportedOnnxOp(
-                f"{self.path} uses operators from domain(s) {', '.join(foreign)}, which the torch "
-                "DWPose backend does not run; use --dwpose_backend onnxruntime for this file."
+                f"{self.path} uses operators from domain(s) {', '.join(domains)}, which the torch "
+                "DWPose backend does not run; use --dwpose_backend onnxruntime for this file.",
+                ops=tuple(sorted({f"{n.domain}.{n.op_type}" for n in foreign})),
             )
         self.nodes = [
             _Node(n.op_type, n.name, list(n.input), list(n.output),
@@ -126,7 +132,8 @@ class OnnxTorchModule(nn.Module):
         if missing:
             raise UnsupportedOnnxOp(
                 f"{self.path} uses ONNX operator(s) {', '.join(missing)} that the torch DWPose "
-                "backend does not implement; use --dwpose_backend onnxruntime for this file."
+                "backend does not implement; use --dwpose_backend onnxruntime for this file.",
+                ops=tuple(missing),
             )
         self._host: dict[str, torch.Tensor] = {}  # integer / scalar constants stay on the CPU
         self._buffer_names: dict[str, str] = {}
