@@ -24,6 +24,7 @@ from mimicache.media import probe_video, write_video
 from mimicache.pipeline.loading import read_checkpoint
 from mimicache.pose.align import align_poses
 from mimicache.pose.keypoints import PoseFrame
+from mimicache.testing.dwpose import make_figure_frame
 from tests.engine_fixtures import figure_video, reference_image, write_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -344,3 +345,22 @@ def test_bench_table_marks_uncached_stages(tmp_path):
     }
     assert "uncached" in rows["decode"] and "1.3x" not in rows["decode"]
     assert "200.0x" in rows["video_keypoints"] and "2.0x" in rows["total"]
+
+
+def test_a_person_number_a_video_lacks_fails_that_job_alone(workspace, tmp_path, caplog):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    figure_video(clips / "solo.mp4", frames=4)
+    duo = np.stack([make_figure_frame(72, 96, i / 4, people=2) for i in range(4)])
+    write_video(clips / "duo.mp4", duo, fps=24)
+    out = tmp_path / "out"
+    with _no_rank_warning():
+        code = _run(
+            workspace, tmp_path, "--output_dir", str(out), "--batch_folder", str(clips),
+            "--person", "1",
+        )  # fmt: skip
+    assert code == 1
+    text = caplog.text
+    assert f"--person 1: the driving video {clips / 'solo.mp4'} shows 1 person" in text
+    assert "choose one of those, or largest, center or auto" in text
+    assert [p.name.split("_")[0] for p in (out / "clips").glob("*.mp4")] == ["duo"]
