@@ -21,6 +21,7 @@ from mimicache.batch import (
 )
 from mimicache.config import InferenceConfig, TestCase
 from mimicache.errors import InputError
+from mimicache.media import link_fault, probe_video
 
 TS = "20240102030405"
 
@@ -66,6 +67,22 @@ def test_list_videos_sorted_filtered_hidden_skipped(tmp_path):
     assert [p.name for p in list_videos(tmp_path)] == ["A.MOV", "b.mp4", "c.webm", "d.mkv", "e.avi"]
     assert all(p.parent == tmp_path for p in list_videos(tmp_path))
     assert VIDEO_EXTENSIONS == (".mp4", ".mov", ".mkv", ".webm", ".avi")
+
+
+def test_list_videos_lists_broken_and_looping_links_to_fail_in_words(tmp_path):
+    touch(tmp_path, "good.mp4")
+    (tmp_path / "gone.mp4").symlink_to(tmp_path / "deleted.mp4")
+    (tmp_path / "loop.mp4").symlink_to(tmp_path / "loop.mp4")
+    (tmp_path / "notes.txt").symlink_to(tmp_path / "deleted.txt")  # not a video name
+    assert [p.name for p in list_videos(tmp_path)] == ["gone.mp4", "good.mp4", "loop.mp4"]
+    assert link_fault(tmp_path / "good.mp4") is None
+    assert link_fault(tmp_path / "gone.mp4") == (
+        f"broken symbolic link: {tmp_path / 'gone.mp4'} points to {tmp_path / 'deleted.mp4'}, "
+        "which does not exist"
+    )
+    assert link_fault(tmp_path / "loop.mp4").startswith("symbolic link loop: ")
+    with pytest.raises(InputError, match=r"broken symbolic link: .* remove it"):
+        probe_video(tmp_path / "gone.mp4")
 
 
 def test_list_videos_missing_folder(tmp_path):

@@ -162,9 +162,19 @@ def test_a_person_number_beyond_the_people_seen_is_an_error_naming_them():
         choose_person(two_people_video(), "2", HW, video_path="clip.mp4")
 
 
+def test_a_person_number_beyond_a_one_person_video_is_an_error_not_auto():
+    video = [people_frame([moved(BIG, 3 * f)]) for f in range(4)]
+    with pytest.raises(InputError) as caught:
+        choose_person(video, "5", HW, video_path="solo.mp4")
+    message = str(caught.value)
+    assert message.startswith("--person 5: the driving video solo.mp4 shows 1 person (numbered 0")
+    assert "choose one of those, or largest, center or auto" in message
+    assert "\n" not in message
+
+
 def test_single_person_frames_are_kept_under_every_choice():
     video = [people_frame([moved(BIG, 3 * f)]) for f in range(4)] + [people_frame([])]
-    for choice in ("auto", "largest", "center", "0", "3"):
+    for choice in ("auto", "largest", "center", "0"):
         poses, report = choose_person(video, choice, HW)
         assert all(a is b for a, b in zip(poses, video)), choice
         assert report.chosen is None and report.no_person == [4] and report.several == []
@@ -317,7 +327,7 @@ def test_a_single_person_video_gives_identical_frames_under_every_choice(tmp_pat
     video = extract_video_poses(path, 1, dwpose, progress=False)
     h, w = image.shape[:2]
     published = render_pose_frames(ref, video, h, w)
-    for choice in ("largest", "center", "0", "1"):
+    for choice in ("largest", "center", "0"):
         chosen, report = select_person(video, choice)
         assert report.no_person == [2] and report.chosen is None
         assert np.array_equal(render_pose_frames(ref, chosen, h, w), published), choice

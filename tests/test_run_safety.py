@@ -24,6 +24,7 @@ from mimicache.media import probe_video, write_video
 from mimicache.pipeline.loading import read_checkpoint
 from mimicache.pose.align import align_poses
 from mimicache.pose.keypoints import PoseFrame
+from mimicache.testing.dwpose import make_figure_frame
 from tests.engine_fixtures import figure_video, reference_image, write_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -344,3 +345,46 @@ def test_bench_table_marks_uncached_stages(tmp_path):
     }
     assert "uncached" in rows["decode"] and "1.3x" not in rows["decode"]
     assert "200.0x" in rows["video_keypoints"] and "2.0x" in rows["total"]
+
+
+def test_a_person_number_a_video_lacks_fails_that_job_alone(workspace, tmp_path, caplog):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    figure_video(clips / "solo.mp4", frames=4)
+    duo = np.stack([make_figure_frame(72, 96, i / 4, people=2) for i in range(4)])
+    write_video(clips / "duo.mp4", duo, fps=24)
+    out = tmp_path / "out"
+    with _no_rank_warning():
+        code = _run(
+            workspace, tmp_path, "--output_dir", str(out), "--batch_folder", str(clips),
+            "--person", "1",
+        )  # fmt: skip
+    assert code == 1
+    text = caplog.text
+    assert f"--person 1: the driving video {clips / 'solo.mp4'} shows 1 person" in text
+    assert "choose one of those, or largest, center or auto" in text
+    assert [p.name.split("_")[0] for p in (out / "clips").glob("*.mp4")] == ["duo"]
+
+
+def test_broken_and_looping_links_in_the_batch_folder_fail_their_jobs_alone(
+    workspace, tmp_path, caplog
+):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    figure_video(clips / "good.mp4", frames=4)
+    (clips / "gone.mp4").symlink_to(tmp_path / "deleted.mp4")
+    (clips / "loop.mp4").symlink_to(clips / "loop.mp4")
+    out = tmp_path / "out"
+    with _no_rank_warning():
+        code = _run(workspace, tmp_path, "--output_dir", str(out), "--batch_folder", str(clips))
+    assert code == 1
+    gone, deleted = clips / "gone.mp4", tmp_path / "deleted.mp4"
+    assert f"broken symbolic link: {gone} points to {deleted}, which does not exist" in caplog.text
+    assert f"symbolic link loop: {clips / 'loop.mp4'}" in caplog.text
+    assert [p.name.split("_")[0] for p in (out / "clips").glob("*.mp4")] == ["good"]
+    sidecars = [json.loads(p.read_text()) for p in sorted((out / "clips").glob("*.json"))]
+    assert [(s["status"], "symbolic link" in (s["error"] or "")) for s in sidecars] == [
+        ("failed", True),  # gone
+        ("ok", False),  # good
+        ("failed", True),  # loop
+    ]

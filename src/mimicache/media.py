@@ -7,8 +7,10 @@ average frame rate); ``write_video`` writes H.264/yuv420p mp4 atomically.
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
+import os
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,11 +33,42 @@ __all__ = [
     "fit_image",
     "fit_size",
     "iter_frames",
+    "link_fault",
     "long_side",
+    "missing_file",
     "probe_video",
     "read_image",
     "write_video",
 ]
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def link_fault(path: str | Path) -> str | None:
+    """Why ``path``, a symbolic link, leads to no file, in words; None when it is not a link or
+    its target exists (a plain missing file is the caller's own "not found")."""
+    path = Path(path)
+    if not path.is_symlink():
+        return None
+    try:
+        path.resolve(strict=True)
+    except RuntimeError:  # Python < 3.13 reports a loop this way
+        return f"symbolic link loop: {path} leads back to itself"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return f"symbolic link loop: {path} leads back to itself"
+        return f"broken symbolic link: {path} points to {os.readlink(path)}, which does not exist"
+    return None
+
+
+def missing_file(path: str | Path, what: str, hint: str) -> InputError:
+    """The error for a ``what`` file that is not there: the broken link in words when it is
+    one (``hint`` about the config would mislead then), else "not found" and ``hint``."""
+    fault = link_fault(path)
+    if fault:
+        return InputError(f"{fault}; point the link at a {what} file or remove it.")
+    return InputError(f"{what} not found: {path}. {hint}")
 
 
 # ----------------------------------------------------------------------------- images
@@ -52,9 +85,7 @@ def read_image(path: str | Path) -> np.ndarray:
 
     path = Path(path)
     if not path.is_file():
-        raise InputError(
-            f"reference image not found: {path}. Check the ref_image_path in your config."
-        )
+        raise missing_file(path, "reference image", "Check the ref_image_path in your config.")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -150,9 +181,7 @@ def _open_video(path: str | Path):
 
     path = Path(path)
     if not path.is_file():
-        raise InputError(
-            f"driving video not found: {path}. Check the ref_video_path in your config."
-        )
+        raise missing_file(path, "driving video", "Check the ref_video_path in your config.")
     try:
         container = av.open(str(path))
     except Exception as exc:  # PyAV raises many FFmpeg error subclasses

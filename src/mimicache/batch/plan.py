@@ -13,6 +13,7 @@ from typing import Any
 from mimicache.batch.outputs import candidates, in_use
 from mimicache.config import InferenceConfig, TestCase
 from mimicache.errors import InputError
+from mimicache.media import link_fault
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi")
 TIMESTAMP_FORMAT = "%Y%m%d%H%M%S"
@@ -28,7 +29,9 @@ def list_videos(folder: str | Path) -> list[Path]:
     """The driving videos directly inside ``folder``, sorted by name.
 
     Extensions in ``VIDEO_EXTENSIONS`` (any case); hidden files (leading dot) and
-    sub-folders are skipped. ``InputError`` if the folder is missing or holds no video.
+    sub-folders are skipped. A broken or looping symbolic link with a video name is listed:
+    its job fails saying so, where skipping it would lose a video without a word.
+    ``InputError`` if the folder is missing or holds no video.
     """
     path = Path(folder)
     if not path.exists():
@@ -40,7 +43,7 @@ def list_videos(folder: str | Path) -> list[Path]:
         for entry in path.iterdir()
         if not entry.name.startswith(".")
         and entry.suffix.lower() in VIDEO_EXTENSIONS
-        and entry.is_file()
+        and (entry.is_file() or link_fault(entry) is not None)
     ]
     if not videos:
         raise InputError(

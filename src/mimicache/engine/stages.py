@@ -19,8 +19,7 @@ import zstandard
 
 from mimicache.cache import StageKey
 from mimicache.config import TestCase
-from mimicache.errors import InputError
-from mimicache.media import effective_stride, probe_video
+from mimicache.media import effective_stride, missing_file, probe_video
 from mimicache.pose import PoseSequence, VideoPoses
 from mimicache.pose.dwpose import KEYPOINTS_VERSION
 
@@ -241,9 +240,7 @@ class JobKeys:
     def video_digest(self) -> str:
         video = Path(self.case.ref_video_path)
         if not video.is_file():
-            raise InputError(
-                f"driving video {video} not found; check ref_video_path or --batch_folder"
-            )
+            raise missing_file(video, "driving video", "Check ref_video_path or --batch_folder.")
         return self._digest(video)
 
     @cached_property

@@ -10,7 +10,8 @@ behaviour: all people drawn, the alignment fit on single-person frames); ``large
 with the largest mean box area; ``center`` the track nearest the frame centre on average; ``N``
 the N-th track in order of first appearance, 0-based (people who first appear in the same frame
 count left to right). A video with at most one person in every frame is kept as it is under
-every choice, so choosing never changes a single-person video.
+every choice, so choosing never changes a single-person video; a number beyond the people
+tracked is an error there too.
 """
 
 from __future__ import annotations
@@ -223,7 +224,8 @@ def choose_person(
     """The poses the alignment and drawing get under ``choice``, and the report of who was seen.
 
     ``frame_hw`` is the video frame (height, width) (the centre and the box areas are in its
-    pixels). ``InputError`` when a person number exceeds the people tracked.
+    pixels). ``InputError`` when a person number exceeds the people tracked (in any video that
+    shows somebody).
     """
     try:
         choice = person_choice(choice)
@@ -238,6 +240,10 @@ def choose_person(
         no_person=[f for f, n in enumerate(counts) if n == 0],
         several=[f for f, n in enumerate(counts) if n > 1],
     )
+    if choice.isdigit() and tracks:
+        # an explicit number must name someone even in a one-person video, or a typo would
+        # silently run as auto; a video with nobody at all fails later with its own error
+        _numbered(tracks, int(choice), video_path)
     if choice == AUTO or not report.several:
         return list(video), report
     chosen = _pick(tracks, choice, frame_hw, video_path)
@@ -258,12 +264,20 @@ def _pick(
         return max(tracks, key=lambda t: t.mean_area())
     if choice == CENTER:
         return min(tracks, key=lambda t: t.mean_centre_distance(frame_hw))
-    number = int(choice)
-    if number >= len(tracks):
-        where = f" {video_path}" if video_path else ""
-        raise InputError(
-            f"--person {number}: the driving video{where} shows {len(tracks)} people "
-            f"(numbered 0 to {len(tracks) - 1} in order of first appearance, left to right "
-            "within a frame); choose one of those, or largest, center or auto."
-        )
-    return tracks[number]
+    return _numbered(tracks, int(choice), video_path)
+
+
+def _numbered(tracks: list[Track], number: int, video_path: str | Path | None) -> Track:
+    if number < len(tracks):
+        return tracks[number]
+    where = f" {video_path}" if video_path else ""
+    shows = (
+        "1 person (numbered 0"
+        if len(tracks) == 1
+        else f"{len(tracks)} people (numbered 0 to {len(tracks) - 1}"
+    )
+    raise InputError(
+        f"--person {number}: the driving video{where} shows {shows} in order of first "
+        "appearance, left to right within a frame); choose one of those, or largest, center "
+        "or auto."
+    )
