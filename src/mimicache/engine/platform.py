@@ -67,11 +67,14 @@ def dwpose_platform(backend: str, device: str, threads: int | None) -> dict[str,
     its crops (and draws the pose frames that inherit this platform), and on the CPU the
     thread count of its sessions."""
     platform = torch_platform(torch.device(device), torch.float32)
-    if backend == "onnxruntime":
+    # ``backend`` may name one runtime per file ("torch+onnxruntime" after a fallback).
+    runtimes = set(backend.split("+"))
+    if "torch" not in runtimes:
         platform.pop("torch")
+    if "onnxruntime" in runtimes:
         platform["onnxruntime"] = _version("onnxruntime") or _version("onnxruntime-gpu")
         if threads is not None and platform.get("device") == "cpu":
-            platform["threads"] = threads
+            platform["ort_threads" if "torch" in runtimes else "threads"] = threads
     platform["opencv"] = _opencv_version()
     return platform
 

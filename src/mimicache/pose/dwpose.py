@@ -322,7 +322,10 @@ class DWPose:
         self.det_batch_dynamic: bool = self.det_model.batch_dynamic
         self.providers: list[str] = list(self.pose_model.providers)
         # ONNX Runtime's CPU threads (None: the torch backend, whose threads torch reports).
-        self.threads: int | None = getattr(self.pose_model, "threads", None)
+        self.threads: int | None = next(
+            (m.threads for m in (self.det_model, self.pose_model) if getattr(m, "threads", None)),
+            None,
+        )
         self.settings: dict = dict(SETTINGS)
 
     def fingerprint_extra(self) -> dict:
