@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from mimicache.batch.outputs import release_output, reserve_output
 from mimicache.batch.plan import Job
@@ -22,6 +22,9 @@ from mimicache.cache import file_digest
 from mimicache.config import InferenceConfig, TestCase
 from mimicache.errors import MimicacheError
 from mimicache.media import write_video
+
+if TYPE_CHECKING:
+    from mimicache.batch.resume import ResultKey
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +106,7 @@ class Outcome:
     timings: dict[str, float] = field(default_factory=dict)
     cache_events: list[Any] = field(default_factory=list)
     error: str | None = None
-    result_key: str | None = None  # see batch.resume; recorded in the sidecar
+    result_key: ResultKey | None = None  # see batch.resume; recorded in the sidecar
     people: Any = None  # pose.PeopleReport of the driving video
 
 
@@ -173,7 +176,7 @@ def run_jobs(
     config: InferenceConfig,
     progress: bool = True,
     on_frames: Callable[[Job, Any], None] | None = None,
-    result_key: Callable[[TestCase], str | None] | None = None,
+    result_key: Callable[[TestCase], ResultKey | None] | None = None,
 ) -> list[JobResult]:
     """Run every job with the one loaded ``engine``; a failing job is recorded and the rest run.
 
@@ -228,7 +231,7 @@ def generate_outcome(
 
 
 def _write_job_sidecar(
-    job: Job, result: JobResult, output: Path | None, info: SidecarInfo, key: str | None
+    job: Job, result: JobResult, output: Path | None, info: SidecarInfo, key: ResultKey | None
 ) -> None:
     """The sidecar under the job's claimed name (a failed job claims one now); a sidecar that
     cannot be written is a warning, not a failed job."""
@@ -241,7 +244,8 @@ def _write_job_sidecar(
         extra: dict[str, Any] = {}
         if result.ok:
             extra = {
-                "result_key": key,
+                "result_key": None if key is None else key.digest,
+                "result_fields": None if key is None else key.fields,
                 "output_bytes": output.stat().st_size,
                 "output_blake3": file_digest(output),
             }
