@@ -232,6 +232,7 @@ def test_exit_code(tmp_path):
     assert exit_code([ok]) == 0
     assert exit_code([ok, bad]) == 1
     assert exit_code([bad]) == 1
+    assert exit_code([ok, bad, JobResult(ok.job, "interrupted")]) == 130
     assert ok.ok and not bad.ok
     assert bad.error == "InputError: cannot decode dance.mp4: invalid data found\nmore detail"
     assert bad.output is None and bad.cache_events == []

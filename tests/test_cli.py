@@ -227,6 +227,37 @@ def test_max_size_prunes_after_the_run(workspace, tmp_path):
     assert list(cache.rglob("*.safetensors")) == []
 
 
+def test_ctrl_c_writes_the_summary_and_report(workspace, tmp_path, monkeypatch, capsys):
+    """Ctrl-C during the second job: the first stays done, the rest are marked interrupted in
+    the summary and report.html, the log says so, exit code 130, no empty claimed names."""
+    real = mimicache.engine.engine.MimicMotion.generate
+    calls = []
+
+    def stopped_at_the_second(self, case, **kw):
+        calls.append(case.ref_video_path.name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, case, **kw)
+
+    monkeypatch.setattr(mimicache.engine.engine.MimicMotion, "generate", stopped_at_the_second)
+    out = tmp_path / "out"
+    args = [*_run_args(workspace, tmp_path, tmp_path / "cache"), "--batch_folder",
+            str(workspace["videos"]), "--output_dir", str(out)]  # fmt: skip
+    assert main(args) == 130
+    summary = capsys.readouterr().out
+    assert "1 succeeded, 0 failed, 2 interrupted" in summary
+    rows = {line.split()[1]: line for line in summary.splitlines() if line[:1].isdigit()}
+    assert " ok " in rows["a_walk"]
+    assert " interrupted " in rows["b_walk"] and " interrupted " in rows["c_broken"]
+    log = next(out.glob("*.log"))
+    assert "interrupted: 1 job(s) finished, 2 not" in log.read_text()
+    report = log.with_name(log.stem + ".report.html").read_text()
+    assert "1 succeeded, 0 failed, 2 interrupted" in report
+    assert '<td class="interrupted">interrupted</td>' in report
+    written = sorted(p.name.split("_")[0] for p in (out / "clips").iterdir())
+    assert written == ["a", "a"]  # a_walk's mp4 and sidecar; nothing claimed for the others
+
+
 def test_cache_commands_are_mounted(workspace, tmp_path, capsys):
     cache = tmp_path / "cache"
     assert main(_run_args(workspace, tmp_path, cache)) == 0

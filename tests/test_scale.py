@@ -146,7 +146,7 @@ def test_a_worker_killed_mid_batch_is_replaced_and_its_job_retried(
     assert _videos(tmp_path / "out") == local_run["videos"]
 
 
-def test_resume_runs_only_the_missing_jobs(workspace, local_run, tmp_path, capsys):
+def test_resume_runs_only_the_missing_jobs(workspace, local_run, tmp_path, capsys, caplog):
     out, cache = tmp_path / "out", tmp_path / "cache"
     assert main(_argv(workspace, out, cache, "--shard", "1/2")) == 0  # a partial batch: 3 jobs
     first = _videos(out)
@@ -156,7 +156,12 @@ def test_resume_runs_only_the_missing_jobs(workspace, local_run, tmp_path, capsy
     (out / "clips" / "v5_20000101000000.mp4").write_bytes(b"")  # a killed run's empty claim
     (out / "clips" / "v5_20000101000000.json").write_bytes(b"")
     capsys.readouterr()
-    assert main(_argv(workspace, out, cache, "--resume")) == 0
+    with caplog.at_level(logging.INFO, logger="mimicache.batch.resume"):
+        assert main(_argv(workspace, out, cache, "--resume")) == 0
+    redone = {m.split(":")[0]: m for m in caplog.messages if ": redone: " in m}
+    assert sorted(redone) == ["v1", "v3", "v4", "v5"]  # one line each, with why
+    assert "no sidecar" in redone["v1"] and "no sidecar" in redone["v5"]
+    assert f"the mp4 {damaged} is damaged" in redone["v4"]
     stdout = capsys.readouterr().out
     assert "4 succeeded, 0 failed, 2 skipped (done)" in stdout
     rows = {line.split()[1]: line for line in stdout.splitlines() if line[:1].isdigit()}
@@ -168,6 +173,58 @@ def test_resume_runs_only_the_missing_jobs(workspace, local_run, tmp_path, capsy
     capsys.readouterr()
     assert main(_argv(workspace, out, cache, "--resume")) == 0  # all done: nothing runs
     assert f"0 succeeded, 0 failed, {JOBS} skipped (done)" in capsys.readouterr().out
+
+
+def test_resume_logs_why_each_job_is_redone(tmp_path, caplog):
+    from mimicache.batch.plan import Job
+    from mimicache.batch.resume import ResultKey, split_done
+
+    out = tmp_path / "out"
+    out.mkdir()
+    case = load_config_like(tmp_path).test_case[0]
+    jobs = [
+        Job(i, 0, case, tmp_path / f"{name}.mp4", out / f"{name}_2.mp4")
+        for i, name in enumerate(("fresh", "reseeded", "empty", "gone", "done"))
+    ]
+    fields = {"seed": 1, "pose_frames": "a" * 64}
+    keys = [ResultKey(f"{i}" * 64, fields) for i in range(len(jobs))]
+    keys[1] = ResultKey("9" * 64, dict(fields, seed=2))
+
+    def earlier(job: Job, key: ResultKey, video: bytes | None) -> None:
+        stem = out / f"{job.name}_1"
+        if video is not None:
+            stem.with_suffix(".mp4").write_bytes(video)
+        sidecar = {
+            "status": "ok", "output": str(stem.with_suffix(".mp4")),
+            "job": {"index": job.index, "name": job.name, "case_index": 0},
+            "result_key": key.digest, "result_fields": key.fields,
+            "output_bytes": 3, "output_blake3": file_digest_of(b"mp4"),
+        }  # fmt: skip
+        stem.with_suffix(".json").write_text(json.dumps(sidecar))
+
+    earlier(jobs[1], ResultKey("8" * 64, fields), b"mp4")  # an earlier seed
+    earlier(jobs[2], keys[2], b"")
+    earlier(jobs[3], keys[3], None)
+    earlier(jobs[4], keys[4], b"mp4")
+    with caplog.at_level(logging.INFO, logger="mimicache.batch.resume"):
+        skipped, todo = split_done(jobs, [*keys[:4], keys[4]])
+    assert [r.job.name for r in skipped] == ["done"]
+    assert [j.name for j in todo] == ["fresh", "reseeded", "empty", "gone"]
+    redone = {m.split(":")[0]: m for m in caplog.messages if ": redone: " in m}
+    assert f"no sidecar of an earlier result in {out}" in redone["fresh"]
+    assert "changed since reseeded_1.json: seed 1 -> 2" in redone["reseeded"]
+    assert "pose_frames" not in redone["reseeded"]  # only the fields that differ
+    assert f"the mp4 {out / 'empty_1.mp4'} is empty" in redone["empty"]
+    assert f"the mp4 {out / 'gone_1.mp4'} is missing" in redone["gone"]
+    with caplog.at_level(logging.INFO, logger="mimicache.batch.resume"):
+        assert split_done(jobs[:1], [None])[1] == jobs[:1]
+    assert "no result key (an input cannot be read)" in caplog.messages[-1]
+
+
+def file_digest_of(data: bytes) -> str:
+    import blake3
+
+    return blake3.blake3(data).hexdigest()
 
 
 def test_shards_cover_every_job_once(tmp_path):

@@ -68,6 +68,8 @@ def run_benchmark(
                         job.index, frames_digest(frames)
                     ),
                 )
+            if any(r.status == "interrupted" for r in runs[name]):
+                raise KeyboardInterrupt  # Ctrl-C: half a benchmark compares nothing
     finally:
         engine.cache = original
     cold, warm = runs["cold"], runs["warm"]

@@ -9,6 +9,7 @@ import base64
 import html
 import io
 import logging
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -53,6 +54,7 @@ h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px}
 td,th{padding:4px 10px;border-bottom:1px solid #e4e4e4;text-align:left;vertical-align:top}
 th{background:#f6f6f6;font-weight:600} td.num{text-align:right;font-variant-numeric:tabular-nums}
 .ok{color:#1a7f37;font-weight:600} .failed{color:#c62828;font-weight:600}
+.interrupted{color:#b26a00;font-weight:600}
 .bar{display:flex;height:14px;min-width:2px;border-radius:2px;overflow:hidden;background:#eee}
 .bar span{display:block;height:100%} .legend span{display:inline-block;margin-right:12px}
 .swatch{display:inline-block;width:10px;height:10px;margin-right:4px;border-radius:2px}
@@ -173,7 +175,9 @@ def render_report(
     """The page as one HTML string (see ``write_report``)."""
     from mimicache import __version__
 
-    ok = sum(j.status == "ok" for j in jobs)
+    counts = Counter(j.status for j in jobs)
+    tally = f"{counts['ok']} succeeded, {counts['failed']} failed"
+    tally += "".join(f", {counts[s]} {s}" for s in ("interrupted", "skipped") if counts[s])
     created = datetime.now(timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
     longest = max((_stage_sum(j.timings) for j in jobs), default=0.0) or 1.0
     out = [
@@ -182,14 +186,14 @@ def render_report(
         f"<title>{_e(title)}</title><style>{CSS}</style></head><body>",
         f"<h1>{_e(title)}</h1>",
         f'<div class="muted">{_e(created)} · mimicache {_e(__version__)} · {len(jobs)} '
-        f"job(s): {ok} succeeded, {len(jobs) - ok} failed</div>",
+        f"job(s): {_e(tally)}</div>",
         "<h2>Parameters</h2>",
         _table([(str(k), _value(v)) for k, v in parameters.items()], ("parameter", "value")),
         "<h2>Jobs</h2>",
         _jobs_table(jobs, longest),
         _legend(jobs),
     ]
-    failures = [j for j in jobs if j.status != "ok"]
+    failures = [j for j in jobs if j.status == "failed"]
     if failures:
         out.append("<h2>Failures</h2>")
         out += [

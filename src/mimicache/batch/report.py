@@ -101,13 +101,16 @@ _ERROR_WIDTH = 80
 
 def format_summary(results: Sequence[JobResult] | Iterable[JobResult]) -> str:
     """A text table: job, status, the three timings (seconds, 2 decimals) and the output
-    (failed jobs: a short error), then ``"N succeeded, M failed"`` (``, K skipped (done)``
-    when ``--resume`` found results of an earlier run)."""
+    (failed jobs: a short error), then ``"N succeeded, M failed"`` (``, K interrupted`` when
+    Ctrl-C stopped the run, ``, K skipped (done)`` when ``--resume`` found results of an
+    earlier run)."""
     results = list(results)
     rows = [_SUMMARY_HEADER]
     for r in results:
         if r.done:
             last = str(r.output if r.output is not None else r.job.output_path)
+        elif r.status == "interrupted":
+            last = "-"
         else:
             last = "error: " + _short(r.error or "unknown error")
         rows.append(
@@ -123,7 +126,10 @@ def format_summary(results: Sequence[JobResult] | Iterable[JobResult]) -> str:
         )
     ok = sum(r.ok for r in results)
     skipped = sum(r.status == "skipped" for r in results)
-    summary = f"{ok} succeeded, {len(results) - ok - skipped} failed"
+    stopped = sum(r.status == "interrupted" for r in results)
+    summary = f"{ok} succeeded, {len(results) - ok - skipped - stopped} failed"
+    if stopped:
+        summary += f", {stopped} interrupted"
     if skipped:
         summary += f", {skipped} skipped (done)"
     return text_table(rows, right=(0, 3, 4, 5)) + "\n" + summary

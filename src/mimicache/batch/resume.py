@@ -2,7 +2,9 @@
 *result key* (64 hex chars): the BLAKE3 of what the output frames depend on, built from the
 same recipes as the cache keys (the job's pose-frame, CLIP and VAE keys hold the input digests
 and those models' fingerprints) plus the generation parameters, the checkpoint's fingerprint,
-the run settings (scheduler, dtype, device) and the code version. Sidecars record it."""
+the run settings (scheduler, dtype, device) and the code version. Sidecars record it and its
+fields, so a job that is redone can be logged with why: no sidecar, which field changed, or a
+missing or damaged mp4."""
 
 from __future__ import annotations
 
@@ -25,8 +27,18 @@ logger = logging.getLogger(__name__)
 _PATH_FIELDS = ("ref_video_path", "ref_image_path")
 
 
+@dataclass(frozen=True)
+class ResultKey:
+    """A result key (``digest``) and the flat fields it was built from (``fields``: input and
+    model digests, the case's parameters, ``settings.*``, ``code``), kept in the sidecar so a
+    later ``--resume`` can name the field that changed."""
+
+    digest: str
+    fields: dict[str, Any]
+
+
 class ResultKeys:
-    """``keys(case)``: the result key of ``case`` run by ``engine`` (a loaded
+    """``keys(case)``: the ``ResultKey`` of ``case`` run by ``engine`` (a loaded
     ``MimicMotion``) with ``settings`` (JSON-able values the engine does not hold, e.g. the
     scheduler options); None when an input cannot be read (such a job is never skipped)."""
 
@@ -51,7 +63,7 @@ class ResultKeys:
                 self._checkpoint = fingerprint_files(paths)
         return self._checkpoint
 
-    def __call__(self, case: TestCase) -> str | None:
+    def __call__(self, case: TestCase) -> ResultKey | None:
         from mimicache import __version__
 
         try:
@@ -70,10 +82,17 @@ class ResultKeys:
                     "code": __version__,
                 },
             )
-            return key.digest
         except (MimicacheError, OSError) as exc:
             logger.debug("no result key for %s: %s", case.ref_video_path, exc)
             return None
+        fields = {
+            **key.inputs,
+            **key.models,
+            **parameters,
+            **{f"settings.{k}": v for k, v in self.settings.items()},
+            "code": __version__,
+        }
+        return ResultKey(key.digest, _as_json(fields))
 
 
 @dataclass(frozen=True)
@@ -88,48 +107,112 @@ def find_done(folders: Iterable[Path], keys: set[str]) -> dict[str, list[DoneRes
     """Earlier results in ``folders`` by result key (only keys in ``keys``): sidecars with
     status ok whose mp4 is there with the recorded size and BLAKE3 digest."""
     found: dict[str, list[DoneResult]] = {}
-    for folder in sorted(set(folders)):
-        if not folder.is_dir():
-            continue
-        for sidecar in sorted(folder.glob("*.json")):
-            data = _read_json(sidecar)
-            key = data.get("result_key")
-            if data.get("status") != "ok" or key not in keys or not data.get("output"):
-                continue
-            video = sidecar.with_suffix(".mp4")
-            if _intact(video, data):
-                found.setdefault(key, []).append(DoneResult(video, sidecar))
+    for sidecar, data in _ok_sidecars(folders):
+        key = data.get("result_key")
+        video = sidecar.with_suffix(".mp4")
+        if key in keys and _damage(video, data) is None:
+            found.setdefault(key, []).append(DoneResult(video, sidecar))
     return found
 
 
 def split_done(
-    jobs: Sequence[Job], keys: Sequence[str | None]
+    jobs: Sequence[Job], keys: Sequence[ResultKey | None]
 ) -> tuple[list[JobResult], list[Job]]:
     """(results "skipped" for the jobs whose result exists, the jobs still to run). An earlier
     result stands for one job only, so a plan asking twice for the same result runs it twice
-    unless two earlier results exist."""
-    wanted = {k for k in keys if k is not None}
-    done = find_done((job.output_path.parent for job in jobs), wanted)
+    unless two earlier results exist. Each job to run is logged with why it is redone."""
+    digests = [k.digest if k is not None else None for k in keys]
+    folders = {job.output_path.parent for job in jobs}
+    done = find_done(folders, {d for d in digests if d is not None})
+    sidecars = _ok_sidecars(folders)
     skipped: list[JobResult] = []
     todo: list[Job] = []
-    for job, key in zip(jobs, keys, strict=True):
-        earlier = done.get(key) if key is not None else None
+    for job, key, digest in zip(jobs, keys, digests, strict=True):
+        earlier = done.get(digest) if digest is not None else None
         if earlier:
             found = earlier.pop(0)
             logger.info("%s: skipped (done): %s", job.name, found.output)
             skipped.append(JobResult(job, "skipped", found.output))
         else:
+            logger.info("%s: redone: %s", job.name, redo_reason(job, key, sidecars))
             todo.append(job)
     return skipped, todo
 
 
-def _intact(video: Path, data: dict[str, Any]) -> bool:
+def redo_reason(job: Job, key: ResultKey | None, sidecars: list[tuple[Path, dict]]) -> str:
+    """Why ``job`` has no usable earlier result, as one phrase for the log."""
+    if key is None:
+        return "no result key (an input cannot be read)"
+    mine = [
+        (sidecar, data)
+        for sidecar, data in sidecars
+        if sidecar.parent == job.output_path.parent
+        and isinstance(data.get("job"), dict)
+        and data["job"].get("name") == job.name
+        and data["job"].get("case_index") == job.case_index
+    ]
+    if not mine:
+        return f"no sidecar of an earlier result in {job.output_path.parent}"
+    same = [(s, d) for s, d in mine if d.get("result_key") == key.digest]
+    for sidecar, data in same:
+        damage = _damage(sidecar.with_suffix(".mp4"), data)
+        if damage is not None:
+            return damage
+    if same:  # intact, but it stands for an earlier job of this plan with the same result
+        return f"its earlier result {same[0][0].with_suffix('.mp4')} stands for another job"
+    sidecar, data = mine[-1]
+    recorded = data.get("result_fields")
+    if not isinstance(recorded, dict):
+        return f"the result key differs from {sidecar}'s (it records no key fields)"
+    changes = [
+        f"{name} {_short(recorded.get(name))} -> {_short(key.fields.get(name))}"
+        for name in sorted(set(recorded) | set(key.fields))
+        if recorded.get(name) != key.fields.get(name)
+    ]
+    return "changed since " + sidecar.name + ": " + (", ".join(changes) or "the result key")
+
+
+def _ok_sidecars(folders: Iterable[Path]) -> list[tuple[Path, dict[str, Any]]]:
+    """The sidecars with status ok (and an output) in ``folders``, oldest name first."""
+    found = []
+    for folder in sorted(set(folders)):
+        if not folder.is_dir():
+            continue
+        for sidecar in sorted(folder.glob("*.json")):
+            data = _read_json(sidecar)
+            if data.get("status") == "ok" and data.get("output"):
+                found.append((sidecar, data))
+    return found
+
+
+def _damage(video: Path, data: dict[str, Any]) -> str | None:
+    """What is wrong with an earlier result's mp4, None when it is as its sidecar records."""
     try:
-        if video.stat().st_size != data.get("output_bytes"):
-            return False
-        return file_digest(video) == data.get("output_blake3")
-    except OSError:
-        return False
+        size = video.stat().st_size
+        if size == 0:
+            return f"the mp4 {video} is empty"
+        if size != data.get("output_bytes"):
+            recorded = data.get("output_bytes")
+            return f"the mp4 {video} is damaged ({size} bytes, its sidecar says {recorded})"
+        if file_digest(video) != data.get("output_blake3"):
+            return f"the mp4 {video} is damaged (its BLAKE3 digest differs from the sidecar's)"
+    except FileNotFoundError:
+        return f"the mp4 {video} is missing"
+    except OSError as exc:
+        return f"the mp4 {video} is unreadable ({exc.strerror or exc})"
+    return None
+
+
+def _short(value: Any) -> str:
+    """A digest as its first 12 hex chars; other values as JSON."""
+    if isinstance(value, str) and len(value) == 64:
+        return value[:12]
+    return json.dumps(value)
+
+
+def _as_json(value: dict[str, Any]) -> dict[str, Any]:
+    """``value`` as it reads back from a sidecar (tuples as lists...), so fields compare equal."""
+    return json.loads(json.dumps(value, default=str))
 
 
 def _read_json(path: Path) -> dict[str, Any]:

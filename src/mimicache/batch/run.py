@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from mimicache.batch.outputs import release_output, reserve_output
 from mimicache.batch.plan import Job
@@ -23,9 +23,13 @@ from mimicache.config import InferenceConfig, TestCase
 from mimicache.errors import MimicacheError
 from mimicache.media import write_video
 
+if TYPE_CHECKING:
+    from mimicache.batch.resume import ResultKey
+
 logger = logging.getLogger(__name__)
 
-STATUSES = ("ok", "failed", "skipped")
+STATUSES = ("ok", "failed", "skipped", "interrupted")
+INTERRUPTED_EXIT = 130  # what a shell reports for a command stopped by SIGINT (Ctrl-C)
 
 
 class Generated(Protocol):
@@ -53,11 +57,12 @@ class Engine(Protocol):
 class JobResult:
     """What happened to one job. ``timings`` in seconds (``preprocess``, ``pipeline``,
     ``total`` and per-stage keys); ``error`` a one-line message for failed jobs; "skipped":
-    ``--resume`` found the job's result (``output``) from an earlier run; ``people`` who was
+    ``--resume`` found the job's result (``output``) from an earlier run; "interrupted": the run
+    was stopped (Ctrl-C) before the job finished; ``people`` who was
     seen in the driving video and who drove the pose (``pose.PeopleReport``)."""
 
     job: Job
-    status: Literal["ok", "failed", "skipped"]
+    status: Literal["ok", "failed", "skipped", "interrupted"]
     output: Path | None = None
     timings: dict[str, float] = field(default_factory=dict)
     error: str | None = None
@@ -67,7 +72,7 @@ class JobResult:
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
-            raise ValueError(f"status must be 'ok', 'failed' or 'skipped', got {self.status!r}")
+            raise ValueError(f"status must be one of {', '.join(STATUSES)}, got {self.status!r}")
 
     @property
     def ok(self) -> bool:
@@ -91,7 +96,11 @@ def error_text(error: BaseException | str) -> str:
 
 
 def exit_code(results: Iterable[JobResult]) -> int:
-    """0 when every job succeeded or was already done, 1 when any failed."""
+    """0 when every job succeeded or was already done, 130 when the run was interrupted
+    (Ctrl-C), else 1 (a job failed)."""
+    results = list(results)
+    if any(r.status == "interrupted" for r in results):
+        return INTERRUPTED_EXIT
     return 0 if all(r.done for r in results) else 1
 
 
@@ -104,7 +113,7 @@ class Outcome:
     timings: dict[str, float] = field(default_factory=dict)
     cache_events: list[Any] = field(default_factory=list)
     error: str | None = None
-    result_key: str | None = None  # see batch.resume; recorded in the sidecar
+    result_key: ResultKey | None = None  # see batch.resume; recorded in the sidecar
     people: Any = None  # pose.PeopleReport of the driving video
     platform: dict = field(default_factory=dict)  # engine.platform of the engine that made it
 
@@ -176,25 +185,45 @@ def run_jobs(
     config: InferenceConfig,
     progress: bool = True,
     on_frames: Callable[[Job, Any], None] | None = None,
-    result_key: Callable[[TestCase], str | None] | None = None,
+    result_key: Callable[[TestCase], ResultKey | None] | None = None,
 ) -> list[JobResult]:
     """Run every job with the one loaded ``engine``; a failing job is recorded and the rest run.
 
     Each job writes its mp4 (atomically) and a JSON sidecar, also when it failed.
-    ``result_key(case)`` (``--resume``) is recorded in the sidecars.
+    ``result_key(case)`` (``--resume``) is recorded in the sidecars. Ctrl-C stops the run: the
+    job under way and those after it come back "interrupted" (no files, so ``--resume`` redoes
+    them), so the caller can still write the summary and the report.
     """
     info = SidecarInfo(config, engine.model_files, getattr(engine, "pose_retarget", None))
     results: list[JobResult] = []
-    for number, job in enumerate(jobs, start=1):
-        log_start(job, number, len(jobs))
-        outcome = generate_outcome(engine, job, number, len(jobs), progress=progress)
-        if outcome.error is None and result_key is not None:
-            outcome.result_key = result_key(job.case)
-        result = finish_job(job, outcome, info, number=number, total=len(jobs))
-        if on_frames is not None and result.ok:
-            on_frames(job, outcome.frames)
-        results.append(result)
+    try:
+        for number, job in enumerate(jobs, start=1):
+            log_start(job, number, len(jobs))
+            outcome = generate_outcome(engine, job, number, len(jobs), progress=progress)
+            if outcome.error is None and result_key is not None:
+                outcome.result_key = result_key(job.case)
+            result = finish_job(job, outcome, info, number=number, total=len(jobs))
+            if on_frames is not None and result.ok:
+                on_frames(job, outcome.frames)
+            results.append(result)
+    except KeyboardInterrupt:
+        return interrupted(jobs, results)
     return results
+
+
+def interrupted(jobs: Sequence[Job], results: list[JobResult]) -> list[JobResult]:
+    """``results`` (the jobs finished before Ctrl-C) and every other job of ``jobs`` as
+    "interrupted", in plan order; logs it."""
+    finished = {id(r.job) for r in results}
+    rest = [
+        JobResult(job, "interrupted", error="interrupted before it finished")
+        for job in jobs
+        if id(job) not in finished
+    ]
+    logger.warning(
+        "interrupted: %d job(s) finished, %d not (marked interrupted)", len(results), len(rest)
+    )
+    return [*results, *rest]  # the finished jobs are the first of ``jobs``
 
 
 def log_start(job: Job, number: int, total: int) -> None:
@@ -232,7 +261,7 @@ def generate_outcome(
 
 
 def _write_job_sidecar(
-    job: Job, result: JobResult, output: Path | None, info: SidecarInfo, key: str | None
+    job: Job, result: JobResult, output: Path | None, info: SidecarInfo, key: ResultKey | None
 ) -> None:
     """The sidecar under the job's claimed name (a failed job claims one now); a sidecar that
     cannot be written is a warning, not a failed job."""
@@ -245,7 +274,8 @@ def _write_job_sidecar(
         extra: dict[str, Any] = {}
         if result.ok:
             extra = {
-                "result_key": key,
+                "result_key": None if key is None else key.digest,
+                "result_fields": None if key is None else key.fields,
                 "output_bytes": output.stat().st_size,
                 "output_blake3": file_digest(output),
             }

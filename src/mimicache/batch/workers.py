@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mimicache.batch.resume import ResultKeys
+from mimicache.batch.resume import ResultKey, ResultKeys
 from mimicache.batch.run import Outcome, error_text
 from mimicache.config import InferenceConfig, TestCase
 from mimicache.errors import MimicacheError
@@ -197,7 +197,7 @@ class GenerationWorker:
     def pid(self) -> int:
         return os.getpid()
 
-    def result_key(self, case: TestCase) -> str | None:
+    def result_key(self, case: TestCase) -> ResultKey | None:
         return self.keys(case)
 
     def run(self, case: TestCase, label: str) -> tuple[Outcome, list[LogLine]]:

@@ -26,6 +26,7 @@ from mimicache.batch import (
 )
 from mimicache.batch.html_report import write_run_report
 from mimicache.batch.resume import ResultKeys, split_done
+from mimicache.batch.run import INTERRUPTED_EXIT
 from mimicache.cli.console import call_command, setup_logging
 from mimicache.cli.flags import RUN_DEFAULTS, SCHEDULER_FLAGS, SEED_DEFAULTS, add_run_arguments
 from mimicache.cli.scale import select_shard
@@ -79,9 +80,10 @@ def run_command(args: argparse.Namespace) -> int:
     print(summary)
     logger.debug("summary\n%s", summary)
     _write_report(args, log_file, spec, engine, results, bench)
-    if cache is not None:
+    code = exit_code(results)
+    if cache is not None and code != INTERRUPTED_EXIT:  # Ctrl-C: stop now
         _prune_cache(args, cache)
-    return exit_code(results)
+    return code
 
 
 def _check_paths_and_log(args: argparse.Namespace, timestamp: str) -> tuple[Path, Path]:
