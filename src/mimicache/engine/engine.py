@@ -22,7 +22,7 @@ from mimicache.cache import FeatureStore, file_digest
 from mimicache.config import DEFAULT_PERSON, InferenceConfig, TestCase, person_choice
 from mimicache.engine.devices import pose_parts
 from mimicache.engine.fingerprints import ModelFingerprints
-from mimicache.engine.platform import dwpose_platform, torch_platform
+from mimicache.engine.platform import engine_platform
 from mimicache.engine.record import GenerationResult, JobRecord, published_reference_image
 from mimicache.engine.speed import (
     DECODE_CHUNK_SIZE,
@@ -209,18 +209,13 @@ class MimicMotion:
         }
 
     def platform(self) -> dict:
-        """Where this engine computes now: the models' and DWPose's numeric platforms (the
-        thread count is read at the call, so a worker's --threads shows)."""
-        return {
-            "models": torch_platform(self.device, self.dtype),
-            "dwpose": dwpose_platform(self.dwpose.backend, self.dwpose.device, self.dwpose.threads),
-        }
+        """Where this engine computes now (threads read at the call): ``engine.platform``."""
+        return engine_platform(self.device, self.dtype, self.dwpose)
 
     def _key_platform(self, part: str) -> dict:
         """The platform in the keys: none when the store reuses entries across platforms."""
-        if self.cache is not None and getattr(self.cache, "any_platform", False):
-            return {}
-        return self.platform()[part]
+        shared = self.cache is not None and getattr(self.cache, "any_platform", False)
+        return {} if shared else self.platform()[part]
 
     # -- the cache ------------------------------------------------------------------------------
     def keys(self, case: TestCase) -> JobKeys:

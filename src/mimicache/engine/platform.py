@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["describe", "dwpose_platform", "torch_platform"]
+__all__ = ["describe", "dwpose_platform", "engine_platform", "torch_platform"]
 
 
 @cache
@@ -77,6 +77,15 @@ def dwpose_platform(backend: str, device: str, threads: int | None) -> dict[str,
             platform["ort_threads" if "torch" in runtimes else "threads"] = threads
     platform["opencv"] = _opencv_version()
     return platform
+
+
+def engine_platform(device: torch.device, dtype: torch.dtype, dwpose: Any) -> dict[str, Any]:
+    """``{"models": ..., "dwpose": ...}`` of an engine: what its sidecars record and its keys
+    hold. ``dwpose`` has ``backend``, ``device`` and ``threads`` (pose.DWPose)."""
+    return {
+        "models": torch_platform(device, dtype),
+        "dwpose": dwpose_platform(dwpose.backend, dwpose.device, dwpose.threads),
+    }
 
 
 def describe(platform: dict[str, Any]) -> str:
