@@ -107,3 +107,23 @@ def test_any_platform_shares_entries_across_thread_counts_and_says_so(config, tm
     strict = run(2, False)  # the opt-in's entries never reach a strict run
     assert {e.reason for e in strict.cache_events} == {"computed on another platform"}
     assert np.array_equal(strict.frames, _generate(config, 2, None).frames)
+
+
+def test_a_warning_of_the_computing_run_is_repeated_on_a_hit(tiny_bundle, tmp_path, caplog):
+    from mimicache.media import write_video
+    from mimicache.testing.dwpose import make_figure_frame
+
+    frames = [make_figure_frame(72, 96, i / 4) for i in range(3)]
+    video = write_video(tmp_path / "gap.mp4", np.stack([*frames, frames[0] * 0]), 24.0)
+    image = reference_image(tmp_path / "ref.png")
+    config = load_config(write_config(tmp_path / "c.yaml", tiny_bundle, image, video))
+    engine = MimicMotion.from_config(config, device="cpu")
+    words = "a person was detected in 3 of 4 sampled frames"
+    for hit in (False, True):
+        engine.cache = FeatureStore(tmp_path / "cache")
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            result = engine.generate(config.test_case[0], progress=False)
+        assert {e.hit for e in result.cache_events} == {hit}
+        assert caplog.text.count(words) == 1
+        assert ("from the cached pose_frames" in caplog.text) is hit

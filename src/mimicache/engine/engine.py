@@ -38,6 +38,8 @@ from mimicache.engine.stages import (
     VIDEO_KEYPOINTS_STAGE,
     JobKeys,
     Stage,
+    compute_with_warnings,
+    replay_warnings,
 )
 from mimicache.media import fit_image, read_image
 from mimicache.pipeline import MimicMotionPipeline
@@ -253,9 +255,10 @@ class MimicMotion:
             key = getattr(keys, stage.name)
         with record.time(stage.name):
             tensors, event = self.cache.get_or_compute(
-                stage.name, key, lambda: stage.encode(compute()), subject=str(subject)
+                stage.name, key, lambda: compute_with_warnings(stage, compute), subject=str(subject)
             )
         record.events.append(event)
+        tensors = replay_warnings(stage, tensors, hit=event.hit)
         with record.time("unpack"):
             return stage.decode(tensors)
 

@@ -7,6 +7,8 @@ uint8, CLIP embeddings (1,D) and VAE latents (1,4,H/8,W/8) tensors in the model 
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -188,6 +190,48 @@ VAE_LATENTS_STAGE = Stage(
     decode=lambda tensors: tensors["latent"],
     pipeline_feature=True,
 )
+
+
+# --------------------------------------------------------------------------- warnings
+
+logger = logging.getLogger(__name__)
+WARNINGS = "__warnings__"  # a tensor name no stage's codec uses
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def compute_with_warnings(stage: Stage, compute: Callable[[], Any]) -> dict[str, torch.Tensor]:
+    """``stage.encode(compute())`` plus the warnings mimicache logged while computing, as JSON
+    bytes: a warning belongs to the result, so a hit repeats it (``split_warnings``)."""
+    collect = _Collect()
+    root = logging.getLogger("mimicache")
+    root.addHandler(collect)
+    try:
+        tensors = dict(stage.encode(compute()))
+    finally:
+        root.removeHandler(collect)
+    if collect.messages:
+        text = json.dumps(collect.messages, ensure_ascii=False).encode("utf-8")
+        tensors[WARNINGS] = torch.frombuffer(bytearray(text), dtype=torch.uint8)
+    return tensors
+
+
+def replay_warnings(stage: Stage, tensors: Mapping[str, torch.Tensor], *, hit: bool) -> dict:
+    """An entry's tensors without its warnings; on a hit the warnings are logged again (the
+    computing run logged them as they happened)."""
+    tensors = dict(tensors)
+    stored = tensors.pop(WARNINGS, None)
+    if stored is not None and hit:
+        for message in json.loads(stored.numpy().tobytes().decode("utf-8")):
+            logger.warning("%s (from the cached %s)", message, stage.name)
+    return tensors
 
 
 # --------------------------------------------------------------------------- a job's keys
