@@ -160,3 +160,17 @@ def test_without_file_locks_entries_are_still_written(tmp_path, monkeypatch, cap
             assert event.bytes > 0
         assert store.write and len(store.entries()) == 2
     assert len(caplog.messages) == 1 and "file locks are not supported" in caplog.messages[0]
+
+
+def test_verify_on_a_shared_root_takes_other_machines_entries_as_good(tmp_path, monkeypatch):
+    from mimicache.cache import admin
+
+    monkeypatch.setenv("MIMICACHE_SHARED_CACHE", "1")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home"))
+    root = tmp_path / "shared"
+    with FeatureStore(root) as store:
+        store.get_or_compute(STAGE, make_key(), compute()[0], subject="/data/in.mp4")
+    monkeypatch.setattr(sharing, "machine_id", lambda: "another-machine")
+    with FeatureStore(root) as other:
+        report = admin.verify(other)
+    assert report.errors == [] and report.good == 1

@@ -341,6 +341,9 @@ def _verify(cache: Cache, fix: bool) -> VerifyReport:
     scan = layout.scan()
     rows = index.rows()
     indexed = not (index.broken or index.absent)
+    # A per-machine index (a shared root) knows only this machine's writes: other machines'
+    # entries are indexed on first use, not a problem.
+    per_machine = layout.index_path.parent != layout.root
     good = 0
     for (stage, key), (path, st) in scan.entries.items():
         damage = entry_damage(path, stage, key)
@@ -351,7 +354,7 @@ def _verify(cache: Cache, fix: bool) -> VerifyReport:
             problems.append(Problem("corrupt", path, damage, stage, key, fixed))
             continue
         good += 1
-        if indexed and (stage, key) not in rows:
+        if indexed and not per_machine and (stage, key) not in rows:
             if fix:
                 _reindex(cache, stage, key, path, st)
             fixed = fix and index.writable and not index.broken
