@@ -55,6 +55,8 @@ def test_written_files_get_the_umask_mode(tmp_path: Path, umask: int, mode: int)
     files = [
         store.entry_path("stage_a", make_key()),
         tmp_path / "cache" / "CACHEDIR.TAG",
+        store.index_path,
+        *(tmp_path / "cache").rglob("*.lock"),
         tmp_path / "by_writer.bin",
         tmp_path / "by_bytes.bin",
     ]

@@ -77,6 +77,10 @@ def connect_sqlite(db_path: str | os.PathLike[str], read_only: bool = False) -> 
 
 
 def _connect(path: Path, wal: bool) -> sqlite3.Connection:
+    # SQLite creates its file 0o644 whatever the umask (and its -wal/-shm copy that mode), so
+    # the file is created first, like every other file the cache writes.
+    with contextlib.suppress(OSError):
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o666))
     conn = sqlite3.connect(
         os.fspath(path), timeout=_SQLITE_TIMEOUT_S, isolation_level=None, check_same_thread=False
     )
