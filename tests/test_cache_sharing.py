@@ -174,3 +174,18 @@ def test_verify_on_a_shared_root_takes_other_machines_entries_as_good(tmp_path, 
     with FeatureStore(root) as other:
         report = admin.verify(other)
     assert report.errors == [] and report.good == 1
+
+
+def test_the_wal_file_stays_bounded_over_many_writes(tmp_path):
+    from mimicache.cache.database import WAL_SIZE_LIMIT
+
+    conn = connect_sqlite(tmp_path / "index.sqlite")
+    assert journal_mode(conn) == "wal"
+    conn.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB)")
+    largest = 0
+    for i in range(1500):  # about 6 MB of pages through the log
+        conn.execute("INSERT OR REPLACE INTO t VALUES (?, ?)", (i % 50, b"x" * 4000))
+        wal = tmp_path / "index.sqlite-wal"
+        largest = max(largest, wal.stat().st_size if wal.exists() else 0)
+    # bounded by the checkpoint interval (256 pages plus frame headers), not by what was written
+    assert 0 < largest < 2 * WAL_SIZE_LIMIT

@@ -76,6 +76,9 @@ def connect_sqlite(db_path: str | os.PathLike[str], read_only: bool = False) -> 
         return _connect(path, wal)
 
 
+WAL_SIZE_LIMIT = 1 << 20  # bytes the -wal file keeps after a checkpoint
+
+
 def _connect(path: Path, wal: bool) -> sqlite3.Connection:
     # SQLite creates its file 0o644 whatever the umask (and its -wal/-shm copy that mode), so
     # the file is created first, like every other file the cache writes.
@@ -89,6 +92,10 @@ def _connect(path: Path, wal: bool) -> sqlite3.Connection:
         if wal:
             with contextlib.suppress(sqlite3.OperationalError):
                 conn.execute("PRAGMA journal_mode=WAL")
+            # A checkpoint truncates the -wal file to this size, so it never stays large (on a
+            # nearly full disk too); checkpoints come every 256 pages (1 MiB) instead of 1000.
+            conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
+            conn.execute("PRAGMA wal_autocheckpoint=256")
         else:
             conn.execute("PRAGMA journal_mode=DELETE")
         conn.execute("PRAGMA synchronous=NORMAL" if wal else "PRAGMA synchronous=FULL")
