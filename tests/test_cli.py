@@ -286,3 +286,14 @@ def test_demo_runs_offline(tmp_path, capsys):
     # the closing lines point at the demo's own config and cache, not the defaults
     assert f"--inference_config {tmp_path / 'demo' / 'demo.yaml'}" in printed
     assert f"--feature_cache_dir {tmp_path / 'demo' / 'cache'}" in printed
+    # the commands work as printed, without an activated venv: they name this install's mimicache
+    import shlex
+    import sys
+    from pathlib import Path
+
+    commands = [line for line in printed.splitlines() if line.startswith("  /")]
+    assert len(commands) == 3
+    for line in commands:
+        executable = shlex.split(line)[0]
+        assert Path(executable).is_file(), executable
+        assert Path(executable).parent == Path(sys.executable).parent

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -92,6 +94,17 @@ def demo_command(args: argparse.Namespace) -> int:
     return run_demo(Path(args.workdir))
 
 
+def mimicache_command() -> str:
+    """The command that reaches this very mimicache, so printed lines work without activating.
+
+    A bare `mimicache` fails (or finds another install) when the venv is not activated.
+    """
+    script = Path(sys.executable).parent / "mimicache"
+    if script.is_file():
+        return shlex.quote(str(script))
+    return f"{shlex.quote(sys.executable)} -m mimicache.cli"
+
+
 def run_demo(workdir: Path) -> int:
     start = time.perf_counter()
     workdir = workdir.absolute()
@@ -110,16 +123,17 @@ def run_demo(workdir: Path) -> int:
             "--benchmark_cache",
         ]
     )  # fmt: skip
+    cmd = mimicache_command()
     print(
         f"\nDemo finished in {time.perf_counter() - start:.1f} s (exit code {code}).\n"
         f"Outputs: {outputs / videos.name} (mp4 + JSON sidecar per job), cache: {workdir / 'cache'}.\n"
         "The models are tiny random weights, so the videos look like noise; every stage\n"
         "(DWPose, alignment, drawing, CLIP, VAE, tiled denoising, decoding, the cache) ran for real.\n"
         "Run it again (warm, from the demo's cache) or look at its cache:\n"
-        f"  mimicache run --inference_config {config} --batch_folder {videos} "
+        f"  {cmd} run --inference_config {config} --batch_folder {videos} "
         f"--feature_cache_dir {workdir / 'cache'} --device cpu --output_dir {outputs}\n"
-        f"  mimicache cache stats --feature_cache_dir {workdir / 'cache'}\n"
+        f"  {cmd} cache stats --feature_cache_dir {workdir / 'cache'}\n"
         "With real weights (see README, 'Getting the weights'):\n"
-        "  mimicache run --inference_config configs/test.yaml --batch_folder path/to/videos"
+        f"  {cmd} run --inference_config configs/test.yaml --batch_folder path/to/videos"
     )
     return code
