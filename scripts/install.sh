@@ -22,13 +22,24 @@ run() {
 ver="${MIMICACHE_TORCH_VERSION:-2.13.0}"
 extras="test,plot,ray,ui"
 index_args=()
+# The CPU wheels: from PyTorch's CPU index, unless MIMICACHE_TORCH_INDEX names another or pip
+# is set up with its own index or wheel folder (a mirror, an offline wheelhouse), which decides.
+cpu_index() {
+  if [ -n "${MIMICACHE_TORCH_INDEX:-}" ]; then
+    index_args=(--index-url "$MIMICACHE_TORCH_INDEX")
+  elif [ -n "${PIP_INDEX_URL:-}${PIP_EXTRA_INDEX_URL:-}${PIP_FIND_LINKS:-}" ] ||
+    python3 -m pip config list 2>/dev/null | grep -qE "index-url|find-links"; then
+    echo "  (pip's configured index or wheel folder provides torch)"
+  else
+    index_args=(--index-url https://download.pytorch.org/whl/cpu)
+  fi
+}
 if ! command -v nvidia-smi >/dev/null 2>&1; then
   build="CPU build (no NVIDIA GPU found: nvidia-smi is missing)"
-  # no --index-url: this machine's configured pip index resolves torch to a CPU wheel
-  [ -z "${MIMICACHE_TORCH_INDEX:-}" ] || index_args=(--index-url "$MIMICACHE_TORCH_INDEX")
+  cpu_index
 elif ! nvidia-smi >/dev/null 2>&1; then
   build="CPU build (nvidia-smi is present but failed: no usable NVIDIA GPU or driver)"
-  [ -z "${MIMICACHE_TORCH_INDEX:-}" ] || index_args=(--index-url "$MIMICACHE_TORCH_INDEX")
+  cpu_index
 else
   build="CUDA build (nvidia-smi found a GPU)"
   index_args=(--index-url "${MIMICACHE_TORCH_INDEX:-https://download.pytorch.org/whl/cu126}")
