@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -215,7 +216,9 @@ class RayExecutor:
         outcomes: dict[int, Outcome] = {}
         pose = _PoseAhead(self.pose_actors, jobs)
         results: list[JobResult] = []
-        bar = tqdm(total=len(jobs), desc="jobs", unit="job", disable=not self.progress)
+        # A bar only on a terminal: in a log file each job has its own start and done lines.
+        on_terminal = self.progress and sys.stderr.isatty()
+        bar = tqdm(total=len(jobs), desc="jobs", unit="job", disable=not on_terminal)
         try:
             while queue or self.busy:
                 pose.submit(queued={job.index for job, _ in queue})
