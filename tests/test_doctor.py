@@ -37,7 +37,11 @@ def test_ready_on_the_tiny_bundle(capsys, workspace, tiny_bundle):
     digest = blake3.blake3(tiny_bundle.ckpt_path.read_bytes()).hexdigest()[:16]
     (line,) = [ln for ln in out.splitlines() if "checkpoint" in ln]
     assert line.startswith("ok") and str(tiny_bundle.ckpt_path) in line and digest in line
-    assert len([ln for ln in _lines(out, "ok") if "DWPose" in ln and ".onnx" in ln]) == 2
+    assert "tensors match the model" in line
+    assert (
+        len([ln for ln in _lines(out, "ok") if "DWPose" in ln and "opens in ONNX Runtime" in ln])
+        == 2
+    )
     assert "libx264 encoder" in out
     assert any("output folder" in ln and "free" in ln for ln in _lines(out, "ok"))
 
@@ -130,3 +134,53 @@ def test_uncached_hub_model_offline_advises_the_hf_commands(monkeypatch):
     assert check.fix == (
         "hf download mimicache-tests/not-a-cached-repo (gated: accept the licence, then hf auth login)"
     )
+
+
+def _swap(config, old, new):
+    config.write_text(config.read_text().replace(str(old), str(new)))
+    return config
+
+
+class _Payload:
+    """Any non-tensor object makes a pickle that safe loading refuses."""
+
+
+def _bad_checkpoint(capsys, workspace, tiny_bundle, tmp_path, name, state):
+    root, _ = workspace
+    ckpt = tmp_path / name
+    torch.save(state, ckpt)
+    config = write_config(tmp_path / "c.yaml", tiny_bundle, root / "ref.png", root / "walk.mp4")
+    code, out = _doctor(capsys, _swap(config, tiny_bundle.ckpt_path, ckpt), root, "--no_digests")
+    assert code == 1 and "a run would fail: 1 problem" in out
+    (fail,) = _lines(out, "FAIL")
+    return fail, out
+
+
+def test_checkpoint_with_wrong_keys_fails(capsys, workspace, tiny_bundle, tmp_path):
+    state = torch.load(tiny_bundle.ckpt_path, weights_only=True)
+    state["unet.conv_in.renamed"] = state.pop("unet.conv_in.weight")
+    fail, out = _bad_checkpoint(capsys, workspace, tiny_bundle, tmp_path, "keys.pth", state)
+    assert "checkpoint" in fail and "keys.pth does not match the MimicMotion model" in fail
+    assert "1 missing unet.* keys" in fail and "unet.conv_in.renamed" in fail
+    assert "checkpoint: set ckpt_path to MimicMotion_1-1.pth" in out
+
+
+def test_checkpoint_that_would_run_code_fails(capsys, workspace, tiny_bundle, tmp_path):
+    state = torch.load(tiny_bundle.ckpt_path, weights_only=True)
+    state["unet.payload"] = _Payload()
+    fail, out = _bad_checkpoint(capsys, workspace, tiny_bundle, tmp_path, "code.pth", state)
+    assert "code.pth holds code" in fail and "refused for safety" in fail
+    assert "save_file(" in out and str(tmp_path / "code.safetensors") in out
+
+
+def test_garbage_onnx_file_fails(capsys, workspace, tiny_bundle, tmp_path):
+    root, _ = workspace
+    garbage = tmp_path / "yolox_l.onnx"
+    garbage.write_bytes(b"not an onnx model" * 64)
+    config = write_config(tmp_path / "c.yaml", tiny_bundle, root / "ref.png", root / "walk.mp4")
+    config = _swap(config, tiny_bundle.det_model_path, garbage)
+    code, out = _doctor(capsys, config, root, "--no_digests")
+    assert code == 1
+    (fail,) = _lines(out, "FAIL")
+    assert "DWPose" in fail and f"cannot load DWPose ONNX model {garbage}" in fail
+    assert "download yolox_l.onnx again" in out and "dwpose.det_model_path" in out

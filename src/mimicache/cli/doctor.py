@@ -210,9 +210,68 @@ def config_checks(path: Path, *, digests: bool) -> Iterator[Check]:
             f"fix ref_image_path / ref_video_path in {path}",
         )  # fmt: skip
     yield from base_model_checks(config.base_model_path, digests=digests)
-    yield weight_check("checkpoint", Path(config.ckpt_path), "ckpt_path", digests)
+    check = weight_check("checkpoint", Path(config.ckpt_path), "ckpt_path", digests)
+    if check.status == OK:
+        unet_config = _unet_config(config.base_model_path)
+        check = _opened(check, checkpoint_check(Path(config.ckpt_path), unet_config))
+    yield check
     for key, file in (("det_model_path", config.dwpose_det_path), ("pose_model_path", config.dwpose_pose_path)):  # fmt: skip
-        yield weight_check("DWPose", Path(file), f"dwpose.{key}", digests)
+        check = weight_check("DWPose", Path(file), f"dwpose.{key}", digests)
+        if check.status == OK:
+            check = _opened(check, onnx_check(Path(file), f"dwpose.{key}"))
+        yield check
+
+
+def _opened(found: Check, opened: Check) -> Check:
+    """One line per weight file: its size and digest, then whether it loads as a run loads it."""
+    if opened.status != OK:
+        return opened
+    return Check(found.area, OK, f"{found.detail}; {opened.detail}")
+
+
+def checkpoint_check(path: Path, unet_config: Path | None) -> Check:
+    """Opens the checkpoint as a run would: safe loading, then the strict key comparison with
+    the model (skipped when the base model's UNet config is not on this machine)."""
+    from mimicache.pipeline.loading import checked_checkpoint
+
+    try:
+        _, _, unet_state, pose_state = checked_checkpoint(unet_config, path)
+    except MimicacheError as exc:
+        # the safety refusal carries its conversion command on the following lines
+        detail, _, command = str(exc).partition("\n")
+        fix = command.strip() or (
+            "set ckpt_path to MimicMotion_1-1.pth (hf download tencent/MimicMotion "
+            "MimicMotion_1-1.pth) with the SVD img2vid-xt-1-1 base model"
+        )
+        return Check("checkpoint", FAIL, detail, fix)
+    keys = plural(len(unet_state) + len(pose_state), "tensor")
+    matched = "match the model" if unet_config else "read (no local UNet config to compare)"
+    return Check("checkpoint", OK, f"{keys} {matched}")
+
+
+def _unet_config(base: str | Path) -> Path | None:
+    from mimicache.pipeline.loading import resolve_base_model
+
+    root = Path(base).expanduser()
+    if not root.exists():  # a hub id: resolving it could download, which doctor never does
+        return None
+    try:
+        unet_config = resolve_base_model(root).unet_config
+    except MimicacheError:
+        return None
+    return unet_config if unet_config.is_file() else None
+
+
+def onnx_check(path: Path, key: str) -> Check:
+    """Opens the ONNX file in ONNX Runtime, as the DWPose reference backend does."""
+    from mimicache.pose.backends import OrtModel
+
+    try:
+        OrtModel(path, "cpu")
+    except MimicacheError as exc:
+        fix = f"download {path.name} again (see the message) or set {key} to a good file"
+        return Check("DWPose", FAIL, str(exc), fix)
+    return Check("DWPose", OK, "opens in ONNX Runtime")
 
 
 def base_model_checks(base: str | Path, *, digests: bool) -> Iterator[Check]:

@@ -214,17 +214,21 @@ def _split_checkpoint(path: Path, state: dict[str, torch.Tensor]) -> tuple[dict,
     return parts["unet."], parts["pose_net."]
 
 
-def build_mimicmotion_modules(
-    unet_config: Path, ckpt_path: str | Path, dtype: torch.dtype = torch.float32
-) -> tuple[MimicMotionUNet, PoseNet]:
-    """UNet from the base config + PoseNet, both filled strictly from the checkpoint."""
+def checked_checkpoint(
+    unet_config: Path | None, ckpt_path: str | Path
+) -> tuple[MimicMotionUNet | None, PoseNet | None, dict, dict]:
+    """The checkpoint read safely and compared strictly with the model built from ``unet_config``
+    (on the meta device); ModelLoadError naming every mismatch. Without a config, only the
+    reading and the unet./pose_net. split are checked. ``mimicache doctor`` runs the same checks."""
     ckpt_path = Path(ckpt_path).expanduser()
+    unet_state, pose_state = _split_checkpoint(ckpt_path, read_checkpoint(ckpt_path))
+    if unet_config is None:
+        return None, None, unet_state, pose_state
     config = json.loads(unet_config.read_text())
     # Built on the meta device: the checkpoint supplies every tensor, so no random init is wasted.
     with torch.device("meta"):
         unet = MimicMotionUNet.from_config(config)
         pose_net = PoseNet(noise_latent_channels=unet.config.block_out_channels[0])
-    unet_state, pose_state = _split_checkpoint(ckpt_path, read_checkpoint(ckpt_path))
     problems = _check_keys(ckpt_path, "unet.", unet.state_dict(), unet_state)
     problems += _check_keys(ckpt_path, "pose_net.", pose_net.state_dict(), pose_state)
     if problems:
@@ -234,6 +238,14 @@ def build_mimicmotion_modules(
             + "; ".join(problems)
             + ". Use MimicMotion_1-1.pth with the SVD img2vid-xt-1-1 base model."
         )
+    return unet, pose_net, unet_state, pose_state
+
+
+def build_mimicmotion_modules(
+    unet_config: Path, ckpt_path: str | Path, dtype: torch.dtype = torch.float32
+) -> tuple[MimicMotionUNet, PoseNet]:
+    """UNet from the base config + PoseNet, both filled strictly from the checkpoint."""
+    unet, pose_net, unet_state, pose_state = checked_checkpoint(unet_config, ckpt_path)
     unet.load_state_dict({k: v.to(dtype) for k, v in unet_state.items()}, strict=True, assign=True)
     pose_net.load_state_dict(
         {k: v.to(dtype) for k, v in pose_state.items()}, strict=True, assign=True
