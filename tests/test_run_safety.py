@@ -414,3 +414,21 @@ def test_long_video_names_get_short_distinct_output_names(workspace, tmp_path):
         code = _run(workspace, tmp_path, "--output_dir", str(out), "--batch_folder", str(clips))
     assert code == 0
     assert len(list((out / "clips").glob("*.mp4"))) == 2
+
+
+def test_an_undecodable_video_name_does_not_abort_the_batch(workspace, tmp_path, caplog):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    figure_video(clips / "good.mp4", frames=4)
+    figure_video(clips / os.fsdecode(b"bad\xff.mp4"), frames=4)
+    out = tmp_path / "out"
+    with _no_rank_warning():
+        code = _run(workspace, tmp_path, "--output_dir", str(out), "--batch_folder", str(clips))
+    assert code == 0
+    sidecars = [json.loads(p.read_text()) for p in sorted((out / "clips").glob("*.json"))]
+    assert len(sidecars) == 2 and len(list(out.glob("*.report.html"))) == 1
+    assert "Traceback" not in caplog.text
+    assert sorted(s["job"]["name"] for s in sidecars) == [os.fsdecode(b"bad\xff"), "good"]
+    for path in [*out.glob("*.log"), *out.glob("*.report.html")]:
+        text = path.read_text(encoding="utf-8")
+        assert "good" in text and "bad\\xff" in text, path
