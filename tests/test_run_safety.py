@@ -388,3 +388,47 @@ def test_broken_and_looping_links_in_the_batch_folder_fail_their_jobs_alone(
         ("ok", False),  # good
         ("failed", True),  # loop
     ]
+
+
+def test_long_video_names_get_short_distinct_output_names(workspace, tmp_path):
+    from mimicache.batch.plan import plan_jobs
+    from mimicache.config import load_config
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    long_a, long_b = "a" * 240 + "x.mp4", "a" * 240 + "y.mp4"
+    for name in (long_a, long_b):
+        figure_video(clips / name, frames=4)
+    config = load_config(workspace["config"])
+    jobs = plan_jobs(
+        config, batch_folder=clips, output_dir=tmp_path / "out", timestamp="20260101000000",
+        tag="seed1_steps8_g2.5_aug0.02_lcm",
+    )  # fmt: skip
+    names = [job.output_path.name for job in jobs]
+    assert len(set(names)) == 2
+    for name in names:
+        assert len(os.fsencode(name.replace(".mp4", "_9999.json"))) <= 255
+        assert name.startswith("a" * 100) and "_20260101000000_seed1" in name
+    out = tmp_path / "run"
+    with _no_rank_warning():
+        code = _run(workspace, tmp_path, "--output_dir", str(out), "--batch_folder", str(clips))
+    assert code == 0
+    assert len(list((out / "clips").glob("*.mp4"))) == 2
+
+
+def test_an_undecodable_video_name_does_not_abort_the_batch(workspace, tmp_path, caplog):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    figure_video(clips / "good.mp4", frames=4)
+    figure_video(clips / os.fsdecode(b"bad\xff.mp4"), frames=4)
+    out = tmp_path / "out"
+    with _no_rank_warning():
+        code = _run(workspace, tmp_path, "--output_dir", str(out), "--batch_folder", str(clips))
+    assert code == 0
+    sidecars = [json.loads(p.read_text()) for p in sorted((out / "clips").glob("*.json"))]
+    assert len(sidecars) == 2 and len(list(out.glob("*.report.html"))) == 1
+    assert "Traceback" not in caplog.text
+    assert sorted(s["job"]["name"] for s in sidecars) == [os.fsdecode(b"bad\xff"), "good"]
+    for path in [*out.glob("*.log"), *out.glob("*.report.html")]:
+        text = path.read_text(encoding="utf-8")
+        assert "good" in text and "bad\\xff" in text, path

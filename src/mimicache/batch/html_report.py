@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import PIL.Image
 
+from mimicache.batch.outputs import printable
 from mimicache.cache.fs import atomic_write
 from mimicache.media import iter_frames, probe_video
 
@@ -160,7 +161,7 @@ def write_report(
     page = render_report(jobs, title=title, parameters=parameters, sections=sections, images=images)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, page.encode("utf-8"))
+    atomic_write(path, printable(page).encode("utf-8"))
     return path
 
 

@@ -5,6 +5,7 @@ before any work starts."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 import os
 import tempfile
@@ -12,6 +13,39 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from mimicache.errors import OutputError
+
+# A file name may hold NAME_MAX (255) bytes on the usual Linux/macOS file systems; a stem is
+# kept to STEM_MAX so that ``_NNNN`` and the longest suffix (``.json``) always fit.
+NAME_MAX = 255
+STEM_MAX = 200
+
+
+def fit_stem(head: str, tail: str = "") -> str:
+    """``head + tail``, or, when that is over ``STEM_MAX`` bytes, a readable prefix of ``head``
+    plus ``-`` and an 8-hex digest of the whole of ``head`` and then ``tail`` (the timestamp and
+    tags, kept whole so names still sort and tell runs apart). Two long heads that share a
+    prefix get different digests. Bytes are counted as the file system sees them
+    (``os.fsencode``), so undecodable names (surrogate escapes) are measured right."""
+    if len(os.fsencode(head + tail)) <= STEM_MAX:
+        return head + tail
+    digest = hashlib.sha256(os.fsencode(head)).hexdigest()[:8]
+    room = max(STEM_MAX - len(os.fsencode(tail)) - len(digest) - 1, 0)
+    prefix = ""
+    for char in head:  # whole characters only: never split a multi-byte one
+        if len(os.fsencode(prefix + char)) > room:
+            break
+        prefix += char
+    return f"{prefix}-{digest}{tail}"
+
+
+def printable(text: str) -> str:
+    """``text`` safe to write as UTF-8: a file name that is not valid UTF-8 reaches us with
+    surrogate escapes (``os.fsdecode``), which a UTF-8 encoder refuses; its raw bytes are
+    shown as ``\\xff`` instead, so a log, a summary or a page names it instead of aborting."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that no file name decoding makes
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def candidates(folder: Path, stem: str, suffix: str = ".mp4") -> Iterator[Path]:

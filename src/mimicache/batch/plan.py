@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from mimicache.batch.outputs import candidates, in_use
+from mimicache.batch.outputs import candidates, fit_stem, in_use
 from mimicache.config import InferenceConfig, TestCase
 from mimicache.errors import InputError
 from mimicache.media import link_fault
@@ -116,7 +116,8 @@ def plan_jobs(
     jobs = []
     suffix = f"_{tag}" if tag else ""
     for index, (case_index, case) in enumerate(pairs):
-        stem = f"{case.ref_video_path.stem}_{timestamp}{suffix}"
+        # A long video name is shortened here, before any work, not when its name is claimed.
+        stem = fit_stem(case.ref_video_path.stem, f"_{timestamp}{suffix}")
         output = next(p for p in candidates(target, stem) if p not in taken and not in_use(p))
         taken.add(output)
         jobs.append(Job(index, case_index, case, case.ref_video_path, output, stem))

@@ -5,11 +5,13 @@ is the one plain-text table layout every command prints."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mimicache.batch.outputs import printable
 from mimicache.cache.fs import atomic_write
 from mimicache.cache.keys import to_json_value
 from mimicache.config import InferenceConfig, case_to_dict
@@ -19,6 +21,7 @@ if TYPE_CHECKING:
     from mimicache.batch.run import JobResult
 
 SIDECAR_SCHEMA = 1
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def write_sidecar(
@@ -66,6 +69,9 @@ def write_sidecar(
     if people is not None:  # who drove the pose (pose.person)
         data["people"] = to_json_value(people.to_dict(), canonical=False)
     text = json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n"
+    # Surrogates (a file name that is not UTF-8) only occur inside JSON strings: written as
+    # \\uXXXX escapes they stay valid UTF-8 JSON and load back as the exact name.
+    text = _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, text.encode("utf-8"))
     return path
@@ -132,7 +138,7 @@ def format_summary(results: Sequence[JobResult] | Iterable[JobResult]) -> str:
         summary += f", {stopped} interrupted"
     if skipped:
         summary += f", {skipped} skipped (done)"
-    return text_table(rows, right=(0, 3, 4, 5)) + "\n" + summary
+    return printable(text_table(rows, right=(0, 3, 4, 5)) + "\n" + summary)
 
 
 def _job_label(job: Job, results: list[JobResult]) -> str:

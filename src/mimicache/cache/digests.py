@@ -137,7 +137,9 @@ class DigestMemo:
                         st.st_mtime_ns,
                         st.st_ctime_ns,
                         digest,
-                        os.fspath(path),
+                        # a name that is not UTF-8 (surrogate escapes) would make sqlite
+                        # refuse the row; the path is only shown, so its bytes are escaped
+                        os.fsencode(path).decode("utf-8", "backslashreplace"),
                         time.time(),
                     ),
                 )

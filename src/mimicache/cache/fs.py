@@ -72,7 +72,9 @@ def atomic_write(
     (some FUSE mounts) it falls back to the rename. True when ``path`` now holds ``data``.
     """
     path = Path(path)
-    tmp = path.parent / f".{temp_stem or path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    # The temp name adds ~25 bytes to the stem: cut a long one so it still fits NAME_MAX (255).
+    stem = os.fsdecode(os.fsencode(temp_stem or path.name)[:200])
+    tmp = path.parent / f".{stem}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
     try:
         fd = os.open(tmp, flags, 0o600)

@@ -245,6 +245,8 @@ class FeatureStore:
         check_stage(stage)
         check_metadata(metadata)  # before computing anything
         start = time.perf_counter()
+        if subject is not None:  # a file name that is not UTF-8: sqlite and JSON refuse it
+            subject = os.fsencode(subject).decode("utf-8", "backslashreplace")
         label = subject if subject is not None else key.digest[:12]
 
         def event(hit: bool, reason: str, size: int) -> CacheEvent:

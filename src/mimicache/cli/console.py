@@ -33,7 +33,7 @@ def setup_logging(verbose: bool, log_file: Path | None = None, *, bars: bool = T
     handlers: list[logging.Handler] = [console]
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        to_file = logging.FileHandler(log_file, encoding="utf-8")
+        to_file = logging.FileHandler(log_file, encoding="utf-8", errors="backslashreplace")
         to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         to_file.setLevel(logging.DEBUG)
         handlers.append(to_file)
