@@ -637,8 +637,12 @@ def test_clear_by_stage_and_all(tmp_path: Path) -> None:
     removed = store.clear("stage_b")
     assert sorted(r.stage for r in removed) == ["stage_b", "stage_b"]
     assert store.stats() == {"stage_a": (1, store.entries()[0].size)}
+    entry = store.entries()[0].path
+    debris = entry.parent / f".{'f' * 64}.4242.0badc0de.tmp"  # a killed writer's temp file
+    debris.write_bytes(b"half-written")
     removed = store.clear()
-    assert [r.stage for r in removed] == ["stage_a"]
+    assert sorted((r.kind, r.stage) for r in removed) == [("entry", "stage_a"), ("temp", None)]
+    assert not debris.exists()
     assert store.entries() == [] and (tmp_path / "CACHEDIR.TAG").exists()
     assert get(store, make_key(video="a"), stage="stage_a")[1].reason == "absent"
 

@@ -1,6 +1,7 @@
 """Nothing lost, nothing misreported: concurrent runs, paths checked before work, clear
 messages for bad media and checkpoints, quiet and labelled progress, file modes, help."""
 
+import errno
 import hashlib
 import json
 import os
@@ -15,7 +16,7 @@ import pytest
 import torch
 
 import mimicache.engine.engine
-from mimicache.batch import Job, JobResult, override_tag, reserve_log, reserve_output
+from mimicache.batch import Job, JobResult, override_tag, publish_output, reserve_log
 from mimicache.batch.cold_warm import format_table
 from mimicache.cli import build_parser, main, seed_script_main
 from mimicache.config import TestCase
@@ -91,25 +92,28 @@ def test_concurrent_runs_into_one_folder_lose_nothing(workspace, tmp_path):
     assert all("log file:" in log.read_text() for log in logs)
 
 
-def _reserve(args):
+def _publish(args):
     folder, stem = args
-    return str(reserve_output(Path(folder), stem, video=True))
+    video = f"video of pid {os.getpid()}".encode()
+    return str(publish_output(Path(folder), stem, video, lambda p: p.name.encode()))
 
 
-def test_reservations_from_many_processes_never_collide(tmp_path):
+def test_publications_from_many_processes_never_collide(tmp_path):
     with ProcessPoolExecutor(4) as pool:
-        got = list(pool.map(_reserve, [(str(tmp_path), "clip_20240101000000")] * 12))
+        got = list(pool.map(_publish, [(str(tmp_path), "clip_20240101000000")] * 12))
     assert len(set(got)) == 12
     assert sorted(Path(p).name for p in got)[0] == "clip_20240101000000.mp4"
-    # every claimed name has its sidecar claimed too
-    assert all(Path(p).with_suffix(".json").exists() for p in got)
+    # every published mp4 has its own sidecar, which names it; no temp file is left
+    assert all(Path(p).with_suffix(".json").read_text() == Path(p).name for p in got)
+    assert all(Path(p).read_bytes().startswith(b"video of pid") for p in got)
+    assert list(tmp_path.glob(".*")) == []
 
 
-def test_a_sidecar_only_claim_blocks_the_video_name(tmp_path):
-    failed = reserve_output(tmp_path, "x", video=False)
+def test_a_failed_jobs_sidecar_blocks_the_video_name(tmp_path):
+    failed = publish_output(tmp_path, "x", None, lambda p: b"{}")
     assert failed == tmp_path / "x.mp4" and not failed.exists()
-    assert (tmp_path / "x.json").exists()
-    assert reserve_output(tmp_path, "x", video=True) == tmp_path / "x_1.mp4"
+    assert (tmp_path / "x.json").read_bytes() == b"{}"
+    assert publish_output(tmp_path, "x", b"mp4", lambda p: b"{}") == tmp_path / "x_1.mp4"
     assert reserve_log(tmp_path, "20240101000000").name == "20240101000000.log"
     assert reserve_log(tmp_path, "20240101000000").name == "20240101000000_1.log"
 
@@ -432,3 +436,42 @@ def test_an_undecodable_video_name_does_not_abort_the_batch(workspace, tmp_path,
     for path in [*out.glob("*.log"), *out.glob("*.report.html")]:
         text = path.read_text(encoding="utf-8")
         assert "good" in text and "bad\\xff" in text, path
+
+
+def test_an_output_folder_that_turns_unwritable_mid_run_fails_the_rest_cleanly(
+    workspace, tmp_path, caplog, capsys, monkeypatch
+):
+    """After the first job's files land the folder refuses new files (as a read-only remount or a
+    revoked permission would): the later jobs fail with one line each, nothing partial or
+    empty is left under a real name or as a temp file, and the run still ends with its
+    summary."""
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for name in ("a", "b", "c"):
+        figure_video(clips / f"{name}.mp4", frames=4)
+    out = tmp_path / "out"
+    jobs = out / "clips"
+    real_open = os.open
+
+    def refusing_open(path, flags, *args, **kwargs):
+        if (
+            flags & os.O_CREAT
+            and Path(os.fsdecode(path)).parent == jobs
+            and any(jobs.glob("*.json"))
+        ):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fsdecode(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", refusing_open)
+    with _no_rank_warning():
+        code = _run(workspace, tmp_path, "--output_dir", str(out), "--batch_folder", str(clips))
+    assert code == 1
+    written = sorted(jobs.iterdir())
+    assert [p.suffix for p in written] == [".json", ".mp4"] and written[0].stem.startswith("a_")
+    assert all(p.stat().st_size > 0 for p in written)
+    assert "Traceback" not in caplog.text
+    failures = [r.getMessage() for r in caplog.records if "failed:" in r.getMessage()]
+    assert len(failures) == 2 and all("Permission denied" in f for f in failures), failures
+    assert all(f"to {jobs}" in f and "writable" in f for f in failures)
+    summary = capsys.readouterr().out
+    assert "2 failed" in summary or "failed: 2" in summary, summary

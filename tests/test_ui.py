@@ -274,6 +274,23 @@ def test_command_checks_before_serving(workspace, tmp_path, capsys):
     assert code == 2 and "none.yaml: config file not found" in capsys.readouterr().err
 
 
+def test_a_missing_checkpoint_is_an_error_before_serving(workspace, tmp_path, capsys):
+    config = tmp_path / "no_ckpt.yaml"
+    text = Path(workspace.config).read_text()
+    ckpt = str(load_config(workspace.config).ckpt_path)
+    config.write_text(text.replace(Path(ckpt).name, "missing.pth"))
+    code = main(
+        [
+            "ui", "--inference_config", str(config), "--port", str(_free_port()),
+            "--output_dir", str(tmp_path / "out"), "--device", "cpu",
+        ]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "missing.pth not found; set ckpt_path in the config" in err
+    assert "http://" not in err and "Traceback" not in err
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -8,6 +8,7 @@ average frame rate); ``write_video`` writes H.264/yuv420p mp4 atomically.
 from __future__ import annotations
 
 import errno
+import io
 import logging
 import math
 import os
@@ -275,12 +276,13 @@ def _rate(fps: float) -> Fraction:
     return Fraction(fps).limit_denominator(1001)
 
 
-def write_video(path: str | Path, frames: np.ndarray, fps: float) -> Path:
-    """Write (F, H, W, 3) uint8 RGB frames as H.264/yuv420p mp4, atomically; return the path.
+def encode_video(frames: np.ndarray, fps: float, name: str | Path = "video") -> bytes:
+    """(F, H, W, 3) uint8 RGB frames as the bytes of an H.264/yuv420p mp4 (``name`` only
+    labels the log line).
 
-    H.264 with 4:2:0 chroma needs even sizes: an odd height or width is padded by one row/column
-    repeating the edge pixels (logged). The file appears only when complete: frames go to a
-    temporary file in the same folder that is renamed over ``path``; on any failure it is removed.
+    H.264 with 4:2:0 chroma needs even sizes: an odd height or width is padded by one
+    row/column repeating the edge pixels (logged). Encoded in memory, so the caller decides
+    how the file is published (``write_video``, or a create-only link under a free name).
     """
     import av
 
@@ -290,34 +292,37 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float) -> Path:
             f"write_video expects (F, H, W, 3) uint8 with F >= 1, got {frames.shape} {frames.dtype}"
         )
     rate = _rate(fps)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     _, h, w, _ = frames.shape
     pad_h, pad_w = h % 2, w % 2
     if pad_h or pad_w:
         logger.warning(
-            "%s: %dx%d is odd; padding to %dx%d for H.264/yuv420p", path, w, h, w + pad_w, h + pad_h
+            "%s: %dx%d is odd; padding to %dx%d for H.264/yuv420p", name, w, h, w + pad_w, h + pad_h
         )
-
-    def encode(file) -> None:
-        with av.open(file, mode="w", format="mp4") as container:
-            stream = container.add_stream("libx264", rate=rate)
-            stream.width, stream.height = w + pad_w, h + pad_h
-            stream.pix_fmt = "yuv420p"
-            for i, img in enumerate(frames):
-                if pad_h or pad_w:
-                    img = np.pad(img, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
-                frame.pts = i
-                for packet in stream.encode(frame):
-                    container.mux(packet)
-            for packet in stream.encode():
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=rate)
+        stream.width, stream.height = w + pad_w, h + pad_h
+        stream.pix_fmt = "yuv420p"
+        for i, img in enumerate(frames):
+            if pad_h or pad_w:
+                img = np.pad(img, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+            frame.pts = i
+            for packet in stream.encode(frame):
                 container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return buffer.getvalue()
 
+
+def write_video(path: str | Path, frames: np.ndarray, fps: float) -> Path:
+    """Write (F, H, W, 3) uint8 RGB frames as H.264/yuv420p mp4 (``encode_video``), atomically;
+    return the path. The file appears only when complete (a temp file renamed over ``path``)."""
+    path = Path(path)
+    data = encode_video(frames, fps, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        atomic_write(path, encode, temp_stem=path.stem)
-    except (MimicacheError, ValueError):
-        raise
+        atomic_write(path, data, temp_stem=path.stem)
     except Exception as exc:
         raise MimicacheError(
             f"cannot write video {path}: {exc}. Check the output folder and disk space."

@@ -7,8 +7,8 @@ The local loop gets an already-loaded engine; only Ray's workers load models the
 from mimicache.batch.outputs import (
     check_log_file,
     check_output_folder,
+    publish_output,
     reserve_log,
-    reserve_output,
 )
 from mimicache.batch.plan import (
     TIMESTAMP_FORMAT,
@@ -38,8 +38,8 @@ __all__ = [
     "make_timestamp",
     "override_tag",
     "plan_jobs",
+    "publish_output",
     "reserve_log",
-    "reserve_output",
     "run_jobs",
     "write_sidecar",
 ]

@@ -1,5 +1,5 @@
-"""Output names: planned candidates ``{stem}[_N].mp4``, exclusive claims of the names a run
-writes (mp4, JSON sidecar, log), and the checks that an output folder or log file is usable
+"""Output names: planned candidates ``{stem}[_N].mp4``, create-only publication of a job's
+mp4 and JSON sidecar, the exclusive claim of a run's log name, and the checks that an output folder or log file is usable
 before any work starts."""
 
 from __future__ import annotations
@@ -9,9 +9,10 @@ import hashlib
 import itertools
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from mimicache.cache.fs import atomic_write
 from mimicache.errors import OutputError
 
 # A file name may hold NAME_MAX (255) bytes on the usual Linux/macOS file systems; a stem is
@@ -69,34 +70,41 @@ def _claim(path: Path) -> bool:
     return True
 
 
-def reserve_output(folder: Path, stem: str, *, video: bool) -> Path:
-    """Claim the first free ``{stem}[_N].mp4`` name in ``folder`` for this process; return it.
+def publish_output(
+    folder: Path, stem: str, video: bytes | None, sidecar: Callable[[Path], bytes]
+) -> Path:
+    """Publish a finished job's files under the first free ``{stem}[_N]`` name; return the
+    mp4 path (which a failed job, ``video`` None, leaves absent).
 
-    Claims are exclusive creates, so concurrent runs never get the same name: every job claims
-    the sidecar (``.json``), and a job with a video also claims the ``.mp4`` first. The empty
-    claimed files are then replaced whole (``write_video``, ``write_sidecar``). A name whose
-    mp4 or sidecar exists is skipped.
+    Each file is written whole to a temp file and then linked create-only (``atomic_write``
+    with ``overwrite=False``), so a name appears only with its complete content and is never
+    taken from a concurrent run: the mp4 first, then the sidecar ``sidecar(mp4_path)`` gives;
+    when another run got that sidecar name meanwhile, our mp4 link is undone and the next
+    name is tried. A write that fails (the folder became unwritable, the disk is full) raises
+    OSError and leaves nothing under a real name.
     """
     folder.mkdir(parents=True, exist_ok=True)
     for candidate in candidates(folder, stem):
-        sidecar = candidate.with_suffix(".json")
         if in_use(candidate):
             continue
-        if video and not _claim(candidate):
+        if video is not None and not atomic_write(
+            candidate, video, temp_stem=candidate.stem, overwrite=False
+        ):
             continue
-        if _claim(sidecar):
+        try:
+            published = atomic_write(
+                candidate.with_suffix(".json"), sidecar(candidate), overwrite=False
+            )
+        except BaseException:
+            if video is not None:
+                with contextlib.suppress(OSError):
+                    candidate.unlink()
+            raise
+        if published:
             return candidate
-        if video:  # another run claimed the sidecar first: give the video name back
+        if video is not None:
             candidate.unlink(missing_ok=True)
     raise AssertionError("unreachable: the candidate names never run out")
-
-
-def release_output(video: Path) -> None:
-    """Remove a claimed name whose job did not finish (empty placeholders only)."""
-    for path in (video, video.with_suffix(".json")):
-        with contextlib.suppress(OSError):
-            if path.stat().st_size == 0:
-                path.unlink()
 
 
 def reserve_log(folder: Path, timestamp: str) -> Path:

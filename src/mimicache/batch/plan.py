@@ -58,7 +58,7 @@ class Job:
     """One generation: a test case (with its driving video) and where its mp4 goes.
 
     ``output_path`` is the name planned when the run started; the name really written is
-    claimed only when the job's result is ready (``reserve_output``), so a concurrent run that
+    published only when the job's result is ready (``publish_output``), so a concurrent run that
     took the planned name in the meantime pushes this job to the next free ``_N``.
     """
 

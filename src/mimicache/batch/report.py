@@ -34,17 +34,34 @@ def write_sidecar(
     pose_retarget: str | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write the JSON sidecar (default: next to the job's mp4, same stem, ``.json``) and
-    return its path.
+    """Write the JSON sidecar (``sidecar_bytes``; default: next to the job's mp4, same stem,
+    ``.json``) atomically and return its path."""
+    video = result.output if result.output is not None else job.output_path
+    path = Path(path) if path is not None else Path(video).with_suffix(".json")
+    data = sidecar_bytes(
+        job, result, config=config, model_files=model_files, pose_retarget=pose_retarget,
+        extra=extra,
+    )  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, data)
+    return path
 
-    Holds the case's parameters, the pose retarget mode, the model files, the timings, the
-    cache events (dataclasses through ``asdict``), the status and the mimicache version.
-    Written atomically.
-    """
+
+def sidecar_bytes(
+    job: Job,
+    result: JobResult,
+    *,
+    config: InferenceConfig,
+    model_files: dict[str, Any],
+    pose_retarget: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> bytes:
+    """The JSON sidecar of a job: the case's parameters, the pose retarget mode, the model
+    files, the timings, the cache events (dataclasses through ``asdict``), the platform, the
+    status and the mimicache version (UTF-8)."""
     from mimicache import __version__
 
     video = result.output if result.output is not None else job.output_path
-    path = Path(path) if path is not None else Path(video).with_suffix(".json")
     data = {
         "schema": SIDECAR_SCHEMA,
         "mimicache_version": __version__,
@@ -72,9 +89,7 @@ def write_sidecar(
     # Surrogates (a file name that is not UTF-8) only occur inside JSON strings: written as
     # \\uXXXX escapes they stay valid UTF-8 JSON and load back as the exact name.
     text = _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, text.encode("utf-8"))
-    return path
+    return text.encode("utf-8")
 
 
 def text_table(

@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from mimicache.batch.outputs import release_output, reserve_output
+from mimicache.batch.outputs import publish_output
 from mimicache.batch.plan import Job
-from mimicache.batch.report import write_sidecar
-from mimicache.cache import file_digest
+from mimicache.batch.report import sidecar_bytes
+from mimicache.cache import bytes_digest
 from mimicache.config import InferenceConfig, TestCase
-from mimicache.errors import MimicacheError
-from mimicache.media import write_video
+from mimicache.errors import MimicacheError, OutputError
+from mimicache.media import encode_video
 
 if TYPE_CHECKING:
     from mimicache.batch.resume import ResultKey
@@ -130,51 +130,58 @@ class SidecarInfo:
 def finish_job(
     job: Job, outcome: Outcome, info: SidecarInfo, *, number: int, total: int
 ) -> JobResult:
-    """Write the job's mp4 (under a claimed name) and its sidecar; the job's result.
+    """Publish the job's mp4 and its sidecar under a free name; the job's result.
 
-    A failure to write the video fails the job; a sidecar that cannot be written is a warning.
-    On an interrupt no empty claimed name is left behind.
+    Each file appears whole or not at all (``publish_output``): a video that cannot be written
+    (the folder became unwritable, the disk is full) fails the job with one line naming the
+    folder, and a failed job's sidecar that cannot be written is a warning.
     """
-    output = None
-    result: JobResult
+    if outcome.error is not None:
+        return _publish_failure(job, JobResult.failure(job, outcome.error, outcome.timings), info)
+    folder = job.output_path.parent
+    start = time.perf_counter()
+    published: list[JobResult] = []
+
+    def sidecar(output: Path) -> bytes:
+        timings = dict(outcome.timings, write=time.perf_counter() - start)
+        result = JobResult(
+            job, "ok", output, timings, cache_events=outcome.cache_events,
+            people=outcome.people, platform=outcome.platform,
+        )  # fmt: skip
+        published.append(result)
+        key = outcome.result_key
+        extra = {
+            "result_key": None if key is None else key.digest,
+            "result_fields": None if key is None else key.fields,
+            "output_bytes": len(video),
+            "output_blake3": bytes_digest(video),
+        }
+        return _sidecar(job, result, info, extra)
+
     try:
-        if outcome.error is not None:
-            result = JobResult.failure(job, outcome.error, outcome.timings)
-        else:
-            start = time.perf_counter()
-            output = reserve_output(job.output_path.parent, job.base_stem, video=True)
-            output = write_video(output, outcome.frames, fps=outcome.fps)
-            timings = dict(outcome.timings, write=time.perf_counter() - start)
-            result = JobResult(
-                job,
-                "ok",
-                output,
-                timings,
-                cache_events=outcome.cache_events,
-                people=outcome.people,
-                platform=outcome.platform,
-            )
-            logger.info(
-                "[%d/%d] %s done: preprocess %.2fs, pipeline %.2fs, total %.2fs -> %s",
-                number,
-                total,
-                job.name,
-                timings.get("preprocess", 0.0),
-                timings.get("pipeline", 0.0),
-                timings.get("total", 0.0),
-                output,
-            )
-    except MimicacheError as exc:
+        video = encode_video(outcome.frames, outcome.fps, job.name)
+        output = publish_output(folder, job.base_stem, video, sidecar)
+    except OSError as exc:
+        error = OutputError(
+            f"cannot write the video of {job.name} to {folder} ({exc.strerror or exc}). "
+            "Check that the folder is writable and has free space."
+        )
+        logger.error("[%d/%d] %s failed: %s", number, total, job.name, error)
+        return _publish_failure(job, JobResult.failure(job, error, outcome.timings), info)
+    except (MimicacheError, ValueError) as exc:
         logger.error("[%d/%d] %s failed: %s", number, total, job.name, exc)
-        result = JobResult.failure(job, exc)
-    except Exception as exc:  # a disk fault while writing: isolate the job
-        logger.exception("[%d/%d] %s failed unexpectedly", number, total, job.name)
-        result = JobResult.failure(job, exc)
-    except BaseException:
-        if output is not None:
-            release_output(output)
-        raise
-    _write_job_sidecar(job, result, output, info, outcome.result_key)
+        return _publish_failure(job, JobResult.failure(job, exc, outcome.timings), info)
+    result = published[-1]
+    logger.info(
+        "[%d/%d] %s done: preprocess %.2fs, pipeline %.2fs, total %.2fs -> %s",
+        number,
+        total,
+        job.name,
+        result.timings.get("preprocess", 0.0),
+        result.timings.get("pipeline", 0.0),
+        result.timings.get("total", 0.0),
+        output,
+    )
     return result
 
 
@@ -260,33 +267,20 @@ def generate_outcome(
     )
 
 
-def _write_job_sidecar(
-    job: Job, result: JobResult, output: Path | None, info: SidecarInfo, key: ResultKey | None
-) -> None:
-    """The sidecar under the job's claimed name (a failed job claims one now); a sidecar that
-    cannot be written is a warning, not a failed job."""
+def _sidecar(job: Job, result: JobResult, info: SidecarInfo, extra: dict[str, Any]) -> bytes:
+    return sidecar_bytes(
+        job, result, config=info.config, model_files=info.model_files,
+        pose_retarget=info.pose_retarget, extra=extra,
+    )  # fmt: skip
+
+
+def _publish_failure(job: Job, result: JobResult, info: SidecarInfo) -> JobResult:
+    """A failed job's sidecar under a free name (the mp4 name stays free); one that cannot be
+    written is a warning, not a second failure."""
     try:
-        if not result.ok:
-            if output is not None:  # claimed, then the write failed
-                release_output(output)
-            output = reserve_output(job.output_path.parent, job.base_stem, video=False)
-        assert output is not None
-        extra: dict[str, Any] = {}
-        if result.ok:
-            extra = {
-                "result_key": None if key is None else key.digest,
-                "result_fields": None if key is None else key.fields,
-                "output_bytes": output.stat().st_size,
-                "output_blake3": file_digest(output),
-            }
-        write_sidecar(
-            job,
-            result,
-            config=info.config,
-            model_files=info.model_files,
-            path=output.with_suffix(".json"),
-            pose_retarget=info.pose_retarget,
-            extra=extra,
+        publish_output(
+            job.output_path.parent, job.base_stem, None, lambda _: _sidecar(job, result, info, {})
         )
     except OSError as exc:
-        logger.warning("could not write the sidecar of %s: %s", job.name, exc)
+        logger.warning("could not write the sidecar of %s: %s", job.name, exc.strerror or exc)
+    return result

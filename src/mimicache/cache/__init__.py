@@ -15,7 +15,7 @@ from mimicache.cache.admin import (
     RemovalResult,
     VerifyReport,
 )
-from mimicache.cache.digests import DigestMemo, file_digest
+from mimicache.cache.digests import DigestMemo, bytes_digest, file_digest
 from mimicache.cache.entry import SCHEMA
 from mimicache.cache.fs import atomic_write
 from mimicache.cache.index import MISS_REASONS, MissReason
@@ -46,6 +46,7 @@ __all__ = [
     "StageKey",
     "VerifyReport",
     "atomic_write",
+    "bytes_digest",
     "canonical_json",
     "file_digest",
     "fingerprint_files",

@@ -220,6 +220,11 @@ def _same_file_state(a: os.stat_result, b: os.stat_result) -> bool:
     )
 
 
+def bytes_digest(data: bytes | bytearray | memoryview) -> str:
+    """BLAKE3 hex digest of ``data``: equal to ``file_digest`` of a file holding it."""
+    return blake3.blake3(data, max_threads=blake3.blake3.AUTO).hexdigest()
+
+
 def file_digest(path: str | os.PathLike[str], memo: DigestMemo | None = None) -> str:
     """Hex BLAKE3 (64 chars) of the bytes of ``path``; memoised by stat identity in ``memo``.
 

@@ -85,14 +85,17 @@ def port_arg(text: str) -> int:
 
 
 def ui_command(args: argparse.Namespace) -> int:
-    """Check the folders, the config and the device (as ``run`` does), then serve until
-    interrupted. The models load on the first preview or run."""
+    """Check the folders, the config, the model files and the device (as ``run`` does), then
+    serve until interrupted. The models load on the first preview or run."""
     import_gradio()  # a missing extra fails before anything else
     output_dir = check_output_folder(args.output_dir)
     log_file = reserve_log(output_dir, make_timestamp())
     setup_logging(args.verbose, log_file, bars=sys.stderr.isatty())
     logger.info("log file: %s", log_file)
     config = load_config(args.inference_config)
+    from mimicache.pipeline.loading import check_model_paths
+
+    check_model_paths(config.base_model_path, config.ckpt_path)  # as run would, before serving
     device = _pick_device(args)
     from mimicache.cache.store import FeatureStore
 

@@ -124,14 +124,27 @@ def _download(repo_id: str) -> Path:
         ) from exc
 
 
-def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
-    """A MimicMotion checkpoint as a flat dict of tensors (.pth without pickled objects, or .safetensors)."""
+def check_model_paths(base_model_path: str | Path, ckpt_path: str | Path) -> BaseModelFiles:
+    """What a command that loads the models later (the web UI, on its first run) checks at
+    start: the base model resolves and the checkpoint file is there. ModelLoadError if not."""
+    files = resolve_base_model(base_model_path)
+    _checkpoint_file(ckpt_path)
+    return files
+
+
+def _checkpoint_file(path: str | Path) -> Path:
     path = Path(path).expanduser()
     if not path.is_file():
         raise ModelLoadError(
             f"checkpoint {path} not found; set ckpt_path in the config to MimicMotion_1-1.pth "
             "(from the tencent/MimicMotion model repository)"
         )
+    return path
+
+
+def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """A MimicMotion checkpoint as a flat dict of tensors (.pth without pickled objects, or .safetensors)."""
+    path = _checkpoint_file(path)
     try:
         if path.suffix == ".safetensors":
             state = load_file(str(path))
