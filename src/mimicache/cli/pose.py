@@ -127,6 +127,8 @@ def pose_command(args: argparse.Namespace) -> int:
     )
     engine, cache = _pose_engine(args, config)
     parameters = _parameters(case, engine, cache, log_file)
+    if args.inference_config:
+        parameters["config"] = f"{args.inference_config} (test case {args.case})"
     shown = ("ref_image_path", "ref_video_path", "resolution", "sample_stride", "fps")
     job = ReportJob(
         name=case.ref_video_path.stem,
