@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from mimicache.batch import Job
 from mimicache.batch.cold_warm import Speedup, run_benchmark, speedups
@@ -14,6 +15,7 @@ from mimicache.batch.run import JobResult
 from mimicache.cache.modes import CacheEvent
 from mimicache.cache.store import FeatureStore
 from mimicache.config import InferenceConfig, TestCase
+from mimicache.engine.stages import STAGES
 
 FIRST_CALL = 5.0  # seconds the stand-in's first generation costs on top
 
@@ -33,8 +35,20 @@ class SlowStart:
 
     cache: FeatureStore
     calls: list[tuple[str, str]] = field(default_factory=list)
+    made_keys: list[tuple[str, str]] = field(default_factory=list)
     model_files: dict = field(default_factory=dict)
     pose_retarget: str = "published"
+
+    def keys(self, case):
+        """Records which store each key was made through."""
+        made, store = self.made_keys, self.cache
+
+        class Keys:
+            def __getattr__(self, stage):
+                made.append((stage, store.mode.value))
+                return stage
+
+        return Keys()
 
     def generate(self, case, *, progress, label):
         self.calls.append((label, self.cache.mode.value))
@@ -71,8 +85,10 @@ def test_the_warm_up_runs_uncached_first_and_is_not_timed(tmp_path):
     assert engine.calls[0] == ("walk (warm-up)", "off")
     assert [mode for _, mode in engine.calls[1:]] == ["refresh"] * 2 + ["read-write"] * 2
     assert not list((tmp_path / "out").glob("*warm-up*"))  # the warm-up writes no output
+    # the keys (and the engine's model fingerprints) made once, through the run's own store
+    assert engine.made_keys == [(stage, "read-write") for stage in STAGES]
     # the one-off cost went to the warm-up, not to the cold run
-    assert report.whole == Speedup("whole job (every stage)", 2 * 3.02, 2 * 1.03)
+    assert (report.whole.cold, report.whole.warm) == (2 * 3.02, 2 * 1.03)
     assert report.cached.cold == 2 * 2.02 and report.cached.warm == 2 * 0.03
     assert "cached stages (video_keypoints; keys, decoding): cold 4.040 s, warm 0.060 s: " \
         "67.3x faster" in report.table  # fmt: skip
@@ -88,12 +104,18 @@ def _result(tmp_path, index, status, timings, stages=()):
 
 
 def test_speedups_count_only_the_stages_the_cache_served_and_jobs_done_twice(tmp_path):
-    both = {"video_keypoints": 1.0, "clip_embeddings": 0.5, "unpack": 0.1, "total": 4.0}
+    both = {
+        "video_keypoints": 1.0, "clip_embeddings": 0.5, "unpack": 0.1, "denoise": 1.0,
+        "total": 4.0,
+    }  # fmt: skip
     cold = [
         _result(tmp_path, 0, "ok", both),
         _result(tmp_path, 1, "ok", {"total": 9.0}),  # failed warm: left out of both figures
     ]
-    warm_times = {"video_keypoints": 0.1, "clip_embeddings": 0.5, "unpack": 0.1, "total": 2.0}
+    warm_times = {
+        "video_keypoints": 0.1, "clip_embeddings": 0.5, "unpack": 0.1, "denoise": 1.4,
+        "total": 2.0,
+    }  # fmt: skip
     warm = [
         # --disable_pipeline_feature_cache: CLIP computed both times, not a cached stage
         _result(tmp_path, 0, "ok", warm_times, stages=("video_keypoints",)),
@@ -101,7 +123,12 @@ def test_speedups_count_only_the_stages_the_cache_served_and_jobs_done_twice(tmp
     ]
     cached, whole = speedups(cold, warm)
     assert cached == Speedup("cached stages (video_keypoints; keys, decoding)", 1.1, 0.2)
-    assert whole.cold == 4.0 and whole.warm == 2.0 and whole.factor == 2.0
+    # denoising did the same work both times: its slower warm 1.4 s counts as the cold 1.0 s
+    assert whole.cold == 4.0 and whole.warm == pytest.approx(1.6) and whole.factor == 2.5
+    assert whole.note == (
+        "measured totals 4.000 s and 2.000 s; denoise, clip_embeddings do the same work both "
+        "times and count their faster time in both"
+    )
     assert speedups(cold[1:], warm[1:]) == (None, None)
 
 
