@@ -150,7 +150,14 @@ def test_benchmark_cache_runs_cold_then_warm(workspace, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "outputs bit-identical: yes (1 of 1 jobs)" in printed
     assert "video_keypoints" in printed and "speed-up" in printed
+    assert "a_walk ran once first with the cache off, untimed" in printed
+    assert (
+        "  cached stages (video_keypoints, image_keypoints, pose_frames, clip_embeddings, "
+        "vae_latents; keys, decoding): cold " in printed
+    )
+    assert "  whole job (every stage): cold " in printed
     log = next(out.glob("*.log")).read_text()
+    assert "warm-up: a_walk once with the cache off" in log
     assert "ignoring --disable_feature_cache" in log
     assert "Cache miss for video_keypoints" in log and "forced" in log
     assert "Loaded cached features for video_keypoints" in log

@@ -4,6 +4,7 @@ generation, the contact sheet, and `mimicache pose` end to end."""
 from __future__ import annotations
 
 import html.parser
+import json
 
 import av
 import numpy as np
@@ -227,3 +228,56 @@ def test_pose_command_without_a_person_fails_with_a_report(workspace, tmp_path, 
     assert not output.exists()
     report = (tmp_path / "p.report.html").read_text()
     assert "failed" in report and "no person found in the reference image" in report
+
+
+def test_pose_takes_the_config_and_a_run_on_it_hits_every_pose_stage(tiny_bundle, tmp_path, capsys):
+    """Everything from the config (image, video, resolution 48, stride 2): the run after it
+    finds every pose entry the preview wrote."""
+    image = reference_image(tmp_path / "ref.png")
+    video = figure_video(tmp_path / "walk.mp4", frames=6)
+    config = write_config(tmp_path / "c.yaml", tiny_bundle, image, video, resolution=48,
+                          sample_stride=2)  # fmt: skip
+    cache = str(tmp_path / "cache")
+    common = ["--inference_config", str(config), "--feature_cache_dir", cache, "--quiet"]
+    preview = tmp_path / "preview.mp4"
+    assert main(["pose", *common, "--output", str(preview), "--device", "cpu"]) == 0
+    assert "pose stages from the cache: 0 of 3" in capsys.readouterr().out
+    with av.open(str(preview)) as container:
+        decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(decoded) == 1 + 3  # the reference, then frames 0, 2, 4 of 6
+    assert decoded[0].shape[:2] == (64, 3 * 48 + 2 * PANEL_GAP)  # 48 wide, not 576
+
+    out = tmp_path / "out"
+    assert main(["run", *common, "--output_dir", str(out), "--device", "cpu"]) == 0
+    sidecar = json.loads(next(out.glob("walk_*.json")).read_text())
+    events = {e["stage"]: e["hit"] for e in sidecar["cache_events"]}
+    assert {stage: events[stage] for stage in POSE_STAGES} == dict.fromkeys(POSE_STAGES, True)
+    assert events["clip_embeddings"] is False  # the preview loads no CLIP: the run computes it
+
+
+def test_pose_flags_override_the_config(workspace, tmp_path, capsys):
+    output = tmp_path / "p.mp4"
+    argv = [
+        "pose", "--inference_config", str(workspace["root"] / "c.yaml"), "--sample_stride", "3",
+        "--output", str(output), "--disable_feature_cache", "--quiet", "--device", "cpu",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    with av.open(str(output)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(frames) == 1 + 2  # stride 3 of 6 frames, not the config's 1
+    assert frames[0].shape[1] == 3 * RESOLUTION + 2 * PANEL_GAP  # the config's, not 576
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--ref_image", "x.png"], "pass --ref_image and --video, or --inference_config"),
+        (["--case", "1"], "--case 1 needs --inference_config"),
+        (["--case", "2", "--inference_config", "C"], "has 1 test case(s); pass --case 0 to 0"),
+    ],
+)
+def test_pose_without_its_inputs_says_which_flags(workspace, tmp_path, capsys, argv, message):
+    argv = [a.replace("C", str(workspace["root"] / "c.yaml")) if a == "C" else a for a in argv]
+    assert main(["pose", *argv, "--output", str(tmp_path / "p.mp4")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and not (tmp_path / "p.mp4").exists()

@@ -32,9 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser(
         "bench",
         help="run cold then warm and compare the timings per stage",
-        description="Run the jobs twice, first with every cache entry recomputed (cold), then "
-        "reading the cache (warm); print the per-stage timings side by side and whether the "
-        "outputs are bit-identical. Takes the same flags as `run`.",
+        description="Run the first job once with the cache off and untimed (a warm-up, so the "
+        "cold run is not charged the process's first-call costs), then the jobs twice, first "
+        "with every cache entry recomputed (cold), then reading the cache (warm); print the "
+        "per-stage timings side by side, the cached stages' and the whole job's speed-ups "
+        "apart, and whether the outputs are bit-identical. Takes the same flags as `run`.",
     )
     add_run_arguments(bench, RUN_DEFAULTS, benchmark_flag=False)
     bench.add_argument(

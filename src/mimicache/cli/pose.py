@@ -34,7 +34,7 @@ from mimicache.config import (
     case_to_dict,
     load_config,
 )
-from mimicache.errors import MimicacheError
+from mimicache.errors import ConfigError, MimicacheError
 from mimicache.media import write_video
 
 if TYPE_CHECKING:
@@ -42,6 +42,9 @@ if TYPE_CHECKING:
     from mimicache.engine import MimicMotion
 
 logger = logging.getLogger(__name__)
+
+# The case values a preview takes when neither a flag nor a config gives them: a run's.
+DEFAULTS = TestCase(ref_video_path=Path(), ref_image_path=Path())
 
 
 def add_pose_command(subparsers: Any) -> argparse.ArgumentParser:
@@ -54,8 +57,8 @@ def add_pose_command(subparsers: Any) -> argparse.ArgumentParser:
         "with `run`: a preview makes a later run's pose stages cache hits.",
     )
     io = parser.add_argument_group("inputs and outputs")
-    io.add_argument("--ref_image", required=True, help="the reference image")
-    io.add_argument("--video", required=True, help="the driving video")
+    io.add_argument("--ref_image", help="the reference image (default: the config's test case's)")
+    io.add_argument("--video", help="the driving video (default: the config's test case's)")
     io.add_argument(
         "--output",
         help="the preview mp4; the contact sheet (.png), log (.log) and report (.report.html) "
@@ -64,16 +67,29 @@ def add_pose_command(subparsers: Any) -> argparse.ArgumentParser:
     io.add_argument("--log_file", help="log file (default: beside the output, .log)")
     io.add_argument(
         "--inference_config",
-        help="take the DWPose model paths and the pose.* keys (retarget, person) from this "
-        "config (default: none; the DWPose files under models/DWPose/)",
+        help="take the reference image, the video, resolution, sample_stride, fps, the DWPose "
+        "model paths and the pose.* keys (retarget, person) from this config, as `run` does, "
+        "so a later run on it hits every pose entry; flags override (default: none; the "
+        "DWPose files under models/DWPose/)",
+    )
+    io.add_argument(
+        "--case",
+        type=int,
+        default=0,
+        metavar="N",
+        help="which test case of --inference_config, counted from 0 (default: %(default)s)",
     )
     io.add_argument("--dwpose_det_path", help=f"detector ONNX (default: {DEFAULT_DWPOSE_DET_PATH})")
     io.add_argument("--dwpose_pose_path", help=f"pose ONNX (default: {DEFAULT_DWPOSE_POSE_PATH})")
     gen = parser.add_argument_group("pose frames (as in the run's test case)")
-    gen.add_argument("--resolution", type=int, default=576, help="(default: %(default)s)")
-    gen.add_argument("--sample_stride", type=int, default=2, help="(default: %(default)s)")
     gen.add_argument(
-        "--fps", type=int, default=15, help="preview frame rate (default: %(default)s)"
+        "--resolution", type=int, help=f"(default: the config's, else {DEFAULTS.resolution})"
+    )
+    gen.add_argument(
+        "--sample_stride", type=int, help=f"(default: the config's, else {DEFAULTS.sample_stride})"
+    )
+    gen.add_argument(
+        "--fps", type=int, help=f"preview frame rate (default: the config's, else {DEFAULTS.fps})"
     )
     gen.add_argument(
         "--pose_retarget",
@@ -94,21 +110,25 @@ def pose_command(args: argparse.Namespace) -> int:
     frames (the report says why), 2 (raised) for usage and setup errors."""
     from mimicache.engine.preview import contact_sheet, pose_preview
 
-    output = _output_path(args)
+    config = _config(args)
+    case = preview_case(args, config)
+    output = _output_path(args, case)
     check_output_folder(output.parent)
     log_file = check_log_file(args.log_file) if args.log_file else output.with_suffix(".log")
     setup_logging(args.verbose, log_file, bars=not args.quiet and sys.stderr.isatty())
     logger.info("log file: %s", log_file)
-    config = _config(args)
-    case = TestCase(
-        ref_video_path=Path(args.video),
-        ref_image_path=Path(args.ref_image),
-        resolution=args.resolution,
-        sample_stride=args.sample_stride,
-        fps=args.fps,
+    logger.info(
+        "preview of %s with %s: resolution %d, sample stride %d%s",
+        case.ref_video_path,
+        case.ref_image_path,
+        case.resolution,
+        case.sample_stride,
+        f" (test case {args.case} of {args.inference_config})" if args.inference_config else "",
     )
     engine, cache = _pose_engine(args, config)
     parameters = _parameters(case, engine, cache, log_file)
+    if args.inference_config:
+        parameters["config"] = f"{args.inference_config} (test case {args.case})"
     shown = ("ref_image_path", "ref_video_path", "resolution", "sample_stride", "fps")
     job = ReportJob(
         name=case.ref_video_path.stem,
@@ -179,11 +199,41 @@ def _parameters(case: TestCase, engine, cache, log_file: Path) -> dict:
     }
 
 
-def _output_path(args: argparse.Namespace) -> Path:
+def preview_case(args: argparse.Namespace, config: InferenceConfig) -> TestCase:
+    """The previewed pair and its pose settings: flag > the config's test case > ``run``'s
+    defaults, so the preview's cache keys are the ones a run on the same config uses."""
+    flags = {
+        "ref_image_path": args.ref_image,
+        "ref_video_path": args.video,
+        "resolution": args.resolution,
+        "sample_stride": args.sample_stride,
+        "fps": args.fps,
+    }
+    if args.inference_config:
+        cases = config.test_case
+        if not 0 <= args.case < len(cases):
+            raise ConfigError(
+                f"--case {args.case}: {args.inference_config} has {len(cases)} test case(s); "
+                f"pass --case 0 to {len(cases) - 1}"
+            )
+        return cases[args.case].replace(**flags)
+    if args.case:
+        raise ConfigError(f"--case {args.case} needs --inference_config (the cases are its)")
+    if not (args.ref_image and args.video):
+        raise ConfigError(
+            "mimicache pose: pass --ref_image and --video, or --inference_config with a test "
+            "case that names them"
+        )
+    return TestCase(ref_video_path=Path(args.video), ref_image_path=Path(args.ref_image)).replace(
+        **flags
+    )
+
+
+def _output_path(args: argparse.Namespace, case: TestCase) -> Path:
     if args.output:
         output = Path(args.output)
         return output if output.suffix.lower() == ".mp4" else output.with_suffix(".mp4")
-    return Path("outputs") / f"{Path(args.video).stem}_pose.mp4"
+    return Path("outputs") / f"{case.ref_video_path.stem}_pose.mp4"
 
 
 def _config(args: argparse.Namespace) -> InferenceConfig:
