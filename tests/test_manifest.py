@@ -84,7 +84,7 @@ def test_each_format_gives_the_rows_values_over_the_first_cases(folder, tmp_path
     ]
     assert [j.index for j in plan.jobs] == [0, 1, 2]
     assert plan.jobs[1].source == {
-        "manifest": str(manifest),
+        "path": str(manifest),
         "row": 2,
         "values": {k: v for k, v in ROWS[1].items()}
         if suffix != ".csv"

@@ -87,7 +87,7 @@ def test_results_jsonl_has_a_row_per_job_success_and_failure(workspace, first_ru
     assert ok["ref_image"] == str(root / "ref.png") and ok["video"] == str(root / "clips/v0.mp4")
     assert ok["parameters"]["seed"] == 7 and ok["parameters"]["num_inference_steps"] == 2
     assert ok["manifest"] == {
-        "manifest": str(root / "jobs.csv"),
+        "path": str(root / "jobs.csv"),
         "row": 1,
         "values": {"ref_image": "ref.png", "video": "clips/v0.mp4", "seed": "7", "steps": "2"},
     }

@@ -144,7 +144,7 @@ def plan_manifest(
     jobs: list[Job] = []
     rejected: list[JobResult] = []
     for row in manifest.rows:
-        source = {"manifest": manifest.source, "row": row.number, "values": row.values}
+        source = {"path": manifest.source, "row": row.number, "values": row.values}
         if row.case is None:
             video = str(row.values.get("video") or row.values.get("ref_video_path") or "")
             name = PurePosixPath(video).stem or f"row {row.number}"
