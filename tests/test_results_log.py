@@ -169,3 +169,10 @@ def test_rows_are_written_as_jobs_finish(workspace, tmp_path):
         (0, "ok"),
         (2, "interrupted"),
     ]
+
+
+def test_a_manifest_and_a_batch_folder_are_one_too_many(workspace, tmp_path, capsys):
+    root, config = workspace
+    argv = [*_argv(root, config, tmp_path / "out"), "--batch_folder", str(root / "clips")]
+    assert main(argv) == 2
+    assert "--manifest and --batch_folder both name the jobs" in capsys.readouterr().err
