@@ -182,3 +182,15 @@ def test_urls_go_through_the_resolver_hook(folder, tmp_path):
     assert [row.error for row in read.rows] == [None, None]
     assert asked[0] == str(manifest) and asked[1] == "s3://bucket/ref.png"  # as written
     assert str(folder / "clips/a.mp4") in asked
+
+
+def test_rows_asking_for_one_name_get_the_next_free_one(folder, tmp_path):
+    same = {"ref_image": "ref.png", "video": "clips/a.mp4"}
+    manifest = write_manifest(folder / "jobs.csv", [same, same, same])
+    out = tmp_path / "out" / "jobs"
+    out.mkdir(parents=True)
+    (out / "a_T_1.json").write_text("{}")  # an earlier run's sidecar holds this name
+    read = read_manifest(manifest, _config(tmp_path).test_case[0])
+    plan = plan_manifest(read, output_dir=tmp_path / "out", timestamp="T")
+    assert [j.output_path.name for j in plan.jobs] == ["a_T.mp4", "a_T_2.mp4", "a_T_3.mp4"]
+    assert {j.base_stem for j in plan.jobs} == {"a_T"}

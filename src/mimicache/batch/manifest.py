@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from mimicache.batch.outputs import STEM_MAX, candidates, fit_stem, in_use
+from mimicache.batch.outputs import STEM_MAX, fit_stem, in_use
 from mimicache.batch.plan import Job, override_tag
 from mimicache.batch.run import JobResult
 from mimicache.config import TEST_CASE_KEYS, TestCase
@@ -120,11 +120,12 @@ def read_manifest(
     if not records:
         raise InputError(f"--manifest {text}: holds no rows; give one row per job")
     manifest = Manifest(text, defaults)
+    local = _Inputs(resolve)
     base = _folder_of(text, path)
     names: dict[str, int] = {}
     for number, (line, values, problem) in enumerate(records, start=1):
         row = ManifestRow(number, values, line)
-        row.error = problem or _check_row(row, defaults, base, resolve, names)
+        row.error = problem or _check_row(row, defaults, base, local, names)
         if row.error:
             row.case = None
             row.error = f"{row.where(text)}: {row.error}"
@@ -140,7 +141,7 @@ def plan_manifest(
     [_{tag}][_{row values}].mp4`` (e.g. ``_seed7_steps8``); a taken name gets ``_1``, ``_2``...
     Bad rows come back as failed results with their row's message."""
     target = Path(output_dir) / manifest.stem
-    taken: set[Path] = set()
+    tried: dict[tuple[Path, str], int] = {}
     jobs: list[Job] = []
     rejected: list[JobResult] = []
     for row in manifest.rows:
@@ -161,17 +162,28 @@ def plan_manifest(
             extra = _row_tag(row.values)
             suffix = "".join(f"_{part}" for part in (tag, extra) if part)
             folder, stem = target, fit_stem(case.ref_video_path.stem, f"_{timestamp}{suffix}")
-        output = next(p for p in candidates(folder, stem) if p not in taken and not in_use(p))
-        taken.add(output)
+        output = _free_name(folder, stem, tried)
         jobs.append(Job(row.number - 1, 0, case, case.ref_video_path, output, stem, source))
     return ManifestPlan(jobs, rejected)
+
+
+def _free_name(folder: Path, stem: str, tried: dict[tuple[Path, str], int]) -> Path:
+    """The first ``{stem}[_N].mp4`` not planned yet and not on disk. ``tried`` remembers where
+    each name's search stopped, so a thousand rows of one video stay linear."""
+    n = tried.get((folder, stem), 0)
+    while True:
+        path = folder / (f"{stem}_{n}.mp4" if n else f"{stem}.mp4")
+        n += 1
+        if not in_use(path):
+            tried[(folder, stem)] = n
+            return path
 
 
 # --------------------------------------------------------------------------- one row
 
 
 def _check_row(
-    row: ManifestRow, defaults: TestCase, base: str, resolve: Resolver, names: dict[str, int]
+    row: ManifestRow, defaults: TestCase, base: str, resolve: _Inputs, names: dict[str, int]
 ) -> str | None:
     """Build ``row.case`` (and ``row.output_name``); the row's problem, or None."""
     values: dict[str, Any] = {}
@@ -195,14 +207,14 @@ def _check_row(
         return "; ".join(problems)
     try:
         for key, column in _INPUTS.items():
-            local = resolve(_join(base, values[key]))
-            if not local.is_file():
+            found, missing = resolve(_join(base, values[key]))
+            if missing:
                 relative = _join(base, values[key]) != values[key]
                 hint = (
                     f" (relative paths start at the manifest's folder {base})" if relative else ""
                 )
-                return f"{column} {local} not found{hint}"
-            values[key] = local.resolve()
+                return f"{column} {found} not found{hint}"
+            values[key] = found
         row.case = defaults.replace(**values)
     except (ConfigError, InputError) as exc:
         return "; ".join(line.strip() for line in str(exc).splitlines() if "problems:" not in line)
@@ -215,6 +227,28 @@ def _check_row(
             return problem
         names[row.output_name] = row.number
     return None
+
+
+class _Inputs:
+    """``resolve`` once per distinct input string (a dataset names the same few reference
+    images thousands of times; a URL is fetched once): (absolute path, whether it is missing),
+    or the resolver's ``InputError`` again."""
+
+    def __init__(self, resolve: Resolver):
+        self.resolve = resolve
+        self.known: dict[str, tuple[Path, bool] | InputError] = {}
+
+    def __call__(self, text: str) -> tuple[Path, bool]:
+        if text not in self.known:
+            try:
+                path = self.resolve(text).absolute()
+                self.known[text] = (path, not path.is_file())
+            except InputError as exc:
+                self.known[text] = exc
+        found = self.known[text]
+        if isinstance(found, InputError):
+            raise found
+        return found
 
 
 def _typed(key: str, value: Any) -> Any:
