@@ -155,6 +155,9 @@ def test_a_table_that_cannot_be_a_manifest_stops_before_any_work(folder, tmp_pat
     (folder / "empty.jsonl").write_text("\n")
     with pytest.raises(InputError, match=r"empty\.jsonl: holds no rows"):
         read_manifest(folder / "empty.jsonl", defaults)
+    (folder / "huge.csv").write_text("ref_image,video\nref.png," + "a" * 200_000 + "\n")
+    with pytest.raises(InputError, match=r"huge\.csv: cannot read it \(field larger than"):
+        read_manifest(folder / "huge.csv", defaults)
     parquet = write_manifest(folder / "jobs.parquet", ROWS)
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)  # pyarrow not installed
     with pytest.raises(InputError, match=r"Parquet needs pyarrow; pip install 'mimicache\[parquet"):

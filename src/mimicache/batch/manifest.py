@@ -115,7 +115,7 @@ def read_manifest(
         raise InputError(f"--manifest {text}: file not found; give an existing {kind} file")
     try:
         records = _READERS[kind](path, text)
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"--manifest {text}: cannot read it ({exc})") from None
     if not records:
         raise InputError(f"--manifest {text}: holds no rows; give one row per job")
