@@ -16,6 +16,7 @@ import pytest
 from mimicache.batch import EngineSpec, JobResult, plan_jobs
 from mimicache.batch.plan import shard_jobs
 from mimicache.batch.ray_executor import RayExecutor, RaySettings
+from mimicache.batch.results import RESULTS_FILE, read_results
 from mimicache.cache import FeatureStore
 from mimicache.cli import main
 from mimicache.cli.scale import shard_arg
@@ -84,6 +85,13 @@ def test_ray_two_workers_write_what_a_local_run_writes(
     on_disk = {(e.stage, e.key) for e in FeatureStore(cache).entries()}
     assert set(computed) == on_disk and set(computed.values()) == {1}
     assert len(on_disk) == 2 + 2 * JOBS + 1  # clip, vae, per video keypoints+frames, image
+    # the driver's results.jsonl: a row per job, as a local run writes it
+    rows = read_results(out / RESULTS_FILE)
+    assert sorted(r["index"] for r in rows) == list(range(JOBS))
+    for row in rows:
+        name = Path(row["output"]).name.split("_")[0]
+        assert row["status"] == "ok" and row["result_key"] == sidecars[name]["result_key"]
+        assert row["timings"]["total"] == sidecars[name]["timings"]["total"]
     # the pose stage ran ahead: some jobs found all their pose entries as hits
     pose_stages = {"image_keypoints", "video_keypoints", "pose_frames"}
     ahead = [

@@ -68,6 +68,8 @@ class Job:
     video_path: Path
     output_path: Path
     base_stem: str = ""  # the output name before any ``_N``; defaults to output_path's stem
+    # a manifest job's origin: {"path": manifest path or URL, "row": n, "values": {...}}
+    source: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.base_stem = self.base_stem or self.output_path.stem

@@ -19,7 +19,7 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -175,9 +175,15 @@ class RayExecutor:
     # ------------------------------------------------------------------ the run
 
     def run(
-        self, jobs: Sequence[Job], *, config: InferenceConfig, resume: bool = False
+        self,
+        jobs: Sequence[Job],
+        *,
+        config: InferenceConfig,
+        resume: bool = False,
+        records: Iterable[Mapping[str, Any]] = (),
     ) -> list[JobResult]:
-        """Every job, in plan order; ``resume``: jobs whose result exists are "skipped"."""
+        """Every job, in plan order; ``resume``: jobs whose result exists (a sidecar, or a
+        ``records`` row of ``results.jsonl``) are "skipped"."""
         started = connect(self.settings.address)
         begin = time.perf_counter()
         try:
@@ -194,7 +200,7 @@ class RayExecutor:
                         for i, job in enumerate(jobs)
                     ]
                 )
-                skipped, todo = split_done(jobs, keys)
+                skipped, todo = split_done(jobs, keys, records)
             done = self._run(todo, config) if todo else []
             by_index = {r.job.index: r for r in [*skipped, *done]}
             return [by_index[job.index] for job in jobs]

@@ -79,6 +79,8 @@ def sidecar_bytes(
         "cache_events": [to_json_value(e, canonical=False) for e in result.cache_events],
         **{str(k): to_json_value(v, canonical=False) for k, v in (extra or {}).items()},
     }
+    if job.source is not None:  # the manifest row the job came from
+        data["manifest"] = to_json_value(job.source, canonical=False)
     platform = getattr(result, "platform", None)
     if platform:  # the device, threads and library versions the video was computed with
         data["platform"] = to_json_value(platform, canonical=False)

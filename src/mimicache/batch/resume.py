@@ -103,28 +103,37 @@ class DoneResult:
     sidecar: Path
 
 
-def find_done(folders: Iterable[Path], keys: set[str]) -> dict[str, list[DoneResult]]:
+def find_done(
+    folders: Iterable[Path], keys: set[str], records: Iterable[Mapping[str, Any]] = ()
+) -> dict[str, list[DoneResult]]:
     """Earlier results in ``folders`` by result key (only keys in ``keys``): sidecars with
-    status ok whose mp4 is there with the recorded size and BLAKE3 digest."""
+    status ok, and ``records`` (``results.jsonl`` rows) of done jobs, whose mp4 is there with
+    the recorded size and BLAKE3 digest. An mp4 that both name counts once."""
     found: dict[str, list[DoneResult]] = {}
-    for sidecar, data in _ok_sidecars(folders):
+    seen: set[Path] = set()
+    for sidecar, data in _earlier(folders, records):
         key = data.get("result_key")
-        video = sidecar.with_suffix(".mp4")
-        if key in keys and _damage(video, data) is None:
+        video = Path(data["output"])
+        if key in keys and video not in seen and _damage(video, data) is None:
+            seen.add(video)
             found.setdefault(key, []).append(DoneResult(video, sidecar))
     return found
 
 
 def split_done(
-    jobs: Sequence[Job], keys: Sequence[ResultKey | None]
+    jobs: Sequence[Job],
+    keys: Sequence[ResultKey | None],
+    records: Iterable[Mapping[str, Any]] = (),
 ) -> tuple[list[JobResult], list[Job]]:
-    """(results "skipped" for the jobs whose result exists, the jobs still to run). An earlier
-    result stands for one job only, so a plan asking twice for the same result runs it twice
-    unless two earlier results exist. Each job to run is logged with why it is redone."""
+    """(results "skipped" for the jobs whose result exists, the jobs still to run). Earlier
+    results are found by their sidecars and by ``records`` (``results.jsonl`` rows). An
+    earlier result stands for one job only, so a plan asking twice for the same result runs it
+    twice unless two earlier results exist. Each job to run is logged with why it is redone."""
     digests = [k.digest if k is not None else None for k in keys]
     folders = {job.output_path.parent for job in jobs}
-    done = find_done(folders, {d for d in digests if d is not None})
-    sidecars = _ok_sidecars(folders)
+    records = list(records)
+    done = find_done(folders, {d for d in digests if d is not None}, records)
+    sidecars = _earlier(folders, records)
     skipped: list[JobResult] = []
     todo: list[Job] = []
     for job, key, digest in zip(jobs, keys, digests, strict=True):
@@ -132,7 +141,7 @@ def split_done(
         if earlier:
             found = earlier.pop(0)
             logger.info("%s: skipped (done): %s", job.name, found.output)
-            skipped.append(JobResult(job, "skipped", found.output))
+            skipped.append(JobResult(job, "skipped", found.output, result_key=key))
         else:
             logger.info("%s: redone: %s", job.name, redo_reason(job, key, sidecars))
             todo.append(job)
@@ -170,6 +179,24 @@ def redo_reason(job: Job, key: ResultKey | None, sidecars: list[tuple[Path, dict
         if recorded.get(name) != key.fields.get(name)
     ]
     return "changed since " + sidecar.name + ": " + (", ".join(changes) or "the result key")
+
+
+def _earlier(
+    folders: Iterable[Path], records: Iterable[Mapping[str, Any]]
+) -> list[tuple[Path, dict[str, Any]]]:
+    """The ok sidecars in ``folders``, then the ``results.jsonl`` rows of done jobs whose
+    mp4 is in one of them, in a sidecar's shape (the sidecar's path beside the mp4)."""
+    folders = set(folders)
+    found = _ok_sidecars(folders)
+    for row in records:
+        output = row.get("output")
+        if row.get("status") not in ("ok", "skipped") or not isinstance(output, str) or not output:
+            continue
+        video = Path(output)
+        if video.parent in folders:  # another plan's outputs are not this plan's results
+            job = {"name": row.get("name"), "case_index": row.get("case_index", 0)}
+            found.append((video.with_suffix(".json"), {**row, "job": job}))
+    return found
 
 
 def _ok_sidecars(folders: Iterable[Path]) -> list[tuple[Path, dict[str, Any]]]:

@@ -69,6 +69,7 @@ class JobResult:
     cache_events: list[Any] = field(default_factory=list)
     people: Any = None
     platform: dict = field(default_factory=dict)  # where the video was computed
+    result_key: ResultKey | None = None  # see batch.resume; None for jobs not run here
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -146,7 +147,7 @@ def finish_job(
         timings = dict(outcome.timings, write=time.perf_counter() - start)
         result = JobResult(
             job, "ok", output, timings, cache_events=outcome.cache_events,
-            people=outcome.people, platform=outcome.platform,
+            people=outcome.people, platform=outcome.platform, result_key=outcome.result_key,
         )  # fmt: skip
         published.append(result)
         key = outcome.result_key
@@ -193,13 +194,15 @@ def run_jobs(
     progress: bool = True,
     on_frames: Callable[[Job, Any], None] | None = None,
     result_key: Callable[[TestCase], ResultKey | None] | None = None,
+    on_result: Callable[[JobResult], None] | None = None,
 ) -> list[JobResult]:
     """Run every job with the one loaded ``engine``; a failing job is recorded and the rest run.
 
     Each job writes its mp4 (atomically) and a JSON sidecar, also when it failed.
     ``result_key(case)`` (``--resume``) is recorded in the sidecars. Ctrl-C stops the run: the
     job under way and those after it come back "interrupted" (no files, so ``--resume`` redoes
-    them), so the caller can still write the summary and the report.
+    them), so the caller can still write the summary and the report. ``on_result(result)`` is
+    called as each job is written (``results.jsonl``).
     """
     info = SidecarInfo(config, engine.model_files, getattr(engine, "pose_retarget", None))
     results: list[JobResult] = []
@@ -213,6 +216,8 @@ def run_jobs(
             if on_frames is not None and result.ok:
                 on_frames(job, outcome.frames)
             results.append(result)
+            if on_result is not None:
+                on_result(result)
     except KeyboardInterrupt:
         return interrupted(jobs, results)
     return results

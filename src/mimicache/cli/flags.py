@@ -59,6 +59,13 @@ def _add_io_arguments(parser: argparse.ArgumentParser) -> None:
         help="drive each test case's reference image with every video in this folder",
     )
     io.add_argument(
+        "--manifest",
+        metavar="FILE",
+        help="jobs from a CSV, JSONL or Parquet file instead: one row per job with ref_image "
+        "and video, optional test-case values (seed, steps, guidance, resolution, fps, ...) "
+        "over the config's first test case and the flags, and output_name",
+    )
+    io.add_argument(
         "--output_dir", default="outputs/", help="where videos go (default: %(default)s)"
     )
     io.add_argument("--log_file", help="log file (default: {output_dir}/{timestamp}.log)")

@@ -25,6 +25,9 @@ from mimicache.batch import (
     run_jobs,
 )
 from mimicache.batch.html_report import write_run_report
+from mimicache.batch.manifest import plan_manifest, read_manifest
+from mimicache.batch.plan import shard_jobs
+from mimicache.batch.results import RESULTS_FILE, ResultsLog, read_results
 from mimicache.batch.resume import ResultKeys, split_done
 from mimicache.batch.run import INTERRUPTED_EXIT
 from mimicache.cli.console import call_command, setup_logging
@@ -59,8 +62,11 @@ def run_command(args: argparse.Namespace) -> int:
     config, overrides = _load_config(args)
     # flag > config > the command's default
     pose_retarget = args.pose_retarget or config.pose_retarget or args.default_pose_retarget
-    plan = _planner(args, config, overrides, output_dir, timestamp)
+    plan, rejected = _planner(args, config, overrides, output_dir, timestamp)
     jobs = select_shard(plan(), args.shard)
+    if args.shard:
+        kept = {job.index for job in shard_jobs([r.job for r in rejected], *args.shard)}
+        rejected = [r for r in rejected if r.job.index in kept]
     if args.benchmark_cache and (args.executor != "local" or args.resume or args.shard):
         raise MimicacheError(
             "--benchmark_cache runs locally and whole: drop --executor ray, --resume and --shard"
@@ -69,13 +75,16 @@ def run_command(args: argparse.Namespace) -> int:
         check_output_folder(folder)
     spec = _engine_spec(args, config, pose_retarget)
     cache = engine = bench = None
+    log = ResultsLog(output_dir / RESULTS_FILE, run=timestamp)
     if args.executor == "ray":
-        results = _run_ray(args, spec, config, jobs)
+        results = _run_ray(args, spec, config, jobs, log)
     else:
         spec = spec.replace(device=str(_pick_device(args)))
         cache = spec.open_cache()
         engine = _load_engine(args, spec, cache, len(jobs))
-        results, bench = _run(args, engine, spec, config, jobs, plan)
+        results, bench = _run(args, engine, spec, config, jobs, plan, log)
+    results = sorted([*rejected, *results], key=lambda r: r.job.index)  # bad manifest rows
+    log.finish(results)
     summary = format_summary(results)
     print(summary)
     logger.debug("summary\n%s", summary)
@@ -132,10 +141,13 @@ def _planner(
     overrides: dict[str, Any],
     output_dir: Path,
     timestamp: str,
-) -> Callable[..., list[Job]]:
-    """``plan(label="")``: the run's jobs, ``label`` (``cold``/``warm``) ending the names."""
+) -> tuple[Callable[..., list[Job]], list[JobResult]]:
+    """``plan(label="")``: the run's jobs, ``label`` (``cold``/``warm``) ending the names; and
+    the manifest's bad rows as failed results."""
     batch_folder = Path(args.batch_folder) if args.batch_folder else config.batch_video_folder
     tag = override_tag(_overridden(args, overrides))
+    if args.manifest:
+        return _manifest_planner(args, config, output_dir, timestamp, tag)
 
     def plan(label: str = "") -> list[Job]:
         return plan_jobs(
@@ -146,7 +158,25 @@ def _planner(
             tag="_".join(part for part in (tag, label) if part),
         )
 
-    return plan
+    return plan, []
+
+
+def _manifest_planner(
+    args: argparse.Namespace, config: InferenceConfig, output_dir: Path, timestamp: str, tag: str
+) -> tuple[Callable[..., list[Job]], list[JobResult]]:
+    """``--manifest``: rows over the config's first test case (with the flags' overrides)."""
+    if args.batch_folder:
+        raise MimicacheError("--manifest and --batch_folder both name the jobs; give one of them")
+    manifest = read_manifest(args.manifest, config.test_case[0])
+
+    def plan(label: str = "") -> list[Job]:
+        tags = "_".join(part for part in (tag, label) if part)
+        return plan_manifest(manifest, output_dir=output_dir, timestamp=timestamp, tag=tags).jobs
+
+    first = plan_manifest(manifest, output_dir=output_dir, timestamp=timestamp, tag=tag)
+    for result in first.rejected:
+        logger.error("%s", result.error)
+    return plan, first.rejected
 
 
 def _pick_device(args: argparse.Namespace) -> torch.device:
@@ -229,6 +259,7 @@ def _run(
     config: InferenceConfig,
     jobs: list[Job],
     plan: Callable[..., list[Job]],
+    log: ResultsLog,
 ) -> tuple[list[JobResult], BenchReport | None]:
     """The jobs once (``--resume``: those not done yet), or cold then warm with the comparison
     table (``--benchmark_cache``); ``bench --plot`` draws the comparison."""
@@ -237,8 +268,11 @@ def _run(
         keys = ResultKeys(engine, spec.result_settings(engine))
         skipped: list[JobResult] = []
         if args.resume:
-            skipped, jobs = split_done(jobs, [keys(job.case) for job in jobs])
-        done = run_jobs(engine, jobs, config=config, progress=progress, result_key=keys)
+            records = read_results(log.path)
+            skipped, jobs = split_done(jobs, [keys(job.case) for job in jobs], records)
+        done = run_jobs(
+            engine, jobs, config=config, progress=progress, result_key=keys, on_result=log.add
+        )
         return sorted([*skipped, *done], key=lambda r: r.job.index), None
     from mimicache.batch.cold_warm import run_benchmark
 
@@ -284,7 +318,11 @@ def _write_report(
 
 
 def _run_ray(
-    args: argparse.Namespace, spec: EngineSpec, config: InferenceConfig, jobs: list[Job]
+    args: argparse.Namespace,
+    spec: EngineSpec,
+    config: InferenceConfig,
+    jobs: list[Job],
+    log: ResultsLog,
 ) -> list[JobResult]:
     """The jobs on Ray workers (``batch.ray_executor``); Ray must be installed."""
     try:
@@ -302,8 +340,9 @@ def _run_ray(
     )
     logger.info("%d job(s) on Ray; feature cache %s", len(jobs),
                 spec.cache_dir if spec.cache_enabled else "off")  # fmt: skip
-    executor = RayExecutor(spec, settings, progress=not args.quiet)
-    return executor.run(jobs, config=config, resume=args.resume)
+    executor = RayExecutor(spec, settings, progress=not args.quiet, on_result=log.add)
+    records = read_results(log.path) if args.resume else ()
+    return executor.run(jobs, config=config, resume=args.resume, records=records)
 
 
 def _prune_cache(args: argparse.Namespace, cache: FeatureStore) -> None:
