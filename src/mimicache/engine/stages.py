@@ -24,10 +24,8 @@ from mimicache.config import TestCase
 from mimicache.media import effective_stride, missing_file, probe_video
 from mimicache.pose import PoseSequence, VideoPoses
 from mimicache.pose.dwpose import KEYPOINTS_VERSION
+from mimicache.pose.preprocess import IMAGE_KEYPOINTS, POSE_FRAMES, VIDEO_KEYPOINTS
 
-VIDEO_KEYPOINTS = "video_keypoints"
-IMAGE_KEYPOINTS = "image_keypoints"
-POSE_FRAMES = "pose_frames"
 CLIP_EMBEDDINGS = "clip_embeddings"
 VAE_LATENTS = "vae_latents"
 POSE_STAGES = (VIDEO_KEYPOINTS, IMAGE_KEYPOINTS, POSE_FRAMES)
