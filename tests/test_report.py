@@ -222,7 +222,7 @@ def test_sidecar_and_report_say_who_drove_the_pose(tmp_path):
         "chosen_frames": 7,
     }
     words = Page(render_report([report_job(ok)], title="t", parameters={})).words
-    assert "person 1 used (--person largest), seen in 7 frames" in words
+    assert "person 1 used (person='largest'), seen in 7 frames" in words
     assert "several in 2 (3, 4)" in words
 
 

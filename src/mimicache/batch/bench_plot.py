@@ -10,7 +10,7 @@ from mimicache.batch.cold_warm import ROWS
 from mimicache.batch.run import JobResult
 from mimicache.cache.fs import atomic_write
 from mimicache.engine.stages import UNCACHED_STEPS
-from mimicache.errors import MimicacheError
+from mimicache.errors import MimicacheError, setting
 
 COLD_COLOR = "#2171b5"
 WARM_COLOR = "#fd8d3c"
@@ -43,11 +43,14 @@ def plot_cold_warm(cold: Sequence[JobResult], warm: Sequence[JobResult], path: s
         import matplotlib.pyplot as plt
     except ImportError:
         raise MimicacheError(
-            "bench --plot needs matplotlib: pip install matplotlib (or mimicache[plot])"
+            f"{setting('plot', path)}: drawing needs matplotlib: pip install matplotlib "
+            "(or mimicache[plot])"
         ) from None
     rows = stage_seconds(cold, warm)
     if not rows:
-        raise MimicacheError("bench --plot: no job succeeded, so there is nothing to plot")
+        raise MimicacheError(
+            f"{setting('plot', path)}: no job succeeded, so there is nothing to plot"
+        )
     rows = rows[::-1]  # matplotlib draws the first bar at the bottom
     names = [name + (" (uncached)" if name in UNCACHED_STEPS else "") for name, _, _ in rows]
     y = list(range(len(rows)))

@@ -317,7 +317,7 @@ class JobKeys:
     def video_digest(self) -> str:
         video = Path(self.case.ref_video_path)
         if not video.is_file():
-            raise missing_file(video, "driving video", "Check ref_video_path or --batch_folder.")
+            raise missing_file(video, "driving video", "Check ref_video_path or the batch folder.")
         return self._digest(video)
 
     @cached_property
