@@ -5,6 +5,7 @@ no test loads. Imports under ``if TYPE_CHECKING:`` are hints, not dependencies, 
 """
 
 import ast
+import re
 import sys
 from pathlib import Path
 
@@ -261,3 +262,29 @@ def test_the_layer_rule_fails_on_a_lazy_upward_alias(tmp_path, monkeypatch):
     graph = import_graph()
     assert "mimicache.pipeline.loading" in graph["mimicache.models"]
     assert "mimicache.models -> mimicache.pipeline.loading" in upward_imports(graph)
+
+
+DOC = SRC.parent / "docs" / "architecture.md"
+
+
+def documented_modules(text: str) -> set[str]:
+    """The modules the doc's table lists: its first column's `path.py`s."""
+    return set(re.findall(r"^\| `([\w/]+\.py)` \|", text, flags=re.MULTILINE))
+
+
+def test_every_module_is_on_the_map():
+    """docs/architecture.md lists each module under src/ once, and no module that is gone."""
+    on_disk = {path.relative_to(SRC / "mimicache").as_posix() for path, _ in _modules().values()}
+    listed = documented_modules(DOC.read_text())
+    assert sorted(on_disk - listed) == [], "modules missing from docs/architecture.md"
+    assert sorted(listed - on_disk) == [], "docs/architecture.md names modules that do not exist"
+
+
+def test_the_map_check_reads_rows_only():
+    text = (
+        "| module | what it is | imports |\n| --- | --- | --- |\n"
+        "| `cache/fs.py` | atomic writes | errors |\n"
+        "| `cli/main.py` | entry point | batch |\n"
+        "Prose that mentions `pose/draw.py` is not a row.\n"
+    )
+    assert documented_modules(text) == {"cache/fs.py", "cli/main.py"}
