@@ -5,6 +5,7 @@ no test loads. Imports under ``if TYPE_CHECKING:`` are hints, not dependencies, 
 """
 
 import ast
+import re
 import sys
 from pathlib import Path
 
@@ -57,27 +58,59 @@ def _resolve(name: str, modules) -> str | None:
     return name or None
 
 
+def _dynamic_targets(tree: ast.Module, skip: set[int]) -> set[str]:
+    """Modules named to ``importlib.import_module`` / ``__import__``, and lazy re-exports.
+
+    A module with a module-level ``__getattr__`` resolves names on first use, so every
+    "mimicache..." string in it is a module it may import (a table of lazy exports).
+    """
+    targets: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in skip or not isinstance(node, ast.Call) or not node.args:
+            continue
+        func = node.func
+        called = getattr(func, "id", None) or getattr(func, "attr", None)
+        first = node.args[0]
+        if called in ("import_module", "__import__") and isinstance(first, ast.Constant):
+            targets.add(str(first.value))
+    if any(isinstance(n, ast.FunctionDef) and n.name == "__getattr__" for n in tree.body):
+        targets.update(
+            node.value
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and node.value.startswith("mimicache.")
+        )
+    return targets
+
+
+def source_imports(source: str, name: str, package: bool) -> set[str]:
+    """Every module name one source imports: statements, importlib calls, lazy re-exports."""
+    tree = ast.parse(source)
+    skip = _hint_only_nodes(tree)
+    here = name if package else name.rpartition(".")[0]
+    targets = _dynamic_targets(tree, skip)
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            targets.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = here.split(".")[: len(here.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            targets.add(base)
+            targets.update(f"{base}.{alias.name}" for alias in node.names)
+    return targets
+
+
 def import_graph() -> dict[str, set[str]]:
     """module -> the mimicache modules it imports (a submodule import counts its packages)."""
     modules = _modules()
     graph: dict[str, set[str]] = {}
     for name, (path, package) in modules.items():
-        tree = ast.parse(path.read_text())
-        skip = _hint_only_nodes(tree)
-        here = name if package else name.rpartition(".")[0]
-        targets: set[str] = set()
-        for node in ast.walk(tree):
-            if id(node) in skip:
-                continue
-            if isinstance(node, ast.Import):
-                targets.update(alias.name for alias in node.names)
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:
-                    anchor = here.split(".")[: len(here.split(".")) - node.level + 1]
-                    base = ".".join([*anchor, base] if base else anchor)
-                targets.add(base)
-                targets.update(f"{base}.{alias.name}" for alias in node.names)
+        targets = source_imports(path.read_text(), name, package)
         edges = set()
         for target in targets:
             if target.startswith("mimicache") and (resolved := _resolve(target, modules)):
@@ -128,11 +161,8 @@ def test_the_cache_imports_nothing_but_errors():
     assert outside == []
 
 
-def test_imports_point_down_the_layers():
-    graph = import_graph()
-    assert set(LAYERS) >= {c for m in graph if (c := _component(m))}, (
-        "a new component needs a layer"
-    )
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """ "module -> target" for every import that points up a layer or across one."""
     wrong = []
     for module, targets in graph.items():
         source = _component(module)
@@ -144,7 +174,15 @@ def test_imports_point_down_the_layers():
                 continue
             if LAYERS[dest] >= LAYERS[source]:
                 wrong.append(f"{module} -> {target}")
-    assert sorted(wrong) == []
+    return sorted(wrong)
+
+
+def test_imports_point_down_the_layers():
+    graph = import_graph()
+    assert set(LAYERS) >= {c for m in graph if (c := _component(m))}, (
+        "a new component needs a layer"
+    )
+    assert upward_imports(graph) == []
 
 
 def test_the_checker_sees_violations(tmp_path, monkeypatch):
@@ -175,3 +213,78 @@ def test_modules_stay_small():
         if (n := len(path.read_text().splitlines())) > 450
     )
     assert long == []
+
+
+def test_the_checker_sees_dynamic_imports():
+    """importlib, ``__import__`` and a lazy ``__getattr__`` table count as imports too."""
+    through_importlib = (
+        "import importlib\n"
+        "def load():\n"
+        "    return importlib.import_module('mimicache.pipeline.loading')\n"
+    )
+    through_dunder = "x = __import__('mimicache.batch.run')\n"
+    lazy_table = (
+        "import importlib\n"
+        "_MOVED = {'load_pipeline': 'mimicache.pipeline.loading'}\n"
+        "def __getattr__(name):\n"
+        "    return getattr(importlib.import_module(_MOVED[name]), name)\n"
+    )
+    hinted = (
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n"
+        "    import importlib\n"
+        "    importlib.import_module('mimicache.cli')\n"
+    )
+    assert "mimicache.pipeline.loading" in source_imports(
+        through_importlib, "mimicache.models", True
+    )
+    assert "mimicache.batch.run" in source_imports(through_dunder, "mimicache.cache.fs", False)
+    assert "mimicache.pipeline.loading" in source_imports(lazy_table, "mimicache.models", True)
+    assert not any(t.startswith("mimicache") for t in source_imports(hinted, "mimicache.x", False))
+    # a string that merely names a module is not an import without a lazy __getattr__
+    assert source_imports("NOTE = 'mimicache.cli'\n", "mimicache.cache.fs", False) == set()
+
+
+def test_the_layer_rule_fails_on_a_lazy_upward_alias(tmp_path, monkeypatch):
+    """The alias models -> pipeline.loading, through importlib, is an upward import."""
+    fake = tmp_path / "mimicache"
+    (fake / "models").mkdir(parents=True)
+    (fake / "pipeline").mkdir()
+    (fake / "__init__.py").write_text("")
+    (fake / "pipeline" / "__init__.py").write_text("")
+    (fake / "pipeline" / "loading.py").write_text("import mimicache.models\n")
+    (fake / "models" / "__init__.py").write_text(
+        "import importlib\n"
+        "def __getattr__(name):\n"
+        "    return getattr(importlib.import_module('mimicache.pipeline.loading'), name)\n"
+    )
+    monkeypatch.setattr(sys.modules[__name__], "SRC", tmp_path)
+    graph = import_graph()
+    assert "mimicache.pipeline.loading" in graph["mimicache.models"]
+    assert "mimicache.models -> mimicache.pipeline.loading" in upward_imports(graph)
+
+
+DOC = SRC.parent / "docs" / "architecture.md"
+
+
+def documented_modules(text: str) -> set[str]:
+    """The modules the doc's table lists: its first column's `path.py`s."""
+    return set(re.findall(r"^\| `([\w/]+\.py)` \|", text, flags=re.MULTILINE))
+
+
+def test_every_module_is_on_the_map():
+    """docs/architecture.md lists each module under src/ once, and no module that is gone."""
+    on_disk = {path.relative_to(SRC / "mimicache").as_posix() for path, _ in _modules().values()}
+    listed = documented_modules(DOC.read_text())
+    assert sorted(on_disk - listed) == [], "modules missing from docs/architecture.md"
+    assert sorted(listed - on_disk) == [], "docs/architecture.md names modules that do not exist"
+
+
+def test_the_map_check_reads_rows_only():
+    text = (
+        "| module | what it is | imports |\n| --- | --- | --- |\n"
+        "| `cache/fs.py` | atomic writes | errors |\n"
+        "| `cli/main.py` | entry point | batch |\n"
+        "Prose that mentions `pose/draw.py` is not a row.\n"
+    )
+    assert documented_modules(text) == {"cache/fs.py", "cli/main.py"}

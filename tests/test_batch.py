@@ -87,7 +87,7 @@ def test_list_videos_lists_broken_and_looping_links_to_fail_in_words(tmp_path):
 
 def test_list_videos_missing_folder(tmp_path):
     with pytest.raises(
-        InputError, match=r"batch folder .*nope does not exist \(check --batch_folder\)"
+        InputError, match=r"batch_folder='.*nope' does not exist; pass a folder of videos"
     ):
         list_videos(tmp_path / "nope")
 

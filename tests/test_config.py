@@ -186,13 +186,13 @@ def test_base_model_that_is_a_file(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- file errors
 
 
-def test_missing_file_says_which_flag(tmp_path):
+def test_missing_file_says_which_setting(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_config(tmp_path / "nope.yaml")
     message = str(info.value)
     assert str(tmp_path / "nope.yaml") in message
     assert "not found" in message
-    assert "--inference_config" in message
+    assert "inference_config='configs/test.yaml'" in message  # the CLI shows its flag
     assert isinstance(info.value, MimicacheError)
 
 

@@ -158,7 +158,7 @@ def test_each_choice_picks_its_person_in_every_frame(choice, track):
 
 
 def test_a_person_number_beyond_the_people_seen_is_an_error_naming_them():
-    with pytest.raises(InputError, match=r"--person 2: the driving video clip.mp4 shows 2 people"):
+    with pytest.raises(InputError, match=r"person=2: the driving video clip.mp4 shows 2 people"):
         choose_person(two_people_video(), "2", HW, video_path="clip.mp4")
 
 
@@ -167,7 +167,7 @@ def test_a_person_number_beyond_a_one_person_video_is_an_error_not_auto():
     with pytest.raises(InputError) as caught:
         choose_person(video, "5", HW, video_path="solo.mp4")
     message = str(caught.value)
-    assert message.startswith("--person 5: the driving video solo.mp4 shows 1 person (numbered 0")
+    assert message.startswith("person=5: the driving video solo.mp4 shows 1 person (numbered 0")
     assert "choose one of those, or largest, center or auto" in message
     assert "\n" not in message
 
@@ -186,7 +186,7 @@ def test_report_summary_names_the_counts_and_the_choice():
     assert "2 people tracked in 7 sampled frames" in text
     assert "no person in 1 (6)" in text
     assert "several in 4 (2, 3, 4, 5)" in text
-    assert "person 1 used (--person largest), seen in 4 frames" in text
+    assert "person 1 used (person='largest'), seen in 4 frames" in text
     assert report.to_dict()["chosen"] == 1
 
 
@@ -314,8 +314,8 @@ def test_select_person_logs_one_line(two_people, caplog):
         select_person(video, "auto", video_path=path)
     lines = [r for r in caplog.records if r.name == "mimicache.pose.preprocess"]
     assert [r.levelno for r in lines] == [logging.INFO, logging.WARNING]
-    assert "person 1 used (--person largest)" in lines[0].getMessage()
-    assert "every person drawn (--person auto)" in lines[1].getMessage()
+    assert "person 1 used (person='largest')" in lines[0].getMessage()
+    assert "every person drawn (person='auto')" in lines[1].getMessage()
 
 
 def test_a_single_person_video_gives_identical_frames_under_every_choice(tmp_path, dwpose):

@@ -92,3 +92,42 @@ def test_missing_inputs(tmp_path, media, dwpose):
     not_video.write_text("hello")
     with pytest.raises(InputError, match=r"clip\.mp4"):
         preprocess(not_video, media[0], 128, 2, dwpose, progress=False)
+
+
+def test_pose_steps_run_in_one_order_through_run_step(media, dwpose):
+    """The engine caches each step by its name; a replayed value replaces the computation."""
+    from mimicache.engine.stages import POSE_STAGES
+    from mimicache.pose.preprocess import IMAGE_KEYPOINTS, POSE_FRAMES, VIDEO_KEYPOINTS, pose_steps
+
+    image_path, video_path = media
+    calls, kept = [], {}
+
+    def remember(step, compute, subject):
+        calls.append((step, subject.name))
+        kept[step] = compute()
+        return kept[step]
+
+    pose = pose_steps(video_path, image_path, 128, 2, dwpose, progress=False, run_step=remember)
+    assert calls == [
+        (IMAGE_KEYPOINTS, "ref.png"),
+        (VIDEO_KEYPOINTS, "dance.mp4"),
+        (POSE_FRAMES, "dance.mp4"),
+    ]
+    assert set(POSE_STAGES) == {step for step, _ in calls}
+    assert pose.frames is kept[POSE_FRAMES] and pose.frames.shape == (5, 192, 128, 3)
+    assert pose.people.chosen is None
+    pixels, _ = preprocess(video_path, image_path, 128, 2, dwpose, progress=False)
+    assert torch.equal(torch.from_numpy(pose.frames).permute(0, 3, 1, 2) / 127.5 - 1, pixels)
+
+    def replay(step, compute, subject):
+        return kept[step]  # a cache hit: nothing is recomputed
+
+    def no_dwpose(*args, **kwargs):
+        raise AssertionError("DWPose ran although every step was replayed")
+
+    class Unused:
+        detect = detect_many = no_dwpose
+
+    again = pose_steps(video_path, image_path, 128, 2, Unused(), progress=False, run_step=replay)
+    assert again.frames is kept[POSE_FRAMES]
+    assert again.people.summary() == pose.people.summary()

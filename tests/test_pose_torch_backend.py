@@ -190,7 +190,7 @@ def test_unsupported_operator_is_named(tmp_path, tiny_models):
                        {"equation": "ij,jk->ik"}, name="einsum")  # fmt: skip
     with pytest.raises(UnsupportedOnnxOp, match=r"einsum\.onnx uses ONNX operator\(s\) Einsum"):
         OnnxTorchModule(path)
-    with pytest.raises(ModelLoadError, match=r"Einsum.*--dwpose_backend onnxruntime"):
+    with pytest.raises(ModelLoadError, match=r"Einsum.*dwpose_backend='onnxruntime'"):
         DWPose(path, tiny_models[1], backend="torch")
     cubic = _graph_file(tmp_path, "Resize", F4, [None, np.array([1, 1, 2, 2], np.float32)],
                         {"mode": "cubic"}, 13, name="cubic")  # fmt: skip
@@ -204,9 +204,11 @@ def test_backend_resolution_and_errors(tiny_models):
     assert resolve_backend("torch", "cpu") == "torch"
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         assert resolve_backend("auto", "cuda:0") == "torch"
-    with pytest.raises(ConfigError, match=r"unknown DWPose backend 'tensorrt'.*--dwpose_backend"):
+    with pytest.raises(
+        ConfigError, match=r"unknown DWPose backend \(dwpose_backend='tensorrt'\): use one of"
+    ):
         DWPose(*tiny_models, backend="tensorrt")
-    with pytest.raises(ModelLoadError, match=r"'mps'.*--dwpose_backend torch"):
+    with pytest.raises(ModelLoadError, match=r"'mps'.*dwpose_backend='torch'"):
         DWPose(*tiny_models, device="mps", backend="onnxruntime")
 
 

@@ -158,7 +158,7 @@ def test_preview_chooses_the_person(tmp_path, tiny_bundle, workspace):
         return pose_preview(engine, case, progress=False)
 
     # everyone in every frame: the published alignment has no single-person frame to fit
-    with pytest.raises(InputError, match="Pick one person with --person largest, center or N"):
+    with pytest.raises(InputError, match="Pick one person with person='largest', center or N"):
         preview("auto")
     largest, center = preview("largest"), preview("center")
     assert largest.people.chosen == 0 and largest.people.chosen_frames == 6

@@ -26,6 +26,7 @@ from mimicache.batch.html_report import (
 from mimicache.cache.store import CacheEvent
 from mimicache.cli import main
 from mimicache.config import TestCase
+from mimicache.engine.stages import UNCACHED_STEPS, VIDEO_KEYPOINTS_STAGE
 from mimicache.errors import MimicacheError
 from mimicache.media import write_video
 from mimicache.testing.dwpose import make_figure_frame
@@ -110,6 +111,11 @@ def test_report_parses_and_holds_every_job_and_the_failure(tmp_path):
     assert len(bars) == 1 and "width:100.0%" in bars[0]["style"]
     segments = [a["title"] for t, a in page.tags if t == "span" and "title" in a]
     assert segments == ["video_keypoints 0.50 s", "denoise 2.00 s"]
+    # each segment and its legend swatch in the colour its stage declares
+    colours = [a["style"].rpartition("background:")[2] for t, a in page.tags if "title" in a]
+    assert colours == [VIDEO_KEYPOINTS_STAGE.color, UNCACHED_STEPS["denoise"]]
+    swatches = [a["style"] for t, a in page.tags if t == "i" and a.get("class") == "swatch"]
+    assert swatches == [f"background:{c}" for c in colours]
 
 
 def test_report_is_self_contained(tmp_path):
@@ -216,7 +222,7 @@ def test_sidecar_and_report_say_who_drove_the_pose(tmp_path):
         "chosen_frames": 7,
     }
     words = Page(render_report([report_job(ok)], title="t", parameters={})).words
-    assert "person 1 used (--person largest), seen in 7 frames" in words
+    assert "person 1 used (person='largest'), seen in 7 frames" in words
     assert "several in 2 (3, 4)" in words
 
 
@@ -246,3 +252,12 @@ def test_bench_report_holds_cold_and_warm_rows_and_the_table(tiny_bundle, tmp_pa
     else:  # the benchmark ran; the log says how to get the chart
         assert not plot.exists() and images == 2
         assert "pip install matplotlib" in (tmp_path / "bench.log").read_text()
+
+
+def test_every_timed_step_has_its_own_colour():
+    """Stages and steps declare their colours once; no two share one, so bars stay legible."""
+    from mimicache.engine.stages import CACHED_STAGES, STAGES, STEP_COLORS, TOTALS
+
+    assert list(CACHED_STAGES) == list(STAGES)
+    assert set(STAGES) <= set(STEP_COLORS) and not set(TOTALS) & set(STEP_COLORS)
+    assert len(set(STEP_COLORS.values())) == len(STEP_COLORS)

@@ -364,7 +364,7 @@ def test_a_person_number_a_video_lacks_fails_that_job_alone(workspace, tmp_path,
             "--person", "1",
         )  # fmt: skip
     assert code == 1
-    text = caplog.text
+    text = next(out.glob("*.log")).read_text()  # the run's log speaks in flags
     assert f"--person 1: the driving video {clips / 'solo.mp4'} shows 1 person" in text
     assert "choose one of those, or largest, center or auto" in text
     assert [p.name.split("_")[0] for p in (out / "clips").glob("*.mp4")] == ["duo"]

@@ -290,5 +290,5 @@ def test_unreachable_ray_address_is_a_clear_error(workspace, tmp_path, monkeypat
     (line,) = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert line.startswith("error: --ray_address auto: no Ray cluster reachable (Could not find")
     assert line.endswith(
-        "start one with `ray start --head`, or drop --ray_address to run a local one"
+        "start one with `ray start --head`, or leave the address out to run a local one"
     )

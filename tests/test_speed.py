@@ -253,7 +253,7 @@ def test_compile_falls_back_with_a_warning(monkeypatch, caplog):
         unet = vae = None
 
     assert speed.compile_models(Pipe(), "cpu") is False
-    assert "--compile is off: no compiler here" in caplog.text
+    assert "compile=True is off: no compiler here" in caplog.text
 
 
 # -- the engine --------------------------------------------------------------------------------
@@ -334,11 +334,11 @@ def test_compile_runs_through_the_engine(config, fast_frames):
 
 
 def test_speed_option_errors():
-    with pytest.raises(ConfigError, match=r"--compile .* needs --speed fast"):
+    with pytest.raises(ConfigError, match=r"compile=True .* needs speed='fast'"):
         SpeedOptions(compile=True)
-    with pytest.raises(ConfigError, match=r"--speed exact\|fast"):
+    with pytest.raises(ConfigError, match=r"speed: exact or fast"):
         SpeedOptions(speed="turbo")
-    with pytest.raises(ConfigError, match="--decode_chunk_size must be at least 1"):
+    with pytest.raises(ConfigError, match="decode_chunk_size=0 must be at least 1"):
         SpeedOptions(decode_chunk_size=0)
     with pytest.raises(ConfigError, match="offload must be one of"):
         SpeedOptions(offload="disk")
@@ -346,7 +346,7 @@ def test_speed_option_errors():
 
 def test_offload_is_a_no_op_on_the_cpu(caplog):
     assert memory.apply_offload(object(), "model", "cpu") is False
-    assert "--offload model does nothing on cpu" in caplog.text
+    assert "offload='model' does nothing on cpu" in caplog.text
     assert memory.apply_offload(object(), "none", "cuda") is False
 
 
@@ -354,7 +354,7 @@ def test_offload_without_accelerate_names_the_install(monkeypatch):
     monkeypatch.setattr(memory, "accelerate_missing", lambda: True)
     with pytest.raises(ModelLoadError, match="pip install 'accelerate"):
         memory.apply_offload(object(), "sequential", torch.device("cuda"))
-    with pytest.raises(ModelLoadError, match="--offload model needs the accelerate package"):
+    with pytest.raises(ModelLoadError, match="offload='model' needs the accelerate package"):
         memory.require_accelerate("model")
     memory.require_accelerate("none")
 

@@ -1,6 +1,8 @@
-"""Errors a user can act on: each message names the file or flag and says what to do."""
+"""Errors a user can act on: each message names the file or setting and says what to do."""
 
 from __future__ import annotations
+
+from pathlib import PurePath
 
 
 class MimicacheError(Exception):
@@ -25,3 +27,13 @@ class CacheError(MimicacheError):
 
 class OutputError(MimicacheError):
     """An output folder or log file cannot be written (a file in the way, read-only, full)."""
+
+
+def setting(name: str, value: object) -> str:
+    """A setting as messages name it: the keyword argument that sets it (``speed='fast'``).
+
+    The library speaks in its own arguments; the CLI shows the flag instead (``--speed fast``).
+    """
+    if isinstance(value, PurePath):
+        value = str(value)
+    return f"{name}={value!r}"

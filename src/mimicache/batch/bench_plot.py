@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from mimicache.batch.cold_warm import ROWS, UNCACHED, speedups
+from mimicache.batch.cold_warm import ROWS, speedups
 from mimicache.batch.run import JobResult
 from mimicache.cache.fs import atomic_write
-from mimicache.errors import MimicacheError
+from mimicache.engine.stages import UNCACHED_STEPS
+from mimicache.errors import MimicacheError, setting
 
 COLD_COLOR = "#2171b5"
 WARM_COLOR = "#fd8d3c"
@@ -42,13 +43,16 @@ def plot_cold_warm(cold: Sequence[JobResult], warm: Sequence[JobResult], path: s
         import matplotlib.pyplot as plt
     except ImportError:
         raise MimicacheError(
-            "bench --plot needs matplotlib: pip install matplotlib (or mimicache[plot])"
+            f"{setting('plot', path)}: drawing needs matplotlib: pip install matplotlib "
+            "(or mimicache[plot])"
         ) from None
     rows = stage_seconds(cold, warm)
     if not rows:
-        raise MimicacheError("bench --plot: no job succeeded, so there is nothing to plot")
+        raise MimicacheError(
+            f"{setting('plot', path)}: no job succeeded, so there is nothing to plot"
+        )
     rows = rows[::-1]  # matplotlib draws the first bar at the bottom
-    names = [name + (" (uncached)" if name in UNCACHED else "") for name, _, _ in rows]
+    names = [name + (" (uncached)" if name in UNCACHED_STEPS else "") for name, _, _ in rows]
     y = list(range(len(rows)))
     height = 0.38
     fig, ax = plt.subplots(figsize=(8.5, 0.42 * len(rows) + 1.6), dpi=120)
@@ -70,7 +74,7 @@ def plot_cold_warm(cold: Sequence[JobResult], warm: Sequence[JobResult], path: s
         longest = max(max(c, w) for _, c, w in rows) or 1.0
         for i, (name, c, w) in enumerate(rows):
             text = f"{c:.2f} s → {w:.2f} s"
-            if name not in UNCACHED and w > 0 and c > 0:
+            if name not in UNCACHED_STEPS and w > 0 and c > 0:
                 text += f"  ({c / w:.1f}x)"
             ax.text(max(c, w) + 0.01 * longest, i, text, va="center", fontsize=8)
         ax.set_yticks(y, names)

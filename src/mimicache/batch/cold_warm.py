@@ -24,12 +24,10 @@ from mimicache.batch.report import text_table
 from mimicache.batch.run import Engine, JobResult, run_jobs
 from mimicache.cache.store import FeatureStore
 from mimicache.config import InferenceConfig
-from mimicache.engine.stages import STAGES
+from mimicache.engine.stages import STAGES, TOTALS, UNCACHED_STEPS
 
-# Rows of the table: the cached stages, the stages the cache does not touch (their cold/warm
-# differences are run-to-run noise), then the seed's three totals.
-UNCACHED = ("digest", "unpack", "pose_net", "denoise", "decode")
-TOTALS = ("preprocess", "pipeline", "total")
+# Rows of the table: the cached stages, the stages the cache does not touch, then the totals.
+UNCACHED = tuple(UNCACHED_STEPS)
 ROWS = (*STAGES, *UNCACHED, *TOTALS)
 # The work a hit replaces: the stage itself plus its key (file digests) and decoding its value.
 CACHE_OVERHEAD = ("digest", "unpack")

@@ -21,6 +21,7 @@ import PIL.Image
 
 from mimicache.batch.outputs import printable
 from mimicache.cache.fs import atomic_write
+from mimicache.engine.stages import STEP_COLORS, TOTALS
 from mimicache.media import iter_frames, probe_video
 
 if TYPE_CHECKING:
@@ -31,21 +32,6 @@ logger = logging.getLogger(__name__)
 
 THUMBNAILS = 6  # frames in an output's strip
 THUMB_HEIGHT = 120  # pixels
-TOTALS = ("preprocess", "pipeline", "total")  # sums of other timings: no bar segment
-STAGE_COLORS = {
-    "image_keypoints": "#6baed6",
-    "video_keypoints": "#2171b5",
-    "pose_frames": "#9ecae1",
-    "clip_embeddings": "#fd8d3c",
-    "vae_latents": "#e6550d",
-    "pose_net": "#74c476",
-    "denoise": "#31a354",
-    "decode": "#a1d99b",
-    "digest": "#bcbddc",
-    "unpack": "#9e9ac8",
-    "write": "#969696",
-    "preview": "#c994c7",
-}
 OTHER_COLOR = "#cccccc"
 
 CSS = """
@@ -256,7 +242,7 @@ def _bar(timings: Mapping[str, float], longest: float) -> str:
         return '<span class="muted">-</span>'
     spans = "".join(
         f'<span title="{_e(name)} {seconds:.2f} s" style="width:{100 * seconds / total:.2f}%;'
-        f'background:{STAGE_COLORS.get(name, OTHER_COLOR)}"></span>'
+        f'background:{STEP_COLORS.get(name, OTHER_COLOR)}"></span>'
         for name, seconds in stages
     )
     return f'<div class="bar" style="width:{max(2.0, 100 * total / longest):.1f}%">{spans}</div>'
@@ -296,7 +282,7 @@ def _legend(jobs: Sequence[ReportJob]) -> str:
     for job in jobs:
         names += [n for n, _ in _stages(job.timings) if n not in names]
     items = "".join(
-        f'<span><i class="swatch" style="background:{STAGE_COLORS.get(n, OTHER_COLOR)}"></i>'
+        f'<span><i class="swatch" style="background:{STEP_COLORS.get(n, OTHER_COLOR)}"></i>'
         f"{_e(n)}</span>"
         for n in names
     )

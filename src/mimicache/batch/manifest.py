@@ -104,21 +104,21 @@ def read_manifest(
     kind = FORMATS.get(PurePosixPath(urllib.parse.urlsplit(text).path).suffix.lower())
     if kind is None:
         raise InputError(
-            f"--manifest {text}: unknown format; name the file .csv, .jsonl (or .ndjson) or "
+            f"manifest {text}: unknown format; name the file .csv, .jsonl (or .ndjson) or "
             ".parquet"
         )
     try:
         path = resolve(text)
     except InputError as exc:
-        raise InputError(f"--manifest {exc}") from None
+        raise InputError(f"manifest {exc}") from None
     if not path.is_file():
-        raise InputError(f"--manifest {text}: file not found; give an existing {kind} file")
+        raise InputError(f"manifest {text}: file not found; give an existing {kind} file")
     try:
         records = _READERS[kind](path, text)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise InputError(f"--manifest {text}: cannot read it ({exc})") from None
+        raise InputError(f"manifest {text}: cannot read it ({exc})") from None
     if not records:
-        raise InputError(f"--manifest {text}: holds no rows; give one row per job")
+        raise InputError(f"manifest {text}: holds no rows; give one row per job")
     manifest = Manifest(text, defaults)
     local = _Inputs(resolve)
     base = _folder_of(text, path)
@@ -328,14 +328,14 @@ def _check_header(columns: list[str], shown: str) -> None:
     unknown = [c for c in names if c not in COLUMNS]
     if unknown:
         raise InputError(
-            f"--manifest {shown}: unknown column {unknown[0]!r} ({_close(unknown[0])})"
+            f"manifest {shown}: unknown column {unknown[0]!r} ({_close(unknown[0])})"
         )
     twice = sorted({c for c in names if names.count(c) > 1})
     if twice:
-        raise InputError(f"--manifest {shown}: column {twice[0]!r} appears twice")
+        raise InputError(f"manifest {shown}: column {twice[0]!r} appears twice")
     for column in ("ref_image", "video"):
         if column not in names and ALIASES[column] not in names:
-            raise InputError(f"--manifest {shown}: no {column!r} column; every row needs one")
+            raise InputError(f"manifest {shown}: no {column!r} column; every row needs one")
 
 
 def _read_csv(path: Path, shown: str) -> list[Record]:
@@ -374,12 +374,12 @@ def _read_parquet(path: Path, shown: str) -> list[Record]:
         import pyarrow.parquet as pq
     except ImportError:
         raise InputError(
-            f"--manifest {shown}: reading Parquet needs pyarrow; pip install 'mimicache[parquet]'"
+            f"manifest {shown}: reading Parquet needs pyarrow; pip install 'mimicache[parquet]'"
         ) from None
     try:
         table = pq.read_table(path)
     except Exception as exc:  # pyarrow raises its own ArrowInvalid / OSError kinds
-        raise InputError(f"--manifest {shown}: not a readable Parquet file ({exc})") from None
+        raise InputError(f"manifest {shown}: not a readable Parquet file ({exc})") from None
     _check_header(table.column_names, shown)
     return [(None, _given(row), None) for row in table.to_pylist()]
 

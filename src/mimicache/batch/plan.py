@@ -12,7 +12,7 @@ from typing import Any
 
 from mimicache.batch.outputs import candidates, fit_stem, in_use
 from mimicache.config import InferenceConfig, TestCase
-from mimicache.errors import InputError
+from mimicache.errors import InputError, setting
 from mimicache.media import link_fault
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi")
@@ -35,9 +35,11 @@ def list_videos(folder: str | Path) -> list[Path]:
     """
     path = Path(folder)
     if not path.exists():
-        raise InputError(f"batch folder {path} does not exist (check --batch_folder)")
+        raise InputError(f"{setting('batch_folder', path)} does not exist; pass a folder of videos")
     if not path.is_dir():
-        raise InputError(f"batch folder {path} is not a folder (check --batch_folder)")
+        raise InputError(
+            f"{setting('batch_folder', path)} is not a folder; pass a folder of videos"
+        )
     videos = [
         entry
         for entry in path.iterdir()

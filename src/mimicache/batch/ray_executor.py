@@ -28,7 +28,7 @@ from mimicache.batch.resume import split_done
 from mimicache.batch.run import JobResult, Outcome, SidecarInfo, finish_job, log_start
 from mimicache.batch.workers import EngineSpec, GenerationWorker, PoseWorker, replay_logs
 from mimicache.config import InferenceConfig
-from mimicache.errors import MimicacheError
+from mimicache.errors import MimicacheError, setting
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +72,8 @@ def connect(address: str | None) -> bool:
             # Ray's own message spans lines and names its env variables; say it in our terms
             reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")
             raise MimicacheError(
-                f"--ray_address {address}: no Ray cluster reachable ({reason}); start one with "
-                "`ray start --head`, or drop --ray_address to run a local one"
+                f"{setting('ray_address', address)}: no Ray cluster reachable ({reason}); start "
+                "one with `ray start --head`, or leave the address out to run a local one"
             ) from exc
     else:
         ray.init(include_dashboard=False, log_to_driver=False)
@@ -115,7 +115,9 @@ class RayExecutor:
         if per is None:
             per = 1.0 if gpus and not cpu_device else 0.0
         if per > 0 and cpu_device:
-            raise MimicacheError("--gpus_per_worker needs a CUDA device; drop --device cpu")
+            raise MimicacheError(
+                f"{setting('gpus_per_worker', per)} needs a CUDA device, not {setting('device', 'cpu')}"
+            )
         workers = self.settings.workers or (max(1, math.floor(gpus / per)) if per else 1)
         pose = self.settings.pose_workers
         if pose is None:

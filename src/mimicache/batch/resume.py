@@ -19,6 +19,7 @@ from mimicache.batch.plan import Job
 from mimicache.batch.run import JobResult
 from mimicache.cache import StageKey, file_digest, fingerprint_files
 from mimicache.config import TestCase, case_to_dict
+from mimicache.engine.stages import PIPELINE_STAGES, POSE_FRAMES
 from mimicache.errors import MimicacheError
 
 logger = logging.getLogger(__name__)
@@ -70,11 +71,10 @@ class ResultKeys:
             keys = self.engine.keys(case)
             parameters = {k: v for k, v in case_to_dict(case).items() if k not in _PATH_FIELDS}
             key = StageKey(
-                inputs={"pose_frames": keys.pose_frames.digest},
+                inputs={POSE_FRAMES: getattr(keys, POSE_FRAMES).digest},
                 models={
                     "checkpoint": self.checkpoint_fingerprint(),
-                    "clip_embeddings": keys.clip_embeddings.digest,
-                    "vae_latents": keys.vae_latents.digest,
+                    **{name: getattr(keys, name).digest for name in PIPELINE_STAGES},
                 },
                 params={
                     "case": parameters,

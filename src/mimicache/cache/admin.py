@@ -19,7 +19,7 @@ from mimicache.cache.digests import DigestMemo
 from mimicache.cache.entry import entry_damage, read_metadata
 from mimicache.cache.index import Index, json_dict, number_or
 from mimicache.cache.layout import Layout, Scan, check_stage
-from mimicache.errors import CacheError
+from mimicache.errors import CacheError, setting
 
 logger = logging.getLogger(__name__)
 
@@ -245,7 +245,7 @@ def plan_prune(
     if not cache.enabled or not cache.layout.root.is_dir():
         return RemovalPlan([])
     if max_size is not None and max_size < 0:
-        raise CacheError(f"--max-size must not be negative (got {max_size})")
+        raise CacheError(f"{setting('max_size', max_size)} must not be negative")
     now = time.time()
     scan = cache.layout.scan()
     removals = [

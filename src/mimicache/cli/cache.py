@@ -20,6 +20,7 @@ from mimicache.cache.admin import Removal, RemovalFailure
 from mimicache.cache.layout import Layout, check_stage
 from mimicache.cache.sizes import format_size
 from mimicache.cache.store import CacheMode, FeatureStore
+from mimicache.cli.console import flag_words
 from mimicache.cli.fmt import plural, size_arg, text_table
 from mimicache.engine.platform import describe
 from mimicache.engine.stages import STAGES
@@ -317,7 +318,7 @@ def run_cache_command(
             if action == "clear":
                 return _clear(store, args, out, stdin or sys.stdin, err)
     except MimicacheError as exc:
-        print(f"error: {exc}", file=err)
+        print(f"error: {flag_words(str(exc))}", file=err)
         return 2
     print(f"error: unknown cache action {action!r}", file=err)
     return 2

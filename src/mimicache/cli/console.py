@@ -1,10 +1,15 @@
-"""What every command shares with the terminal: logging to stderr (and a log file), and the
-error policy: a ``MimicacheError`` is printed as one ``error: ...`` line and exits 2."""
+"""What every command shares with the terminal: logging to stderr (and a log file), the
+error policy (a ``MimicacheError`` is printed as one ``error: ...`` line and exits 2), and the
+one place where the library's setting names become flags (``speed='fast'`` -> ``--speed fast``).
+"""
 
 from __future__ import annotations
 
 import argparse
+import ast
 import logging
+import re
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +17,57 @@ from pathlib import Path
 from mimicache.errors import MimicacheError
 
 logger = logging.getLogger(__name__)
+
+# The settings that messages name (mimicache.errors.setting) -> the flag that sets each one.
+FLAGS = {
+    "max_size": "--max-size",
+    **{
+        name: f"--{name}"
+        for name in (
+            "batch_folder",
+            "compile",
+            "decode_chunk_size",
+            "device",
+            "dwpose_backend",
+            "gpus_per_worker",
+            "inference_config",
+            "lcm_num_train_timesteps",
+            "offload",
+            "person",
+            "plot",
+            "pose_retarget",
+            "ray_address",
+            "scheduler",
+            "scheduler_s_noise",
+            "speed",
+        )
+    },
+}
+_SETTING = re.compile(
+    r"\b(?P<name>[a-z][a-z0-9_]*)=(?P<value>'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[\w.+-]+)"
+)
+
+
+def flag_words(text: str) -> str:
+    """``text`` with every setting the library names (``person='largest'``) as its flag
+    (``--person largest``; ``compile=True``: ``--compile``)."""
+
+    def as_flag(match: re.Match) -> str:
+        flag = FLAGS.get(match["name"])
+        if flag is None:
+            return match[0]
+        try:
+            value = ast.literal_eval(match["value"])
+        except (ValueError, SyntaxError):
+            value = match["value"]
+        return flag if value is True else f"{flag} {shlex.quote(str(value))}"
+
+    return _SETTING.sub(as_flag, text)
+
+
+class _FlagWords(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return flag_words(super().format(record))
 
 
 def setup_logging(verbose: bool, log_file: Path | None = None, *, bars: bool = True) -> None:
@@ -28,13 +84,13 @@ def setup_logging(verbose: bool, log_file: Path | None = None, *, bars: bool = T
             root.removeHandler(handler)
             handler.close()
     console = logging.StreamHandler(sys.stderr)
-    console.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    console.setFormatter(_FlagWords("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
     console.setLevel(logging.DEBUG if verbose else logging.INFO)
     handlers: list[logging.Handler] = [console]
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         to_file = logging.FileHandler(log_file, encoding="utf-8", errors="backslashreplace")
-        to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        to_file.setFormatter(_FlagWords("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         to_file.setLevel(logging.DEBUG)
         handlers.append(to_file)
     for handler in handlers:
@@ -54,7 +110,7 @@ def call_command(func: Callable[[argparse.Namespace], int], args: argparse.Names
         return func(args)
     except MimicacheError as exc:
         logger.debug("traceback", exc_info=True)
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {flag_words(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

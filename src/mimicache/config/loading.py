@@ -41,7 +41,7 @@ from mimicache.config.validation import (
     _yaml_error_text,
     person_choice,
 )
-from mimicache.errors import ConfigError
+from mimicache.errors import ConfigError, setting
 
 # --------------------------------------------------------------------------- loading
 
@@ -57,11 +57,11 @@ def load_config(path: str | Path, *, base_dir: str | Path | None = None) -> Infe
     file = Path(path).expanduser()
     if not file.exists():
         raise ConfigError(
-            f"{shown}: config file not found; pass an existing YAML file with "
-            "--inference_config (default configs/test.yaml)"
+            f"{shown}: config file not found; pass an existing YAML file "
+            f"({setting('inference_config', 'configs/test.yaml')} by default)"
         )
     if not file.is_file():
-        raise ConfigError(f"{shown}: is not a file; pass a YAML file with --inference_config")
+        raise ConfigError(f"{setting('inference_config', shown)} is not a file; pass a YAML file")
     try:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

@@ -41,7 +41,6 @@ from mimicache.engine.stages import (
     compute_with_warnings,
     replay_warnings,
 )
-from mimicache.media import fit_image, read_image
 from mimicache.pipeline import MimicMotionPipeline
 from mimicache.pipeline.loading import BaseModelFiles, load_pipeline, resolve_base_model
 from mimicache.pipeline.memory import (
@@ -52,15 +51,9 @@ from mimicache.pipeline.memory import (
 )
 from mimicache.pipeline.schedulers import SchedulerOptions
 from mimicache.pipeline.speed import EXACT
-from mimicache.pose import DWPose, PoseFrame, VideoPoses
-from mimicache.pose.preprocess import (
-    extract_image_pose,
-    extract_video_poses,
-    render_pose_frames,
-    select_person,
-    to_model_pixels,
-)
-from mimicache.pose.retarget import GRAFT, PUBLISHED, check_graft_reference, check_mode
+from mimicache.pose import DWPose
+from mimicache.pose.preprocess import pose_steps, to_model_pixels
+from mimicache.pose.retarget import PUBLISHED, check_mode
 
 logger = logging.getLogger(__name__)
 
@@ -312,58 +305,29 @@ class MimicMotion:
         """The pose stages: pose frames (1+F,3,H,W) uint8 and image_pixels (1,3,H,W) in [-1,1].
 
         ``record.people`` gets who was seen in the video and who drives the pose."""
-        # Steps 1-4 of generate() in order; each is one call through _run_stage.
+        # Steps 1-4 of generate(), in pose_steps' order; each cached one goes through _run_stage.
         keys = keys or self.keys(case)
-        video_path = Path(case.ref_video_path)
-        image_path = Path(case.ref_image_path)
-        # 1. the reference image, fitted to the resolution
-        image = fit_image(read_image(image_path), case.resolution)
-        height, width = image.shape[:2]
-        # 2. its keypoints                                            [image_keypoints]
-        ref_pose: PoseFrame = self._run_stage(
-            IMAGE_KEYPOINTS_STAGE,
-            keys,
-            lambda: extract_image_pose(image, self.dwpose, image_path=image_path),
-            image_path,
-            record,
-        )
-        if self.pose_retarget == GRAFT:  # before DWPose runs on the whole video
-            check_graft_reference(ref_pose, image_path=image_path)
-        # 3. the driving video's keypoints                            [video_keypoints]
-        video: VideoPoses = self._run_stage(
-            VIDEO_KEYPOINTS_STAGE,
-            keys,
-            lambda: extract_video_poses(
-                video_path,
-                case.sample_stride,
-                self.dwpose,
-                progress=progress,
-                desc=f"{label}: DWPose" if label else "DWPose",
+        stages = {
+            s.name: s for s in (IMAGE_KEYPOINTS_STAGE, VIDEO_KEYPOINTS_STAGE, POSE_FRAMES_STAGE)
+        }
+        pose = pose_steps(
+            case.ref_video_path,
+            case.ref_image_path,
+            case.resolution,
+            case.sample_stride,
+            self.dwpose,
+            retarget=self.pose_retarget,
+            person=self.person,
+            progress=progress,
+            desc=f"{label}: DWPose" if label else "DWPose",
+            run_step=lambda step, compute, subject: self._run_stage(
+                stages[step], keys, compute, subject, record
             ),
-            video_path,
-            record,
         )
-        # 4. one person chosen (cheap: computed even when the frames are cached, for the report),
-        #    aligned (and retargeted) onto the reference, drawn      [pose_frames]
-        video, record.people = select_person(video, self.person, video_path=video_path)
-        drawn = self._run_stage(
-            POSE_FRAMES_STAGE,
-            keys,
-            lambda: render_pose_frames(
-                ref_pose,
-                video,
-                height,
-                width,
-                video_path=video_path,
-                image_path=image_path,
-                retarget=self.pose_retarget,
-            ),
-            video_path,
-            record,
-        )
+        record.people = pose.people
         # uint8 (1+F,3,H,W) view: the pipeline converts per chunk, no float copy of the video
-        pose_frames = torch.from_numpy(drawn).permute(0, 3, 1, 2)
-        return pose_frames, to_model_pixels(image[None])
+        pose_frames = torch.from_numpy(pose.frames).permute(0, 3, 1, 2)
+        return pose_frames, to_model_pixels(pose.image[None])
 
     def reference_features(
         self,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from mimicache.config import TestCase
-from mimicache.errors import ConfigError
+from mimicache.errors import ConfigError, setting
 from mimicache.pipeline import MimicMotionPipeline, tile_indices
 from mimicache.pipeline.memory import OFFLOAD_NONE, check_offload
 from mimicache.pipeline.speed import (
@@ -53,16 +53,16 @@ class SpeedOptions:
             check_offload(self.offload)
         except ValueError as error:
             raise ConfigError(
-                f"{error} (--speed exact|fast, --offload none|model|sequential)"
+                f"{error} (speed: exact or fast; offload: none, model or sequential)"
             ) from None
         if self.compile and self.speed != FAST:
             raise ConfigError(
-                "--compile changes float rounding, so it needs --speed fast "
-                "(exact stays the published computation)"
+                f"{setting('compile', True)} changes float rounding, so it needs "
+                f"{setting('speed', FAST)} (exact stays the published computation)"
             )
         if self.decode_chunk_size < 1:
             raise ConfigError(
-                f"--decode_chunk_size must be at least 1, got {self.decode_chunk_size}"
+                f"{setting('decode_chunk_size', self.decode_chunk_size)} must be at least 1"
             )
 
 

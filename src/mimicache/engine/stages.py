@@ -24,10 +24,8 @@ from mimicache.config import TestCase
 from mimicache.media import effective_stride, missing_file, probe_video
 from mimicache.pose import PoseSequence, VideoPoses
 from mimicache.pose.dwpose import KEYPOINTS_VERSION
+from mimicache.pose.preprocess import IMAGE_KEYPOINTS, POSE_FRAMES, VIDEO_KEYPOINTS
 
-VIDEO_KEYPOINTS = "video_keypoints"
-IMAGE_KEYPOINTS = "image_keypoints"
-POSE_FRAMES = "pose_frames"
 CLIP_EMBEDDINGS = "clip_embeddings"
 VAE_LATENTS = "vae_latents"
 POSE_STAGES = (VIDEO_KEYPOINTS, IMAGE_KEYPOINTS, POSE_FRAMES)
@@ -166,6 +164,7 @@ class Stage:
     name: str
     encode: Callable[[Any], dict[str, torch.Tensor]]
     decode: Callable[[Mapping[str, torch.Tensor]], Any]
+    color: str  # its segment in the report's bars
     pipeline_feature: bool = False
 
 
@@ -173,23 +172,57 @@ IMAGE_KEYPOINTS_STAGE = Stage(
     IMAGE_KEYPOINTS,
     encode=lambda pose: PoseSequence([pose]).to_tensors(),
     decode=lambda tensors: PoseSequence.from_tensors(tensors)[0],
+    color="#6baed6",
 )
 VIDEO_KEYPOINTS_STAGE = Stage(
-    VIDEO_KEYPOINTS, encode=VideoPoses.to_tensors, decode=VideoPoses.from_tensors
+    VIDEO_KEYPOINTS,
+    encode=VideoPoses.to_tensors,
+    decode=VideoPoses.from_tensors,
+    color="#2171b5",
 )
-POSE_FRAMES_STAGE = Stage(POSE_FRAMES, encode=pack_frames, decode=unpack_frames)
+POSE_FRAMES_STAGE = Stage(POSE_FRAMES, encode=pack_frames, decode=unpack_frames, color="#9ecae1")
 CLIP_EMBEDDINGS_STAGE = Stage(
     CLIP_EMBEDDINGS,
     encode=lambda embeds: {"image_embeds": embeds},
     decode=lambda tensors: tensors["image_embeds"],
+    color="#fd8d3c",
     pipeline_feature=True,
 )
 VAE_LATENTS_STAGE = Stage(
     VAE_LATENTS,
     encode=lambda latent: {"latent": latent},
     decode=lambda tensors: tensors["latent"],
+    color="#e6550d",
     pipeline_feature=True,
 )
+CACHED_STAGES = {
+    stage.name: stage
+    for stage in (
+        VIDEO_KEYPOINTS_STAGE,
+        IMAGE_KEYPOINTS_STAGE,
+        POSE_FRAMES_STAGE,
+        CLIP_EMBEDDINGS_STAGE,
+        VAE_LATENTS_STAGE,
+    )
+}
+
+# Timed steps the cache does not touch, in run order (their cold/warm differences are
+# run-to-run noise), then the steps timed around a job, with their colours in reports.
+UNCACHED_STEPS = {
+    "digest": "#bcbddc",
+    "unpack": "#9e9ac8",
+    "pose_net": "#74c476",
+    "denoise": "#31a354",
+    "decode": "#a1d99b",
+}
+JOB_STEPS = {"write": "#969696", "preview": "#c994c7"}
+# The seed's three totals: sums of the steps above, so they get no bar segment of their own.
+TOTALS = ("preprocess", "pipeline", "total")
+STEP_COLORS = {
+    **{name: stage.color for name, stage in CACHED_STAGES.items()},
+    **UNCACHED_STEPS,
+    **JOB_STEPS,
+}
 
 
 # --------------------------------------------------------------------------- warnings
@@ -284,7 +317,7 @@ class JobKeys:
     def video_digest(self) -> str:
         video = Path(self.case.ref_video_path)
         if not video.is_file():
-            raise missing_file(video, "driving video", "Check ref_video_path or --batch_folder.")
+            raise missing_file(video, "driving video", "Check ref_video_path or the batch folder.")
         return self._digest(video)
 
     @cached_property

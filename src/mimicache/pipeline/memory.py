@@ -12,7 +12,7 @@ import logging
 
 import torch
 
-from mimicache.errors import ModelLoadError
+from mimicache.errors import ModelLoadError, setting
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ def offload_applies(offload: str, device: torch.device | str) -> bool:
     device = torch.device(device)
     if device.type != "cuda":
         logger.warning(
-            "--offload %s does nothing on %s: models stay where they are", offload, device
+            "%s does nothing on %s: models stay where they are", setting("offload", offload), device
         )
         return False
     return True
@@ -49,7 +49,8 @@ def require_accelerate(offload: str) -> None:
     """Fails before any model loads when an offload mode needs the missing accelerate."""
     if check_offload(offload) != OFFLOAD_NONE and accelerate_missing():
         raise ModelLoadError(
-            f"--offload {offload} needs the accelerate package: pip install 'accelerate>=0.26'"
+            f"{setting('offload', offload)} needs the accelerate package: "
+            "pip install 'accelerate>=0.26'"
         )
 
 

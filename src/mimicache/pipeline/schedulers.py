@@ -17,7 +17,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import SchedulerMixin, SchedulerOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from mimicache.errors import ConfigError
+from mimicache.errors import ConfigError, setting
 
 SCHEDULER_NAMES = ("EulerDiscreteScheduler", "AnimateLCM_SVD")
 
@@ -47,10 +47,10 @@ class AnimateLCMSVDScheduler(SchedulerMixin, ConfigMixin):
         if num_train_timesteps < 2:
             # the Karras ramp divides by (num_train_timesteps - 1)
             raise ConfigError(
-                f"--lcm_num_train_timesteps must be at least 2, got {num_train_timesteps}"
+                f"{setting('lcm_num_train_timesteps', num_train_timesteps)} must be at least 2"
             )
         if not math.isfinite(s_noise):
-            raise ConfigError(f"--scheduler_s_noise must be a finite number, got {s_noise}")
+            raise ConfigError(f"{setting('scheduler_s_noise', s_noise)} must be a finite number")
         self.init_noise_sigma = (sigma_max**2 + 1) ** 0.5
         # the full training table, until set_timesteps picks from it (float64, as published)
         sigmas = np.append(self._karras(np.linspace(0.0, 1.0, num_train_timesteps)), 0.0)
@@ -77,7 +77,8 @@ class AnimateLCMSVDScheduler(SchedulerMixin, ConfigMixin):
         train = self.config.num_train_timesteps
         if not 1 <= num_inference_steps <= train:
             raise ConfigError(
-                f"AnimateLCM_SVD needs 1..{train} inference steps (--lcm_num_train_timesteps), "
+                f"AnimateLCM_SVD needs 1..{train} inference steps "
+                f"({setting('lcm_num_train_timesteps', train)} sets the most), "
                 f"got {num_inference_steps}"
             )
         self.num_inference_steps = num_inference_steps
@@ -167,5 +168,5 @@ def build_scheduler(options: SchedulerOptions, base_scheduler_dir: Path | str | 
         del settings["name"]
         return AnimateLCMSVDScheduler(**settings)
     raise ConfigError(
-        f"unknown scheduler {options.name!r}: use --scheduler with one of {', '.join(SCHEDULER_NAMES)}"
+        f"unknown {setting('scheduler', options.name)}: use one of {', '.join(SCHEDULER_NAMES)}"
     )

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from mimicache.errors import setting
+
 logger = logging.getLogger(__name__)
 
 EXACT = "exact"
@@ -197,7 +199,7 @@ def compile_models(
     Returns False, with a warning saying why, when compilation is unavailable."""
     problem = compile_problem(device, backend)
     if problem:
-        logger.warning("--compile is off: %s; running uncompiled", problem)
+        logger.warning("%s is off: %s; running uncompiled", setting("compile", True), problem)
         return False
     # dynamic=False: a batch's jobs share shapes, and static shapes give the fastest kernels
     for module in (pipe.unet, pipe.vae.decoder):

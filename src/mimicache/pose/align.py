@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mimicache.errors import InputError
+from mimicache.errors import InputError, setting
 from mimicache.pose.keypoints import PoseFrame
 
 logger = logging.getLogger(__name__)
@@ -64,7 +64,8 @@ def align_params(
         raise InputError(
             f"no frame of the driving video{where} shows exactly one person "
             f"({len(video)} sampled frames; the pose alignment needs at least one). "
-            "Pick one person with --person largest, center or N (pose.person in the config), "
+            f"Pick one person with {setting('person', 'largest')}, center or N (pose.person "
+            "in the config), "
             "or use a video with a single dancer."
         )
     bodies = np.stack(singles)[:, ids]

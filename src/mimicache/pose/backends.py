@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mimicache.errors import ConfigError, ModelLoadError
+from mimicache.errors import ConfigError, ModelLoadError, setting
 from mimicache.pose.signatures import HF_REPO
 
 logger = logging.getLogger(__name__)
@@ -42,8 +42,8 @@ def resolve_backend(backend: str, device: str) -> str:
     """'auto' → 'onnxruntime' when it has the device's provider, else 'torch'; names checked."""
     if backend not in BACKENDS:
         raise ConfigError(
-            f"unknown DWPose backend '{backend}': use one of {', '.join(BACKENDS)} "
-            "(dwpose.backend in the config or --dwpose_backend)"
+            f"unknown DWPose backend ({setting('dwpose_backend', backend)}): use one of "
+            f"{', '.join(BACKENDS)} (dwpose.backend in the config)"
         )
     if backend != "auto":
         return backend
@@ -60,7 +60,8 @@ def _providers_for(device: str) -> list:
             raise ModelLoadError(
                 f"device '{dev}' was asked for DWPose but this onnxruntime has no "
                 f"CUDAExecutionProvider (available: {', '.join(_ort_providers())}). Install "
-                "onnxruntime-gpu (pip install 'mimicache[gpu]'), use --dwpose_backend torch, "
+                f"onnxruntime-gpu (pip install 'mimicache[gpu]'), use "
+                f"{setting('dwpose_backend', 'torch')}, "
                 "or run DWPose with device 'cpu'."
             )
         device_id = int(dev.split(":", 1)[1]) if ":" in dev else 0
@@ -68,7 +69,7 @@ def _providers_for(device: str) -> list:
     if dev != "cpu":
         raise ModelLoadError(
             f"DWPose device '{dev}' is not one ONNX Runtime runs on ('cpu' or 'cuda[:N]'); "
-            "use --dwpose_backend torch (or auto) for other torch devices."
+            f"use {setting('dwpose_backend', 'torch')} (or auto) for other torch devices."
         )
     return ["CPUExecutionProvider"]
 
@@ -167,7 +168,7 @@ def open_model(
         ort_device = device if ort_has_device(device) else "cpu"
         logger.warning(
             "DWPose model %s uses ONNX operator(s) %s that the torch backend lacks; running it "
-            "on ONNX Runtime (%s) instead (--dwpose_backend auto)",
-            path, ", ".join(exc.ops), ort_device,
+            "on ONNX Runtime (%s) instead (%s)",
+            path, ", ".join(exc.ops), ort_device, setting("dwpose_backend", "auto"),
         )  # fmt: skip
         return OrtModel(path, ort_device)

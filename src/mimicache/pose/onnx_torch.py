@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mimicache.errors import ModelLoadError
+from mimicache.errors import ModelLoadError, setting
 from mimicache.pose.onnx_ops import OPS as BASE_OPS
 from mimicache.pose.onnx_ops import UnsupportedOnnxOp
 from mimicache.pose.onnx_ops_nn import NN_OPS
@@ -120,7 +120,7 @@ class OnnxTorchModule(nn.Module):
             domains = sorted({n.domain for n in foreign})
             raise UnsupportedOnnxOp(
                 f"{self.path} uses operators from domain(s) {', '.join(domains)}, which the torch "
-                "DWPose backend does not run; use --dwpose_backend onnxruntime for this file.",
+                f"DWPose backend does not run; use {setting('dwpose_backend', 'onnxruntime')} for this file.",
                 ops=tuple(sorted({f"{n.domain}.{n.op_type}" for n in foreign})),
             )
         self.nodes = [
@@ -132,7 +132,7 @@ class OnnxTorchModule(nn.Module):
         if missing:
             raise UnsupportedOnnxOp(
                 f"{self.path} uses ONNX operator(s) {', '.join(missing)} that the torch DWPose "
-                "backend does not implement; use --dwpose_backend onnxruntime for this file.",
+                f"backend does not implement; use {setting('dwpose_backend', 'onnxruntime')} for this file.",
                 ops=tuple(missing),
             )
         self._host: dict[str, torch.Tensor] = {}  # integer / scalar constants stay on the CPU
@@ -191,7 +191,7 @@ class OnnxTorchModule(nn.Module):
                 out = OPS[node.op_type](node, args)
             except UnsupportedOnnxOp as exc:
                 raise UnsupportedOnnxOp(
-                    f"{self.path}: {exc}; use --dwpose_backend onnxruntime for this file."
+                    f"{self.path}: {exc}; use {setting('dwpose_backend', 'onnxruntime')} for this file."
                 ) from None
             except (RuntimeError, ValueError, IndexError, TypeError) as exc:
                 shapes = [tuple(a.shape) if a is not None else None for a in args]

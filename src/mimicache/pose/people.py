@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from mimicache.config import DEFAULT_PERSON, person_choice
-from mimicache.errors import InputError
+from mimicache.errors import InputError, setting
 from mimicache.pose.keypoints import PoseFrame
 
 logger = logging.getLogger(__name__)
@@ -187,12 +187,12 @@ class PeopleReport:
             f"several in {len(self.several)}{_frames(self.several)}",
         ]
         if self.chosen is not None:
-            used = f"person {self.chosen} used (--person {self.choice})"
+            used = f"person {self.chosen} used ({setting('person', self.choice)})"
             parts.append(f"{used}, seen in {self.chosen_frames} frames")
         elif self.several and self.choice == AUTO:
-            parts.append("every person drawn (--person auto); pick one with --person")
+            parts.append(f"every person drawn ({setting('person', AUTO)}); pick one to draw one")
         else:
-            parts.append(f"frames kept as they are (--person {self.choice})")
+            parts.append(f"frames kept as they are ({setting('person', self.choice)})")
         return "; ".join(parts)
 
     def to_dict(self) -> dict:
@@ -277,7 +277,7 @@ def _numbered(tracks: list[Track], number: int, video_path: str | Path | None) -
         else f"{len(tracks)} people (numbered 0 to {len(tracks) - 1}"
     )
     raise InputError(
-        f"--person {number}: the driving video{where} shows {shows} in order of first "
+        f"{setting('person', number)}: the driving video{where} shows {shows} in order of first "
         "appearance, left to right within a frame); choose one of those, or largest, center "
         "or auto."
     )

@@ -4,13 +4,14 @@ Split into stages so each can be cached on its own:
 ``extract_image_pose`` (fitted image → PoseFrame), ``extract_video_poses`` (video → raw,
 normalised, un-aligned poses; independent of the resolution), ``select_person`` (one person of
 a multi-person video, see ``people``), ``render_pose_frames`` (align, retarget ("published" or
-"graft", see ``retarget``), draw) and ``preprocess`` (all of it, the published ``preprocess``
-by default).
+"graft", see ``retarget``), draw). ``pose_steps`` runs them in order, each through an optional
+``run_step`` (the engine's cache); ``preprocess`` is the published ``preprocess`` over them.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,15 +33,25 @@ from mimicache.pose.retarget import (
 )
 
 __all__ = [
+    "IMAGE_KEYPOINTS",
+    "POSE_FRAMES",
+    "VIDEO_KEYPOINTS",
+    "PreparedPose",
     "VideoPoses",
     "extract_image_pose",
     "extract_video_poses",
+    "pose_steps",
     "preprocess",
     "render_pose_frames",
     "select_person",
 ]
 
 logger = logging.getLogger(__name__)
+
+# The steps whose results are worth keeping (the engine caches each under this name).
+IMAGE_KEYPOINTS = "image_keypoints"
+VIDEO_KEYPOINTS = "video_keypoints"
+POSE_FRAMES = "pose_frames"
 
 
 @dataclass
@@ -166,6 +177,77 @@ def to_model_pixels(frames: np.ndarray) -> torch.Tensor:
     return tensor / 127.5 - 1
 
 
+@dataclass
+class PreparedPose:
+    """What the pose steps give one job: the drawn pose frames (1+F,H,W,3) uint8 (frame 0 the
+    reference pose), the fitted reference image (H,W,3) uint8 and who was seen in the video."""
+
+    frames: np.ndarray
+    image: np.ndarray
+    people: PeopleReport
+
+
+def _run_directly(step: str, compute: Callable, subject: Path):
+    return compute()
+
+
+def pose_steps(
+    video_path: str | Path,
+    image_path: str | Path,
+    resolution: int,
+    sample_stride: int,
+    dwpose,
+    *,
+    retarget: str = PUBLISHED,
+    person: str = AUTO,
+    progress: bool = True,
+    desc: str = "DWPose",
+    run_step: Callable[[str, Callable, Path], object] = _run_directly,
+) -> PreparedPose:
+    """The pose steps in their one order: fit the image, its keypoints, the video's keypoints,
+    one person chosen, aligned (and retargeted) and drawn.
+
+    ``run_step(name, compute, subject)`` returns ``compute()``'s value for the step ``name``
+    (IMAGE_KEYPOINTS, VIDEO_KEYPOINTS, POSE_FRAMES), for example from a cache keyed on
+    ``subject``, the file the step reads.
+    """
+    check_mode(retarget)
+    video_path, image_path = Path(video_path), Path(image_path)
+    image = fit_image(read_image(image_path), resolution)
+    height, width = image.shape[:2]
+    ref_pose: PoseFrame = run_step(
+        IMAGE_KEYPOINTS,
+        lambda: extract_image_pose(image, dwpose, image_path=image_path),
+        image_path,
+    )
+    if retarget == GRAFT:  # before DWPose runs on the whole video
+        check_graft_reference(ref_pose, image_path=image_path)
+    video: VideoPoses = run_step(
+        VIDEO_KEYPOINTS,
+        lambda: extract_video_poses(
+            video_path, sample_stride, dwpose, progress=progress, desc=desc
+        ),
+        video_path,
+    )
+    # Cheap, so it runs even when the drawn frames come from a cache: the report says who
+    # drives the pose either way.
+    video, people = select_person(video, person, video_path=video_path)
+    frames = run_step(
+        POSE_FRAMES,
+        lambda: render_pose_frames(
+            ref_pose,
+            video,
+            height,
+            width,
+            video_path=video_path,
+            image_path=image_path,
+            retarget=retarget,
+        ),
+        video_path,
+    )
+    return PreparedPose(frames, image, people)
+
+
 def preprocess(
     video_path: str | Path,
     image_path: str | Path,
@@ -186,21 +268,14 @@ def preprocess(
     """
     if dwpose is None:
         raise ValueError("preprocess needs a DWPose instance (mimicache.pose.DWPose)")
-    check_mode(retarget)
-    image = fit_image(read_image(image_path), resolution)
-    ref_pose = extract_image_pose(image, dwpose, image_path=image_path)
-    if retarget == GRAFT:  # before DWPose runs on the whole video
-        check_graft_reference(ref_pose, image_path=image_path)
-    video = extract_video_poses(video_path, sample_stride, dwpose, progress=progress)
-    video, _ = select_person(video, person, video_path=video_path)
-    height, width = image.shape[:2]
-    frames = render_pose_frames(
-        ref_pose,
-        video,
-        height,
-        width,
-        video_path=video_path,
-        image_path=image_path,
+    pose = pose_steps(
+        video_path,
+        image_path,
+        resolution,
+        sample_stride,
+        dwpose,
         retarget=retarget,
+        person=person,
+        progress=progress,
     )
-    return to_model_pixels(frames), to_model_pixels(image[None])
+    return to_model_pixels(pose.frames), to_model_pixels(pose.image[None])

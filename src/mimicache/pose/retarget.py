@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from mimicache.config import RETARGET_MODES
-from mimicache.errors import InputError
+from mimicache.errors import InputError, setting
 from mimicache.pose.keypoints import PoseFrame
 
 logger = logging.getLogger(__name__)
@@ -154,8 +154,8 @@ def check_graft_reference(ref: PoseFrame, *, image_path: str | Path | None = Non
             f"{', '.join(missing)}): the graft pose retargeting needs the neck and both "
             "shoulders of the reference person detected with confidence > 0.3. Use a reference "
             "image that "
-            "shows the upper body clearly, or the published retargeting (--pose_retarget "
-            "published, or pose.retarget: published in the config)."
+            "shows the upper body clearly, or the published retargeting "
+            f"({setting('pose_retarget', PUBLISHED)}, or pose.retarget: published in the config)."
         )
 
 
@@ -185,7 +185,7 @@ def graft_poses(
             "output video): the graft pose retargeting scales the arms at the shoulders and "
             "needs the neck and both shoulders detected with confidence > 0.3. Use a video "
             "that shows the upper body in every frame (trim or crop it), or the published "
-            "retargeting (--pose_retarget published)."
+            f"retargeting ({setting('pose_retarget', PUBLISHED)})."
         )
     if empty:
         logger.warning(
