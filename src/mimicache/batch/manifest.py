@@ -104,8 +104,7 @@ def read_manifest(
     kind = FORMATS.get(PurePosixPath(urllib.parse.urlsplit(text).path).suffix.lower())
     if kind is None:
         raise InputError(
-            f"manifest {text}: unknown format; name the file .csv, .jsonl (or .ndjson) or "
-            ".parquet"
+            f"manifest {text}: unknown format; name the file .csv, .jsonl (or .ndjson) or .parquet"
         )
     try:
         path = resolve(text)
@@ -327,9 +326,7 @@ def _check_header(columns: list[str], shown: str) -> None:
     names = [str(c).strip() for c in columns]
     unknown = [c for c in names if c not in COLUMNS]
     if unknown:
-        raise InputError(
-            f"manifest {shown}: unknown column {unknown[0]!r} ({_close(unknown[0])})"
-        )
+        raise InputError(f"manifest {shown}: unknown column {unknown[0]!r} ({_close(unknown[0])})")
     twice = sorted({c for c in names if names.count(c) > 1})
     if twice:
         raise InputError(f"manifest {shown}: column {twice[0]!r} appears twice")
