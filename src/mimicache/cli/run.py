@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mimicache.batch import (
-    EngineSpec,
     Job,
     JobResult,
     check_log_file,
@@ -28,15 +27,14 @@ from mimicache.batch.html_report import write_run_report
 from mimicache.batch.resume import ResultKeys, split_done
 from mimicache.batch.run import INTERRUPTED_EXIT
 from mimicache.cli.console import call_command, setup_logging
-from mimicache.cli.flags import RUN_DEFAULTS, SCHEDULER_FLAGS, SEED_DEFAULTS, add_run_arguments
+from mimicache.cli.flags import RUN_DEFAULTS, SEED_DEFAULTS, add_run_arguments
+from mimicache.cli.options import engine_spec
 from mimicache.cli.scale import select_shard
 from mimicache.config import InferenceConfig, load_config
+from mimicache.engine.spec import EngineSpec
 from mimicache.errors import MimicacheError
-from mimicache.pipeline.schedulers import SchedulerOptions
 
 if TYPE_CHECKING:
-    import torch
-
     from mimicache.batch.cold_warm import BenchReport
     from mimicache.cache.store import FeatureStore
     from mimicache.engine import MimicMotion
@@ -72,8 +70,10 @@ def run_command(args: argparse.Namespace) -> int:
     if args.executor == "ray":
         results = _run_ray(args, spec, config, jobs)
     else:
-        spec = spec.replace(device=str(_pick_device(args)))
-        cache = spec.open_cache()
+        from mimicache.engine.build import open_cache, pick_device
+
+        spec = spec.replace(device=str(pick_device(spec.device)))
+        cache = open_cache(spec)
         engine = _load_engine(args, spec, cache, len(jobs))
         results, bench = _run(args, engine, spec, config, jobs, plan)
     summary = format_summary(results)
@@ -110,8 +110,6 @@ def _load_config(args: argparse.Namespace) -> tuple[InferenceConfig, dict[str, A
         "noise_aug_strength": args.noise_aug_strength,
     }
     config = config.replace(test_case=[case.replace(**overrides) for case in config.test_case])
-    if args.dwpose_backend:
-        config = config.replace(dwpose_backend=args.dwpose_backend)
     return config, overrides
 
 
@@ -149,21 +147,6 @@ def _planner(
     return plan
 
 
-def _pick_device(args: argparse.Namespace) -> torch.device:
-    import torch
-
-    from mimicache.engine import default_device
-
-    device = torch.device(args.device) if args.device else default_device()
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise MimicacheError(
-            "--device cuda was asked for but CUDA is not available; use --device cpu"
-        )
-    if device.type == "cpu":
-        logger.info("running in float32 on the CPU (float16 is only used on CUDA)")
-    return device
-
-
 def _engine_spec(
     args: argparse.Namespace, config: InferenceConfig, pose_retarget: str
 ) -> EngineSpec:
@@ -175,28 +158,8 @@ def _engine_spec(
             "--benchmark_cache needs the feature cache: ignoring --disable_feature_cache"
         )
         use_cache = True
-    return EngineSpec(
-        config,
-        device=args.device,
-        dtype="float32" if args.no_use_float16 else None,
-        cache_dir=Path(args.feature_cache_dir),
-        cache_enabled=use_cache,
-        cache_force_refresh=args.feature_cache_force_refresh,
-        cache_any_platform=args.cache_platform == "any",
-        cache_pipeline_features=not args.disable_pipeline_feature_cache,
-        scheduler=SchedulerOptions(
-            name=args.scheduler,
-            num_train_timesteps=args.lcm_num_train_timesteps,
-            **{name: getattr(args, f"scheduler_{name}") for name in SCHEDULER_FLAGS},
-        ),
-        pose_retarget=pose_retarget,
-        person=args.person,
-        speed=args.speed,
-        compile=args.compile,
-        decode_chunk_size=args.decode_chunk_size,
-        offload=args.offload,
-        threads=args.threads,
-        verbose=args.verbose,
+    return engine_spec(
+        args, config, cache_enabled=use_cache, pose_retarget=pose_retarget, verbose=args.verbose
     )
 
 
@@ -205,7 +168,9 @@ def _load_engine(
 ) -> MimicMotion:
     """The models, loaded once. The dtype is the engine's default (float16 on CUDA, float32
     elsewhere) unless ``--no_use_float16`` asks for float32."""
-    engine = spec.build(cache)
+    from mimicache.engine.build import build_engine
+
+    engine = build_engine(spec, cache=cache)
     logger.info(
         "%d job(s); device %s, %s; scheduler %s; pose retarget %s; person %s; speed %s%s; "
         "feature cache %s",
@@ -234,7 +199,9 @@ def _run(
     table (``--benchmark_cache``); ``bench --plot`` draws the comparison."""
     progress = not args.quiet
     if not args.benchmark_cache:
-        keys = ResultKeys(engine, spec.result_settings(engine))
+        from mimicache.engine.build import result_settings
+
+        keys = ResultKeys(engine, result_settings(spec, engine))
         skipped: list[JobResult] = []
         if args.resume:
             skipped, jobs = split_done(jobs, [keys(job.case) for job in jobs])

@@ -10,6 +10,7 @@ import math
 
 from mimicache.batch import Job
 from mimicache.batch.plan import shard_jobs
+from mimicache.cli.options import add_engine_flags
 
 logger = logging.getLogger(__name__)
 
@@ -46,13 +47,7 @@ def add_scale_arguments(parser: argparse.ArgumentParser) -> None:
         help="CPU workers running DWPose ahead of the generation (ray; default: 1 when the "
         "workers use GPUs, else 0)",
     )
-    scale.add_argument(
-        "--threads",
-        type=_positive_int,
-        help="torch CPU threads per process (per worker with ray; default: torch's own "
-        "locally, a worker's CPUs with ray). Results on the CPU are bit-identical across "
-        "executors at the same thread count",
-    )
+    add_engine_flags(scale, ("threads",))
     scale.add_argument(
         "--max_retries",
         type=_non_negative_int,
