@@ -19,34 +19,23 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from mimicache.batch.executor import ExecutorSettings, ResultListener
+from mimicache.batch.outcome import JobResult, Outcome
 from mimicache.batch.plan import Job
 from mimicache.batch.resume import split_done
-from mimicache.batch.run import JobResult, Outcome, SidecarInfo, finish_job, log_start
-from mimicache.batch.workers import EngineSpec, GenerationWorker, PoseWorker, replay_logs
+from mimicache.batch.run import SidecarInfo, finish_job, log_start
+from mimicache.batch.workers import GenerationWorker, PoseWorker, replay_logs
 from mimicache.config import InferenceConfig
+from mimicache.engine.spec import EngineSpec
 from mimicache.errors import MimicacheError
 
 logger = logging.getLogger(__name__)
 
 POSE_LOOKAHEAD = 2  # pose jobs queued per pose worker: enough to never idle, few to cancel
-
-
-@dataclass(frozen=True)
-class RaySettings:
-    """``workers`` None: the GPUs Ray sees / ``gpus_per_worker`` (1 without GPUs);
-    ``gpus_per_worker`` None: 1 when the cluster has GPUs and the device is not the CPU;
-    ``pose_workers`` None: 1 when the workers use GPUs, else 0; ``address`` None: start a
-    local cluster (``"auto"`` joins a running one)."""
-
-    workers: int | None = None
-    address: str | None = None
-    gpus_per_worker: float | None = None
-    pose_workers: int | None = None
-    max_retries: int = 1
 
 
 @dataclass
@@ -60,7 +49,12 @@ class _Slot:
 def connect(address: str | None) -> bool:
     """Join ``address`` or start a local cluster (no dashboard, no usage stats) unless Ray is
     already initialised in this process; whether this call started it."""
-    import ray
+    try:
+        import ray
+    except ImportError as exc:
+        raise MimicacheError(
+            f"--executor ray needs Ray ({exc}): pip install 'mimicache[ray]'"
+        ) from None
 
     if ray.is_initialized():
         return False
@@ -82,18 +76,23 @@ def connect(address: str | None) -> bool:
 
 class RayExecutor:
     """Runs jobs on Ray actors built from ``spec``. ``on_result(result, executor)`` is called
-    on the driver after each job is written."""
+    on the driver after each job is written. The models live in the workers: ``engine`` and
+    ``cache`` stay None here."""
+
+    in_process = False
+    engine = None
+    cache = None
 
     def __init__(
         self,
         spec: EngineSpec,
-        settings: RaySettings,
+        settings: ExecutorSettings | None = None,
         *,
         progress: bool = True,
-        on_result: Callable[[JobResult, RayExecutor], None] | None = None,
+        on_result: ResultListener | None = None,
     ):
         self.spec = spec
-        self.settings = settings
+        self.settings = settings or ExecutorSettings()
         self.progress = progress
         self.on_result = on_result
         self.slots: list[_Slot] = []
@@ -160,6 +159,9 @@ class RayExecutor:
             pose,
         )
 
+    def load(self, job_count: int = 0) -> Any:
+        raise MimicacheError("the Ray executor's engines live in its workers; run it locally")
+
     def stop(self) -> None:
         import ray
 
@@ -178,6 +180,9 @@ class RayExecutor:
         self, jobs: Sequence[Job], *, config: InferenceConfig, resume: bool = False
     ) -> list[JobResult]:
         """Every job, in plan order; ``resume``: jobs whose result exists are "skipped"."""
+        spec = self.spec
+        logger.info("%d job(s) on Ray; feature cache %s", len(jobs),
+                    spec.cache_dir if spec.cache_enabled else "off")  # fmt: skip
         started = connect(self.settings.address)
         begin = time.perf_counter()
         try:
@@ -361,16 +366,3 @@ class _PoseAhead:
         events, seconds = found
         outcome.cache_events = [*events, *outcome.cache_events]
         outcome.timings = {"pose_ahead": seconds, **outcome.timings}
-
-
-def run_jobs_ray(
-    spec: EngineSpec,
-    jobs: Sequence[Job],
-    *,
-    config: InferenceConfig,
-    settings: RaySettings,
-    progress: bool = True,
-    resume: bool = False,
-) -> list[JobResult]:
-    """``RayExecutor(spec, settings).run(jobs)``."""
-    return RayExecutor(spec, settings, progress=progress).run(jobs, config=config, resume=resume)

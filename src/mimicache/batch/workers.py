@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from mimicache.batch.outcome import Outcome, error_text
 from mimicache.batch.resume import ResultKey, ResultKeys
-from mimicache.batch.run import Outcome, error_text
 from mimicache.config import TestCase
 from mimicache.engine.spec import EngineSpec
 from mimicache.errors import MimicacheError

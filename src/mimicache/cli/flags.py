@@ -8,11 +8,12 @@ import argparse
 from mimicache.cli.fmt import size_arg
 from mimicache.cli.options import add_engine_flags
 from mimicache.cli.scale import add_scale_arguments
+from mimicache.config.sampler import SchedulerOptions
 
 SEED_DEFAULTS = {"num_inference_steps": 4, "scheduler": "AnimateLCM_SVD", "pose_retarget": "graft"}
 RUN_DEFAULTS = {
     "num_inference_steps": None,
-    "scheduler": "EulerDiscreteScheduler",
+    "scheduler": SchedulerOptions().name,
     "pose_retarget": "published",
 }
 

@@ -21,10 +21,9 @@ from mimicache.batch import (
     override_tag,
     plan_jobs,
     reserve_log,
-    run_jobs,
 )
+from mimicache.batch.executor import Executor, ExecutorSettings
 from mimicache.batch.html_report import write_run_report
-from mimicache.batch.resume import ResultKeys, split_done
 from mimicache.batch.run import INTERRUPTED_EXIT
 from mimicache.cli.console import call_command, setup_logging
 from mimicache.cli.flags import RUN_DEFAULTS, SEED_DEFAULTS, add_run_arguments
@@ -59,30 +58,26 @@ def run_command(args: argparse.Namespace) -> int:
     pose_retarget = args.pose_retarget or config.pose_retarget or args.default_pose_retarget
     plan = _planner(args, config, overrides, output_dir, timestamp)
     jobs = select_shard(plan(), args.shard)
-    if args.benchmark_cache and (args.executor != "local" or args.resume or args.shard):
+    executor = _executor(args, _engine_spec(args, config, pose_retarget))
+    if args.benchmark_cache and (not executor.in_process or args.resume or args.shard):
         raise MimicacheError(
-            "--benchmark_cache runs locally and whole: drop --executor ray, --resume and --shard"
+            "--benchmark_cache runs locally and whole: drop --executor "
+            f"{args.executor}, --resume and --shard"
         )
     for folder in sorted({job.output_path.parent for job in jobs}):
         check_output_folder(folder)
-    spec = _engine_spec(args, config, pose_retarget)
-    cache = engine = bench = None
-    if args.executor == "ray":
-        results = _run_ray(args, spec, config, jobs)
+    bench = None
+    if args.benchmark_cache:
+        results, bench = _benchmark(args, executor, config, plan)
     else:
-        from mimicache.engine.build import open_cache, pick_device
-
-        spec = spec.replace(device=str(pick_device(spec.device)))
-        cache = open_cache(spec)
-        engine = _load_engine(args, spec, cache, len(jobs))
-        results, bench = _run(args, engine, spec, config, jobs, plan)
+        results = executor.run(jobs, config=config, resume=args.resume)
     summary = format_summary(results)
     print(summary)
     logger.debug("summary\n%s", summary)
-    _write_report(args, log_file, spec, engine, results, bench)
+    _write_report(args, log_file, executor.spec, executor.engine, results, bench)
     code = exit_code(results)
-    if cache is not None and code != INTERRUPTED_EXIT:  # Ctrl-C: stop now
-        _prune_cache(args, cache)
+    if executor.cache is not None and code != INTERRUPTED_EXIT:  # Ctrl-C: stop now
+        _prune_cache(args, executor.cache)
     return code
 
 
@@ -163,53 +158,31 @@ def _engine_spec(
     )
 
 
-def _load_engine(
-    args: argparse.Namespace, spec: EngineSpec, cache: FeatureStore, job_count: int
-) -> MimicMotion:
-    """The models, loaded once. The dtype is the engine's default (float16 on CUDA, float32
-    elsewhere) unless ``--no_use_float16`` asks for float32."""
-    from mimicache.engine.build import build_engine
+def _executor(args: argparse.Namespace, spec: EngineSpec) -> Executor:
+    """The executor ``--executor`` names (``batch.executors``), with the scale-out flags."""
+    from mimicache.batch.executors import EXECUTORS
 
-    engine = build_engine(spec, cache=cache)
-    logger.info(
-        "%d job(s); device %s, %s; scheduler %s; pose retarget %s; person %s; speed %s%s; "
-        "feature cache %s",
-        job_count,
-        engine.device,
-        str(engine.dtype).removeprefix("torch."),
-        args.scheduler,
-        spec.pose_retarget,
-        engine.person,
-        spec.speed,
-        " + compile" if spec.compile else "",
-        cache.root if cache.enabled else "off",
+    settings = ExecutorSettings(
+        workers=args.workers,
+        address=args.ray_address,
+        gpus_per_worker=args.gpus_per_worker,
+        pose_workers=args.pose_workers,
+        max_retries=args.max_retries,
     )
-    return engine
+    return EXECUTORS[args.executor](spec, settings, progress=not args.quiet)
 
 
-def _run(
+def _benchmark(
     args: argparse.Namespace,
-    engine: MimicMotion,
-    spec: EngineSpec,
+    executor: Executor,
     config: InferenceConfig,
-    jobs: list[Job],
     plan: Callable[..., list[Job]],
-) -> tuple[list[JobResult], BenchReport | None]:
-    """The jobs once (``--resume``: those not done yet), or cold then warm with the comparison
-    table (``--benchmark_cache``); ``bench --plot`` draws the comparison."""
-    progress = not args.quiet
-    if not args.benchmark_cache:
-        from mimicache.engine.build import result_settings
-
-        keys = ResultKeys(engine, result_settings(spec, engine))
-        skipped: list[JobResult] = []
-        if args.resume:
-            skipped, jobs = split_done(jobs, [keys(job.case) for job in jobs])
-        done = run_jobs(engine, jobs, config=config, progress=progress, result_key=keys)
-        return sorted([*skipped, *done], key=lambda r: r.job.index), None
+) -> tuple[list[JobResult], BenchReport]:
+    """Cold then warm with the comparison table (``--benchmark_cache``) on the executor's
+    engine; ``bench --plot`` draws the comparison."""
     from mimicache.batch.cold_warm import run_benchmark
 
-    report = run_benchmark(engine, config, plan, progress=progress)
+    report = run_benchmark(executor.load(), config, plan, progress=not args.quiet)
     print(report.table)
     if getattr(args, "plot", None):
         from mimicache.batch.bench_plot import plot_cold_warm
@@ -248,29 +221,6 @@ def _write_report(
     write_run_report(
         log_file, results, parameters=parameters, bench=bench, plot=getattr(args, "plot", None)
     )
-
-
-def _run_ray(
-    args: argparse.Namespace, spec: EngineSpec, config: InferenceConfig, jobs: list[Job]
-) -> list[JobResult]:
-    """The jobs on Ray workers (``batch.ray_executor``); Ray must be installed."""
-    try:
-        from mimicache.batch.ray_executor import RayExecutor, RaySettings
-    except ImportError as exc:
-        raise MimicacheError(
-            f"--executor ray needs Ray ({exc}): pip install 'mimicache[ray]'"
-        ) from None
-    settings = RaySettings(
-        workers=args.workers,
-        address=args.ray_address,
-        gpus_per_worker=args.gpus_per_worker,
-        pose_workers=args.pose_workers,
-        max_retries=args.max_retries,
-    )
-    logger.info("%d job(s) on Ray; feature cache %s", len(jobs),
-                spec.cache_dir if spec.cache_enabled else "off")  # fmt: skip
-    executor = RayExecutor(spec, settings, progress=not args.quiet)
-    return executor.run(jobs, config=config, resume=args.resume)
 
 
 def _prune_cache(args: argparse.Namespace, cache: FeatureStore) -> None:

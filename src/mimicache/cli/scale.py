@@ -9,20 +9,19 @@ import logging
 import math
 
 from mimicache.batch import Job
+from mimicache.batch.executors import DEFAULT_EXECUTOR, EXECUTORS
 from mimicache.batch.plan import shard_jobs
 from mimicache.cli.options import add_engine_flags
 
 logger = logging.getLogger(__name__)
-
-EXECUTORS = ("local", "ray")
 
 
 def add_scale_arguments(parser: argparse.ArgumentParser) -> None:
     scale = parser.add_argument_group("scale-out")
     scale.add_argument(
         "--executor",
-        choices=EXECUTORS,
-        default="local",
+        choices=tuple(EXECUTORS),
+        default=DEFAULT_EXECUTOR,
         help="local: one process; ray: Ray workers that each load the models once "
         "(default: %(default)s)",
     )

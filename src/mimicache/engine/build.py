@@ -4,6 +4,7 @@ models the same way; progress goes to the observer given here."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -15,6 +16,7 @@ from mimicache.engine.engine import MimicMotion
 from mimicache.engine.record import ProgressObserver
 from mimicache.engine.spec import EngineSpec
 from mimicache.errors import MimicacheError
+from mimicache.pipeline.schedulers import SchedulerOptions, build_scheduler
 
 logger = logging.getLogger(__name__)
 
@@ -102,3 +104,40 @@ def result_settings(spec: EngineSpec, engine: MimicMotion) -> dict[str, Any]:
 def _set_threads(spec: EngineSpec) -> None:
     if spec.threads:
         torch.set_num_threads(spec.threads)
+
+
+def engine_variant(
+    engine: MimicMotion,
+    *,
+    scheduler: SchedulerOptions,
+    speed: str,
+    pose_retarget: str,
+    person: str,
+    observer: ProgressObserver | None = None,
+) -> MimicMotion:
+    """A new engine on the loaded models of ``engine`` (shared, not copied, and left as they
+    are) with another sampler, speed mode, pose retargeting or person, and its own batch
+    planner; the models are prepared for ``engine``'s speed options only (no compile or
+    channels-last is added here). For an app that changes these between runs."""
+    pipe = engine.pipeline
+    pipeline = type(pipe)(
+        **{
+            **pipe.components,
+            "scheduler": build_scheduler(scheduler, engine.base_files.scheduler_dir),
+        }
+    )
+    pipeline.set_progress_bar_config(**getattr(pipe, "_progress_bar_config", {}))
+    return MimicMotion(
+        pipeline,
+        engine.dwpose,
+        base_files=engine.base_files,
+        ckpt_path=engine.ckpt_path,
+        device=engine.device,
+        dtype=engine.dtype,
+        cache=engine.cache,
+        cache_pipeline_features=engine.cache_pipeline_features,
+        pose_retarget=pose_retarget,
+        person=person,
+        speed=dataclasses.replace(engine.speed, speed=speed),
+        observer=observer,
+    )

@@ -21,7 +21,7 @@ import torch
 from mimicache.cache import FeatureStore, file_digest
 from mimicache.config import DEFAULT_PERSON, InferenceConfig, TestCase, person_choice
 from mimicache.engine.devices import pose_parts
-from mimicache.engine.fingerprints import ModelFingerprints
+from mimicache.engine.fingerprints import ModelFingerprints, model_files
 from mimicache.engine.loading import load_models
 from mimicache.engine.platform import engine_platform
 from mimicache.engine.record import (
@@ -180,19 +180,7 @@ class MimicMotion:
 
     @property
     def model_files(self) -> dict[str, str]:
-        if self.base_files is None:
-            return {
-                "dwpose_det": str(self.dwpose.det_model_path),
-                "dwpose_pose": str(self.dwpose.pose_model_path),
-            }
-        return {
-            "base_model": str(self.base_files.root),
-            "checkpoint": str(self.ckpt_path),
-            "vae": self.base_files.vae_weights.name,
-            "image_encoder": self.base_files.image_encoder_weights.name,
-            "dwpose_det": str(self.dwpose.det_model_path),
-            "dwpose_pose": str(self.dwpose.pose_model_path),
-        }
+        return model_files(self.dwpose, self.base_files, self.ckpt_path)
 
     def platform(self) -> dict:
         """Where this engine computes now (threads read at the call): ``engine.platform``."""
@@ -248,10 +236,17 @@ class MimicMotion:
 
     # -- one job --------------------------------------------------------------------------------
     def generate(
-        self, case: TestCase, *, progress: bool = True, label: str | None = None
+        self,
+        case: TestCase,
+        *,
+        progress: bool = True,
+        label: str | None = None,
+        observer: ProgressObserver | None = None,
     ) -> GenerationResult:
         """One job. ``progress``: labelled bars (``label``, default the video's name) on a
-        terminal, one log line per stage when stderr is not a terminal; False: neither."""
+        terminal, one log line per stage when stderr is not a terminal; False: neither.
+        ``observer``: this job's progress events (default: the engine's observer)."""
+        tell = observer or self.observer or _ignore
         record = JobRecord(self.device)
         label = label or Path(case.ref_video_path).stem
         bars = progress and _stderr_is_terminal()
@@ -264,7 +259,7 @@ class MimicMotion:
             disable=not bars, desc=f"{label}: denoise", leave=False
         )
         start = time.perf_counter()
-        self._tell(ProgressEvent(label, "preprocess"))
+        tell(ProgressEvent(label, "preprocess"))
         keys = self.keys(case)
         with record.time("preprocess"):
             # 1-4. the reference image fitted, both keypoint sets, the drawn pose frames
@@ -278,10 +273,10 @@ class MimicMotion:
             )
             # 7. tiled denoising and decoding
             frames = self.run_pipeline(
-                case, pose_frames, reference, embeddings, latent, record, label=label
+                case, pose_frames, reference, embeddings, latent, record, on_step=tell, label=label
             )
         record.timings["total"] = time.perf_counter() - start
-        self._tell(ProgressEvent(label, "done"))
+        tell(ProgressEvent(label, "done"))
         if progress and not bars:
             record.log_stages(label)
         return GenerationResult(
@@ -402,6 +397,7 @@ class MimicMotion:
         latent: torch.Tensor,
         record: JobRecord,
         *,
+        on_step: ProgressObserver | None = None,
         label: str = "",
     ) -> np.ndarray:
         """Denoise and decode: (F,H,W,3) uint8 frames, the reference frame dropped."""
@@ -430,14 +426,16 @@ class MimicMotion:
             timings=record.timings,
             speed=options.speed,
             batch_plan=self.batch_planner.plan(case, pose_frames.shape),
-            on_step=lambda done, total: self._tell(ProgressEvent(label, "denoise", done, total)),
+            on_step=lambda done, total: (on_step or _ignore)(
+                ProgressEvent(label, "denoise", done, total)
+            ),
         )
         video = (output.frames.cpu() * 255.0).to(torch.uint8)
         return video[0, 1:].permute(0, 2, 3, 1).numpy()
 
-    def _tell(self, event: ProgressEvent) -> None:
-        if self.observer is not None:
-            self.observer(event)
+
+def _ignore(event: ProgressEvent) -> None:
+    """No one follows this job's progress."""
 
 
 def _stderr_is_terminal() -> bool:
