@@ -66,3 +66,25 @@ class Executor(Protocol):
     def load(self, job_count: int = 0) -> Any:
         """The engine in this process (``in_process`` executors)."""
         ...
+
+
+class ExecutorBase:
+    """What every executor keeps: the spec its engines are built from, its settings, whether
+    it shows progress, and who hears of each written result."""
+
+    in_process = False
+    engine: Any = None
+    cache: Any = None
+
+    def __init__(
+        self,
+        spec: EngineSpec,
+        settings: ExecutorSettings | None = None,
+        *,
+        progress: bool = True,
+        on_result: ResultListener | None = None,
+    ):
+        self.spec = spec
+        self.settings = settings or ExecutorSettings()
+        self.progress = progress
+        self.on_result = on_result

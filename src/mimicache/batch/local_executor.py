@@ -7,35 +7,20 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from mimicache.batch.executor import ExecutorSettings, ResultListener
+from mimicache.batch.executor import ExecutorBase
 from mimicache.batch.outcome import JobResult
 from mimicache.batch.plan import Job
 from mimicache.batch.resume import ResultKeys, split_done
 from mimicache.batch.run import run_jobs
 from mimicache.config import InferenceConfig
-from mimicache.engine.spec import EngineSpec
 
 logger = logging.getLogger(__name__)
 
 
-class LocalExecutor:
+class LocalExecutor(ExecutorBase):
     """One process, one engine: ``load`` builds it (``run`` does when nobody did)."""
 
     in_process = True
-
-    def __init__(
-        self,
-        spec: EngineSpec,
-        settings: ExecutorSettings | None = None,
-        *,
-        progress: bool = True,
-        on_result: ResultListener | None = None,
-    ):
-        self.spec = spec
-        self.progress = progress
-        self.on_result = on_result
-        self.engine: Any = None
-        self.cache: Any = None
 
     def load(self, job_count: int = 0) -> Any:
         """The engine (models loaded once) on the device the spec names, else the default."""

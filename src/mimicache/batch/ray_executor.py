@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mimicache.batch.executor import ExecutorSettings, ResultListener
+from mimicache.batch.executor import ExecutorBase, ExecutorSettings, ResultListener
 from mimicache.batch.outcome import JobResult, Outcome
 from mimicache.batch.plan import Job
 from mimicache.batch.resume import split_done
@@ -74,14 +74,10 @@ def connect(address: str | None) -> bool:
     return True
 
 
-class RayExecutor:
+class RayExecutor(ExecutorBase):
     """Runs jobs on Ray actors built from ``spec``. ``on_result(result, executor)`` is called
     on the driver after each job is written. The models live in the workers: ``engine`` and
     ``cache`` stay None here."""
-
-    in_process = False
-    engine = None
-    cache = None
 
     def __init__(
         self,
@@ -91,10 +87,7 @@ class RayExecutor:
         progress: bool = True,
         on_result: ResultListener | None = None,
     ):
-        self.spec = spec
-        self.settings = settings or ExecutorSettings()
-        self.progress = progress
-        self.on_result = on_result
+        super().__init__(spec, settings, progress=progress, on_result=on_result)
         self.slots: list[_Slot] = []
         self.pose_actors: list[Any] = []
         self.busy: dict[Any, tuple[Job, _Slot, int]] = {}  # object ref -> job, worker, attempt

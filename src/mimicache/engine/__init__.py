@@ -29,6 +29,7 @@ _LAZY = {
     "EngineSpec": "spec",
     "build_engine": "build",
     "build_pose_engine": "build",
+    "engine_variant": "build",
     "open_cache": "build",
     "pick_device": "build",
     "result_settings": "build",
