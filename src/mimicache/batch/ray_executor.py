@@ -23,14 +23,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mimicache.batch.executor import ExecutorBase, ExecutorSettings, ResultListener
+from mimicache.batch.executor import ExecutorBase
 from mimicache.batch.outcome import JobResult, Outcome
 from mimicache.batch.plan import Job
 from mimicache.batch.resume import split_done
 from mimicache.batch.run import SidecarInfo, finish_job, log_start
 from mimicache.batch.workers import GenerationWorker, PoseWorker, replay_logs
 from mimicache.config import InferenceConfig
-from mimicache.engine.spec import EngineSpec
 from mimicache.errors import MimicacheError
 
 logger = logging.getLogger(__name__)
@@ -79,15 +78,9 @@ class RayExecutor(ExecutorBase):
     on the driver after each job is written. The models live in the workers: ``engine`` and
     ``cache`` stay None here."""
 
-    def __init__(
-        self,
-        spec: EngineSpec,
-        settings: ExecutorSettings | None = None,
-        *,
-        progress: bool = True,
-        on_result: ResultListener | None = None,
-    ):
-        super().__init__(spec, settings, progress=progress, on_result=on_result)
+    def __init__(self, *args: Any, **kwargs: Any):
+        """``ExecutorBase``'s arguments; the worker pool starts empty (``run`` fills it)."""
+        super().__init__(*args, **kwargs)
         self.slots: list[_Slot] = []
         self.pose_actors: list[Any] = []
         self.busy: dict[Any, tuple[Job, _Slot, int]] = {}  # object ref -> job, worker, attempt
