@@ -55,8 +55,8 @@ def _workspace(tmp: Path, jobs: int, frames: int) -> tuple[Path, Path]:
 
 
 def _spec(config_path: Path, cache: Path, threads: int, device: str | None):
-    from mimicache.batch import EngineSpec
     from mimicache.config import load_config
+    from mimicache.engine.spec import EngineSpec
 
     config = load_config(config_path)
     return EngineSpec(config, device=device, cache_dir=cache, threads=threads)
@@ -65,8 +65,9 @@ def _spec(config_path: Path, cache: Path, threads: int, device: str | None):
 def _warm_cache(spec, jobs) -> None:
     """Fill the feature cache once so every timed run does the same (generation) work."""
     from mimicache.batch import run_jobs
+    from mimicache.engine.build import build_engine
 
-    engine = spec.build()
+    engine = build_engine(spec)
     run_jobs(engine, jobs, config=spec.config, progress=False)
 
 
@@ -101,7 +102,8 @@ def main() -> None:
     import torch
 
     from mimicache.batch import run_jobs
-    from mimicache.batch.ray_executor import RayExecutor, RaySettings
+    from mimicache.batch.executor import ExecutorSettings
+    from mimicache.batch.ray_executor import RayExecutor
 
     cores = os.cpu_count() or 1
     gpus = torch.cuda.device_count()
@@ -130,7 +132,7 @@ def main() -> None:
             threads = args.threads or (max(1, cores // workers) if not gpus else cores)
             spec = base.replace(threads=threads)
             per = 1.0 if gpus else 0.0
-            settings = RaySettings(workers=workers, gpus_per_worker=per, pose_workers=0)
+            settings = ExecutorSettings(workers=workers, gpus_per_worker=per, pose_workers=0)
             jobs = _plan(spec, clips, tmp / f"ray{workers}")
             executor = RayExecutor(spec, settings, progress=False)
             start = time.perf_counter()

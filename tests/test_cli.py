@@ -9,6 +9,7 @@ import av
 import pytest
 
 import mimicache.engine.engine
+import mimicache.engine.loading
 from mimicache.cli import build_parser, main, seed_script_main
 from mimicache.errors import MimicacheError
 from tests.engine_fixtures import figure_video, reference_image, write_config
@@ -38,9 +39,9 @@ def _decode(path):
 
 def test_batch_with_a_corrupt_video(workspace, tmp_path, monkeypatch, capsys):
     loads = []
-    real = mimicache.engine.engine.load_pipeline
+    real = mimicache.engine.loading.load_pipeline
     monkeypatch.setattr(
-        mimicache.engine.engine, "load_pipeline", lambda *a, **k: loads.append(1) or real(*a, **k)
+        mimicache.engine.loading, "load_pipeline", lambda *a, **k: loads.append(1) or real(*a, **k)
     )
     out = tmp_path / "out"
     code = main(

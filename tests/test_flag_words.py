@@ -39,10 +39,20 @@ def flag_literals(source: str) -> list[tuple[int, str]]:
         and isinstance(node.body[0], ast.Expr)
         and isinstance(node.body[0].value, ast.Constant)
     }
+    # An option's field declares its flag (``Flag("--speed", help)``): that declaration is
+    # where the CLI's spelling comes from, so its literals are the CLI's, not a message's.
+    declared = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and getattr(node.func, "id", getattr(node.func, "attr", None)) == "Flag"
+        for inner in ast.walk(node)
+    }
     return sorted(
         (node.lineno, flag)
         for node in ast.walk(tree)
-        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs
+        if isinstance(node, ast.Constant) and isinstance(node.value, str)
+        if id(node) not in docs and id(node) not in declared
         for flag in FLAG.findall(node.value)
     )
 
@@ -66,6 +76,7 @@ def test_the_flag_scan_sees_literals_but_not_prose():
         '    raise ValueError(f"--person {n}: no such dancer")\n'
         'HINT = "use " + "--dwpose_backend torch"\n'
         'SPAN = "a range like 1--3 is not a flag"\n'
+        'SPEED = option("exact", flag=Flag("--speed", "see --compile"))\n'
     )
     assert flag_literals(source) == [(4, "--person"), (5, "--dwpose_backend")]
 

@@ -13,14 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from mimicache.batch import EngineSpec, JobResult, plan_jobs
+from mimicache.batch import JobResult, plan_jobs
+from mimicache.batch.executor import ExecutorSettings
 from mimicache.batch.plan import shard_jobs
-from mimicache.batch.ray_executor import RayExecutor, RaySettings
+from mimicache.batch.ray_executor import RayExecutor
 from mimicache.batch.results import RESULTS_FILE, read_results
 from mimicache.cache import FeatureStore
 from mimicache.cli import main
 from mimicache.cli.scale import shard_arg
 from mimicache.config import load_config
+from mimicache.engine.spec import EngineSpec
 from tests.engine_fixtures import figure_video, reference_image, write_config
 
 JOBS = 6
@@ -147,7 +149,10 @@ def test_a_worker_killed_mid_batch_is_replaced_and_its_job_retried(
 
     caplog.set_level(logging.INFO)
     executor = RayExecutor(
-        spec, RaySettings(workers=2, pose_workers=0), progress=False, on_result=kill_a_busy_worker
+        spec,
+        ExecutorSettings(workers=2, pose_workers=0),
+        progress=False,
+        on_result=kill_a_busy_worker,
     )
     results = executor.run(jobs, config=spec.config)
     assert killed and [r.status for r in results] == ["ok"] * JOBS

@@ -120,18 +120,24 @@ def test_preview_and_generate_write_what_run_writes(workspace, engine, tmp_path)
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     assert "pose_frames" in session.cache_stats()  # the preview's entries, read by the run
 
-    # the sampler is swapped on the one engine, and named in the output as `run` names it
-    outcome = session.generate(inputs, _settings(scheduler="AnimateLCM_SVD"))
+    # another sampler: an engine on the same loaded models (the loaded one untouched), named
+    # in the output as `run` names it
+    lcm = _settings(scheduler="AnimateLCM_SVD")
+    outcome = session.generate(inputs, lcm)
     assert re.fullmatch(r"a_walk_\d{14}_lcm\.mp4", outcome.outputs[0].name)
-    assert type(engine.engine.pipeline.scheduler).__name__ == "AnimateLCMSVDScheduler"
+    with session.engine(lcm) as lcm_engine:
+        assert type(lcm_engine.pipeline.scheduler).__name__ == "AnimateLCMSVDScheduler"
+        assert lcm_engine.pipeline.unet is engine.engine.pipeline.unet
     session.preview(inputs, _settings())
     assert type(engine.engine.pipeline.scheduler).__name__ == "EulerDiscreteScheduler"
 
-    # fast mode on the same engine (its batch sizes planned for this job's shape), then
+    # fast mode on the same models (its batch sizes planned for this job's shape), then
     # exact again: the published computation, nothing planned
-    outcome = session.generate(inputs, _settings(speed="fast"))
+    fast = _settings(speed="fast")
+    outcome = session.generate(inputs, fast)
     assert outcome.errors == [] and len(outcome.outputs) == 1
-    planner = engine.engine.batch_planner
+    with session.engine(fast) as fast_engine:
+        planner = fast_engine.batch_planner
     assert planner.options.speed == "fast" and len(planner.plans) == 1
     outcome = session.generate(inputs, _settings())
     assert outcome.errors == [] and len(outcome.outputs) == 1
@@ -210,12 +216,13 @@ class _SlowEngine:
         self.pipeline = SimpleNamespace(scheduler=None)  # taken for the default sampler
         self.model_files = {"fake": "engine"}
         self.pose_retarget = "published"
+        self.person = "auto"
         self.speed = SimpleNamespace(speed="exact")
         self.active = 0
         self.most = 0
         self.calls = 0
 
-    def generate(self, case, *, progress, label):
+    def generate(self, case, *, progress, label, observer=None):
         self.active += 1
         self.most = max(self.most, self.active)
         self.calls += 1

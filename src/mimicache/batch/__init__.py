@@ -1,9 +1,11 @@
 """Batch runs: plan (test cases x driving videos, output names), outputs (claims of the names
-a run writes), run (the loop that isolates each job's failure, exit code), report (sidecars,
-summary table), cold_warm (the cache benchmark), resume (result keys, ``--resume``),
-workers (the engine spec every executor loads from) and ray_executor (``--executor ray``).
-The local loop gets an already-loaded engine; only Ray's workers load models themselves."""
+a run writes), outcome (a job's outcome and result), run (the loop that isolates each job's
+failure, exit code), report (sidecars, summary table), cold_warm (the cache benchmark),
+resume (result keys, ``--resume``), executor (the seam: plan in, results out), its
+implementations local_executor and ray_executor (with workers), and executors (the registry
+``--executor`` picks from). Every executor builds its engines from one ``EngineSpec``."""
 
+from mimicache.batch.outcome import JobResult
 from mimicache.batch.outputs import (
     check_log_file,
     check_output_folder,
@@ -20,14 +22,12 @@ from mimicache.batch.plan import (
     plan_jobs,
 )
 from mimicache.batch.report import SIDECAR_SCHEMA, format_summary, write_sidecar
-from mimicache.batch.run import JobResult, exit_code, run_jobs
-from mimicache.batch.workers import EngineSpec
+from mimicache.batch.run import exit_code, run_jobs
 
 __all__ = [
     "SIDECAR_SCHEMA",
     "TIMESTAMP_FORMAT",
     "VIDEO_EXTENSIONS",
-    "EngineSpec",
     "Job",
     "JobResult",
     "check_log_file",

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mimicache.batch.cold_warm import ROWS, speedups
-from mimicache.batch.run import JobResult
+from mimicache.batch.outcome import JobResult
 from mimicache.cache.fs import atomic_write
 from mimicache.engine.stages import UNCACHED_STEPS
 from mimicache.errors import MimicacheError, setting

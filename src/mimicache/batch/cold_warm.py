@@ -19,9 +19,10 @@ from typing import Protocol
 
 import numpy as np
 
+from mimicache.batch.outcome import JobResult
 from mimicache.batch.plan import Job
 from mimicache.batch.report import text_table
-from mimicache.batch.run import Engine, JobResult, run_jobs
+from mimicache.batch.run import Engine, run_jobs
 from mimicache.cache.store import FeatureStore
 from mimicache.config import InferenceConfig
 from mimicache.engine.stages import STAGES, TOTALS, UNCACHED_STEPS

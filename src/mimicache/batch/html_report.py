@@ -26,7 +26,7 @@ from mimicache.media import iter_frames, probe_video
 
 if TYPE_CHECKING:
     from mimicache.batch.cold_warm import BenchReport
-    from mimicache.batch.run import JobResult
+    from mimicache.batch.outcome import JobResult
 
 logger = logging.getLogger(__name__)
 

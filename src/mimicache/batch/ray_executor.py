@@ -19,34 +19,22 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from mimicache.batch.executor import ExecutorBase
+from mimicache.batch.outcome import JobResult, Outcome
 from mimicache.batch.plan import Job
 from mimicache.batch.resume import split_done
-from mimicache.batch.run import JobResult, Outcome, SidecarInfo, finish_job, log_start
-from mimicache.batch.workers import EngineSpec, GenerationWorker, PoseWorker, replay_logs
+from mimicache.batch.run import SidecarInfo, finish_job, log_start
+from mimicache.batch.workers import GenerationWorker, PoseWorker, replay_logs
 from mimicache.config import InferenceConfig
 from mimicache.errors import MimicacheError, setting
 
 logger = logging.getLogger(__name__)
 
 POSE_LOOKAHEAD = 2  # pose jobs queued per pose worker: enough to never idle, few to cancel
-
-
-@dataclass(frozen=True)
-class RaySettings:
-    """``workers`` None: the GPUs Ray sees / ``gpus_per_worker`` (1 without GPUs);
-    ``gpus_per_worker`` None: 1 when the cluster has GPUs and the device is not the CPU;
-    ``pose_workers`` None: 1 when the workers use GPUs, else 0; ``address`` None: start a
-    local cluster (``"auto"`` joins a running one)."""
-
-    workers: int | None = None
-    address: str | None = None
-    gpus_per_worker: float | None = None
-    pose_workers: int | None = None
-    max_retries: int = 1
 
 
 @dataclass
@@ -60,7 +48,12 @@ class _Slot:
 def connect(address: str | None) -> bool:
     """Join ``address`` or start a local cluster (no dashboard, no usage stats) unless Ray is
     already initialised in this process; whether this call started it."""
-    import ray
+    try:
+        import ray
+    except ImportError as exc:
+        raise MimicacheError(
+            f"{setting('executor', 'ray')} needs Ray ({exc}): pip install 'mimicache[ray]'"
+        ) from None
 
     if ray.is_initialized():
         return False
@@ -80,22 +73,14 @@ def connect(address: str | None) -> bool:
     return True
 
 
-class RayExecutor:
+class RayExecutor(ExecutorBase):
     """Runs jobs on Ray actors built from ``spec``. ``on_result(result, executor)`` is called
-    on the driver after each job is written."""
+    on the driver after each job is written. The models live in the workers: ``engine`` and
+    ``cache`` stay None here."""
 
-    def __init__(
-        self,
-        spec: EngineSpec,
-        settings: RaySettings,
-        *,
-        progress: bool = True,
-        on_result: Callable[[JobResult, RayExecutor], None] | None = None,
-    ):
-        self.spec = spec
-        self.settings = settings
-        self.progress = progress
-        self.on_result = on_result
+    def __init__(self, *args: Any, **kwargs: Any):
+        """``ExecutorBase``'s arguments; the worker pool starts empty (``run`` fills it)."""
+        super().__init__(*args, **kwargs)
         self.slots: list[_Slot] = []
         self.pose_actors: list[Any] = []
         self.busy: dict[Any, tuple[Job, _Slot, int]] = {}  # object ref -> job, worker, attempt
@@ -162,6 +147,9 @@ class RayExecutor:
             pose,
         )
 
+    def load(self, job_count: int = 0) -> Any:
+        raise MimicacheError("the Ray executor's engines live in its workers; run it locally")
+
     def stop(self) -> None:
         import ray
 
@@ -186,6 +174,9 @@ class RayExecutor:
     ) -> list[JobResult]:
         """Every job, in plan order; ``resume``: jobs whose result exists (a sidecar, or a
         ``records`` row of ``results.jsonl``) are "skipped"."""
+        spec = self.spec
+        logger.info("%d job(s) on Ray; feature cache %s", len(jobs),
+                    spec.cache_dir if spec.cache_enabled else "off")  # fmt: skip
         started = connect(self.settings.address)
         begin = time.perf_counter()
         try:
@@ -369,16 +360,3 @@ class _PoseAhead:
         events, seconds = found
         outcome.cache_events = [*events, *outcome.cache_events]
         outcome.timings = {"pose_ahead": seconds, **outcome.timings}
-
-
-def run_jobs_ray(
-    spec: EngineSpec,
-    jobs: Sequence[Job],
-    *,
-    config: InferenceConfig,
-    settings: RaySettings,
-    progress: bool = True,
-    resume: bool = False,
-) -> list[JobResult]:
-    """``RayExecutor(spec, settings).run(jobs)``."""
-    return RayExecutor(spec, settings, progress=progress).run(jobs, config=config, resume=resume)

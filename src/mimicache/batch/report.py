@@ -17,8 +17,8 @@ from mimicache.cache.keys import to_json_value
 from mimicache.config import InferenceConfig, case_to_dict
 
 if TYPE_CHECKING:
+    from mimicache.batch.outcome import JobResult
     from mimicache.batch.plan import Job
-    from mimicache.batch.run import JobResult
 
 SIDECAR_SCHEMA = 1
 _SURROGATE = re.compile("[\ud800-\udfff]")

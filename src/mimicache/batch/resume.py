@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mimicache.batch.outcome import JobResult
 from mimicache.batch.plan import Job
-from mimicache.batch.run import JobResult
 from mimicache.cache import StageKey, file_digest, fingerprint_files
 from mimicache.config import TestCase, case_to_dict
 from mimicache.engine.stages import PIPELINE_STAGES, POSE_FRAMES

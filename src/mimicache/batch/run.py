@@ -1,6 +1,6 @@
 """The run loop: every job of a plan through one already-loaded engine, each job's failure
 isolated, each job's mp4 (frames (F,H,W,3) uint8 at the engine's fps) and JSON sidecar
-written under a claimed name; the exit code of a run. Nothing here loads models.
+published under a free name; the exit code of a run. Nothing here loads models.
 
 ``finish_job`` is the one place a job's outcome becomes files and a ``JobResult``: the local
 loop and the Ray executor's driver both call it, so both write the same outputs.
@@ -11,24 +11,22 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Protocol
 
+from mimicache.batch.outcome import JobResult, Outcome, error_text
 from mimicache.batch.outputs import publish_output
 from mimicache.batch.plan import Job
 from mimicache.batch.report import sidecar_bytes
+from mimicache.batch.resume import ResultKey
 from mimicache.cache import bytes_digest
 from mimicache.config import InferenceConfig, TestCase
 from mimicache.errors import MimicacheError, OutputError
 from mimicache.media import encode_video
 
-if TYPE_CHECKING:
-    from mimicache.batch.resume import ResultKey
-
 logger = logging.getLogger(__name__)
 
-STATUSES = ("ok", "failed", "skipped", "interrupted")
 INTERRUPTED_EXIT = 130  # what a shell reports for a command stopped by SIGINT (Ctrl-C)
 
 
@@ -53,49 +51,6 @@ class Engine(Protocol):
     def generate(self, case: TestCase, *, progress: bool, label: str | None) -> Generated: ...
 
 
-@dataclass
-class JobResult:
-    """What happened to one job. ``timings`` in seconds (``preprocess``, ``pipeline``,
-    ``total`` and per-stage keys); ``error`` a one-line message for failed jobs; "skipped":
-    ``--resume`` found the job's result (``output``) from an earlier run; "interrupted": the run
-    was stopped (Ctrl-C) before the job finished; ``people`` who was
-    seen in the driving video and who drove the pose (``pose.PeopleReport``)."""
-
-    job: Job
-    status: Literal["ok", "failed", "skipped", "interrupted"]
-    output: Path | None = None
-    timings: dict[str, float] = field(default_factory=dict)
-    error: str | None = None
-    cache_events: list[Any] = field(default_factory=list)
-    people: Any = None
-    platform: dict = field(default_factory=dict)  # where the video was computed
-    result_key: ResultKey | None = None  # see batch.resume; None for jobs not run here
-
-    def __post_init__(self) -> None:
-        if self.status not in STATUSES:
-            raise ValueError(f"status must be one of {', '.join(STATUSES)}, got {self.status!r}")
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
-
-    @property
-    def done(self) -> bool:
-        """Its result exists: made now ("ok") or found from an earlier run ("skipped")."""
-        return self.status in ("ok", "skipped")
-
-    @classmethod
-    def failure(
-        cls, job: Job, error: BaseException | str, timings: dict[str, float] | None = None
-    ) -> JobResult:
-        """A failed result; an exception becomes ``"TypeName: message"``."""
-        return cls(job, "failed", None, dict(timings or {}), error_text(error))
-
-
-def error_text(error: BaseException | str) -> str:
-    return error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-
-
 def exit_code(results: Iterable[JobResult]) -> int:
     """0 when every job succeeded or was already done, 130 when the run was interrupted
     (Ctrl-C), else 1 (a job failed)."""
@@ -103,20 +58,6 @@ def exit_code(results: Iterable[JobResult]) -> int:
     if any(r.status == "interrupted" for r in results):
         return INTERRUPTED_EXIT
     return 0 if all(r.done for r in results) else 1
-
-
-@dataclass
-class Outcome:
-    """One job as an executor hands it to ``finish_job``: the frames, or the error."""
-
-    frames: Any = None  # (F,H,W,3) uint8; None when the job failed
-    fps: int = 0
-    timings: dict[str, float] = field(default_factory=dict)
-    cache_events: list[Any] = field(default_factory=list)
-    error: str | None = None
-    result_key: ResultKey | None = None  # see batch.resume; recorded in the sidecar
-    people: Any = None  # pose.PeopleReport of the driving video
-    platform: dict = field(default_factory=dict)  # engine.platform of the engine that made it
 
 
 @dataclass(frozen=True)
@@ -198,11 +139,11 @@ def run_jobs(
 ) -> list[JobResult]:
     """Run every job with the one loaded ``engine``; a failing job is recorded and the rest run.
 
-    Each job writes its mp4 (atomically) and a JSON sidecar, also when it failed.
-    ``result_key(case)`` (``--resume``) is recorded in the sidecars. Ctrl-C stops the run: the
-    job under way and those after it come back "interrupted" (no files, so ``--resume`` redoes
-    them), so the caller can still write the summary and the report. ``on_result(result)`` is
-    called as each job is written (``results.jsonl``).
+    Each job publishes its mp4 and a JSON sidecar (a failed job: the sidecar), then
+    ``on_result(result)`` hears of it (``results.jsonl``). ``result_key(case)`` (``--resume``)
+    is recorded in the sidecars. Ctrl-C stops the run: the job under way and those after it
+    come back "interrupted" (no files, so ``--resume`` redoes them), so the caller can still
+    write the summary and the report.
     """
     info = SidecarInfo(config, engine.model_files, getattr(engine, "pose_retarget", None))
     results: list[JobResult] = []

@@ -1,5 +1,5 @@
-"""What an executor's worker process holds: an ``EngineSpec`` (everything needed to load the
-same engine as a local run, picklable), and the worker objects built from it: a generation
+"""What an executor's worker process holds, built from an ``EngineSpec`` (everything needed to
+load the same engine as a local run, picklable) by ``engine.build``: a generation
 worker (the whole engine, loaded once, runs jobs and returns frames (F,H,W,3) uint8) and a
 pose worker (DWPose only, fills the cache's pose entries ahead of the generation).
 
@@ -14,124 +14,17 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from mimicache.batch.outcome import Outcome, error_text
 from mimicache.batch.resume import ResultKey, ResultKeys
-from mimicache.batch.run import Outcome, error_text
-from mimicache.config import InferenceConfig, TestCase
+from mimicache.config import TestCase
+from mimicache.engine.spec import EngineSpec
 from mimicache.errors import MimicacheError
-from mimicache.pipeline.schedulers import SchedulerOptions
 
 logger = logging.getLogger(__name__)
 
 LogLine = tuple[str, int, str]  # logger name, level, message
-
-
-@dataclass(frozen=True)
-class EngineSpec:
-    """How to load the engine and open the feature store: built once by the command line
-    (the composition root) and used by every executor, so all of them load the same models.
-
-    ``device`` "cpu", "cuda", "cuda:N" or None (CUDA when available); ``dtype`` "float32" /
-    "float16" or None (the engine's default); ``dwpose_device`` None: the engine's choice. ``threads``: torch threads (None:
-    leave as is)."""
-
-    config: InferenceConfig
-    device: str | None = None
-    dtype: str | None = None
-    cache_dir: Path | None = None  # None: no feature store at all
-    cache_enabled: bool = True
-    cache_force_refresh: bool = False
-    cache_any_platform: bool = False  # reuse entries computed on another numeric platform
-    cache_pipeline_features: bool = True
-    scheduler: SchedulerOptions = field(default_factory=SchedulerOptions)
-    pose_retarget: str | None = None
-    person: str | None = None  # pose.person: "auto", "largest", "center" or "N"
-    speed: str = "exact"  # see engine.speed.SpeedOptions
-    compile: bool = False
-    decode_chunk_size: int = 8
-    offload: str = "none"
-    dwpose_device: str | None = None
-    threads: int | None = None
-    verbose: bool = False
-
-    def replace(self, **changes: Any) -> EngineSpec:
-        import dataclasses
-
-        return dataclasses.replace(self, **changes)
-
-    def open_cache(self) -> Any:
-        from mimicache.cache.store import FeatureStore
-
-        if self.cache_dir is None:
-            return None
-        return FeatureStore(
-            self.cache_dir,
-            enabled=self.cache_enabled,
-            force_refresh=self.cache_force_refresh,
-            any_platform=self.cache_any_platform,
-        )
-
-    def torch_dtype(self) -> Any:
-        import torch
-
-        return None if self.dtype is None else getattr(torch, self.dtype)
-
-    def build(self, cache: Any = None) -> Any:
-        """The engine (``MimicMotion``), with ``cache`` or a store of its own."""
-        from mimicache.engine import MimicMotion
-
-        self._set_threads()
-        return MimicMotion.from_config(
-            self.config,
-            device=self.device,
-            dtype=self.torch_dtype(),
-            cache=cache if cache is not None else self.open_cache(),
-            cache_pipeline_features=self.cache_pipeline_features,
-            scheduler=self.scheduler,
-            pose_retarget=self.pose_retarget,
-            person=self.person,
-            dwpose_device=self.dwpose_device,
-            speed=self.speed,
-            compile=self.compile,
-            decode_chunk_size=self.decode_chunk_size,
-            offload=self.offload,
-        )
-
-    def build_pose(self) -> Any:
-        """DWPose only (``MimicMotion.for_pose``) on ``dwpose_device`` (default the CPU)."""
-        from mimicache.engine import MimicMotion
-
-        self._set_threads()
-        return MimicMotion.for_pose(
-            self.config,
-            device="cpu",
-            cache=self.open_cache(),
-            pose_retarget=self.pose_retarget,
-            person=self.person,
-            dwpose_device=self.dwpose_device or "cpu",
-        )
-
-    def result_settings(self, engine: Any) -> dict[str, Any]:
-        """What the frames depend on beyond the case and the model files (see resume)."""
-        return {
-            "scheduler": self.scheduler,
-            "dtype": str(engine.dtype).removeprefix("torch."),
-            "device": engine.device.type,
-            "pose_retarget": engine.pose_retarget,
-            "person": engine.person,
-            "speed": self.speed,
-            "compile": self.compile,
-            "decode_chunk_size": self.decode_chunk_size,
-        }
-
-    def _set_threads(self) -> None:
-        if self.threads:
-            import torch
-
-            torch.set_num_threads(self.threads)
 
 
 @contextmanager
@@ -175,8 +68,10 @@ class GenerationWorker:
         level = logging.DEBUG if spec.verbose else logging.INFO
         with captured_logs(level) as self.load_logs:
             try:
-                self.engine = spec.build()
-                self.keys = ResultKeys(self.engine, spec.result_settings(self.engine))
+                from mimicache.engine.build import build_engine, result_settings
+
+                self.engine = build_engine(spec)
+                self.keys = ResultKeys(self.engine, result_settings(spec, self.engine))
             except MimicacheError as exc:
                 self.load_error = str(exc)
             except Exception as exc:
@@ -229,8 +124,13 @@ class PoseWorker:
     when a generation worker asks (errors are left for the generation to report)."""
 
     def __init__(self, spec: EngineSpec):
+        from mimicache.engine.build import build_pose_engine
+
         self.level = logging.DEBUG if spec.verbose else logging.INFO
-        self.engine = spec.build_pose()
+        # on the CPU unless told otherwise, so the entries are keyed as the generation keys them
+        self.engine = build_pose_engine(
+            spec.replace(device="cpu", dwpose_device=spec.dwpose_device or "cpu")
+        )
 
     def pid(self) -> int:
         return os.getpid()

@@ -23,12 +23,11 @@ from mimicache.cache.store import CacheMode, FeatureStore
 from mimicache.cli.console import flag_words
 from mimicache.cli.fmt import plural, size_arg, text_table
 from mimicache.engine.platform import describe
+from mimicache.engine.spec import DEFAULT_CACHE_DIR
 from mimicache.engine.stages import STAGES
 from mimicache.errors import CacheError, MimicacheError
 
 __all__ = ["DEFAULT_CACHE_DIR", "add_cache_commands", "main", "run_cache_command"]
-
-DEFAULT_CACHE_DIR = "cache/features"
 
 
 def _days_arg(text: str) -> float:

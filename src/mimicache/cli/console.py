@@ -29,6 +29,7 @@ FLAGS = {
             "decode_chunk_size",
             "device",
             "dwpose_backend",
+            "executor",
             "gpus_per_worker",
             "inference_config",
             "lcm_num_train_timesteps",

@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from mimicache.cli.cache import DEFAULT_CACHE_DIR
 from mimicache.cli.console import call_command, setup_logging
 from mimicache.cli.fmt import format_size, plural, text_table
+from mimicache.cli.options import add_engine_flags
 from mimicache.errors import MimicacheError
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
@@ -55,9 +55,9 @@ def add_doctor_command(commands) -> None:
     doctor.add_argument(
         "--inference_config", default="configs/test.yaml", help="(default: %(default)s)"
     )
-    doctor.add_argument("--feature_cache_dir", default=DEFAULT_CACHE_DIR)
+    add_engine_flags(doctor, ("cache_dir",))
     doctor.add_argument("--output_dir", default="outputs/")
-    doctor.add_argument("--device", help="the device a run would use (default: cuda if present)")
+    add_engine_flags(doctor, ("device",))
     doctor.add_argument(
         "--no_digests", action="store_true", help="skip the weight files' digests (fast)"
     )

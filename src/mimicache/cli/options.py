@@ -1,63 +1,64 @@
-"""Flags shared by several commands (``run``/``bench``/seed scripts and ``pose``)."""
+"""Flags generated from the options objects (``engine.spec.EngineSpec``): each engine option
+is declared once, with its default and help, and becomes the same flag in every command."""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
-from mimicache.cli.cache import DEFAULT_CACHE_DIR
-from mimicache.config import DWPOSE_BACKENDS, person_choice
+from mimicache.config import InferenceConfig
+from mimicache.config.options import FlagField, field_values, flag_fields
+from mimicache.engine.spec import EngineSpec
 
-
-def person_arg(value: str) -> str:
-    """``--person``'s value, canonical ("auto", "largest", "center", "N")."""
-    try:
-        return person_choice(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+ENGINE_FLAGS: tuple[FlagField, ...] = tuple(flag_fields(EngineSpec))
 
 
-def add_person_argument(group) -> None:
-    group.add_argument(
-        "--person",
-        type=person_arg,
-        metavar="auto|largest|center|N",
-        help="which person of the driving video drives the pose: 'auto' (published: everyone "
-        "drawn), 'largest', 'center' (nearest the frame centre), or N (0 = the first to "
-        "appear, left to right within a frame); people are tracked across frames. Overrides "
-        "the config's pose.person (default: the config's value, else auto)",
-    )
+def add_engine_flags(
+    group: Any,
+    fields: Iterable[str],
+    *,
+    defaults: Mapping[str, Any] | None = None,
+    help_values: Mapping[str, Any] | None = None,
+) -> None:
+    """The flags of the spec's ``fields`` (a nested options field gives all of its flags).
+    ``defaults``: a command's own flag defaults by flag key; ``help_values`` fill the
+    ``{name}`` placeholders of the helps (a default the command applies after the config's)."""
+    defaults = dict(defaults or {})
+    wanted = set(fields)
+    for item in ENGINE_FLAGS:
+        if item.path[0] not in wanted:
+            continue
+        flag = item.flag
+        text = flag.help.format(**(help_values or {})) if "{" in flag.help else flag.help
+        kwargs: dict[str, Any] = {"dest": flag.key, "help": text}
+        if item.is_bool:
+            kwargs["action"] = "store_true"
+        else:
+            kwargs["default"] = defaults.get(flag.key, item.default)
+            if flag.choices is not None:
+                kwargs["choices"] = flag.choices
+            if flag.type is not None:
+                kwargs["type"] = _usage_errors(flag.type)
+            if flag.metavar is not None:
+                kwargs["metavar"] = flag.metavar
+        group.add_argument(flag.name, **kwargs)
 
 
-def add_device_arguments(group) -> None:
-    """``--device`` and ``--dwpose_backend`` (the backend is part of the pose entries' keys)."""
-    group.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
-    group.add_argument(
-        "--dwpose_backend",
-        choices=DWPOSE_BACKENDS,
-        help="DWPose runtime (default: the config's dwpose.backend, else auto: ONNX Runtime "
-        "when it has the device's provider, otherwise PyTorch)",
-    )
+def engine_spec(args: argparse.Namespace, config: InferenceConfig, **changes: Any) -> EngineSpec:
+    """The spec the parsed flags describe (flags a command does not have keep their
+    defaults); ``changes`` set fields no flag sets."""
+    return EngineSpec(config, **(field_values(EngineSpec, vars(args)) | changes))
 
 
-def add_cache_location_arguments(group) -> None:
-    """Where the feature cache is and whether it is read and written."""
-    group.add_argument(
-        "--feature_cache_dir", default=DEFAULT_CACHE_DIR, help="(default: %(default)s)"
-    )
-    group.add_argument(
-        "--disable_feature_cache", action="store_true", help="no cache reads, no cache writes"
-    )
-    group.add_argument(
-        "--feature_cache_force_refresh",
-        action="store_true",
-        help="recompute every entry and overwrite it",
-    )
-    group.add_argument(
-        "--cache_platform",
-        choices=("strict", "any"),
-        default="strict",
-        help="strict (default): entries are keyed by the numeric platform that computed them "
-        "(device model, dtype, library versions, CPU threads), so a warm run equals an uncached "
-        "one bit for bit; any: keys leave the platform out, so every run with 'any' (on any "
-        "machine, device or thread count) shares its entries, accepting drift in the last bits",
-    )
+def _usage_errors(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``parse`` with its ``ValueError`` as a usage error that keeps the reason."""
+
+    def checked(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    checked.__name__ = getattr(parse, "__name__", "value")
+    return checked

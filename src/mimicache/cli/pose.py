@@ -19,16 +19,10 @@ from mimicache.batch import check_log_file, check_output_folder
 from mimicache.batch.html_report import ReportJob, report_path, write_report
 from mimicache.cache.fs import atomic_write
 from mimicache.cli.console import setup_logging
-from mimicache.cli.options import (
-    add_cache_location_arguments,
-    add_device_arguments,
-    add_person_argument,
-)
-from mimicache.cli.run import _pick_device
+from mimicache.cli.options import add_engine_flags, engine_spec
 from mimicache.config import (
     DEFAULT_DWPOSE_DET_PATH,
     DEFAULT_DWPOSE_POSE_PATH,
-    RETARGET_MODES,
     InferenceConfig,
     TestCase,
     case_to_dict,
@@ -91,14 +85,15 @@ def add_pose_command(subparsers: Any) -> argparse.ArgumentParser:
     gen.add_argument(
         "--fps", type=int, help=f"preview frame rate (default: the config's, else {DEFAULTS.fps})"
     )
-    gen.add_argument(
-        "--pose_retarget",
-        choices=RETARGET_MODES,
-        help="'published' or 'graft' (default: the config's pose.retarget, else published)",
+    add_engine_flags(
+        gen,
+        ("pose_retarget", "person", "device", "dwpose_backend"),
+        help_values={"pose_retarget": "published"},
     )
-    add_person_argument(gen)
-    add_device_arguments(gen)
-    add_cache_location_arguments(parser.add_argument_group("feature cache"))
+    add_engine_flags(
+        parser.add_argument_group("feature cache"),
+        ("cache_dir", "cache_enabled", "cache_force_refresh", "cache_platform"),
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=pose_command)
@@ -165,23 +160,12 @@ def pose_command(args: argparse.Namespace) -> int:
 
 def _pose_engine(args: argparse.Namespace, config) -> tuple[MimicMotion, FeatureStore]:
     """DWPose only, on the run's cache: a preview fills the entries a run then hits."""
-    from mimicache.cache.store import FeatureStore
-    from mimicache.engine import MimicMotion
+    from mimicache.engine.build import build_pose_engine, open_cache, pick_device
 
-    cache = FeatureStore(
-        args.feature_cache_dir,
-        enabled=not args.disable_feature_cache,
-        force_refresh=args.feature_cache_force_refresh,
-        any_platform=args.cache_platform == "any",
-    )
-    engine = MimicMotion.for_pose(
-        config,
-        device=_pick_device(args),
-        cache=cache,
-        pose_retarget=args.pose_retarget,
-        person=args.person,
-    )
-    return engine, cache
+    spec = engine_spec(args, config)
+    spec = spec.replace(device=str(pick_device(spec.device)))
+    cache = open_cache(spec)
+    return build_pose_engine(spec, cache=cache), cache
 
 
 def _parameters(case: TestCase, engine, cache, log_file: Path) -> dict:
@@ -237,7 +221,8 @@ def _output_path(args: argparse.Namespace, case: TestCase) -> Path:
 
 
 def _config(args: argparse.Namespace) -> InferenceConfig:
-    """The DWPose paths and pose keys: flags > the config (if given) > defaults."""
+    """The DWPose paths and pose keys: flags > the config (if given) > defaults (the
+    DWPose backend flag goes through the engine spec)."""
     if args.inference_config:
         config = load_config(args.inference_config)
     else:
@@ -247,8 +232,6 @@ def _config(args: argparse.Namespace) -> InferenceConfig:
         changes["dwpose_det_path"] = Path(args.dwpose_det_path)
     if args.dwpose_pose_path:
         changes["dwpose_pose_path"] = Path(args.dwpose_pose_path)
-    if args.dwpose_backend:
-        changes["dwpose_backend"] = args.dwpose_backend
     return config.replace(**changes)
 
 

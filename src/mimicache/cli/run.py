@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mimicache.batch import (
-    EngineSpec,
     Job,
     JobResult,
     check_log_file,
@@ -22,24 +21,22 @@ from mimicache.batch import (
     override_tag,
     plan_jobs,
     reserve_log,
-    run_jobs,
 )
+from mimicache.batch.executor import Executor, ExecutorSettings
 from mimicache.batch.html_report import write_run_report
 from mimicache.batch.manifest import plan_manifest, read_manifest
 from mimicache.batch.plan import shard_jobs
 from mimicache.batch.results import RESULTS_FILE, ResultsLog, read_results
-from mimicache.batch.resume import ResultKeys, split_done
 from mimicache.batch.run import INTERRUPTED_EXIT
 from mimicache.cli.console import call_command, setup_logging
-from mimicache.cli.flags import RUN_DEFAULTS, SCHEDULER_FLAGS, SEED_DEFAULTS, add_run_arguments
+from mimicache.cli.flags import RUN_DEFAULTS, SEED_DEFAULTS, add_run_arguments
+from mimicache.cli.options import engine_spec
 from mimicache.cli.scale import select_shard
 from mimicache.config import InferenceConfig, load_config
+from mimicache.engine.spec import EngineSpec
 from mimicache.errors import MimicacheError
-from mimicache.pipeline.schedulers import SchedulerOptions
 
 if TYPE_CHECKING:
-    import torch
-
     from mimicache.batch.cold_warm import BenchReport
     from mimicache.cache.store import FeatureStore
     from mimicache.engine import MimicMotion
@@ -67,31 +64,30 @@ def run_command(args: argparse.Namespace) -> int:
     if args.shard:
         kept = {job.index for job in shard_jobs([r.job for r in rejected], *args.shard)}
         rejected = [r for r in rejected if r.job.index in kept]
-    if args.benchmark_cache and (args.executor != "local" or args.resume or args.shard):
+    log = ResultsLog(output_dir / RESULTS_FILE, run=timestamp)
+    executor = _executor(args, _engine_spec(args, config, pose_retarget), log)
+    if args.benchmark_cache and (not executor.in_process or args.resume or args.shard):
         raise MimicacheError(
-            "--benchmark_cache runs locally and whole: drop --executor ray, --resume and --shard"
+            "--benchmark_cache runs locally and whole: drop --executor "
+            f"{args.executor}, --resume and --shard"
         )
     for folder in sorted({job.output_path.parent for job in jobs}):
         check_output_folder(folder)
-    spec = _engine_spec(args, config, pose_retarget)
-    cache = engine = bench = None
-    log = ResultsLog(output_dir / RESULTS_FILE, run=timestamp)
-    if args.executor == "ray":
-        results = _run_ray(args, spec, config, jobs, log)
+    bench = None
+    if args.benchmark_cache:
+        results, bench = _benchmark(args, executor, config, plan)
     else:
-        spec = spec.replace(device=str(_pick_device(args)))
-        cache = spec.open_cache()
-        engine = _load_engine(args, spec, cache, len(jobs))
-        results, bench = _run(args, engine, spec, config, jobs, plan, log)
+        records = read_results(log.path) if args.resume else ()
+        results = executor.run(jobs, config=config, resume=args.resume, records=records)
     results = sorted([*rejected, *results], key=lambda r: r.job.index)  # bad manifest rows
     log.finish(results)
     summary = format_summary(results)
     print(summary)
     logger.debug("summary\n%s", summary)
-    _write_report(args, log_file, spec, engine, results, bench)
+    _write_report(args, log_file, executor.spec, executor.engine, results, bench)
     code = exit_code(results)
-    if cache is not None and code != INTERRUPTED_EXIT:  # Ctrl-C: stop now
-        _prune_cache(args, cache)
+    if executor.cache is not None and code != INTERRUPTED_EXIT:  # Ctrl-C: stop now
+        _prune_cache(args, executor.cache)
     return code
 
 
@@ -119,8 +115,6 @@ def _load_config(args: argparse.Namespace) -> tuple[InferenceConfig, dict[str, A
         "noise_aug_strength": args.noise_aug_strength,
     }
     config = config.replace(test_case=[case.replace(**overrides) for case in config.test_case])
-    if args.dwpose_backend:
-        config = config.replace(dwpose_backend=args.dwpose_backend)
     return config, overrides
 
 
@@ -179,21 +173,6 @@ def _manifest_planner(
     return plan, first.rejected
 
 
-def _pick_device(args: argparse.Namespace) -> torch.device:
-    import torch
-
-    from mimicache.engine import default_device
-
-    device = torch.device(args.device) if args.device else default_device()
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise MimicacheError(
-            "--device cuda was asked for but CUDA is not available; use --device cpu"
-        )
-    if device.type == "cpu":
-        logger.info("running in float32 on the CPU (float16 is only used on CUDA)")
-    return device
-
-
 def _engine_spec(
     args: argparse.Namespace, config: InferenceConfig, pose_retarget: str
 ) -> EngineSpec:
@@ -205,78 +184,39 @@ def _engine_spec(
             "--benchmark_cache needs the feature cache: ignoring --disable_feature_cache"
         )
         use_cache = True
-    return EngineSpec(
-        config,
-        device=args.device,
-        dtype="float32" if args.no_use_float16 else None,
-        cache_dir=Path(args.feature_cache_dir),
-        cache_enabled=use_cache,
-        cache_force_refresh=args.feature_cache_force_refresh,
-        cache_any_platform=args.cache_platform == "any",
-        cache_pipeline_features=not args.disable_pipeline_feature_cache,
-        scheduler=SchedulerOptions(
-            name=args.scheduler,
-            num_train_timesteps=args.lcm_num_train_timesteps,
-            **{name: getattr(args, f"scheduler_{name}") for name in SCHEDULER_FLAGS},
-        ),
-        pose_retarget=pose_retarget,
-        person=args.person,
-        speed=args.speed,
-        compile=args.compile,
-        decode_chunk_size=args.decode_chunk_size,
-        offload=args.offload,
-        threads=args.threads,
-        verbose=args.verbose,
+    return engine_spec(
+        args, config, cache_enabled=use_cache, pose_retarget=pose_retarget, verbose=args.verbose
     )
 
 
-def _load_engine(
-    args: argparse.Namespace, spec: EngineSpec, cache: FeatureStore, job_count: int
-) -> MimicMotion:
-    """The models, loaded once. The dtype is the engine's default (float16 on CUDA, float32
-    elsewhere) unless ``--no_use_float16`` asks for float32."""
-    engine = spec.build(cache)
-    logger.info(
-        "%d job(s); device %s, %s; scheduler %s; pose retarget %s; person %s; speed %s%s; "
-        "feature cache %s",
-        job_count,
-        engine.device,
-        str(engine.dtype).removeprefix("torch."),
-        args.scheduler,
-        spec.pose_retarget,
-        engine.person,
-        spec.speed,
-        " + compile" if spec.compile else "",
-        cache.root if cache.enabled else "off",
+def _executor(args: argparse.Namespace, spec: EngineSpec, log: ResultsLog) -> Executor:
+    """The executor ``--executor`` names (``batch.executors``), with the scale-out flags; each
+    result it writes goes to ``results.jsonl`` (``log``)."""
+    from mimicache.batch.executors import EXECUTORS
+
+    settings = ExecutorSettings(
+        workers=args.workers,
+        address=args.ray_address,
+        gpus_per_worker=args.gpus_per_worker,
+        pose_workers=args.pose_workers,
+        max_retries=args.max_retries,
     )
-    return engine
+    return EXECUTORS[args.executor](
+        spec, settings, progress=not args.quiet, on_result=lambda result, _: log.add(result)
+    )
 
 
-def _run(
+def _benchmark(
     args: argparse.Namespace,
-    engine: MimicMotion,
-    spec: EngineSpec,
+    executor: Executor,
     config: InferenceConfig,
-    jobs: list[Job],
     plan: Callable[..., list[Job]],
-    log: ResultsLog,
-) -> tuple[list[JobResult], BenchReport | None]:
-    """The jobs once (``--resume``: those not done yet), or cold then warm with the comparison
-    table (``--benchmark_cache``); ``bench --plot`` draws the comparison."""
-    progress = not args.quiet
-    if not args.benchmark_cache:
-        keys = ResultKeys(engine, spec.result_settings(engine))
-        skipped: list[JobResult] = []
-        if args.resume:
-            records = read_results(log.path)
-            skipped, jobs = split_done(jobs, [keys(job.case) for job in jobs], records)
-        done = run_jobs(
-            engine, jobs, config=config, progress=progress, result_key=keys, on_result=log.add
-        )
-        return sorted([*skipped, *done], key=lambda r: r.job.index), None
+) -> tuple[list[JobResult], BenchReport]:
+    """Cold then warm with the comparison table (``--benchmark_cache``) on the executor's
+    engine; ``bench --plot`` draws the comparison."""
     from mimicache.batch.cold_warm import run_benchmark
 
-    report = run_benchmark(engine, config, plan, progress=progress)
+    report = run_benchmark(executor.load(), config, plan, progress=not args.quiet)
     print(report.table)
     if getattr(args, "plot", None):
         from mimicache.batch.bench_plot import plot_cold_warm
@@ -315,34 +255,6 @@ def _write_report(
     write_run_report(
         log_file, results, parameters=parameters, bench=bench, plot=getattr(args, "plot", None)
     )
-
-
-def _run_ray(
-    args: argparse.Namespace,
-    spec: EngineSpec,
-    config: InferenceConfig,
-    jobs: list[Job],
-    log: ResultsLog,
-) -> list[JobResult]:
-    """The jobs on Ray workers (``batch.ray_executor``); Ray must be installed."""
-    try:
-        from mimicache.batch.ray_executor import RayExecutor, RaySettings
-    except ImportError as exc:
-        raise MimicacheError(
-            f"--executor ray needs Ray ({exc}): pip install 'mimicache[ray]'"
-        ) from None
-    settings = RaySettings(
-        workers=args.workers,
-        address=args.ray_address,
-        gpus_per_worker=args.gpus_per_worker,
-        pose_workers=args.pose_workers,
-        max_retries=args.max_retries,
-    )
-    logger.info("%d job(s) on Ray; feature cache %s", len(jobs),
-                spec.cache_dir if spec.cache_enabled else "off")  # fmt: skip
-    executor = RayExecutor(spec, settings, progress=not args.quiet, on_result=log.add)
-    records = read_results(log.path) if args.resume else ()
-    return executor.run(jobs, config=config, resume=args.resume, records=records)
 
 
 def _prune_cache(args: argparse.Namespace, cache: FeatureStore) -> None:

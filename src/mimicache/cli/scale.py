@@ -9,19 +9,19 @@ import logging
 import math
 
 from mimicache.batch import Job
+from mimicache.batch.executors import DEFAULT_EXECUTOR, EXECUTORS
 from mimicache.batch.plan import shard_jobs
+from mimicache.cli.options import add_engine_flags
 
 logger = logging.getLogger(__name__)
-
-EXECUTORS = ("local", "ray")
 
 
 def add_scale_arguments(parser: argparse.ArgumentParser) -> None:
     scale = parser.add_argument_group("scale-out")
     scale.add_argument(
         "--executor",
-        choices=EXECUTORS,
-        default="local",
+        choices=tuple(EXECUTORS),
+        default=DEFAULT_EXECUTOR,
         help="local: one process; ray: Ray workers that each load the models once "
         "(default: %(default)s)",
     )
@@ -46,13 +46,7 @@ def add_scale_arguments(parser: argparse.ArgumentParser) -> None:
         help="CPU workers running DWPose ahead of the generation (ray; default: 1 when the "
         "workers use GPUs, else 0)",
     )
-    scale.add_argument(
-        "--threads",
-        type=_positive_int,
-        help="torch CPU threads per process (per worker with ray; default: torch's own "
-        "locally, a worker's CPUs with ray). Results on the CPU are bit-identical across "
-        "executors at the same thread count",
-    )
+    add_engine_flags(scale, ("threads",))
     scale.add_argument(
         "--max_retries",
         type=_non_negative_int,

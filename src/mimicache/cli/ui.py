@@ -18,21 +18,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mimicache.batch import check_output_folder, make_timestamp, reserve_log
-from mimicache.cli.cache import DEFAULT_CACHE_DIR
 from mimicache.cli.console import setup_logging
-from mimicache.cli.run import _pick_device
+from mimicache.cli.options import add_engine_flags, engine_spec
 from mimicache.cli.ui_session import Inputs, Settings, UiSession
-from mimicache.config import PERSON_MODES, RETARGET_MODES, InferenceConfig, load_config
+from mimicache.config import PERSON_MODES, RETARGET_MODES, load_config
 from mimicache.errors import MimicacheError
-from mimicache.pipeline.schedulers import SCHEDULER_NAMES, SchedulerOptions
+from mimicache.pipeline.schedulers import SCHEDULER_NAMES
 from mimicache.pipeline.speed import SPEEDS
 
 if TYPE_CHECKING:
     import gradio
-    import torch
 
     from mimicache.cache.store import FeatureStore
     from mimicache.engine import MimicMotion
+    from mimicache.engine.spec import EngineSpec
 
 logger = logging.getLogger(__name__)
 
@@ -60,14 +59,11 @@ def add_ui_command(commands: Any) -> argparse.ArgumentParser:
     ui.add_argument(
         "--port", type=port_arg, default=DEFAULT_PORT, help="1-65535 (default: %(default)s)"
     )
-    ui.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    add_engine_flags(ui, ("device",))
     ui.add_argument(
         "--output_dir", default="outputs/", help="where videos go (default: %(default)s)"
     )
-    ui.add_argument("--feature_cache_dir", default=DEFAULT_CACHE_DIR, help="(default: %(default)s)")
-    ui.add_argument(
-        "--disable_feature_cache", action="store_true", help="no cache reads, no cache writes"
-    )
+    add_engine_flags(ui, ("cache_dir", "cache_enabled"))
     ui.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     ui.set_defaults(func=ui_command)
     return ui
@@ -93,16 +89,17 @@ def ui_command(args: argparse.Namespace) -> int:
     setup_logging(args.verbose, log_file, bars=sys.stderr.isatty())
     logger.info("log file: %s", log_file)
     config = load_config(args.inference_config)
+    from mimicache.engine.build import open_cache, pick_device
     from mimicache.pipeline.loading import check_model_paths
 
     check_model_paths(config.base_model_path, config.ckpt_path)  # as run would, before serving
-    device = _pick_device(args)
-    from mimicache.cache.store import FeatureStore
 
-    cache = FeatureStore(args.feature_cache_dir, enabled=not args.disable_feature_cache)
+    spec = engine_spec(args, config)
+    spec = spec.replace(device=str(pick_device(spec.device)))
+    cache = open_cache(spec)
     session = UiSession(
         config,
-        engine_factory(config, device, cache),
+        engine_factory(spec, cache),
         output_dir=output_dir,
         feature_cache_dir=args.feature_cache_dir,
     )
@@ -117,17 +114,13 @@ def ui_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def engine_factory(
-    config: InferenceConfig, device: torch.device, cache: FeatureStore
-) -> Callable[[], MimicMotion]:
+def engine_factory(spec: EngineSpec, cache: FeatureStore) -> Callable[[], MimicMotion]:
     """Builds the engine as ``mimicache run`` does (run's default sampler and retargeting)."""
 
     def load() -> MimicMotion:
-        from mimicache.engine import MimicMotion
+        from mimicache.engine.build import build_engine
 
-        engine = MimicMotion.from_config(
-            config, device=device, cache=cache, scheduler=SchedulerOptions()
-        )
+        engine = build_engine(spec, cache=cache)
         logger.info(
             "models loaded: device %s, %s; feature cache %s",
             engine.device,

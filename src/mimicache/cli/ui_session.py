@@ -10,7 +10,6 @@ Errors are ``MimicacheError``s with the CLI's messages; the page shows ``error: 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import io
 import itertools
 import logging
@@ -44,31 +43,26 @@ from mimicache.config import (
     TestCase,
     person_choice,
 )
+from mimicache.config.keys import SPEEDS
+from mimicache.config.sampler import SCHEDULER_NAMES, SchedulerOptions
 from mimicache.errors import ConfigError, InputError, MimicacheError
 from mimicache.media import write_video
-from mimicache.pipeline.schedulers import (
-    SCHEDULER_NAMES,
-    AnimateLCMSVDScheduler,
-    SchedulerOptions,
-    build_scheduler,
-)
-from mimicache.pipeline.speed import EXACT, SPEEDS
 
 if TYPE_CHECKING:
-    from mimicache.engine import MimicMotion
+    from mimicache.engine import MimicMotion, ProgressEvent
 
 logger = logging.getLogger(__name__)
 
 # report(fraction done in [0, 1], what is happening)
 Report = Callable[[float, str], None]
-DEFAULT_SCHEDULER = "EulerDiscreteScheduler"  # `mimicache run`'s default
+DEFAULT_SCHEDULER = SchedulerOptions().name  # `mimicache run`'s default
 _MAX_SEED = 2**64 - 1
 
 
 @dataclass(frozen=True)
 class Settings:
-    """The generation values the page sets; engine-wide ones (scheduler, pose retargeting) are
-    applied to the one engine before each run, under the lock."""
+    """The generation values the page sets; the sampler, speed and pose choices pick the
+    engine (one per choice, all on the one set of loaded models)."""
 
     num_inference_steps: int
     guidance_scale: float
@@ -76,7 +70,7 @@ class Settings:
     scheduler: str = DEFAULT_SCHEDULER
     pose_retarget: str = "published"
     person: str = DEFAULT_PERSON
-    speed: str = EXACT
+    speed: str = SPEEDS[0]
 
     def check(self) -> Settings:
         """``ConfigError`` naming the first bad value; ints arrive from the page as floats."""
@@ -166,7 +160,7 @@ class UiSession:
         self._engine_factory = engine_factory
         self._engine: MimicMotion | None = None
         self._previews = itertools.count(1)
-        self._planners: dict[str, Any] = {}  # speed mode -> its batch planner
+        self._variants: dict[tuple, MimicMotion] = {}  # (scheduler, speed, retarget, person)
         self.lock = threading.Lock()
 
     def default_settings(self) -> Settings:
@@ -188,37 +182,29 @@ class UiSession:
 
     @contextmanager
     def engine(self, settings: Settings) -> Iterator[MimicMotion]:
-        """The engine (loaded on first use), set up for ``settings``, held under the lock."""
+        """The engine for ``settings`` (the models loaded on first use; one engine per sampler,
+        speed and pose choice, all on those models), held under the lock."""
+        from mimicache.engine.build import engine_variant
+
         with self.lock:
             if self._engine is None:
                 logger.info("loading the models (once for the app's life)")
                 self._engine = self._engine_factory()
-            engine = self._engine
-            if settings.scheduler != _scheduler_name(engine.pipeline.scheduler):
-                engine.pipeline.scheduler = build_scheduler(
-                    SchedulerOptions(name=settings.scheduler), engine.base_files.scheduler_dir
+            base = self._engine
+            key = (settings.scheduler, settings.speed, settings.pose_retarget, settings.person)
+            loaded = (DEFAULT_SCHEDULER, base.speed.speed, base.pose_retarget, base.person)
+            if key == loaded:
+                yield base
+                return
+            if key not in self._variants:
+                self._variants[key] = engine_variant(
+                    base,
+                    scheduler=SchedulerOptions(name=settings.scheduler),
+                    speed=settings.speed,
+                    pose_retarget=settings.pose_retarget,
+                    person=settings.person,
                 )
-            engine.pose_retarget = settings.pose_retarget
-            engine.person = settings.person
-            self._set_speed(engine, settings.speed)
-            yield engine
-
-    def _set_speed(self, engine: MimicMotion, speed: str) -> None:
-        """The engine's speed mode for this run; each mode keeps its own batch planner (fast's
-        batch sizes are planned once per job shape). The app loads the models for ``exact``
-        (no model preparation), so ``exact`` stays the published computation and the page's
-        ``fast`` is fast's batched computation without the CUDA channels-last decoder layout."""
-        from mimicache.engine.speed import BatchPlanner
-
-        if engine.speed.speed == speed:
-            return
-        self._planners[engine.speed.speed] = engine.batch_planner
-        engine.speed = dataclasses.replace(engine.speed, speed=speed)
-        planner = self._planners.get(speed)
-        if planner is None:
-            planner = BatchPlanner(engine.pipeline, engine.speed, engine.device, engine.dtype)
-        planner.options = engine.speed
-        engine.batch_planner = planner
+            yield self._variants[key]
 
     # -- the case of a page's inputs -------------------------------------------------------------
     def case_for(self, inputs: Inputs, settings: Settings, video: Path | None = None) -> TestCase:
@@ -281,10 +267,12 @@ class UiSession:
             check_output_folder(folder)
         _say(report, 0.0, "waiting for the models" if self.engine_loaded else "loading the models")
         with self.engine(settings) as engine:
-            reporting = _ReportingEngine(engine, len(jobs), report)
-            results = run_jobs(reporting, jobs, config=config, progress=True)
+            errors = _JobWatch(
+                engine, _RunProgress(len(jobs), settings.num_inference_steps, report)
+            )
+            results = run_jobs(errors, jobs, config=config, progress=True)
         _say(report, 1.0, "done")
-        return RunOutcome(results, format_summary(results), reporting.errors)
+        return RunOutcome(results, format_summary(results), errors.errors)
 
     def _overrides(self, settings: Settings) -> dict[str, Any]:
         """Values away from the config's (and the run command's scheduler): in the output names,
@@ -319,11 +307,6 @@ class UiSession:
         return (out.getvalue() + err.getvalue()).rstrip()
 
 
-def _scheduler_name(scheduler: Any) -> str:
-    """The ``--scheduler`` name of a loaded sampler (the engine starts with run's default)."""
-    return "AnimateLCM_SVD" if isinstance(scheduler, AnimateLCMSVDScheduler) else DEFAULT_SCHEDULER
-
-
 def _changed(value: Any, default: Any) -> Any:
     return None if value == default else value
 
@@ -333,15 +316,35 @@ def _say(report: Report | None, fraction: float, text: str) -> None:
         report(min(max(fraction, 0.0), 1.0), text)
 
 
-class _ReportingEngine:
-    """The engine as ``run_jobs`` sees it, reporting each job and denoising step to the page and
-    keeping each failed job's message (the text the CLI logs after "failed:")."""
+class _RunProgress:
+    """A run's engine progress as the page's reports: each job's start, each denoising pass
+    shown as the step under way."""
 
-    def __init__(self, engine: MimicMotion, jobs: int, report: Report | None):
+    def __init__(self, jobs: int, steps: int, report: Report | None):
+        self.jobs, self.steps, self.report = jobs, steps, report
+        self.started = 0
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if event.stage == "preprocess":
+            self.started += 1
+        job = f"[{self.started}/{self.jobs}] {event.label}"
+        done = self.started - 1
+        if event.stage == "preprocess":
+            _say(self.report, done / self.jobs, f"{job}: pose and reference features")
+        elif event.stage == "denoise":
+            total = max(event.total, 1)
+            fraction = (done + 0.2 + 0.8 * event.done / total) / self.jobs
+            step = min(self.steps, math.ceil(event.done * self.steps / total))
+            _say(self.report, fraction, f"{job}: denoising step {step}/{self.steps}")
+
+
+class _JobWatch:
+    """The engine as ``run_jobs`` sees it: each job's progress goes to ``observer``, and each
+    failed job's message (the text the CLI logs after "failed:") is kept."""
+
+    def __init__(self, engine: MimicMotion, observer: Callable[[ProgressEvent], None]):
         self.engine = engine
-        self.jobs = jobs
-        self.report = report
-        self.done = 0
+        self.observer = observer
         self.errors: list[str] = []
 
     @property
@@ -353,45 +356,13 @@ class _ReportingEngine:
         return self.engine.pose_retarget
 
     def generate(self, case: TestCase, *, progress: bool, label: str | None) -> Any:
-        job = f"[{self.done + 1}/{self.jobs}] {label}"
-        _say(self.report, self.done / self.jobs, f"{job}: pose and reference features")
-        pipeline = self.engine.pipeline
-        # The pipeline's denoising loop asks `progress_bar(total=steps x tiles)` for its bar.
-        steps = case.num_inference_steps
-        pipeline.progress_bar = lambda iterable=None, total=None: _StepCounter(
-            total or 0, lambda n, total: self._step(job, n, total, steps)
-        )
         try:
-            return self.engine.generate(case, progress=progress, label=label)
+            return self.engine.generate(
+                case, progress=progress, label=label, observer=self.observer
+            )
         except MimicacheError as exc:
             self.errors.append(f"{label}: {exc}")
             raise
         except Exception as exc:
             self.errors.append(f"{label}: {type(exc).__name__}: {exc}")
             raise
-        finally:
-            del pipeline.progress_bar
-            self.done += 1
-
-    def _step(self, job: str, n: int, total: int, steps: int) -> None:
-        """``n`` of ``total`` = steps x tiles denoised; shown as the step under way."""
-        fraction = (self.done + 0.2 + 0.8 * n / max(total, 1)) / self.jobs
-        step = min(steps, math.ceil(n * steps / max(total, 1)))
-        _say(self.report, fraction, f"{job}: denoising step {step}/{steps}")
-
-
-class _StepCounter:
-    """A stand-in for the denoising loop's tqdm bar: counts updates and reports them."""
-
-    def __init__(self, total: int, on_update: Callable[[int, int], None]):
-        self.total, self.n, self.on_update = total, 0, on_update
-
-    def __enter__(self) -> _StepCounter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def update(self, n: int = 1) -> None:
-        self.n += n
-        self.on_update(self.n, self.total)

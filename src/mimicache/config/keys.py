@@ -22,6 +22,10 @@ DWPOSE_KEYS = (*DWPOSE_PATH_KEYS, "backend")
 # dwpose.backend: auto = ONNX Runtime when it has the device's provider, otherwise PyTorch
 DWPOSE_BACKENDS = ("auto", "onnxruntime", "torch")
 POSE_KEYS = ("retarget", "person")
+# How the pipeline computes: exact is the published computation, fast the same mathematics up
+# to float rounding; offload keeps models on the CPU until used (whole models or layer by layer)
+SPEEDS = ("exact", "fast")
+OFFLOADS = ("none", "model", "sequential")
 
 _PATH_FIELDS = ("ref_video_path", "ref_image_path")
 _INT_FIELDS = (

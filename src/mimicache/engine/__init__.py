@@ -1,29 +1,51 @@
 """MimicMotion: the models loaded once, each job's cached stages and pipeline call.
 
-``MimicMotion.from_config(config, device=, dtype=, cache=).generate(case)`` -> frames
-(F,H,W,3) uint8, timings, cache events. Stages are declared in ``engine.stages``.
+``build_engine(EngineSpec(config, ...))`` (or ``MimicMotion.from_config``) ->
+``.generate(case)`` -> frames (F,H,W,3) uint8, timings, cache events. Stages are declared in
+``engine.stages``, the engine's options in ``engine.spec``. Exports load on first use, so
+``mimicache.engine.spec`` is read without loading torch.
 """
 
-from mimicache.engine.devices import default_device
-from mimicache.engine.engine import PIPELINE_FPS, MimicMotion
-from mimicache.engine.fingerprints import ModelFingerprints
-from mimicache.engine.record import GenerationResult, JobRecord, published_reference_image
-from mimicache.engine.speed import DECODE_CHUNK_SIZE, BatchPlanner, SpeedOptions
-from mimicache.engine.stages import JobKeys, Stage, pack_frames, unpack_frames
+import importlib
 
-__all__ = [
-    "DECODE_CHUNK_SIZE",
-    "PIPELINE_FPS",
-    "BatchPlanner",
-    "GenerationResult",
-    "JobKeys",
-    "JobRecord",
-    "MimicMotion",
-    "ModelFingerprints",
-    "SpeedOptions",
-    "Stage",
-    "default_device",
-    "pack_frames",
-    "published_reference_image",
-    "unpack_frames",
-]
+# name -> the module of this package that defines it
+_LAZY = {
+    "DECODE_CHUNK_SIZE": "speed",
+    "BatchPlanner": "speed",
+    "SpeedOptions": "speed",
+    "PIPELINE_FPS": "engine",
+    "MimicMotion": "engine",
+    "ModelFingerprints": "fingerprints",
+    "GenerationResult": "record",
+    "JobRecord": "record",
+    "ProgressEvent": "record",
+    "ProgressObserver": "record",
+    "published_reference_image": "record",
+    "JobKeys": "stages",
+    "Stage": "stages",
+    "pack_frames": "stages",
+    "unpack_frames": "stages",
+    "default_device": "devices",
+    "EngineSpec": "spec",
+    "build_engine": "build",
+    "build_pose_engine": "build",
+    "engine_variant": "build",
+    "open_cache": "build",
+    "pick_device": "build",
+    "result_settings": "build",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f"mimicache.engine.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'mimicache.engine' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
+
+__all__ = sorted(_LAZY)

@@ -21,15 +21,17 @@ import torch
 from mimicache.cache import FeatureStore, file_digest
 from mimicache.config import DEFAULT_PERSON, InferenceConfig, TestCase, person_choice
 from mimicache.engine.devices import pose_parts
-from mimicache.engine.fingerprints import ModelFingerprints
+from mimicache.engine.fingerprints import ModelFingerprints, model_files
+from mimicache.engine.loading import load_models
 from mimicache.engine.platform import engine_platform
-from mimicache.engine.record import GenerationResult, JobRecord, published_reference_image
-from mimicache.engine.speed import (
-    DECODE_CHUNK_SIZE,
-    BatchPlanner,
-    SpeedOptions,
-    prepare_models,
+from mimicache.engine.record import (
+    GenerationResult,
+    JobRecord,
+    ProgressEvent,
+    ProgressObserver,
+    published_reference_image,
 )
+from mimicache.engine.speed import DECODE_CHUNK_SIZE, BatchPlanner, SpeedOptions
 from mimicache.engine.stages import (
     CLIP_EMBEDDINGS_STAGE,
     IMAGE_KEYPOINTS_STAGE,
@@ -42,13 +44,8 @@ from mimicache.engine.stages import (
     replay_warnings,
 )
 from mimicache.pipeline import MimicMotionPipeline
-from mimicache.pipeline.loading import BaseModelFiles, load_pipeline, resolve_base_model
-from mimicache.pipeline.memory import (
-    OFFLOAD_NONE,
-    apply_offload,
-    offload_applies,
-    require_accelerate,
-)
+from mimicache.pipeline.loading import BaseModelFiles
+from mimicache.pipeline.memory import OFFLOAD_NONE
 from mimicache.pipeline.schedulers import SchedulerOptions
 from mimicache.pipeline.speed import EXACT
 from mimicache.pose import DWPose
@@ -81,7 +78,9 @@ class MimicMotion:
         pose_retarget: str = PUBLISHED,
         person: str = DEFAULT_PERSON,
         speed: SpeedOptions | None = None,
+        observer: ProgressObserver | None = None,
     ):
+        """``observer`` receives each job's ``ProgressEvent``s (``engine.record``)."""
         self.pipeline = pipeline
         self.dwpose = dwpose
         self.base_files = base_files
@@ -95,6 +94,7 @@ class MimicMotion:
         self.fingerprints = ModelFingerprints(dwpose, base_files, lambda: self.cache)
         self.speed = speed or SpeedOptions()
         self.batch_planner = BatchPlanner(pipeline, self.speed, device, dtype)
+        self.observer = observer
 
     @classmethod
     def from_config(
@@ -114,6 +114,7 @@ class MimicMotion:
         decode_chunk_size: int = DECODE_CHUNK_SIZE,
         offload: str = OFFLOAD_NONE,
         compile_backend: str = "inductor",
+        observer: ProgressObserver | None = None,
     ) -> MimicMotion:
         """``pose_retarget`` None: the config's ``pose.retarget``, else "published"; ``person``
         None: the config's ``pose.person``, else "auto"; ``dwpose_device`` None: where the
@@ -123,27 +124,9 @@ class MimicMotion:
         options = SpeedOptions(
             speed, compile, decode_chunk_size, offload, compile_backend=compile_backend
         )
-        # DWPose first: a missing ONNX file should fail before minutes of checkpoint loading.
-        device, dwpose, pose_retarget, person = pose_parts(
-            config, device, pose_retarget, person, dwpose_device
+        pipeline, dwpose, base_files, device, dtype, pose_retarget, person = load_models(
+            config, options, device, dtype, scheduler, pose_retarget, person, dwpose_device
         )
-        if dtype is None:
-            dtype = torch.float16 if device.type == "cuda" else torch.float32
-        base_files = resolve_base_model(config.base_model_path)
-        offloaded = offload_applies(options.offload, device)
-        if offloaded:
-            require_accelerate(options.offload)
-        pipeline = load_pipeline(
-            base_files,
-            config.ckpt_path,
-            dtype=dtype,
-            # offloaded models start on the CPU: the hooks move each to the device in turn
-            device="cpu" if offloaded else device,
-            scheduler=scheduler,
-        )
-        if offloaded:
-            apply_offload(pipeline, options.offload, device)
-        prepare_models(pipeline, options, device)
         return cls(
             pipeline,
             dwpose,
@@ -156,6 +139,7 @@ class MimicMotion:
             pose_retarget=pose_retarget,
             person=person,
             speed=options,
+            observer=observer,
         )
 
     @classmethod
@@ -189,19 +173,7 @@ class MimicMotion:
 
     @property
     def model_files(self) -> dict[str, str]:
-        if self.base_files is None:
-            return {
-                "dwpose_det": str(self.dwpose.det_model_path),
-                "dwpose_pose": str(self.dwpose.pose_model_path),
-            }
-        return {
-            "base_model": str(self.base_files.root),
-            "checkpoint": str(self.ckpt_path),
-            "vae": self.base_files.vae_weights.name,
-            "image_encoder": self.base_files.image_encoder_weights.name,
-            "dwpose_det": str(self.dwpose.det_model_path),
-            "dwpose_pose": str(self.dwpose.pose_model_path),
-        }
+        return model_files(self.dwpose, self.base_files, self.ckpt_path)
 
     def platform(self) -> dict:
         """Where this engine computes now (threads read at the call): ``engine.platform``."""
@@ -257,10 +229,17 @@ class MimicMotion:
 
     # -- one job --------------------------------------------------------------------------------
     def generate(
-        self, case: TestCase, *, progress: bool = True, label: str | None = None
+        self,
+        case: TestCase,
+        *,
+        progress: bool = True,
+        label: str | None = None,
+        observer: ProgressObserver | None = None,
     ) -> GenerationResult:
         """One job. ``progress``: labelled bars (``label``, default the video's name) on a
-        terminal, one log line per stage when stderr is not a terminal; False: neither."""
+        terminal, one log line per stage when stderr is not a terminal; False: neither.
+        ``observer``: this job's progress events (default: the engine's observer)."""
+        tell = observer or self.observer or _ignore
         record = JobRecord(self.device)
         label = label or Path(case.ref_video_path).stem
         bars = progress and _stderr_is_terminal()
@@ -273,6 +252,7 @@ class MimicMotion:
             disable=not bars, desc=f"{label}: denoise", leave=False
         )
         start = time.perf_counter()
+        tell(ProgressEvent(label, "preprocess"))
         keys = self.keys(case)
         with record.time("preprocess"):
             # 1-4. the reference image fitted, both keypoint sets, the drawn pose frames
@@ -285,8 +265,11 @@ class MimicMotion:
                 case, image_pixels, record, keys=keys
             )
             # 7. tiled denoising and decoding
-            frames = self.run_pipeline(case, pose_frames, reference, embeddings, latent, record)
+            frames = self.run_pipeline(
+                case, pose_frames, reference, embeddings, latent, record, on_step=tell, label=label
+            )
         record.timings["total"] = time.perf_counter() - start
+        tell(ProgressEvent(label, "done"))
         if progress and not bars:
             record.log_stages(label)
         return GenerationResult(
@@ -377,6 +360,9 @@ class MimicMotion:
         embeddings: torch.Tensor,
         latent: torch.Tensor,
         record: JobRecord,
+        *,
+        on_step: ProgressObserver | None = None,
+        label: str = "",
     ) -> np.ndarray:
         """Denoise and decode: (F,H,W,3) uint8 frames, the reference frame dropped."""
         pipe, device = self.pipeline, self.device
@@ -404,9 +390,16 @@ class MimicMotion:
             timings=record.timings,
             speed=options.speed,
             batch_plan=self.batch_planner.plan(case, pose_frames.shape),
+            on_step=lambda done, total: (on_step or _ignore)(
+                ProgressEvent(label, "denoise", done, total)
+            ),
         )
         video = (output.frames.cpu() * 255.0).to(torch.uint8)
         return video[0, 1:].permute(0, 2, 3, 1).numpy()
+
+
+def _ignore(event: ProgressEvent) -> None:
+    """No one follows this job's progress."""
 
 
 def _stderr_is_terminal() -> bool:

@@ -1,5 +1,6 @@
 """Model fingerprints for the cache keys: digests of the weight and config files a stage's
-result depends on (plus DWPose's settings and execution providers). Hex strings."""
+result depends on (plus DWPose's settings and execution providers), hex strings; and the
+model files as the sidecars name them."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from typing import TYPE_CHECKING
 from mimicache.cache import FeatureStore, fingerprint_files
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from mimicache.pipeline import BaseModelFiles
     from mimicache.pose import DWPose
 
@@ -64,3 +67,23 @@ class ModelFingerprints:
         """Drop the computed fingerprints (they are computed again on next use)."""
         for name in ("dwpose", "image_encoder", "vae"):
             self.__dict__.pop(name, None)
+
+
+def model_files(
+    dwpose: DWPose, base_files: BaseModelFiles | None, ckpt_path: Path
+) -> dict[str, str]:
+    """The model files an engine reads, as its sidecars name them (DWPose alone when no
+    base model was loaded)."""
+    dwpose_files = {
+        "dwpose_det": str(dwpose.det_model_path),
+        "dwpose_pose": str(dwpose.pose_model_path),
+    }
+    if base_files is None:
+        return dwpose_files
+    return {
+        "base_model": str(base_files.root),
+        "checkpoint": str(ckpt_path),
+        "vae": base_files.vae_weights.name,
+        "image_encoder": base_files.image_encoder_weights.name,
+        **dwpose_files,
+    }

@@ -4,7 +4,7 @@ result, and the reference image as the published script hands it to the pipeline
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +18,20 @@ from mimicache.pipeline import stage_timer
 from mimicache.pose import PeopleReport
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """Where a job is: ``stage`` "preprocess" (pose and reference features) as it starts,
+    then "denoise" with ``done`` of ``total`` (steps x tiles) passes, then "done"."""
+
+    label: str
+    stage: str
+    done: int = 0
+    total: int = 0
+
+
+ProgressObserver = Callable[[ProgressEvent], None]
 
 
 @dataclass

@@ -12,14 +12,12 @@ import logging
 
 import torch
 
+from mimicache.config.keys import OFFLOADS
 from mimicache.errors import ModelLoadError, setting
 
 logger = logging.getLogger(__name__)
 
-OFFLOAD_NONE = "none"
-OFFLOAD_MODEL = "model"
-OFFLOAD_SEQUENTIAL = "sequential"
-OFFLOADS = (OFFLOAD_NONE, OFFLOAD_MODEL, OFFLOAD_SEQUENTIAL)
+OFFLOAD_NONE, OFFLOAD_MODEL, OFFLOAD_SEQUENTIAL = OFFLOADS
 
 
 def check_offload(offload: str) -> str:

@@ -10,6 +10,7 @@ skip the encoders; the augmentation noise is drawn regardless so the random stre
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -217,8 +218,10 @@ class MimicMotionPipeline(DiffusionPipeline):
         *,
         speed: str = EXACT,
         unet_batch: int = 1,
+        on_step: Callable[[int, int], None] | None = None,
     ) -> torch.Tensor:
-        """Tiled denoising over all timesteps.
+        """Tiled denoising over all timesteps; ``on_step(done, total)`` after each tile's
+        conditional pass (total = steps x tiles).
 
         latents (1,N,4,h,w); image_latents (1,N,4,h,w); image_embeddings (1,1,D);
         pose_latents (N,C,h,w); guidance_scale (1,N,1,1,1) or None for no guidance passes.
@@ -237,7 +240,8 @@ class MimicMotionPipeline(DiffusionPipeline):
         zero_embeddings = torch.zeros_like(image_embeddings) if guided else None
         passes = tile_passes(tiles, guided)
         step_kwargs = self._step_kwargs(generator)
-        with self.progress_bar(total=len(timesteps) * len(tiles)) as progress:
+        total, done = len(timesteps) * len(tiles), 0
+        with self.progress_bar(total=total) as progress:
             for t in timesteps:
                 scaled = self.scheduler.scale_model_input(
                     torch.cat([latents] * 2) if guided else latents, t
@@ -267,6 +271,9 @@ class MimicMotionPipeline(DiffusionPipeline):
                         cond_pred[:, idx] += pred * w
                         count[idx] += weight
                         progress.update()
+                        done += 1
+                        if on_step is not None:
+                            on_step(done, total)
                 cond_pred.div_(count[:, None, None, None])
                 if guided:
                     uncond_pred.div_(count[:, None, None, None])
@@ -345,11 +352,13 @@ class MimicMotionPipeline(DiffusionPipeline):
         timings: dict[str, float] | None = None,
         speed: str = EXACT,
         batch_plan: BatchPlan | None = None,
+        on_step: Callable[[int, int], None] | None = None,
     ):
         """The published pipeline call; ``timings``, when given, receives seconds per stage
         (clip, vae_encode, pose_net, denoise, decode). ``speed``: "exact" (the published
         computation) or "fast" (batched calls and faster kernels; float rounding differs);
-        ``batch_plan`` fixes fast's batch sizes (default: planned from the free memory)."""
+        ``batch_plan`` fixes fast's batch sizes (default: planned from the free memory);
+        ``on_step(done, total)`` follows the denoising (see ``denoise``)."""
         # Long on purpose: the published call read top to bottom in numbered steps, as a
         # diffusers pipeline's __call__ is; each step's work is a method of its own.
         check_speed(speed)
@@ -421,6 +430,7 @@ class MimicMotionPipeline(DiffusionPipeline):
                 generator=generator,
                 speed=speed,
                 unet_batch=batch_plan.unet_batch,
+                on_step=on_step,
             )
 
         # 6. decode

@@ -7,7 +7,7 @@ timesteps follow each scheduler's convention (AnimateLCM: 0.25·ln σ, float64).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +17,10 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import SchedulerMixin, SchedulerOutput
 from diffusers.utils.torch_utils import randn_tensor
 
+from mimicache.config.sampler import SCHEDULER_NAMES, SchedulerOptions
 from mimicache.errors import ConfigError, setting
 
-SCHEDULER_NAMES = ("EulerDiscreteScheduler", "AnimateLCM_SVD")
+__all__ = ["SCHEDULER_NAMES", "AnimateLCMSVDScheduler", "SchedulerOptions", "build_scheduler"]
 
 
 class AnimateLCMSVDScheduler(SchedulerMixin, ConfigMixin):
@@ -140,21 +141,6 @@ class AnimateLCMSVDScheduler(SchedulerMixin, ConfigMixin):
 
     def __len__(self) -> int:
         return self.config.num_train_timesteps
-
-
-@dataclass(frozen=True)
-class SchedulerOptions:
-    """The seed scripts' scheduler flags (``--scheduler_<field>``, ``--lcm_num_train_timesteps``);
-    all but ``name`` are AnimateLCM_SVD's settings."""
-
-    name: str = "EulerDiscreteScheduler"
-    sigma_min: float = 0.002
-    sigma_max: float = 700.0
-    sigma_data: float = 1.0
-    s_noise: float = 1.0
-    rho: float = 7.0
-    clip_denoised: bool = False
-    num_train_timesteps: int = 40
 
 
 def build_scheduler(options: SchedulerOptions, base_scheduler_dir: Path | str | None = None):

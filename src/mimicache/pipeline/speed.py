@@ -16,13 +16,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from mimicache.config.keys import SPEEDS
 from mimicache.errors import setting
 
 logger = logging.getLogger(__name__)
 
-EXACT = "exact"
-FAST = "fast"
-SPEEDS = (EXACT, FAST)
+EXACT, FAST = SPEEDS
 
 # Activation bytes one UNet sample needs per latent pixel and frame at 2-byte floats, and one
 # decoded frame per output pixel: upper bounds read off the published-size run (72-frame tile

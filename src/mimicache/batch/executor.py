@@ -1,0 +1,96 @@
+"""The executor seam: a plan's jobs in, their results out (in plan order), each result
+announced as it is written. Every executor builds its engines from one ``EngineSpec`` and
+writes outputs with ``run.finish_job``, so all of them leave the same files behind.
+
+``executors.EXECUTORS`` names the implementations; a new executor is one class here beside
+``local_executor`` and ``ray_executor``, and one line in that registry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from mimicache.batch.outcome import JobResult
+from mimicache.batch.plan import Job
+from mimicache.config import InferenceConfig
+from mimicache.engine.spec import EngineSpec
+
+# on_result(result, executor): called in the driver after each job's files are written
+ResultListener = Callable[[JobResult, Any], None]
+
+
+@dataclass(frozen=True)
+class ExecutorSettings:
+    """How many workers and where (executors that run in one process ignore them):
+    ``workers`` None: the GPUs the cluster has / ``gpus_per_worker`` (1 without GPUs);
+    ``gpus_per_worker`` None: 1 when the cluster has GPUs and the device is not the CPU;
+    ``pose_workers`` None: 1 when the workers use GPUs, else 0; ``address`` None: start a
+    local cluster (``"auto"`` joins a running one); ``max_retries``: times a job is retried
+    when its worker dies."""
+
+    workers: int | None = None
+    address: str | None = None
+    gpus_per_worker: float | None = None
+    pose_workers: int | None = None
+    max_retries: int = 1
+
+
+class Executor(Protocol):
+    """Runs a plan. ``in_process``: the engine runs in this process, so ``load`` gives it
+    (for the cold/warm benchmark); ``engine`` / ``cache``: the engine and feature store loaded
+    in this process once ``run`` or ``load`` has loaded them (None where workers hold them);
+    ``spec``: the spec the engines were built from (its device resolved once loaded)."""
+
+    in_process: bool
+    spec: EngineSpec
+    engine: Any
+    cache: Any
+
+    def __init__(
+        self,
+        spec: EngineSpec,
+        settings: ExecutorSettings,
+        *,
+        progress: bool = True,
+        on_result: ResultListener | None = None,
+    ) -> None: ...
+
+    def run(
+        self,
+        jobs: Sequence[Job],
+        *,
+        config: InferenceConfig,
+        resume: bool = False,
+        records: Iterable[Mapping[str, Any]] = (),
+    ) -> list[JobResult]:
+        """Every job, in plan order; ``resume``: jobs whose result exists (a sidecar, or a
+        ``records`` row of ``results.jsonl``) are "skipped"."""
+        ...
+
+    def load(self, job_count: int = 0) -> Any:
+        """The engine in this process (``in_process`` executors)."""
+        ...
+
+
+class ExecutorBase:
+    """What every executor keeps: the spec its engines are built from, its settings, whether
+    it shows progress, and who hears of each written result."""
+
+    in_process = False
+    engine: Any = None
+    cache: Any = None
+
+    def __init__(
+        self,
+        spec: EngineSpec,
+        settings: ExecutorSettings | None = None,
+        *,
+        progress: bool = True,
+        on_result: ResultListener | None = None,
+    ):
+        self.spec = spec
+        self.settings = settings or ExecutorSettings()
+        self.progress = progress
+        self.on_result = on_result

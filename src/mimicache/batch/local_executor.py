@@ -1,0 +1,79 @@
+"""The local executor: the models loaded once in this process, the jobs run one after the
+other by ``run.run_jobs`` (each job's failure isolated)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from mimicache.batch.executor import ExecutorBase
+from mimicache.batch.outcome import JobResult
+from mimicache.batch.plan import Job
+from mimicache.batch.resume import ResultKeys, split_done
+from mimicache.batch.run import run_jobs
+from mimicache.config import InferenceConfig
+
+logger = logging.getLogger(__name__)
+
+
+class LocalExecutor(ExecutorBase):
+    """One process, one engine: ``load`` builds it (``run`` does when nobody did)."""
+
+    in_process = True
+
+    def load(self, job_count: int = 0) -> Any:
+        """The engine (models loaded once) on the device the spec names, else the default."""
+        if self.engine is not None:
+            return self.engine
+        from mimicache.engine.build import build_engine, open_cache, pick_device
+
+        spec = self.spec.replace(device=str(pick_device(self.spec.device)))
+        self.spec, self.cache = spec, open_cache(spec)
+        self.engine = engine = build_engine(spec, cache=self.cache)
+        cache = self.cache
+        logger.info(
+            "%d job(s); device %s, %s; scheduler %s; pose retarget %s; person %s; speed %s%s; "
+            "feature cache %s",
+            job_count,
+            engine.device,
+            str(engine.dtype).removeprefix("torch."),
+            spec.scheduler.name,
+            spec.pose_retarget,
+            engine.person,
+            spec.speed,
+            " + compile" if spec.compile else "",
+            cache.root if cache is not None and cache.enabled else "off",
+        )
+        return engine
+
+    def result_keys(self) -> ResultKeys:
+        """The result key of each case, as ``--resume`` and the sidecars record it."""
+        from mimicache.engine.build import result_settings
+
+        return ResultKeys(self.engine, result_settings(self.spec, self.engine))
+
+    def run(
+        self,
+        jobs: Sequence[Job],
+        *,
+        config: InferenceConfig,
+        resume: bool = False,
+        records: Iterable[Mapping[str, Any]] = (),
+    ) -> list[JobResult]:
+        engine = self.load(len(jobs))
+        keys = self.result_keys()
+        skipped: list[JobResult] = []
+        todo = list(jobs)
+        if resume:
+            skipped, todo = split_done(todo, [keys(job.case) for job in todo], records)
+        listener = self.on_result
+        done = run_jobs(
+            engine,
+            todo,
+            config=config,
+            progress=self.progress,
+            result_key=keys,
+            on_result=None if listener is None else lambda result: listener(result, self),
+        )
+        return sorted([*skipped, *done], key=lambda r: r.job.index)

@@ -1,0 +1,144 @@
+"""The one composition root: an ``EngineSpec`` in, a loaded engine (and its feature store)
+out. Every command and every worker builds its engine here, so all of them load the same
+models the same way; progress goes to the observer given here."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+import torch
+
+from mimicache.cache.store import FeatureStore
+from mimicache.engine.devices import default_device
+from mimicache.engine.engine import MimicMotion
+from mimicache.engine.record import ProgressObserver
+from mimicache.engine.spec import EngineSpec
+from mimicache.errors import MimicacheError, setting
+from mimicache.pipeline.schedulers import SchedulerOptions, build_scheduler
+
+logger = logging.getLogger(__name__)
+
+
+def open_cache(spec: EngineSpec) -> FeatureStore | None:
+    """The spec's feature store (None when it names no cache folder)."""
+    if spec.cache_dir is None:
+        return None
+    return FeatureStore(
+        spec.cache_dir,
+        enabled=spec.cache_enabled,
+        force_refresh=spec.cache_force_refresh,
+        any_platform=spec.cache_any_platform,
+    )
+
+
+def pick_device(device: str | None) -> torch.device:
+    """The device asked for (default: CUDA when available); CUDA asked for but missing is
+    the user's to fix."""
+    chosen = torch.device(device) if device else default_device()
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise MimicacheError(
+            f"{setting('device', str(chosen))} was asked for but CUDA is not available; "
+            f"use {setting('device', 'cpu')}"
+        )
+    if chosen.type == "cpu":
+        logger.info("running in float32 on the CPU (float16 is only used on CUDA)")
+    return chosen
+
+
+def build_engine(
+    spec: EngineSpec,
+    *,
+    cache: FeatureStore | None = None,
+    observer: ProgressObserver | None = None,
+) -> MimicMotion:
+    """The whole engine for ``spec``, with ``cache`` or a store of its own; ``observer``
+    receives each job's progress events."""
+    _set_threads(spec)
+    return MimicMotion.from_config(
+        spec.engine_config(),
+        device=spec.device,
+        dtype=None if spec.dtype is None else getattr(torch, spec.dtype),
+        cache=cache if cache is not None else open_cache(spec),
+        cache_pipeline_features=spec.cache_pipeline_features,
+        scheduler=spec.scheduler,
+        pose_retarget=spec.pose_retarget,
+        person=spec.person,
+        dwpose_device=spec.dwpose_device,
+        speed=spec.speed,
+        compile=spec.compile,
+        decode_chunk_size=spec.decode_chunk_size,
+        offload=spec.offload,
+        observer=observer,
+    )
+
+
+def build_pose_engine(spec: EngineSpec, *, cache: FeatureStore | None = None) -> MimicMotion:
+    """DWPose only (``MimicMotion.for_pose``), DWPose where ``spec.dwpose_device`` says, else
+    where the engine would run it."""
+    _set_threads(spec)
+    return MimicMotion.for_pose(
+        spec.engine_config(),
+        device=spec.device,
+        cache=cache if cache is not None else open_cache(spec),
+        pose_retarget=spec.pose_retarget,
+        person=spec.person,
+        dwpose_device=spec.dwpose_device,
+    )
+
+
+def result_settings(spec: EngineSpec, engine: MimicMotion) -> dict[str, Any]:
+    """What the frames depend on beyond the case and the model files (see batch.resume)."""
+    return {
+        "scheduler": spec.scheduler,
+        "dtype": str(engine.dtype).removeprefix("torch."),
+        "device": engine.device.type,
+        "pose_retarget": engine.pose_retarget,
+        "person": engine.person,
+        "speed": spec.speed,
+        "compile": spec.compile,
+        "decode_chunk_size": spec.decode_chunk_size,
+    }
+
+
+def _set_threads(spec: EngineSpec) -> None:
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+
+
+def engine_variant(
+    engine: MimicMotion,
+    *,
+    scheduler: SchedulerOptions,
+    speed: str,
+    pose_retarget: str,
+    person: str,
+    observer: ProgressObserver | None = None,
+) -> MimicMotion:
+    """A new engine on the loaded models of ``engine`` (shared, not copied, and left as they
+    are) with another sampler, speed mode, pose retargeting or person, and its own batch
+    planner; the models are prepared for ``engine``'s speed options only (no compile or
+    channels-last is added here). For an app that changes these between runs."""
+    pipe = engine.pipeline
+    pipeline = type(pipe)(
+        **{
+            **pipe.components,
+            "scheduler": build_scheduler(scheduler, engine.base_files.scheduler_dir),
+        }
+    )
+    pipeline.set_progress_bar_config(**getattr(pipe, "_progress_bar_config", {}))
+    return MimicMotion(
+        pipeline,
+        engine.dwpose,
+        base_files=engine.base_files,
+        ckpt_path=engine.ckpt_path,
+        device=engine.device,
+        dtype=engine.dtype,
+        cache=engine.cache,
+        cache_pipeline_features=engine.cache_pipeline_features,
+        pose_retarget=pose_retarget,
+        person=person,
+        speed=dataclasses.replace(engine.speed, speed=speed),
+        observer=observer,
+    )
