@@ -157,6 +157,18 @@ class RemovalPlan:
     def expected_freed_size(self) -> int:
         return sum(r.size for r in self.removals)
 
+    def run(self) -> list[Removal]:
+        """``execute()``; the files that could not be removed get one warning."""
+        result = self.execute()
+        if result.failed:
+            logger.warning(
+                "Cannot remove %d file(s) from the feature cache (%s; first: %s)",
+                len(result.failed),
+                result.failed[0].error,
+                result.failed[0].removal.path,
+            )
+        return result.removed
+
     def execute(self) -> RemovalResult:
         """Remove the files, keep the index in step; returns what was removed and what not."""
         removed: list[Removal] = []
