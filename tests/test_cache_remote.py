@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import mimicache
 from mimicache.cache.entry import decode_entry
 from mimicache.cache.remote import RemoteTier, local_file_root, remote_url
 from mimicache.cache.store import FeatureStore
@@ -159,9 +161,11 @@ def test_missing_extra_is_one_line_naming_the_install(tmp_path):
         "from mimicache.cli import main\n"
         "sys.exit(main(['cache', 'ls', '--feature_cache_dir', 's3://bucket/prefix']))\n"
     )
+    env = {**os.environ, "PYTHONPATH": str(Path(mimicache.__file__).parents[1])}
     proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path
-    )
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        env=env,
+    )  # fmt: skip
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and 'pip install "mimicache[s3]"' in lines[0]
