@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -170,3 +171,19 @@ def test_missing_extra_is_one_line_naming_the_install(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and 'pip install "mimicache[s3]"' in lines[0]
     assert "s3://bucket/prefix" in lines[0] and "--feature_cache_dir" in lines[0]
+
+
+def test_the_installer_installs_the_object_storage_extra(tmp_path):
+    repo = Path(__file__).resolve().parents[1]
+    text = (repo / "pyproject.toml").read_text()
+    s3 = re.search(r"^s3 = \[(.*)\]$", text, re.M)
+    test = re.search(r"^test = \[(.*)\]$", text, re.M)
+    assert s3 and re.findall(r'"([a-z0-9]+)>=', s3.group(1)) == ["fsspec", "s3fs"]
+    assert test and '"moto[server]>=' in test.group(1)
+    env = {**os.environ, "PATH": f"{tmp_path}:/usr/bin:/bin"}  # no nvidia-smi: CPU build
+    done = subprocess.run(
+        ["bash", str(repo / "scripts" / "install.sh"), "--dry-run"],
+        env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    line = next(x for x in done.stdout.splitlines() if "pip install" in x and "-e" in x)
+    assert "s3" in line.split("[", 1)[1].split("]")[0].split(",")
