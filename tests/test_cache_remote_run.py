@@ -1,0 +1,53 @@
+"""`mimicache run --feature_cache_dir s3://...` from two machines' local tiers (moto's S3)."""
+
+from __future__ import annotations
+
+import json
+
+import av
+import numpy as np
+
+from mimicache.cache.remote import RemoteTier
+from mimicache.cli import main
+from tests import s3_fixtures
+from tests.engine_fixtures import figure_video, reference_image, write_config
+
+s3_server, s3_url = s3_fixtures.s3_server, s3_fixtures.s3_url  # fixtures
+
+
+def _frames(path) -> np.ndarray:
+    with av.open(str(path)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
+def _run(config, out, url, tier, monkeypatch) -> dict:
+    monkeypatch.setenv("MIMICACHE_LOCAL_CACHE_DIR", str(tier))
+    argv = [
+        "run", "--inference_config", str(config), "--output_dir", str(out),
+        "--feature_cache_dir", url, "--quiet",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    (mp4,) = out.glob("**/*.mp4")
+    return {"frames": _frames(mp4), "sidecar": json.loads(mp4.with_suffix(".json").read_text())}
+
+
+def test_second_machine_hits_every_stage_in_the_bucket(tiny_bundle, s3_url, tmp_path, monkeypatch):
+    image = reference_image(tmp_path / "ref.png")
+    video = figure_video(tmp_path / "walk.mp4", frames=5)
+    config = write_config(tmp_path / "cfg.yaml", tiny_bundle, image, video)
+
+    first = _run(config, tmp_path / "out1", s3_url, tmp_path / "machine1", monkeypatch)
+    events = first["sidecar"]["cache_events"]
+    assert events and not any(e["hit"] for e in events)
+    tier = RemoteTier(s3_url)
+    tier.fs.invalidate_cache()
+    stored = {p.rsplit("/", 3)[1] for p in tier.fs.find(tier.base)}
+    assert stored == {e["stage"] for e in events}  # every computed entry went to the bucket
+    assert len(list((tmp_path / "machine1").rglob("*.safetensors"))) == len(events)
+
+    second = _run(config, tmp_path / "out2", s3_url, tmp_path / "machine2", monkeypatch)
+    events2 = second["sidecar"]["cache_events"]
+    assert {e["stage"] for e in events2} == {e["stage"] for e in events}
+    assert all(e["hit"] for e in events2)
+    assert np.array_equal(first["frames"], second["frames"])
+    assert len(list((tmp_path / "machine2").rglob("*.safetensors"))) == len(events)
