@@ -39,6 +39,7 @@ __all__ = [
     "INSTALL_HINT",
     "DamagedRemote",
     "RemoteTier",
+    "local_cache_base",
     "local_file_root",
     "local_tier_dir",
     "local_tier_size",
@@ -99,11 +100,16 @@ def open_filesystem(url: str) -> tuple[Any, str]:
         ) from None
 
 
-def local_tier_dir(url: str) -> Path:
-    """This machine's local tier for the remote ``url``: one folder per URL."""
+def local_cache_base() -> Path:
+    """The folder of this machine's local tiers (and fetched inputs)."""
     base = os.environ.get("MIMICACHE_LOCAL_CACHE_DIR")
     folder = Path(base).expanduser() if base else user_cache_dir() / "mimicache" / "tiers"
-    return folder.absolute() / blake3.blake3(url.encode()).hexdigest()[:24]
+    return folder.absolute()
+
+
+def local_tier_dir(url: str) -> Path:
+    """This machine's local tier for the remote ``url``: one folder per URL."""
+    return local_cache_base() / blake3.blake3(url.encode()).hexdigest()[:24]
 
 
 def local_tier_size(size: int | str | None = None) -> int:
