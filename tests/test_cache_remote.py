@@ -16,7 +16,7 @@ import torch
 import mimicache
 from mimicache.cache.entry import decode_entry
 from mimicache.cache.remote import RemoteTier, local_file_root, remote_url
-from mimicache.cache.store import FeatureStore
+from mimicache.cache.store import CacheMode, FeatureStore
 from mimicache.errors import CacheError
 from tests import s3_fixtures
 from tests.cache_helpers import make_key, sample_tensors
@@ -78,6 +78,16 @@ def test_fresh_local_tier_hits_the_remote_tier(s3_url, tmp_path):
         assert [e.key for e in store.entries()] == [key.digest]
     assert first.keys() == second.keys()
     assert all(torch.equal(first[n], second[n]) for n in first)
+
+
+def test_read_only_store_reads_the_remote_tier(s3_url, tmp_path):
+    key = make_key()
+    with FeatureStore(s3_url, local_dir=tmp_path / "a") as store:
+        first, _ = store.get_or_compute(STAGE, key, sample_tensors)
+    with FeatureStore(s3_url, local_dir=tmp_path / "b", mode=CacheMode.READ_ONLY) as store:
+        second, ev = store.get_or_compute(STAGE, key, _compute_never)
+        assert ev.hit and torch.equal(first["f16"], second["f16"])
+        assert not store.entry_path(STAGE, key).exists()  # read-only: nothing written
 
 
 def test_damaged_remote_entry_is_a_miss_with_a_warning(s3_url, tmp_path, caplog):
@@ -187,3 +197,14 @@ def test_the_installer_installs_the_object_storage_extra(tmp_path):
     )  # fmt: skip
     line = next(x for x in done.stdout.splitlines() if "pip install" in x and "-e" in x)
     assert "s3" in line.split("[", 1)[1].split("]")[0].split(",")
+
+
+def test_unusable_bucket_warns_once_and_the_run_goes_on(s3_server, tmp_path, caplog):
+    url = "s3://no-such-bucket-for-mimicache/cache"
+    with caplog.at_level(logging.WARNING), FeatureStore(url, local_dir=tmp_path / "a") as store:
+        for i in range(3):
+            tensors, ev = store.get_or_compute(STAGE, make_key(video=f"v{i}"), sample_tensors)
+            assert not ev.hit and torch.equal(tensors["u8"], sample_tensors()["u8"])
+        assert len(store.entries()) == 3  # the local tier still caches
+    warnings = [r.getMessage() for r in caplog.records if "no-such-bucket" in r.getMessage()]
+    assert len(warnings) == 1 and "going on with the local tier" in warnings[0]

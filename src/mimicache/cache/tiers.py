@@ -43,8 +43,13 @@ class Tiers:
 
     @classmethod
     def open(cls, cache: admin.Cache, url: str, cap: int | str | None = None) -> Tiers:
-        """The tiers of a store whose root is ``url``; ``cap``: ``remote.local_tier_size``."""
-        return cls(cache, RemoteTier(url), local_tier_size(cap))
+        """The tiers of a store whose root is ``url``; ``cap``: ``remote.local_tier_size``.
+        The local folder is made even for a store that writes no entries: it is this
+        machine's, and without it a read-only store could not reach the remote tier."""
+        tiers = cls(cache, RemoteTier(url), local_tier_size(cap))
+        with contextlib.suppress(OSError):  # the store reports a folder it cannot use
+            cache.layout.root.mkdir(parents=True, exist_ok=True)
+        return tiers
 
     def fetch(self, stage: str, key: StageKey, *, keep: bool = True) -> Fetched:
         """The remote tier's entry of ``stage``/``key``; ``keep``: copy it into the local
