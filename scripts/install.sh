@@ -20,7 +20,7 @@ run() {
 }
 
 ver="${MIMICACHE_TORCH_VERSION:-2.13.0}"
-extras="test,plot,ray,ui"
+extras="test,plot,ray,ui,s3"
 index_args=()
 # The CPU wheels: from PyTorch's CPU index, unless MIMICACHE_TORCH_INDEX names another or pip
 # is set up with its own index or wheel folder (a mirror, an offline wheelhouse), which decides.

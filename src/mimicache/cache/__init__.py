@@ -3,7 +3,8 @@
 ``FeatureStore.get_or_compute(stage, StageKey(inputs, models, params), compute)`` returns the
 tensors and a ``CacheEvent``; ``keys`` makes the key fields (``file_digest`` from ``digests``,
 ``fingerprint_files``); ``admin`` lists, verifies, prunes and clears; ``fs.atomic_write``
-writes any file atomically.
+writes any file atomically; a root may be an object-storage URL (``remote``, ``tiers``,
+``remote_admin``); ``fetch.fetch(url)`` brings a remote input file to this machine.
 """
 
 from mimicache.cache.admin import (
@@ -17,6 +18,7 @@ from mimicache.cache.admin import (
 )
 from mimicache.cache.digests import DigestMemo, bytes_digest, file_digest
 from mimicache.cache.entry import SCHEMA
+from mimicache.cache.fetch import fetch
 from mimicache.cache.fs import atomic_write
 from mimicache.cache.index import MISS_REASONS, MissReason
 from mimicache.cache.keys import (
@@ -48,6 +50,7 @@ __all__ = [
     "atomic_write",
     "bytes_digest",
     "canonical_json",
+    "fetch",
     "file_digest",
     "fingerprint_files",
     "format_size",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -146,23 +147,37 @@ class RemovalResult:
 
 @dataclass
 class RemovalPlan:
-    """Files ``plan_prune``/``plan_clear`` would remove; nothing happens until ``execute()``."""
+    """Files ``plan_prune``/``plan_clear`` would remove; nothing happens until ``execute()``.
+    ``remover`` removes one elsewhere than on disk (an object store), returning the error."""
 
     removals: list[Removal]
     cache: Cache | None = field(default=None, repr=False)
     clear_stage: str | None = None
     clearing: bool = False
+    remover: Callable[[Removal], str | None] | None = field(default=None, repr=False)
 
     @property
     def expected_freed_size(self) -> int:
         return sum(r.size for r in self.removals)
+
+    def run(self) -> list[Removal]:
+        """``execute()``; the files that could not be removed get one warning."""
+        result = self.execute()
+        if result.failed:
+            logger.warning(
+                "Cannot remove %d file(s) from the feature cache (%s; first: %s)",
+                len(result.failed),
+                result.failed[0].error,
+                result.failed[0].removal.path,
+            )
+        return result.removed
 
     def execute(self) -> RemovalResult:
         """Remove the files, keep the index in step; returns what was removed and what not."""
         removed: list[Removal] = []
         failed: list[RemovalFailure] = []
         for r in self.removals:
-            error = fs.remove(r.path)
+            error = fs.remove(r.path) if self.remover is None else self.remover(r)
             if error is None:
                 removed.append(r)
             else:

@@ -29,9 +29,12 @@ __all__ = [
     "CorruptEntry",
     "Entry",
     "check_metadata",
+    "data_damage",
     "decode_entry",
     "encode_entry",
     "entry_damage",
+    "head_metadata",
+    "header_length",
     "prepare_tensors",
     "read_metadata",
     "tensor_checksum",
@@ -180,7 +183,16 @@ def decode_entry(data: bytes, stage: str | None = None, key: StageKey | None = N
 def entry_damage(path: Path, stage: str, key: str) -> str | None:
     """What is wrong with the entry file at ``path`` (filed under ``stage``/``key``), or None."""
     try:
-        meta, _ = _parse(path.read_bytes())
+        data = path.read_bytes()
+    except OSError as exc:
+        return str(exc)
+    return data_damage(data, stage, key)
+
+
+def data_damage(data: bytes, stage: str, key: str) -> str | None:
+    """What is wrong with an entry file's bytes (filed under ``stage``/``key``), or None."""
+    try:
+        meta, _ = _parse(data)
         if meta.get("stage") != stage or meta.get("key") != key:
             return f"metadata says stage {meta.get('stage')!r} key {meta.get('key')!r}"
         if key_digest(json.loads(meta.get("fields", "null")) or {}) != key:
@@ -202,6 +214,26 @@ def read_metadata(path: Path) -> dict[str, str]:
         return {}
     meta = header.get("__metadata__") if isinstance(header, dict) else None
     return meta if isinstance(meta, dict) else {}
+
+
+def head_metadata(head: bytes) -> dict[str, str] | None:
+    """The metadata in the first bytes of an entry file; None when ``head`` is too short to
+    hold the header (``header_length(head)`` says how much is needed), {} when unreadable."""
+    n = header_length(head)
+    if len(head) < n:
+        return None
+    try:
+        header = json.loads(head[8:n])
+    except ValueError:
+        return {}
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    return meta if isinstance(meta, dict) else {}
+
+
+def header_length(head: bytes) -> int:
+    """Bytes from the file's start to the end of its JSON header (0 when unreadable)."""
+    n = int.from_bytes(head[:8], "little") if len(head) >= 8 else 0
+    return 8 + n if 2 <= n <= _MAX_HEADER else 0
 
 
 def _parse(data: bytes) -> tuple[dict[str, str], dict[str, torch.Tensor]]:

@@ -32,6 +32,7 @@ __all__ = [
     "index_folder",
     "is_network_filesystem",
     "machine_id",
+    "user_cache_dir",
     "wal_usable",
 ]
 
@@ -93,7 +94,8 @@ def machine_id() -> str:
     return socket.gethostname()
 
 
-def _user_cache_dir() -> Path:
+def user_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME``, else ``~/.cache``."""
     base = os.environ.get("XDG_CACHE_HOME")
     return Path(base) if base else Path.home() / ".cache"
 
@@ -105,7 +107,7 @@ def index_folder(root: Path) -> Path:
     forced = os.environ.get("MIMICACHE_SHARED_CACHE")
     if not chosen and (forced == "0" or (forced != "1" and not is_network_filesystem(root))):
         return root
-    base = Path(chosen).expanduser() if chosen else _user_cache_dir() / "mimicache" / "index"
+    base = Path(chosen).expanduser() if chosen else user_cache_dir() / "mimicache" / "index"
     name = blake3.blake3(f"{root}\0{machine_id()}".encode()).hexdigest()[:24]
     return base.absolute() / name
 

@@ -44,8 +44,10 @@ from mimicache.cache.index import HIT_REASON, Index, MissReason
 from mimicache.cache.keys import StageKey, fingerprint_files
 from mimicache.cache.layout import Layout, check_stage
 from mimicache.cache.modes import CacheEvent, CacheMode, package_version
+from mimicache.cache.remote import local_file_root, local_tier_dir, remote_url
 from mimicache.cache.sharing import index_folder
 from mimicache.cache.sizes import format_size, parse_size  # callers import them from here too
+from mimicache.cache.tiers import Tiers
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +81,8 @@ class FeatureStore:
     ``mode`` (a CacheMode), or the older flags: ``enabled=False`` is OFF (reason "disabled"),
     ``write=False`` READ_ONLY, ``read=False`` or ``force_refresh=True`` REFRESH ("forced").
     ``version`` is recorded in new entries (default: the installed package's).
+    A URL root (``s3://b/prefix``, ``remote.py``) puts a local tier (``.root``: ``local_dir``,
+    default ``remote.local_tier_dir``; cap ``local_max_size``) in front of it (``tiers.py``).
     Problems with the disk never fail a run: they are logged once and the run goes on.
     """
 
@@ -93,11 +97,16 @@ class FeatureStore:
         force_refresh: bool = False,
         version: str | None = None,
         any_platform: bool = False,
+        local_dir: str | os.PathLike[str] | None = None,
+        local_max_size: int | str | None = None,
     ) -> None:
         self.mode = mode if mode is not None else CacheMode.from_flags(
             enabled, read, write, force_refresh
         )  # fmt: skip
-        self.root = Path(root).expanduser().absolute()
+        self.url = remote_url(root)
+        if self.url is not None:
+            root = local_dir if local_dir is not None else local_tier_dir(self.url)
+        self.root = Path(local_file_root(root) or root).expanduser().absolute()
         self.layout = Layout(self.root, index_folder(self.root))
         self.memo: DigestMemo | None = None
         self.index = Index(
@@ -122,11 +131,13 @@ class FeatureStore:
         self._warned_write = False
         self._warned_index = False
         self._warned_locks = False
-        if self.mode is not CacheMode.OFF:
+        on = self.mode is not CacheMode.OFF
+        self.tiers = Tiers.open(self, self.url, local_max_size) if on and self.url else None
+        if on:
             self._open()
 
     def __repr__(self) -> str:
-        return f"FeatureStore({str(self.root)!r}, mode={self.mode.value})"
+        return f"FeatureStore({str(self.url or self.root)!r}, mode={self.mode.value})"
 
     # The old flags, read from the mode.
     enabled = property(lambda self: self.mode is not CacheMode.OFF)
@@ -320,7 +331,10 @@ class FeatureStore:
                 before = os.fstat(f.fileno())
                 data = f.read()
         except FileNotFoundError:
-            return _Lookup()
+            if self.tiers is None:
+                return _Lookup()
+            found = self.tiers.fetch(stage, key, keep=self._can_write)
+            return _Lookup(found.entry, corrupt=found.damaged)
         except OSError as exc:
             logger.warning("Cannot read feature cache entry %s (%s)", path, errno_text(exc))
             return _Lookup()
@@ -359,6 +373,8 @@ class FeatureStore:
         except OSError as exc:
             self._write_failed(exc)
             return None
+        if self.tiers is not None:
+            self.tiers.stored(stage, key.digest, data, publish=True, replace=replace)
         return meta, len(data)
 
     @contextlib.contextmanager
@@ -407,8 +423,7 @@ class FeatureStore:
         """``admin.verify``: problems found (and fixed, with ``fix``) and the good entries."""
         return admin.verify(self, fix)
 
-    def verify(self, fix: bool = False) -> list[Problem]:
-        """``check(fix).problems``: the problems found, leftovers included."""
+    def verify(self, fix: bool = False) -> list[Problem]:  # ``check(fix).problems``
         return self.check(fix).problems
 
     def plan_prune(
@@ -428,19 +443,8 @@ class FeatureStore:
         """Execute ``plan_prune``: what was removed (dry run: what would be); files that could
         not be removed are left out, with one warning."""
         plan = self.plan_prune(max_size, older_than_days)
-        return plan.removals if dry_run else self._removed(plan)
+        return plan.removals if dry_run else plan.run()
 
     def clear(self, stage: str | None = None) -> list[Removal]:
         """Execute ``plan_clear``: what was removed (failures: one warning)."""
-        return self._removed(self.plan_clear(stage))
-
-    def _removed(self, plan: RemovalPlan) -> list[Removal]:
-        result = plan.execute()
-        if result.failed:
-            logger.warning(
-                "Cannot remove %d file(s) from the feature cache at %s (%s)",
-                len(result.failed),
-                self.root,
-                result.failed[0].error,
-            )
-        return result.removed
+        return self.plan_clear(stage).run()

@@ -3,7 +3,8 @@
 ``add_cache_commands(subparsers)`` registers the ``cache`` sub-command on an argparse
 sub-parser set; ``run_cache_command(args)`` runs the parsed command and returns an exit code
 (0 ok, 1 problems left / files that could not be removed / aborted, 2 usage error or
-refusal). Only parsing and printing live here; the work is ``admin``'s (plans, verify).
+refusal). Only parsing and printing live here; the work is ``admin``'s (plans, verify), or
+for a root on object storage (``s3://bucket/prefix``) ``remote_admin``'s.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, TextIO
 
-import mimicache.cache.admin as admin
 from mimicache.cache.admin import Removal, RemovalFailure
 from mimicache.cache.layout import Layout, check_stage
+from mimicache.cache.remote import remote_url
+from mimicache.cache.remote_admin import RemoteCache
 from mimicache.cache.sizes import format_size
 from mimicache.cache.store import CacheMode, FeatureStore
 from mimicache.cli.console import flag_words
@@ -61,7 +63,8 @@ def add_cache_commands(subparsers: Any) -> argparse.ArgumentParser:
             "--feature-cache-dir",
             dest="feature_cache_dir",
             default=DEFAULT_CACHE_DIR,
-            help=f"cache directory (default: {DEFAULT_CACHE_DIR})",
+            help=f"cache directory, or an object-storage URL such as s3://bucket/prefix "
+            f"(default: {DEFAULT_CACHE_DIR})",
         )
         p.set_defaults(func=run_cache_command, cache_command=name)
         return p
@@ -131,8 +134,8 @@ def _print_failures(failed: list[RemovalFailure], err: TextIO) -> None:
 # --------------------------------------------------------------------------- the actions
 
 
-def _ls(store: FeatureStore, args: argparse.Namespace, out: TextIO) -> int:
-    entries = admin.entries(store, args.stage)
+def _ls(store: FeatureStore | RemoteCache, args: argparse.Namespace, out: TextIO) -> int:
+    entries = store.entries(args.stage)
     if not entries:
         where = f" for stage {args.stage!r}" if args.stage else ""
         print(f"No entries{where} in {store.root}", file=out)
@@ -158,8 +161,8 @@ def _ls(store: FeatureStore, args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _stats(store: FeatureStore, args: argparse.Namespace, out: TextIO) -> int:
-    stats = admin.stats(store)
+def _stats(store: FeatureStore | RemoteCache, args: argparse.Namespace, out: TextIO) -> int:
+    stats = store.stats()
     rows = [("STAGE", "ENTRIES", "SIZE", "BYTES")]
     for stage in sorted(stats):
         count, size = stats[stage]
@@ -172,13 +175,10 @@ def _stats(store: FeatureStore, args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _verify(store: FeatureStore, args: argparse.Namespace, out: TextIO) -> int:
-    report = admin.verify(store, fix=args.fix)
+def _verify(store: FeatureStore | RemoteCache, args: argparse.Namespace, out: TextIO) -> int:
+    report = store.check(fix=args.fix)
     for p in report.problems:
-        try:
-            where = p.path.relative_to(store.root)
-        except ValueError:
-            where = p.path
+        where = _relative(p.path, store)
         state = " [fixed]" if p.fixed else ""
         print(f"{p.kind}: {where}: {p.detail}{state}", file=out)
     errors, leftovers = report.errors, report.leftovers
@@ -203,8 +203,10 @@ def _verify(store: FeatureStore, args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _prune(store: FeatureStore, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    plan = admin.plan_prune(store, args.max_size, args.older_than)
+def _prune(
+    store: FeatureStore | RemoteCache, args: argparse.Namespace, out: TextIO, err: TextIO
+) -> int:
+    plan = store.plan_prune(args.max_size, args.older_than)
     if args.dry_run:
         removals, failed = plan.removals, []
     else:
@@ -215,7 +217,7 @@ def _prune(store: FeatureStore, args: argparse.Namespace, out: TextIO, err: Text
         what = f"{r.stage} {r.key[:12]}" if r.kind == "entry" and r.key else str(r.path)
         print(f"{verb} {what} ({format_size(r.size)}): {r.reason}", file=out)
     _print_failures(failed, err)
-    stats = admin.stats(store)
+    stats = store.stats()
     count = sum(c for c, _ in stats.values())
     size = sum(s for _, s in stats.values())
     if args.dry_run:
@@ -231,9 +233,13 @@ def _prune(store: FeatureStore, args: argparse.Namespace, out: TextIO, err: Text
 
 
 def _clear(
-    store: FeatureStore, args: argparse.Namespace, out: TextIO, stdin: TextIO, err: TextIO
+    store: FeatureStore | RemoteCache,
+    args: argparse.Namespace,
+    out: TextIO,
+    stdin: TextIO,
+    err: TextIO,
 ) -> int:
-    plan = admin.plan_clear(store, args.stage)
+    plan = store.plan_clear(args.stage)
     entries = [r for r in plan.removals if r.kind == "entry"]
     what = f"stage {args.stage!r} of " if args.stage else ""
     if not args.yes:
@@ -260,12 +266,20 @@ def _clear(
     return 1 if result.failed else 0
 
 
-def _check_stage_arg(root: Path, stage: str | None) -> None:
+def _relative(path: PurePath, store: FeatureStore | RemoteCache) -> PurePath:
+    base = store.base if isinstance(store, RemoteCache) else store.root
+    try:
+        return path.relative_to(base)
+    except ValueError:
+        return path
+
+
+def _check_stage_arg(stage: str | None, stage_names: Sequence[str]) -> None:
     """Reject a ``--stage`` that names no stage (a typo would otherwise match nothing)."""
     if stage is None:
         return
     check_stage(stage)
-    known = sorted(set(STAGES) | set(Layout(root.absolute()).stage_names()))
+    known = sorted(set(STAGES) | set(stage_names))
     if stage not in known:
         raise CacheError(f"unknown stage {stage!r} (--stage); the stages are: {', '.join(known)}")
 
@@ -293,32 +307,62 @@ def run_cache_command(
     if action is None:
         print("usage: mimicache cache {ls,stats,verify,prune,clear} ...", file=err)
         return 2
-    root = Path(getattr(args, "feature_cache_dir", DEFAULT_CACHE_DIR)).expanduser()
+    raw = getattr(args, "feature_cache_dir", DEFAULT_CACHE_DIR)
+    url = remote_url(raw)
+    if url is not None:
+        return _run_remote(action, url, args, out, err, stdin)
+    root = Path(raw).expanduser()
     if root.exists() and not root.is_dir():
         print(f"error: {root} is not a directory (--feature_cache_dir)", file=err)
         return 2
     try:
         if getattr(args, "stage", None) is not None:
-            _check_stage_arg(root, args.stage)
+            _check_stage_arg(args.stage, Layout(root.absolute()).stage_names())
         if not root.is_dir():
             return _no_cache(action, root, out)
         # Admin commands never create entries; write access is needed only to change things.
         writes = action in ("prune", "clear") or (action == "verify" and args.fix)
         mode = CacheMode.READ_WRITE if writes else CacheMode.READ_ONLY
         with FeatureStore(root, mode=mode) as store:
-            if action == "ls":
-                return _ls(store, args, out)
-            if action == "stats":
-                return _stats(store, args, out)
-            if action == "verify":
-                return _verify(store, args, out)
-            if action == "prune":
-                return _prune(store, args, out, err)
-            if action == "clear":
-                return _clear(store, args, out, stdin or sys.stdin, err)
+            return _dispatch(action, store, args, out, err, stdin)
     except MimicacheError as exc:
         print(f"error: {flag_words(str(exc))}", file=err)
         return 2
+
+
+def _run_remote(
+    action: str, url: str, args: argparse.Namespace, out: TextIO, err: TextIO,
+    stdin: TextIO | None,
+) -> int:  # fmt: skip
+    """The action on the entry objects under ``url`` (no local tier is involved)."""
+    try:
+        store = RemoteCache(url)
+    except CacheError as exc:
+        print(f"error: {exc} (--feature_cache_dir)", file=err)
+        return 2
+    try:
+        if getattr(args, "stage", None) is not None:
+            _check_stage_arg(args.stage, store.stage_names())
+        return _dispatch(action, store, args, out, err, stdin)
+    except MimicacheError as exc:
+        print(f"error: {exc}", file=err)
+        return 2
+
+
+def _dispatch(
+    action: str, store: FeatureStore | RemoteCache, args: argparse.Namespace, out: TextIO,
+    err: TextIO, stdin: TextIO | None,
+) -> int:  # fmt: skip
+    if action == "ls":
+        return _ls(store, args, out)
+    if action == "stats":
+        return _stats(store, args, out)
+    if action == "verify":
+        return _verify(store, args, out)
+    if action == "prune":
+        return _prune(store, args, out, err)
+    if action == "clear":
+        return _clear(store, args, out, stdin or sys.stdin, err)
     print(f"error: unknown cache action {action!r}", file=err)
     return 2
 

@@ -1,0 +1,64 @@
+"""Inputs by URL: fetched once into the local cache, keyed by content (moto's S3 server)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import fsspec
+import pytest
+
+from mimicache.cache.digests import file_digest
+from mimicache.cache.fetch import fetch, input_url
+from mimicache.errors import CacheError
+from tests import s3_fixtures
+from tests.engine_fixtures import figure_video
+
+s3_server, s3_url = s3_fixtures.s3_server, s3_fixtures.s3_url  # fixtures
+
+
+def _upload(url: str, data: bytes) -> None:
+    fs, path = fsspec.core.url_to_fs(url)
+    fs.pipe_file(path, data)
+
+
+def _downloads(caplog) -> int:
+    return sum(r.getMessage().startswith("Fetched ") for r in caplog.records)
+
+
+def test_urls_and_paths():
+    assert input_url("s3://b/videos/walk.mp4") == "s3://b/videos/walk.mp4"
+    assert input_url(Path("https://example.org/a.png")) == "https://example.org/a.png"
+    assert input_url("clips/walk.mp4") is None
+    assert fetch("clips/walk.mp4") == Path("clips/walk.mp4")
+    assert fetch("file:///data/walk.mp4") == Path("/data/walk.mp4")
+
+
+def test_fetched_once_keyed_by_content(s3_url, tmp_path, caplog):
+    video = figure_video(tmp_path / "walk.mp4", frames=3)
+    url = f"{s3_url}/inputs/walk.mp4"
+    _upload(url, video.read_bytes())
+    folder = tmp_path / "inputs"
+    with caplog.at_level(logging.INFO, logger="mimicache.cache.fetch"):
+        local = fetch(url, folder=folder)
+        assert local.name == "walk.mp4" and local.is_relative_to(folder)
+        assert local.read_bytes() == video.read_bytes()
+        assert file_digest(local) == file_digest(video)  # the same cache keys as the local file
+        assert _downloads(caplog) == 1
+        inode = local.stat().st_ino
+        # the same URL, the object unchanged: no second download
+        assert fetch(Path(url), folder=folder) == local and local.stat().st_ino == inode
+        assert _downloads(caplog) == 1
+        # the object replaced: fetched again, under its new content
+        other = figure_video(tmp_path / "other.mp4", frames=4, phase=0.3)
+        _upload(url, other.read_bytes())
+        again = fetch(url, folder=folder)
+        assert _downloads(caplog) == 2
+        assert again != local and again.read_bytes() == other.read_bytes()
+        assert file_digest(again) == file_digest(other)
+    assert not list(folder.glob(".fetch.*"))  # no temp files left
+
+
+def test_missing_object_names_the_url(s3_url, tmp_path):
+    with pytest.raises(CacheError, match=r"s3://.*/nothing\.png does not exist"):
+        fetch(f"{s3_url}/nothing.png", folder=tmp_path)
