@@ -22,9 +22,9 @@ from mimicache.cli.console import setup_logging
 from mimicache.cli.options import add_engine_flags, engine_spec
 from mimicache.cli.ui_session import Inputs, Settings, UiSession
 from mimicache.config import PERSON_MODES, RETARGET_MODES, load_config
+from mimicache.config.keys import SPEEDS
+from mimicache.config.sampler import SCHEDULER_NAMES
 from mimicache.errors import MimicacheError
-from mimicache.pipeline.schedulers import SCHEDULER_NAMES
-from mimicache.pipeline.speed import SPEEDS
 
 if TYPE_CHECKING:
     import gradio
