@@ -19,7 +19,7 @@ from mimicache.batch.outcome import JobResult
 from mimicache.batch.plan import Job
 from mimicache.cache import StageKey, file_digest, fingerprint_files
 from mimicache.config import TestCase, case_to_dict
-from mimicache.engine.stages import PIPELINE_STAGES, POSE_FRAMES
+from mimicache.engine.stage_names import PIPELINE_STAGES, POSE_FRAMES
 from mimicache.errors import MimicacheError
 
 logger = logging.getLogger(__name__)

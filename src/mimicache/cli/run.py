@@ -29,9 +29,10 @@ from mimicache.batch.plan import shard_jobs
 from mimicache.batch.results import RESULTS_FILE, ResultsLog, read_results
 from mimicache.batch.run import INTERRUPTED_EXIT
 from mimicache.cli.console import call_command, setup_logging
+from mimicache.cli.extras import check_run_extras
 from mimicache.cli.flags import RUN_DEFAULTS, SEED_DEFAULTS, add_run_arguments
 from mimicache.cli.options import engine_spec
-from mimicache.cli.scale import select_shard
+from mimicache.cli.scale import check_executor_flags, select_shard
 from mimicache.config import InferenceConfig, load_config
 from mimicache.engine.spec import EngineSpec
 from mimicache.errors import MimicacheError
@@ -54,6 +55,8 @@ def run_command(args: argparse.Namespace) -> int:
     config with the flags' overrides, plan (this shard's jobs), run them here (models loaded
     once) or on Ray workers, or cold + warm; print the summary, prune the cache if asked; the
     exit code of the jobs."""
+    check_executor_flags(args)  # before the log file, the output folder and the models
+    check_run_extras(args)
     timestamp = make_timestamp()
     output_dir, log_file = _check_paths_and_log(args, timestamp)
     config, overrides = _load_config(args)

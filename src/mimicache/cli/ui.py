@@ -19,12 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 from mimicache.batch import check_output_folder, make_timestamp, reserve_log
 from mimicache.cli.console import flag_words, setup_logging
+from mimicache.cli.extras import EXTRAS, MissingExtra
 from mimicache.cli.options import add_engine_flags, engine_spec
 from mimicache.cli.ui_session import Inputs, Settings, UiSession
 from mimicache.config import PERSON_MODES, RETARGET_MODES, load_config
+from mimicache.config.keys import SPEEDS
+from mimicache.config.sampler import SCHEDULER_NAMES
 from mimicache.errors import MimicacheError
-from mimicache.pipeline.schedulers import SCHEDULER_NAMES
-from mimicache.pipeline.speed import SPEEDS
 
 if TYPE_CHECKING:
     import gradio
@@ -138,8 +139,8 @@ def import_gradio() -> Any:
     try:
         import gradio
     except ImportError as exc:
-        raise MimicacheError(
-            f"the web UI needs Gradio ({exc}); install it with: pip install 'mimicache[ui]'"
+        raise MissingExtra(
+            f"mimicache ui needs Gradio ({exc}); install it with: {EXTRAS['ui'].install}"
         ) from None
     return gradio
 
