@@ -126,7 +126,7 @@ def finish_job(
         result.timings.get("preprocess", 0.0),
         result.timings.get("pipeline", 0.0),
         result.timings.get("total", 0.0),
-        output,
+        location(output),
     )
     return result
 
@@ -189,8 +189,8 @@ def log_start(job: Job, number: int, total: int) -> None:
         number,
         total,
         job.name,
-        job.case.ref_image_path,
-        job.video_path,
+        location(job.case.ref_image_path),
+        location(job.video_path),
     )
 
 
