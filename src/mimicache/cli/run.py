@@ -89,7 +89,8 @@ def run_command(args: argparse.Namespace) -> int:
     print(summary)
     logger.debug("summary\n%s", summary)
     report = _write_report(args, log_file, executor.spec, executor.engine, results, bench)
-    for staged in (log.path, report, log_file):  # a URL root: the driver's files go up
+    own_log = log_file if log_file.parent == root.staging else None  # not a --log_file
+    for staged in (log.path, report, own_log):  # a URL root: the driver's files go up
         root.upload(staged)
     code = exit_code(results)
     if executor.cache is not None and code != INTERRUPTED_EXIT:  # Ctrl-C: stop now
