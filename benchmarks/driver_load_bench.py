@@ -50,7 +50,7 @@ def _workspace(tmp: Path, jobs: int) -> Path:
     }  # fmt: skip
     config = {
         "base_model_path": str(bundle.base_model_path), "ckpt_path": str(bundle.ckpt_path),
-        "test_case": [case], "batch_video_folder": str(clips),
+        "test_case": [case], "batch": {"video_folder": str(clips)},
         "dwpose": {"det_model_path": str(bundle.det_model_path),
                    "pose_model_path": str(bundle.pose_model_path)},
     }  # fmt: skip
@@ -103,9 +103,9 @@ def _modes(tmp: Path, jobs_count: int) -> dict[str, dict[str, float]]:
             assert all(p.stat().st_size > 0 for p in out.rglob("*.mp4"))
             figures[mode] = {
                 "bytes per job": received / len(jobs),
-                "driver CPU s per job": cpu / len(jobs),
-                "handling CPU s per job": handling / len(jobs),
-                "wall s per job": wall / len(jobs),
+                "driver CPU per job": cpu / len(jobs),
+                "handling CPU per job": handling / len(jobs),
+                "wall per job": wall / len(jobs),
             }
         return figures
     finally:
