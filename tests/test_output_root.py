@@ -89,6 +89,7 @@ def test_local_run_with_inputs_manifest_and_outputs_in_the_bucket(
     sidecar = json.loads(fs.cat_file(mp4.removesuffix(".mp4") + ".json"))
     data = fs.cat_file(mp4)
     assert sidecar["status"] == "ok" and sidecar["output"] == f"s3://{mp4}"
+    assert sidecar["parameters"]["ref_video_path"] == f"{bucket}/data/clips/walk.mp4"
     assert sidecar["output_bytes"] == len(data) and sidecar["output_blake3"] == bytes_digest(data)
     (row,) = [json.loads(line) for line in fs.cat_file(f"{out}/{RESULTS_FILE}").splitlines()]
     assert row["output"] == f"s3://{mp4}" and row["output_blake3"] == bytes_digest(data)
@@ -107,3 +108,30 @@ def test_local_run_with_inputs_manifest_and_outputs_in_the_bucket(
     rows = [json.loads(line) for line in fs.cat_file(f"{out}/{RESULTS_FILE}").splitlines()]
     assert [r["status"] for r in rows] == ["ok", "skipped"]
     assert rows[1]["output"] == row["output"]
+
+
+def test_results_jsonl_goes_up_as_jobs_finish_then_whole_at_the_end(s3_url, tmp_path):
+    from mimicache.batch import JobResult
+    from mimicache.batch.plan import Job
+    from mimicache.batch.results import ResultsLog
+    from mimicache.config import TestCase
+
+    root = open_output_root(s3_url.replace("/cache", "/out"))
+    assert root.remote and root.staging.is_dir()
+    case = TestCase(ref_image_path=tmp_path / "ref.png", ref_video_path=tmp_path / "v.mp4")
+    jobs = [Job(i, 0, case, case.ref_video_path, root.folder / f"v_{i}.mp4") for i in range(3)]
+    log = ResultsLog(root.download(RESULTS_FILE), run="T",
+                     after_write=lambda path: root.upload(path, every=3600))  # fmt: skip
+    log.add(JobResult(jobs[0], "failed", error="x"))  # the first row goes up at once
+    fs = _fs()
+    assert len(fs.cat_file(f"{root.url}/{RESULTS_FILE}").splitlines()) == 1
+    log.add(JobResult(jobs[1], "failed", error="y"))  # within the interval: staged only
+    fs.invalidate_cache()
+    assert len(fs.cat_file(f"{root.url}/{RESULTS_FILE}").splitlines()) == 1
+    root.upload(log.path)  # the end of the run
+    fs.invalidate_cache()
+    assert len(fs.cat_file(f"{root.url}/{RESULTS_FILE}").splitlines()) == 2
+    # the next run appends to the rows already at the root
+    again = open_output_root(root.url)
+    staged = again.download(RESULTS_FILE)
+    assert staged.parent != root.staging and len(staged.read_text().splitlines()) == 2

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mimicache.cache.fetch import input_url
 from mimicache.cache.remote import local_cache_base, open_filesystem, remote_url
 from mimicache.errors import CacheError, OutputError, setting
 
@@ -34,10 +35,11 @@ UPLOAD_EVERY_S = 2.0  # results.jsonl uploads at most this often during a run (t
 
 
 def location(path: str | os.PathLike[str] | None) -> str | None:
-    """``path`` as written in records: the URL of an object, else the path as it is."""
+    """``path`` as written in records: the URL of an object (or an HTTP input), else the
+    path as it is."""
     if path is None:
         return None
-    return remote_url(path) or os.fspath(path)
+    return input_url(path) or os.fspath(path)
 
 
 def _filesystem(url: str) -> tuple[Any, str]:
