@@ -210,7 +210,8 @@ class RayExecutor(ExecutorBase):
         import ray
         from tqdm import tqdm
 
-        info = ray.put(SidecarInfo(config, self.info["model_files"], self.info["pose_retarget"]))
+        sidecar = SidecarInfo(config, self.info["model_files"], self.info["pose_retarget"])
+        info = ray.put(sidecar)  # sent once, not with every job
         order = {job.index: n for n, job in enumerate(jobs, start=1)}
         queue: deque[tuple[Job, int]] = deque((job, 0) for job in jobs)
         idle = list(self.slots)
@@ -247,10 +248,9 @@ class RayExecutor(ExecutorBase):
                         self.reviving[slot.actor.pid.remote()] = slot
                     if result is None:
                         continue
-                    if result.status == "failed" and result.error.startswith("WorkerDied"):
-                        info_value = ray.get(info)  # its worker is gone: the driver records it
-                        result = finish_job(job, Outcome(error=result.error), info_value,
-                                            number=order[job.index], total=len(jobs))  # fmt: skip
+                    if isinstance(result, Outcome):  # its worker is gone: the driver records it
+                        result = finish_job(job, result, sidecar, number=order[job.index],
+                                            total=len(jobs))  # fmt: skip
                     results.append(result)
                     bar.update(1)
                     if self.on_result is not None:
@@ -274,9 +274,10 @@ class RayExecutor(ExecutorBase):
 
     def _result(
         self, ref: Any, job: Job, slot: _Slot, attempt: int, queue: deque[tuple[Job, int]]
-    ) -> JobResult | None:
-        """The job's result as its worker published it, or None when the worker died and the
-        job goes back in line (a failure once it has died ``max_retries`` + 1 times)."""
+    ) -> JobResult | Outcome | None:
+        """The job's result as its worker published it; None when the worker died and the
+        job goes back in line; the failed ``Outcome`` for the driver to record once it has
+        died ``max_retries`` + 1 times."""
         import ray
 
         try:
@@ -294,7 +295,7 @@ class RayExecutor(ExecutorBase):
                 queue.appendleft((job, attempt + 1))
                 return None
             logger.error("%s failed: its worker died %d time(s)", job.name, attempt + 1)
-            return JobResult.failure(job, f"WorkerDied: the worker running {job.name} died")
+            return Outcome(error=f"WorkerDied: the worker running {job.name} died")
         replay_logs(lines)
         return result
 
