@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from mimicache.cache.fetch import input_url
 from mimicache.config.keys import (
     _FLOAT_FIELDS,
     _HUB_ID,
@@ -181,6 +182,8 @@ def _is_path_string(value: Any) -> bool:
 
 
 def _resolve_path(value: str | Path, root: Path) -> Path:
+    if input_url(value) is not None:  # an input by URL: fetched where the job runs
+        return Path(value)
     path = Path(value).expanduser()
     return path if path.is_absolute() else root / path
 
