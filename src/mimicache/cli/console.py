@@ -34,6 +34,7 @@ FLAGS = {
             "inference_config",
             "lcm_num_train_timesteps",
             "offload",
+            "output_dir",
             "person",
             "plot",
             "pose_retarget",
