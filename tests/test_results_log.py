@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from mimicache.batch import EngineSpec, run_jobs
+from mimicache.batch import run_jobs
 from mimicache.batch.manifest import plan_manifest, read_manifest
 from mimicache.batch.results import RESULTS_FILE, ResultsLog, read_results
 from mimicache.cache import file_digest
 from mimicache.cli import main
 from mimicache.config import load_config
+from mimicache.engine.build import build_engine
+from mimicache.engine.spec import EngineSpec
 from tests.engine_fixtures import figure_video, reference_image, write_config
 
 
@@ -144,7 +146,7 @@ def test_rows_are_written_as_jobs_finish(workspace, tmp_path):
     config = load_config(config_path)
     spec = EngineSpec(config, device="cpu", cache_dir=tmp_path / "cache", threads=1,
                       pose_retarget="published")  # fmt: skip
-    engine = spec.build(spec.open_cache())
+    engine = build_engine(spec)
     manifest = read_manifest(root / "jobs.csv", config.test_case[0])
     jobs = plan_manifest(manifest, output_dir=tmp_path / "out", timestamp="T").jobs
     log = ResultsLog(tmp_path / "out" / RESULTS_FILE, run="T")
