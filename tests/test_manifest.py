@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from mimicache.batch.manifest import plan_manifest, read_manifest, resolve_local
+from mimicache.batch.output_root import location
 from mimicache.config import InferenceConfig, TestCase
 from mimicache.errors import InputError
 
@@ -164,27 +165,29 @@ def test_a_table_that_cannot_be_a_manifest_stops_before_any_work(folder, tmp_pat
         read_manifest(parquet, defaults)
 
 
-def test_urls_go_through_the_resolver_hook(folder, tmp_path):
+def test_url_inputs_stay_urls_for_the_worker_to_fetch(folder, tmp_path):
     rows = [
         {"ref_image": "s3://bucket/ref.png", "video": "clips/a.mp4"},
         {"ref_image": (folder / "ref.png").as_uri(), "video": "clips/b.mp4"},
+        {"ref_image": "ftp://host/ref.png", "video": "clips/b.mp4"},
     ]
     manifest = write_manifest(folder / "jobs.csv", rows)
     defaults = _config(tmp_path).test_case[0]
-    read = read_manifest(manifest, defaults)  # without a fetcher: a URL row fails alone
-    assert "s3:// URL, which this build cannot fetch" in read.rows[0].error
-    assert read.rows[1].case.ref_image_path == folder / "ref.png"  # file:// is local
-
     asked: list[str] = []
 
-    def fetch(text: str) -> Path:
+    def resolve(text: str) -> Path:
         asked.append(text)
-        return folder / "ref.png" if text.startswith("s3://") else resolve_local(text)
+        return resolve_local(text)
 
-    read = read_manifest(manifest, defaults, resolve=fetch)
-    assert [row.error for row in read.rows] == [None, None]
-    assert asked[0] == str(manifest) and asked[1] == "s3://bucket/ref.png"  # as written
-    assert str(folder / "clips/a.mp4") in asked
+    read = read_manifest(manifest, defaults, resolve=resolve)
+    assert [row.error is None for row in read.rows] == [True, True, False]
+    # the plan keeps the URL: the process that runs the job fetches it, not the driver
+    assert location(read.rows[0].case.ref_image_path) == "s3://bucket/ref.png"
+    assert "s3://bucket/ref.png" not in asked and asked[0] == str(manifest)
+    assert read.rows[1].case.ref_image_path == folder / "ref.png"  # file:// is local
+    assert "ftp:// URL, which this build cannot fetch" in read.rows[2].error
+    plan = plan_manifest(read, output_dir=tmp_path / "out", timestamp="T")
+    assert location(plan.jobs[0].case.ref_image_path) == "s3://bucket/ref.png"
 
 
 def test_rows_asking_for_one_name_get_the_next_free_one(folder, tmp_path):

@@ -145,7 +145,7 @@ def test_auto_runs_a_file_torch_cannot_on_onnxruntime(tmp_path, tiny_models, mon
     det, pose = tiny_models
     shrunk = _with_op_torch_lacks(pose, tmp_path / "pose_shrink.onnx")
     with pytest.raises(ModelLoadError, match=r"pose_shrink\.onnx uses ONNX operator\(s\) Shrink"
-                       r".*--dwpose_backend onnxruntime"):  # fmt: skip
+                       r".*dwpose_backend='onnxruntime'"):  # fmt: skip
         DWPose(det, shrunk, backend="torch")
     monkeypatch.setattr(backends, "ort_has_device", lambda device: False)  # auto picks torch
     with caplog.at_level(logging.WARNING, logger="mimicache"):

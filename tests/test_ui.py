@@ -171,7 +171,7 @@ def test_bad_inputs_show_the_cli_messages(workspace, engine, tmp_path, capsys):
     )  # fmt: skip
     assert code == 2
     cli_line = capsys.readouterr().err.strip().splitlines()[-1]
-    assert cli_line.startswith("error: batch folder")
+    assert cli_line.startswith("error: --batch_folder ")
     before = len(engine.loads)
     *_, message = generate(str(workspace.image), None, str(missing), *DEFAULTS)
     assert message == cli_line

@@ -8,7 +8,6 @@ Exports load on first use, so ``import mimicache`` (and its version) does not lo
 """
 
 import importlib
-from importlib.metadata import PackageNotFoundError, version
 
 from mimicache.errors import (
     CacheError,
@@ -18,11 +17,6 @@ from mimicache.errors import (
     ModelLoadError,
     OutputError,
 )
-
-try:
-    __version__ = version("mimicache")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0+unknown"
 
 # name -> module (the name there is the same, except FeatureCache: the store's former name)
 _LAZY = {
@@ -39,7 +33,20 @@ _LAZY = {
 }
 
 
+def _version() -> str:
+    # importlib.metadata scans the installed distributions: read on first use, not at start-up
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mimicache")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "0+unknown"
+
+
 def __getattr__(name: str):
+    if name == "__version__":
+        globals()[name] = value = _version()
+        return value
     if name in _LAZY:
         attr = "FeatureStore" if name == "FeatureCache" else name
         value = getattr(importlib.import_module(_LAZY[name]), attr)
@@ -49,7 +56,7 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+    return sorted([*globals(), *_LAZY, "__version__"])
 
 
 __all__ = [

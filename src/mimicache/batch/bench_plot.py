@@ -9,7 +9,7 @@ from pathlib import Path
 from mimicache.batch.cold_warm import ROWS, speedups
 from mimicache.batch.outcome import JobResult
 from mimicache.cache.fs import atomic_write
-from mimicache.engine.stages import UNCACHED_STEPS
+from mimicache.engine.stage_names import UNCACHED_STEPS
 from mimicache.errors import MimicacheError, setting
 
 COLD_COLOR = "#2171b5"

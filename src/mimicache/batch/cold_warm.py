@@ -25,7 +25,7 @@ from mimicache.batch.report import text_table
 from mimicache.batch.run import Engine, run_jobs
 from mimicache.cache.store import FeatureStore
 from mimicache.config import InferenceConfig
-from mimicache.engine.stages import STAGES, TOTALS, UNCACHED_STEPS
+from mimicache.engine.stage_names import STAGES, TOTALS, UNCACHED_STEPS
 
 # Rows of the table: the cached stages, the stages the cache does not touch, then the totals.
 UNCACHED = tuple(UNCACHED_STEPS)

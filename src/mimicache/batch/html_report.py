@@ -21,7 +21,7 @@ import PIL.Image
 
 from mimicache.batch.outputs import printable
 from mimicache.cache.fs import atomic_write
-from mimicache.engine.stages import STEP_COLORS, TOTALS
+from mimicache.engine.stage_names import STEP_COLORS, TOTALS
 from mimicache.media import iter_frames, probe_video
 
 if TYPE_CHECKING:

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from mimicache.batch.executor import ExecutorBase
+from mimicache.batch.inputs import fetched
 from mimicache.batch.outcome import JobResult
 from mimicache.batch.plan import Job
 from mimicache.batch.resume import ResultKeys, split_done
@@ -66,7 +67,7 @@ class LocalExecutor(ExecutorBase):
         skipped: list[JobResult] = []
         todo = list(jobs)
         if resume:
-            skipped, todo = split_done(todo, [keys(job.case) for job in todo], records)
+            skipped, todo = split_done(todo, [keys(fetched(job.case)) for job in todo], records)
         listener = self.on_result
         done = run_jobs(
             engine,

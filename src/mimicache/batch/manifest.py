@@ -20,8 +20,9 @@ from typing import Any
 from mimicache.batch.outputs import STEM_MAX, fit_stem, in_use
 from mimicache.batch.plan import Job, override_tag
 from mimicache.batch.run import JobResult
+from mimicache.cache.fetch import fetch, input_url
 from mimicache.config import TEST_CASE_KEYS, TestCase
-from mimicache.errors import ConfigError, InputError
+from mimicache.errors import CacheError, ConfigError, InputError
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 # Short column names a dataset table is likely to use, beside the config's own key names.
@@ -43,13 +44,18 @@ Resolver = Callable[[str], Path]
 
 
 def resolve_local(text: str) -> Path:
-    """A local path as written, a ``file://`` URL as its path; any other URL is an
-    ``InputError`` (inputs by URL need the object-storage fetch)."""
+    """A local path as written, a ``file://`` URL as its path, an object-storage or HTTP URL
+    fetched to this machine (``cache.fetch``); any other URL is an ``InputError``."""
     if "://" not in text:
         return Path(text).expanduser()
     url = urllib.parse.urlsplit(text)
     if url.scheme == "file":
         return Path(urllib.request.url2pathname(url.path))
+    if input_url(text) is not None:
+        try:
+            return fetch(text)
+        except CacheError as exc:
+            raise InputError(str(exc)) from None
     raise InputError(
         f"{text} is a {url.scheme}:// URL, which this build cannot fetch; download it and "
         "give a local path"
@@ -238,6 +244,10 @@ class _Inputs:
         self.known: dict[str, tuple[Path, bool] | InputError] = {}
 
     def __call__(self, text: str) -> tuple[Path, bool]:
+        if text not in self.known and input_url(text) is not None:
+            # kept as a URL: the worker that runs the job fetches it (a missing object fails
+            # that job, naming the URL), so on a cluster no input passes through the driver
+            self.known[text] = (Path(text), False)
         if text not in self.known:
             try:
                 path = self.resolve(text).absolute()

@@ -29,6 +29,8 @@ class JobResult:
     people: Any = None
     platform: dict = field(default_factory=dict)  # where the video was computed
     result_key: Any = None  # a batch.resume.ResultKey; None for jobs not run here
+    output_bytes: int | None = None  # the mp4's size and BLAKE3 digest, as published
+    output_blake3: str | None = None
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from mimicache.cache.fs import atomic_write
+from mimicache.cache.remote import remote_url
 from mimicache.errors import OutputError
 
 # A file name may hold NAME_MAX (255) bytes on the usual Linux/macOS file systems; a stem is
@@ -83,6 +84,11 @@ def publish_output(
     name is tried. A write that fails (the folder became unwritable, the disk is full) raises
     OSError and leaves nothing under a real name.
     """
+    url = remote_url(folder)
+    if url is not None:  # an object-storage root: the same rule with create-only puts
+        from mimicache.batch.output_root import publish_object
+
+        return publish_object(url, stem, video, sidecar)
     folder.mkdir(parents=True, exist_ok=True)
     for candidate in candidates(folder, stem):
         if in_use(candidate):

@@ -1,14 +1,16 @@
 """``--executor ray``: the jobs of a plan run by Ray actors that each load the models once.
 
-Generation workers (one GPU each by default) run jobs and return frames (F,H,W,3) uint8
-through Ray's object store; pose workers (CPU, DWPose only) run the pose stages of upcoming
-jobs so their cache entries exist when a generation worker gets there. The driver hands out
-one job at a time to each idle worker, and writes outputs and sidecars in plan order with
-``run.finish_job``, so names, files and the summary are those of a local run.
+Generation workers (one GPU each by default) run jobs and write their own results: each
+encodes its mp4 and publishes it with its sidecar (to a local folder or an object-storage URL,
+create-only under a free name) and returns a small ``JobResult`` (a few kB, no frames); the
+driver only logs, keeps ``results.jsonl`` and writes the summary, so one driver can feed many
+GPUs. Pose workers (CPU, DWPose only) run the pose stages of upcoming jobs so their cache
+entries exist when a generation worker gets there. The driver hands out one job at a time to
+each idle worker.
 
 Actors rather than a Ray Data pipeline: a job is the unit of retry (a worker that dies is
-replaced and its job retried; an input error fails once), outputs are written by the driver
-in plan order, and the pose stage hands its results over through the cache, not a dataset.
+replaced and its job retried on another; an input error fails once), and the pose stage hands
+its results over through the cache, not a dataset.
 """
 
 from __future__ import annotations
@@ -208,11 +210,11 @@ class RayExecutor(ExecutorBase):
         import ray
         from tqdm import tqdm
 
-        info = SidecarInfo(config, self.info["model_files"], self.info["pose_retarget"])
+        sidecar = SidecarInfo(config, self.info["model_files"], self.info["pose_retarget"])
+        info = ray.put(sidecar)  # sent once, not with every job
         order = {job.index: n for n, job in enumerate(jobs, start=1)}
         queue: deque[tuple[Job, int]] = deque((job, 0) for job in jobs)
         idle = list(self.slots)
-        outcomes: dict[int, Outcome] = {}
         pose = _PoseAhead(self.pose_actors, jobs)
         results: list[JobResult] = []
         # A bar only on a terminal: in a log file each job has its own start and done lines.
@@ -226,7 +228,10 @@ class RayExecutor(ExecutorBase):
                     slot = idle.pop(0)
                     if attempt == 0:
                         log_start(job, order[job.index], len(jobs))
-                    self.busy[slot.actor.run.remote(job.case, job.name)] = (job, slot, attempt)
+                    call = slot.actor.run_job.remote(
+                        job, info, order[job.index], len(jobs), pose.take(job.index)
+                    )
+                    self.busy[call] = (job, slot, attempt)
                 waiting = [*self.busy, *pose.pending, *self.reviving]
                 ready, _ = ray.wait(waiting, num_returns=1)
                 for ref in ready:
@@ -236,22 +241,18 @@ class RayExecutor(ExecutorBase):
                         self._revived(ref, idle)
                         continue
                     job, slot, attempt = self.busy.pop(ref)
-                    outcome = self._outcome(ref, job, slot, attempt, queue)
+                    result = self._result(ref, job, slot, attempt, queue)
                     if slot.pid > 0:
                         idle.append(slot)
                     else:  # dead: Ray restarts it; it takes jobs again once it answers
                         self.reviving[slot.actor.pid.remote()] = slot
-                    if outcome is not None:
-                        outcomes[job.index] = outcome
-                        bar.update(1)
-                # in plan order, so output names are claimed as a local run claims them
-                while len(results) < len(jobs) and jobs[len(results)].index in outcomes:
-                    job = jobs[len(results)]
-                    outcome = outcomes.pop(job.index)
-                    pose.attach(job, outcome)
-                    result = finish_job(job, outcome, info, number=order[job.index],
-                                        total=len(jobs))  # fmt: skip
+                    if result is None:
+                        continue
+                    if isinstance(result, Outcome):  # its worker is gone: the driver records it
+                        result = finish_job(job, result, sidecar, number=order[job.index],
+                                            total=len(jobs))  # fmt: skip
                     results.append(result)
+                    bar.update(1)
                     if self.on_result is not None:
                         self.on_result(result, self)
         finally:
@@ -271,14 +272,16 @@ class RayExecutor(ExecutorBase):
             return
         idle.append(slot)
 
-    def _outcome(
+    def _result(
         self, ref: Any, job: Job, slot: _Slot, attempt: int, queue: deque[tuple[Job, int]]
-    ) -> Outcome | None:
-        """The job's outcome, or None when its worker died and the job goes back in line."""
+    ) -> JobResult | Outcome | None:
+        """The job's result as its worker published it; None when the worker died and the
+        job goes back in line; the failed ``Outcome`` for the driver to record once it has
+        died ``max_retries`` + 1 times."""
         import ray
 
         try:
-            outcome, lines = ray.get(ref)
+            result, lines = ray.get(ref)
         except ray.exceptions.RayActorError as exc:
             slot.pid = -1  # Ray restarts it (models loaded again)
             if attempt < self.settings.max_retries:
@@ -294,7 +297,7 @@ class RayExecutor(ExecutorBase):
             logger.error("%s failed: its worker died %d time(s)", job.name, attempt + 1)
             return Outcome(error=f"WorkerDied: the worker running {job.name} died")
         replay_logs(lines)
-        return outcome
+        return result
 
 
 def _pick(queue: deque[tuple[Job, int]], ready: set[int]) -> tuple[Job, int]:
@@ -318,6 +321,7 @@ class _PoseAhead:
         self.refs: dict[int, Any] = {}
         self.ready: set[int] = set()
         self.results: dict[int, tuple[list[Any], float]] = {}
+        self.handed: set[int] = set()  # jobs whose worker got the pose job's ref
         self._next = 0
 
     def submit(self, queued: set[int]) -> None:
@@ -341,22 +345,22 @@ class _PoseAhead:
         try:
             events, seconds, lines = ray.get(ref)
             replay_logs(lines)
-            self.results[index] = (events, seconds)
+            if index in self.handed:
+                self.handed.discard(index)
+            else:
+                self.results[index] = (events, seconds)
         except ray.exceptions.RayError as exc:  # the generation computes them itself
             logger.debug("pose stage of job %d lost: %s", index, exc)
         return True
 
-    def attach(self, job: Job, outcome: Outcome) -> None:
-        """Put the job's pose-stage cache events and seconds in its outcome (waiting briefly
-        for a pose job still running: the generation already used its entries)."""
-        import ray
-
-        ref = self.refs.pop(job.index, None)
-        if ref is not None and ref in self.pending and ray.wait([ref], timeout=30)[0]:
-            self.collect(ref)
-        found = self.results.pop(job.index, None)
-        if found is None or outcome.error is not None:
-            return
-        events, seconds = found
-        outcome.cache_events = [*events, *outcome.cache_events]
-        outcome.timings = {"pose_ahead": seconds, **outcome.timings}
+    def take(self, index: int) -> tuple[list[Any], float] | list[Any] | None:
+        """What a job about to start gets of its pose stage: the events and seconds when
+        collected, ``[object ref]`` of a pose job still running (its worker waits for it after
+        generating, to record it in the sidecar), None when there is none."""
+        ref = self.refs.pop(index, None)
+        if index in self.results:
+            return self.results.pop(index)
+        if ref is not None and ref in self.pending:
+            self.handed.add(index)
+            return [ref]  # in a list: Ray hands it over unresolved, so the job starts now
+        return None

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mimicache.batch.output_root import location
 from mimicache.batch.outputs import printable
 from mimicache.cache.fs import atomic_write
 from mimicache.cache.keys import to_json_value
@@ -68,7 +69,7 @@ def sidecar_bytes(
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "status": result.status,
         "error": result.error,
-        "output": str(video) if result.output is not None else None,
+        "output": location(video) if result.output is not None else None,
         "job": {"index": job.index, "name": job.name, "case_index": job.case_index},
         "config_file": None if config.source_path is None else str(config.source_path),
         "parameters": case_to_dict(job.case),

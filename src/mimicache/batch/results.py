@@ -9,13 +9,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from mimicache.batch.output_root import location
 from mimicache.batch.run import JobResult
 from mimicache.cache import file_digest
 from mimicache.cache.keys import to_json_value
+from mimicache.cache.remote import remote_url
 from mimicache.config import case_to_dict
 
 logger = logging.getLogger(__name__)
@@ -37,11 +39,11 @@ def result_row(result: JobResult, *, run: str) -> dict[str, Any]:
         "name": job.name,
         "case_index": job.case_index,
         "status": result.status,
-        "ref_image": parameters.pop("ref_image_path"),
-        "video": parameters.pop("ref_video_path"),
+        "ref_image": location(parameters.pop("ref_image_path")),
+        "video": location(parameters.pop("ref_video_path")),
         "manifest": job.source,
         "parameters": parameters,
-        "output": None if result.output is None else str(result.output),
+        "output": location(result.output),
         "result_key": None if key is None else key.digest,
         "result_fields": None if key is None else key.fields,  # --resume names what changed
         "timings": {str(k): float(v) for k, v in result.timings.items()},
@@ -55,12 +57,17 @@ def result_row(result: JobResult, *, run: str) -> dict[str, Any]:
         row["ref_image"] = values.get("ref_image", values.get("ref_image_path"))
         row["video"] = values.get("video", values.get("ref_video_path"))
     if result.done and result.output is not None:
-        row["sidecar"] = str(result.output.with_suffix(".json"))
-        try:  # resume checks the mp4 against these, as it does with a sidecar's
-            row["output_bytes"] = result.output.stat().st_size
-            row["output_blake3"] = file_digest(result.output)
-        except OSError as exc:
-            logger.warning("could not read %s back for results.jsonl: %s", result.output, exc)
+        row["sidecar"] = location(result.output.with_suffix(".json"))
+        # resume checks the mp4 against these, as it does with a sidecar's
+        if result.output_blake3 is not None:  # as published: no read back
+            row["output_bytes"] = result.output_bytes
+            row["output_blake3"] = result.output_blake3
+        elif remote_url(result.output) is None:
+            try:
+                row["output_bytes"] = result.output.stat().st_size
+                row["output_blake3"] = file_digest(result.output)
+            except OSError as exc:
+                logger.warning("could not read %s back for results.jsonl: %s", result.output, exc)
     return to_json_value(row, canonical=False)
 
 
@@ -81,9 +88,10 @@ class ResultsLog:
     every result of the run (rows not written yet are appended). A file that cannot be written
     is a warning, once: results.jsonl never fails a run."""
 
-    def __init__(self, path: Path, *, run: str):
+    def __init__(self, path: Path, *, run: str, after_write: Callable[[Path], None] | None = None):
         self.path = Path(path)
         self.run = run
+        self.after_write = after_write  # e.g. the upload of a URL root's staged copy
         self._written: set[int] = set()  # ids of the results already written
         self._warned = False
 
@@ -93,6 +101,8 @@ class ResultsLog:
             return
         self._append(result_row(result, run=self.run))
         self._written.add(id(result))
+        if self.after_write is not None:
+            self.after_write(self.path)
 
     def finish(self, results: Iterable[JobResult]) -> None:
         for result in results:

@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from mimicache.batch.outcome import JobResult
+from mimicache.batch.output_root import object_sidecars, object_size
 from mimicache.batch.plan import Job
 from mimicache.cache import StageKey, file_digest, fingerprint_files
+from mimicache.cache.remote import remote_url
 from mimicache.config import TestCase, case_to_dict
-from mimicache.engine.stages import PIPELINE_STAGES, POSE_FRAMES
+from mimicache.engine.stage_names import PIPELINE_STAGES, POSE_FRAMES
 from mimicache.errors import MimicacheError
 
 logger = logging.getLogger(__name__)
@@ -203,6 +205,12 @@ def _ok_sidecars(folders: Iterable[Path]) -> list[tuple[Path, dict[str, Any]]]:
     """The sidecars with status ok (and an output) in ``folders``, oldest name first."""
     found = []
     for folder in sorted(set(folders)):
+        if remote_url(folder) is not None:  # a URL root: its sidecar objects
+            for sidecar, raw in object_sidecars(folder):
+                data = _parse_json(raw)
+                if data.get("status") == "ok" and data.get("output"):
+                    found.append((sidecar, data))
+            continue
         if not folder.is_dir():
             continue
         for sidecar in sorted(folder.glob("*.json")):
@@ -213,15 +221,18 @@ def _ok_sidecars(folders: Iterable[Path]) -> list[tuple[Path, dict[str, Any]]]:
 
 
 def _damage(video: Path, data: dict[str, Any]) -> str | None:
-    """What is wrong with an earlier result's mp4, None when it is as its sidecar records."""
+    """What is wrong with an earlier result's mp4, None when it is as its sidecar records.
+    An object's bytes are not read back: a create-only put publishes it whole or not at all,
+    so its size tells an object that is there from one that is not."""
+    remote = remote_url(video) is not None
     try:
-        size = video.stat().st_size
+        size = object_size(video) if remote else video.stat().st_size
         if size == 0:
             return f"the mp4 {video} is empty"
         if size != data.get("output_bytes"):
             recorded = data.get("output_bytes")
             return f"the mp4 {video} is damaged ({size} bytes, its sidecar says {recorded})"
-        if file_digest(video) != data.get("output_blake3"):
+        if not remote and file_digest(video) != data.get("output_blake3"):
             return f"the mp4 {video} is damaged (its BLAKE3 digest differs from the sidecar's)"
     except FileNotFoundError:
         return f"the mp4 {video} is missing"
@@ -244,7 +255,14 @@ def _as_json(value: dict[str, Any]) -> dict[str, Any]:
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return _parse_json(path.read_bytes())
+    except OSError:
+        return {}
+
+
+def _parse_json(raw: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(raw.decode("utf-8"))
+    except ValueError:  # UnicodeDecodeError too
         return {}
     return value if isinstance(value, dict) else {}

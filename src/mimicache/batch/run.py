@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from mimicache.batch.inputs import fetched
 from mimicache.batch.outcome import JobResult, Outcome, error_text
+from mimicache.batch.output_root import location
 from mimicache.batch.outputs import publish_output
 from mimicache.batch.plan import Job
 from mimicache.batch.report import sidecar_bytes
@@ -89,14 +91,15 @@ def finish_job(
         result = JobResult(
             job, "ok", output, timings, cache_events=outcome.cache_events,
             people=outcome.people, platform=outcome.platform, result_key=outcome.result_key,
+            output_bytes=len(video), output_blake3=bytes_digest(video),
         )  # fmt: skip
         published.append(result)
         key = outcome.result_key
         extra = {
             "result_key": None if key is None else key.digest,
             "result_fields": None if key is None else key.fields,
-            "output_bytes": len(video),
-            "output_blake3": bytes_digest(video),
+            "output_bytes": result.output_bytes,
+            "output_blake3": result.output_blake3,
         }
         return _sidecar(job, result, info, extra)
 
@@ -105,7 +108,8 @@ def finish_job(
         output = publish_output(folder, job.base_stem, video, sidecar)
     except OSError as exc:
         error = OutputError(
-            f"cannot write the video of {job.name} to {folder} ({exc.strerror or exc}). "
+            f"cannot write the video of {job.name} to {location(folder)} "
+            f"({exc.strerror or exc}). "
             "Check that the folder is writable and has free space."
         )
         logger.error("[%d/%d] %s failed: %s", number, total, job.name, error)
@@ -122,7 +126,7 @@ def finish_job(
         result.timings.get("preprocess", 0.0),
         result.timings.get("pipeline", 0.0),
         result.timings.get("total", 0.0),
-        output,
+        location(output),
     )
     return result
 
@@ -152,7 +156,7 @@ def run_jobs(
             log_start(job, number, len(jobs))
             outcome = generate_outcome(engine, job, number, len(jobs), progress=progress)
             if outcome.error is None and result_key is not None:
-                outcome.result_key = result_key(job.case)
+                outcome.result_key = result_key(fetched(job.case))
             result = finish_job(job, outcome, info, number=number, total=len(jobs))
             if on_frames is not None and result.ok:
                 on_frames(job, outcome.frames)
@@ -185,8 +189,8 @@ def log_start(job: Job, number: int, total: int) -> None:
         number,
         total,
         job.name,
-        job.case.ref_image_path,
-        job.video_path,
+        location(job.case.ref_image_path),
+        location(job.video_path),
     )
 
 
@@ -195,7 +199,7 @@ def generate_outcome(
 ) -> Outcome:
     """``engine.generate`` for one job; its error (logged) instead of raising."""
     try:
-        generated = engine.generate(job.case, progress=progress, label=job.name)
+        generated = engine.generate(fetched(job.case), progress=progress, label=job.name)
     except MimicacheError as exc:
         logger.error("[%d/%d] %s failed: %s", number, total, job.name, exc)
         logger.debug("traceback", exc_info=True)

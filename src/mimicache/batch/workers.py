@@ -1,10 +1,12 @@
 """What an executor's worker process holds, built from an ``EngineSpec`` (everything needed to
 load the same engine as a local run, picklable) by ``engine.build``: a generation
-worker (the whole engine, loaded once, runs jobs and returns frames (F,H,W,3) uint8) and a
-pose worker (DWPose only, fills the cache's pose entries ahead of the generation).
+worker (the whole engine, loaded once, runs jobs) and a pose worker (DWPose only, fills the
+cache's pose entries ahead of the generation).
 
-Workers never write outputs: they hand back an ``Outcome`` and the log records of the job,
-and the driver writes files (``run.finish_job``) exactly as a local run does.
+A generation worker writes its own results: ``run_job`` fetches the job's URL inputs to this
+machine, generates, encodes the mp4 and publishes it with its sidecar (``run.finish_job``,
+exactly as a local run does, to a local folder or an object-storage URL), and hands the
+driver the small ``JobResult`` (a few kB, no frames) and the job's log records.
 """
 
 from __future__ import annotations
@@ -16,8 +18,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from mimicache.batch.outcome import Outcome, error_text
+from mimicache.batch.inputs import fetched
+from mimicache.batch.outcome import JobResult, Outcome, error_text
+from mimicache.batch.plan import Job
 from mimicache.batch.resume import ResultKey, ResultKeys
+from mimicache.batch.run import SidecarInfo, finish_job
 from mimicache.config import TestCase
 from mimicache.engine.spec import EngineSpec
 from mimicache.errors import MimicacheError
@@ -93,13 +98,40 @@ class GenerationWorker:
         return os.getpid()
 
     def result_key(self, case: TestCase) -> ResultKey | None:
-        return self.keys(case)
+        try:
+            return self.keys(fetched(case))
+        except MimicacheError:  # an input that cannot be fetched: the job reports it
+            return None
+
+    def run_job(
+        self,
+        job: Job,
+        info: SidecarInfo,
+        number: int,
+        total: int,
+        ahead: tuple[list[Any], float] | list[Any] | None = None,
+    ) -> tuple[JobResult, list[LogLine]]:
+        """One job run and published here: its result (no frames) and the records logged.
+        ``ahead``: the cache events and seconds of its pose stage, run by a pose worker, or
+        ``[object ref]`` of that pose job when it was still running."""
+        outcome, lines = self.run(job.case, job.name)
+        if isinstance(ahead, list):
+            ahead = _pose_ahead(ahead[0])
+        if ahead is not None and outcome.error is None:
+            events, seconds = ahead
+            outcome.cache_events = [*events, *outcome.cache_events]
+            outcome.timings = {"pose_ahead": seconds, **outcome.timings}
+        level = logging.DEBUG if self.spec.verbose else logging.INFO
+        with captured_logs(level) as published:
+            result = finish_job(job, outcome, info, number=number, total=total)
+        return result, [*lines, *published]
 
     def run(self, case: TestCase, label: str) -> tuple[Outcome, list[LogLine]]:
         """One job: its outcome (frames or the error text) and the records it logged."""
         level = logging.DEBUG if self.spec.verbose else logging.INFO
         with captured_logs(level) as lines:
             try:
+                case = fetched(case)
                 generated = self.engine.generate(case, progress=False, label=label)
             except MimicacheError as exc:
                 logger.error("%s failed: %s", label, exc)
@@ -117,6 +149,18 @@ class GenerationWorker:
                 platform=dict(getattr(generated, "platform", {})),
             )
         return outcome, lines
+
+
+def _pose_ahead(ref: Any) -> tuple[list[Any], float] | None:
+    """A pose job's events and seconds: it is done or nearly so, since the generation has
+    just used its entries; None when it was lost (the generation computed them itself)."""
+    import ray
+
+    try:
+        events, seconds, _ = ray.get(ref, timeout=30)
+    except Exception:  # lost or late: the sidecar goes without the pose stage's record
+        return None
+    return events, seconds
 
 
 class PoseWorker:
@@ -143,7 +187,7 @@ class PoseWorker:
         record = JobRecord()
         with captured_logs(self.level) as lines:
             try:
-                self.engine.prepare_pose(case, record, progress=False)
+                self.engine.prepare_pose(fetched(case), record, progress=False)
             except Exception as exc:  # the generation stage meets it again and reports it
                 logger.debug("pose ahead of %s failed: %s", case.ref_video_path, exc)
         return record.events, time.perf_counter() - start, lines

@@ -13,15 +13,15 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import blake3
-import torch
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 
 from mimicache.cache.keys import StageKey, canonical_json, key_digest
 from mimicache.errors import CacheError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "ENTRY_SUFFIX",
@@ -36,6 +36,7 @@ __all__ = [
     "head_metadata",
     "header_length",
     "prepare_tensors",
+    "raw_checksum",
     "read_metadata",
     "tensor_checksum",
 ]
@@ -76,6 +77,8 @@ class Entry:
 
 
 def _tensor_bytes(t: torch.Tensor) -> memoryview:
+    import torch
+
     flat = t.reshape(-1)
     if flat.dtype != torch.uint8:
         flat = flat.view(torch.uint8)
@@ -98,6 +101,8 @@ def prepare_tensors(result: Any) -> dict[str, torch.Tensor]:
         raise TypeError(
             f"cache compute function must return a dict of tensors, got {type(result).__name__}"
         )
+    import torch
+
     out: dict[str, torch.Tensor] = {}
     seen: set[int] = set()
     for name, t in result.items():
@@ -150,6 +155,8 @@ def encode_entry(
         mimicache_version=version,
         checksum=tensor_checksum(tensors),
     )
+    from safetensors.torch import save as st_save
+
     return _canonical_header(st_save(tensors, metadata=meta)), meta
 
 
@@ -169,7 +176,13 @@ def decode_entry(data: bytes, stage: str | None = None, key: StageKey | None = N
 
     Raises CorruptEntry on any inconsistency (sizes, header, checksum, stage, key, fields).
     """
-    meta, tensors = _parse(data)
+    meta = _check(data)
+    from safetensors.torch import load as st_load
+
+    try:
+        tensors = st_load(data)
+    except Exception as exc:
+        raise CorruptEntry(f"safetensors cannot read it: {exc}") from None
     if stage is not None and meta.get("stage") != stage:
         raise CorruptEntry("entry belongs to another stage or key")
     if key is not None:
@@ -192,7 +205,7 @@ def entry_damage(path: Path, stage: str, key: str) -> str | None:
 def data_damage(data: bytes, stage: str, key: str) -> str | None:
     """What is wrong with an entry file's bytes (filed under ``stage``/``key``), or None."""
     try:
-        meta, _ = _parse(data)
+        meta = _check(data)
         if meta.get("stage") != stage or meta.get("key") != key:
             return f"metadata says stage {meta.get('stage')!r} key {meta.get('key')!r}"
         if key_digest(json.loads(meta.get("fields", "null")) or {}) != key:
@@ -236,8 +249,63 @@ def header_length(head: bytes) -> int:
     return 8 + n if 2 <= n <= _MAX_HEADER else 0
 
 
-def _parse(data: bytes) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
-    """Metadata and tensors of an entry file's bytes; raises CorruptEntry on any inconsistency."""
+# safetensors' dtype codes -> (torch's name of the dtype, bytes per element): the checksum
+# hashes torch's names, and a check from the raw bytes must hash the same ones.
+_DTYPES = {
+    "BOOL": ("torch.bool", 1),
+    "U8": ("torch.uint8", 1),
+    "I8": ("torch.int8", 1),
+    "F8_E4M3": ("torch.float8_e4m3fn", 1),
+    "F8_E5M2": ("torch.float8_e5m2", 1),
+    "U16": ("torch.uint16", 2),
+    "I16": ("torch.int16", 2),
+    "F16": ("torch.float16", 2),
+    "BF16": ("torch.bfloat16", 2),
+    "U32": ("torch.uint32", 4),
+    "I32": ("torch.int32", 4),
+    "F32": ("torch.float32", 4),
+    "U64": ("torch.uint64", 8),
+    "I64": ("torch.int64", 8),
+    "F64": ("torch.float64", 8),
+    "C64": ("torch.complex64", 8),
+}
+
+
+def raw_checksum(header: Mapping[str, Any], body: memoryview) -> str:
+    """``tensor_checksum`` of the tensors a safetensors header describes, from their bytes in
+    ``body`` (the data section), without decoding them: the same BLAKE3, and no torch, so
+    ``cache verify`` stays quick. Raises CorruptEntry on an inconsistent header."""
+    layout: dict[str, list[Any]] = {}
+    spans: dict[str, tuple[int, int]] = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, itemsize = _DTYPES[info["dtype"]]
+            shape = [int(d) for d in info["shape"]]
+            start, end = (int(o) for o in info["data_offsets"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CorruptEntry(f"tensor {name!r}: bad header entry ({exc})") from None
+        count = 1
+        for d in shape:
+            count *= d
+        if min(shape, default=0) < 0 or not 0 <= start <= end <= len(body):
+            raise CorruptEntry(f"tensor {name!r}: shape or offsets out of range")
+        if end - start != count * itemsize:
+            raise CorruptEntry(f"tensor {name!r}: {end - start} bytes for shape {shape}")
+        layout[name] = [dtype, shape]
+        spans[name] = (start, end)
+    hasher = blake3.blake3()
+    hasher.update(canonical_json(layout).encode("utf-8"))
+    for name in sorted(spans):
+        start, end = spans[name]
+        hasher.update(body[start:end])
+    return hasher.hexdigest()
+
+
+def _check(data: bytes) -> dict[str, str]:
+    """The metadata of an entry file's bytes, after checking sizes, header and checksum from
+    the raw bytes; raises CorruptEntry on any inconsistency."""
     if len(data) < 8:
         raise CorruptEntry(f"file too short ({len(data)} bytes)")
     n = int.from_bytes(data[:8], "little")
@@ -259,12 +327,8 @@ def _parse(data: bytes) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
         raise CorruptEntry(
             f"data section is {len(data) - 8 - n} bytes, header says {max(ends, default=0)}"
         )
-    try:
-        tensors = st_load(data)
-    except Exception as exc:
-        raise CorruptEntry(f"safetensors cannot read it: {exc}") from None
     if meta.get("format") != "mimicache" or meta.get("schema") != str(SCHEMA):
         raise CorruptEntry("not a mimicache entry of this schema")
-    if tensor_checksum(tensors) != meta.get("checksum"):
+    if raw_checksum(header, memoryview(data)[8 + n :]) != meta.get("checksum"):
         raise CorruptEntry("checksum mismatch")
-    return meta, tensors
+    return meta

@@ -19,8 +19,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 import mimicache.cache.admin as admin
 from mimicache.cache.admin import EntryInfo, Problem, Removal, RemovalPlan, VerifyReport
@@ -33,13 +32,7 @@ from mimicache.cache.entry import (
     encode_entry,
     prepare_tensors,
 )
-from mimicache.cache.fs import (
-    atomic_write,
-    errno_text,
-    key_lock,
-    write_blocker,
-    write_cachedir_tag,
-)
+from mimicache.cache.fs import atomic_write, errno_text, key_lock, write_blocker, write_cachedir_tag
 from mimicache.cache.index import HIT_REASON, Index, MissReason
 from mimicache.cache.keys import StageKey, fingerprint_files
 from mimicache.cache.layout import Layout, check_stage
@@ -48,6 +41,9 @@ from mimicache.cache.remote import local_file_root, local_tier_dir, remote_url
 from mimicache.cache.sharing import index_folder
 from mimicache.cache.sizes import format_size, parse_size  # callers import them from here too
 from mimicache.cache.tiers import Tiers
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 

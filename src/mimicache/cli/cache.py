@@ -26,7 +26,7 @@ from mimicache.cli.console import flag_words
 from mimicache.cli.fmt import plural, size_arg, text_table
 from mimicache.engine.platform import describe
 from mimicache.engine.spec import DEFAULT_CACHE_DIR
-from mimicache.engine.stages import STAGES
+from mimicache.engine.stage_names import STAGES
 from mimicache.errors import CacheError, MimicacheError
 
 __all__ = ["DEFAULT_CACHE_DIR", "add_cache_commands", "main", "run_cache_command"]

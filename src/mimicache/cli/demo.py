@@ -14,15 +14,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
-from PIL import Image
 
 from mimicache.cli.console import setup_logging
 from mimicache.cli.run import run_main
-from mimicache.media import write_video
-from mimicache.testing.dwpose import make_figure_frame
-from mimicache.testing.models import write_tiny_bundle
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +29,12 @@ DEMO_FPS = 24
 
 def write_demo_media(folder: Path) -> tuple[Path, Path]:
     """A reference image and two driving videos of a moving stick figure; returns (image, videos)."""
+    import numpy as np
+    from PIL import Image
+
+    from mimicache.media import write_video
+    from mimicache.testing.dwpose import make_figure_frame
+
     videos = folder / "videos"
     videos.mkdir(parents=True, exist_ok=True)
     image = folder / "reference.png"
@@ -109,6 +110,9 @@ def run_demo(workdir: Path) -> int:
     start = time.perf_counter()
     workdir = workdir.absolute()
     print(f"mimicache demo in {workdir}")
+    # The tiny models need torch and diffusers: loaded here, not when the CLI starts.
+    from mimicache.testing.models import write_tiny_bundle
+
     bundle = write_tiny_bundle(workdir / "models")
     image, videos = write_demo_media(workdir / "media")
     config = write_demo_config(workdir / "demo.yaml", bundle, image, videos)

@@ -25,13 +25,15 @@ from mimicache.batch import (
 from mimicache.batch.executor import Executor, ExecutorSettings
 from mimicache.batch.html_report import write_run_report
 from mimicache.batch.manifest import plan_manifest, read_manifest
+from mimicache.batch.output_root import UPLOAD_EVERY_S, OutputRoot, open_output_root
 from mimicache.batch.plan import shard_jobs
 from mimicache.batch.results import RESULTS_FILE, ResultsLog, read_results
 from mimicache.batch.run import INTERRUPTED_EXIT
 from mimicache.cli.console import call_command, setup_logging
+from mimicache.cli.extras import check_run_extras
 from mimicache.cli.flags import RUN_DEFAULTS, SEED_DEFAULTS, add_run_arguments
 from mimicache.cli.options import engine_spec
-from mimicache.cli.scale import select_shard
+from mimicache.cli.scale import check_executor_flags, select_shard
 from mimicache.config import InferenceConfig, load_config
 from mimicache.engine.spec import EngineSpec
 from mimicache.errors import MimicacheError
@@ -54,8 +56,11 @@ def run_command(args: argparse.Namespace) -> int:
     config with the flags' overrides, plan (this shard's jobs), run them here (models loaded
     once) or on Ray workers, or cold + warm; print the summary, prune the cache if asked; the
     exit code of the jobs."""
+    check_executor_flags(args)  # before the log file, the output folder and the models
+    check_run_extras(args)
     timestamp = make_timestamp()
-    output_dir, log_file = _check_paths_and_log(args, timestamp)
+    root, log_file = _check_paths_and_log(args, timestamp)
+    output_dir = root.folder
     config, overrides = _load_config(args)
     # flag > config > the command's default
     pose_retarget = args.pose_retarget or config.pose_retarget or args.default_pose_retarget
@@ -64,14 +69,16 @@ def run_command(args: argparse.Namespace) -> int:
     if args.shard:
         kept = {job.index for job in shard_jobs([r.job for r in rejected], *args.shard)}
         rejected = [r for r in rejected if r.job.index in kept]
-    log = ResultsLog(output_dir / RESULTS_FILE, run=timestamp)
+    # a URL root: results.jsonl kept in the staging folder, uploaded as jobs finish
+    log = ResultsLog(root.download(RESULTS_FILE), run=timestamp,
+                     after_write=lambda path: root.upload(path, every=UPLOAD_EVERY_S))  # fmt: skip
     executor = _executor(args, _engine_spec(args, config, pose_retarget), log)
     if args.benchmark_cache and (not executor.in_process or args.resume or args.shard):
         raise MimicacheError(
             "--benchmark_cache runs locally and whole: drop --executor "
             f"{args.executor}, --resume and --shard"
         )
-    for folder in sorted({job.output_path.parent for job in jobs}):
+    for folder in sorted({job.output_path.parent for job in jobs} if not root.remote else ()):
         check_output_folder(folder)
     bench = None
     if args.benchmark_cache:
@@ -84,25 +91,30 @@ def run_command(args: argparse.Namespace) -> int:
     summary = format_summary(results)
     print(summary)
     logger.debug("summary\n%s", summary)
-    _write_report(args, log_file, executor.spec, executor.engine, results, bench)
+    report = _write_report(args, log_file, executor.spec, executor.engine, results, bench)
+    own_log = log_file if log_file.parent == root.staging else None  # not a --log_file
+    for staged in (log.path, report, own_log):  # a URL root: the driver's files go up
+        root.upload(staged)
     code = exit_code(results)
     if executor.cache is not None and code != INTERRUPTED_EXIT:  # Ctrl-C: stop now
         _prune_cache(args, executor.cache)
     return code
 
 
-def _check_paths_and_log(args: argparse.Namespace, timestamp: str) -> tuple[Path, Path]:
+def _check_paths_and_log(args: argparse.Namespace, timestamp: str) -> tuple[OutputRoot, Path]:
     """Every path we write is checked before the config, the plan or a model is loaded; then
-    logging goes to the console and the run's log file. Returns the output folder and the
-    log file."""
-    output_dir = check_output_folder(args.output_dir)
+    logging goes to the console and the run's log file. Returns the output root (a URL root
+    has a local staging folder for the log, the report and results.jsonl) and the log file."""
+    root = open_output_root(args.output_dir)
+    if not root.remote:
+        check_output_folder(root.folder)
     log_file = (
-        check_log_file(args.log_file) if args.log_file else reserve_log(output_dir, timestamp)
+        check_log_file(args.log_file) if args.log_file else reserve_log(root.staging, timestamp)
     )
     bars = not args.quiet and sys.stderr.isatty()
     setup_logging(args.verbose, log_file, bars=bars)
     logger.info("log file: %s", log_file)
-    return output_dir, log_file
+    return root, log_file
 
 
 def _load_config(args: argparse.Namespace) -> tuple[InferenceConfig, dict[str, Any]]:
@@ -235,7 +247,7 @@ def _write_report(
     engine: MimicMotion | None,
     results: list[JobResult],
     bench: BenchReport | None,
-) -> None:
+) -> Path | None:
     """``report.html`` beside the log: the run's parameters, then its jobs (``engine`` None:
     the jobs ran on Ray workers)."""
     parameters = {
@@ -252,7 +264,7 @@ def _write_report(
         "person": engine.person if engine is not None else spec.person or "auto",
         "feature cache": spec.cache_dir if spec.cache_enabled else "off",
     }
-    write_run_report(
+    return write_run_report(
         log_file, results, parameters=parameters, bench=bench, plot=getattr(args, "plot", None)
     )
 

@@ -12,8 +12,20 @@ from mimicache.batch import Job
 from mimicache.batch.executors import DEFAULT_EXECUTOR, EXECUTORS
 from mimicache.batch.plan import shard_jobs
 from mimicache.cli.options import add_engine_flags
+from mimicache.errors import ConfigError
 
 logger = logging.getLogger(__name__)
+
+MAX_RETRIES = 1
+# The flags only Ray's executor reads, with their defaults: given to another executor, they
+# would be dropped without a word.
+RAY_FLAGS = {
+    "workers": None,
+    "ray_address": None,
+    "gpus_per_worker": None,
+    "pose_workers": None,
+    "max_retries": MAX_RETRIES,
+}
 
 
 def add_scale_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,7 +62,7 @@ def add_scale_arguments(parser: argparse.ArgumentParser) -> None:
     scale.add_argument(
         "--max_retries",
         type=_non_negative_int,
-        default=1,
+        default=MAX_RETRIES,
         help="times a job is retried when its worker dies (ray; an input error is never "
         "retried; default: %(default)s)",
     )
@@ -67,6 +79,24 @@ def add_scale_arguments(parser: argparse.ArgumentParser) -> None:
         help="skip jobs whose result (same inputs, parameters, models, code) is already in "
         "the output folder",
     )
+
+
+def check_executor_flags(args: argparse.Namespace) -> None:
+    """A Ray-only flag with another executor is an error before any work: a run that quietly
+    ignored ``--workers 8`` would take hours on one process where minutes were meant."""
+    if args.executor == "ray":
+        return
+    given = [
+        f"--{flag} {getattr(args, flag)}"
+        for flag, default in RAY_FLAGS.items()
+        if getattr(args, flag, default) != default
+    ]
+    if given:
+        raise ConfigError(
+            f"{', '.join(given)}: only --executor ray reads "
+            f"{'this flag' if len(given) == 1 else 'these flags'}; add --executor ray or "
+            f"drop {'it' if len(given) == 1 else 'them'} (--executor {args.executor})"
+        )
 
 
 def shard_arg(text: str) -> tuple[int, int]:

@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mimicache.batch import check_output_folder, make_timestamp, reserve_log
-from mimicache.cli.console import setup_logging
+from mimicache.cli.console import flag_words, setup_logging
+from mimicache.cli.extras import EXTRAS, MissingExtra
 from mimicache.cli.options import add_engine_flags, engine_spec
 from mimicache.cli.ui_session import Inputs, Settings, UiSession
 from mimicache.config import PERSON_MODES, RETARGET_MODES, load_config
+from mimicache.config.keys import SPEEDS
+from mimicache.config.sampler import SCHEDULER_NAMES
 from mimicache.errors import MimicacheError
-from mimicache.pipeline.schedulers import SCHEDULER_NAMES
-from mimicache.pipeline.speed import SPEEDS
 
 if TYPE_CHECKING:
     import gradio
@@ -138,8 +139,8 @@ def import_gradio() -> Any:
     try:
         import gradio
     except ImportError as exc:
-        raise MimicacheError(
-            f"the web UI needs Gradio ({exc}); install it with: pip install 'mimicache[ui]'"
+        raise MissingExtra(
+            f"mimicache ui needs Gradio ({exc}); install it with: {EXTRAS['ui'].install}"
         ) from None
     return gradio
 
@@ -228,7 +229,7 @@ def _handler(call: Callable, shape: Callable, failed: tuple) -> Callable[..., tu
                 _progress_report(progress),
             )
         except MimicacheError as exc:
-            return (*failed, f"error: {exc}")
+            return (*failed, f"error: {flag_words(str(exc))}")
         return shape(result)
 
     return handler
@@ -258,7 +259,7 @@ def generate_action(session: UiSession) -> Callable[..., tuple]:
         first = outputs[0] if outputs else None
         message = f"{len(outputs)} of {len(outcome.results)} written to {session.output_dir}"
         if outcome.errors:
-            message += "\n" + "\n".join(f"error: {text}" for text in outcome.errors)
+            message += "\n" + "\n".join(f"error: {flag_words(text)}" for text in outcome.errors)
         return first, gr.update(choices=choices, value=first), outcome.summary, message
 
     return _handler(session.generate, shape, (None, gr.update(choices=[], value=None), ""))
@@ -359,6 +360,6 @@ def prune_action(session: UiSession) -> Callable[[str], str]:
         try:
             return session.prune_cache(max_size or "")
         except MimicacheError as exc:
-            return f"error: {exc}"
+            return f"error: {flag_words(str(exc))}"
 
     return prune

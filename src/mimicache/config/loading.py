@@ -8,8 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
 from mimicache.config.keys import (
     _PATH_FIELDS,
@@ -76,6 +74,10 @@ def load_config(path: str | Path, *, base_dir: str | Path | None = None) -> Infe
             f"{shown}: the top level must be a mapping with base_model_path, ckpt_path and "
             "test_case"
         )
+    # OmegaConf (with its grammar parser) loads here, when a config is read, not at start-up.
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
     try:
         loaded = OmegaConf.create(text) if node is not None else OmegaConf.create({})
     except yaml.YAMLError as exc:  # e.g. duplicate keys, found by OmegaConf's loader

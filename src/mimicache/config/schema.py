@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mimicache.cache.fetch import input_url
 from mimicache.config.keys import (
     _FLOAT_FIELDS,
     _INT_FIELDS,
@@ -117,7 +118,8 @@ def case_to_dict(case: TestCase) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for f in dataclasses.fields(case):
         value = getattr(case, f.name)
-        out[f.name] = str(value) if isinstance(value, Path) else value
+        # an input by URL is kept as a Path, which reads "s3:/b/k": write the URL back
+        out[f.name] = (input_url(value) or str(value)) if isinstance(value, Path) else value
     return out
 
 

@@ -9,9 +9,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
+from mimicache.cache.fetch import input_url
 from mimicache.config.keys import (
     _FLOAT_FIELDS,
     _HUB_ID,
@@ -20,7 +20,6 @@ from mimicache.config.keys import (
     _PATH_FIELDS,
     PERSON_MODES,
 )
-from mimicache.media import long_side
 
 # --------------------------------------------------------------------------- validation
 
@@ -72,6 +71,8 @@ def _check_int_ranges(ok_int: Mapping[str, int], bad) -> None:
             f"and at least one driving frame), got {ok_int['num_frames']}",
         )
     if "resolution" in ok_int:
+        from mimicache.media import long_side
+
         res = ok_int["resolution"]
         if res <= 0:
             bad("resolution", f"must be a positive integer, got {res}")
@@ -161,12 +162,19 @@ def _unknown_hint(name: str, known: tuple[str, ...]) -> str:
     return f"'{name}' ({_suggest(name, known)})"
 
 
+def _is_bool(value: Any) -> bool:
+    # numpy (and media, which needs it) load when a config is checked, not when the CLI starts
+    import numpy as np
+
+    return isinstance(value, (bool, np.bool_))
+
+
 def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+    return isinstance(value, numbers.Integral) and not _is_bool(value)
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+    return isinstance(value, numbers.Real) and not _is_bool(value)
 
 
 def _is_path_string(value: Any) -> bool:
@@ -174,6 +182,8 @@ def _is_path_string(value: Any) -> bool:
 
 
 def _resolve_path(value: str | Path, root: Path) -> Path:
+    if input_url(value) is not None:  # an input by URL: fetched where the job runs
+        return Path(value)
     path = Path(value).expanduser()
     return path if path.is_absolute() else root / path
 
@@ -205,7 +215,7 @@ def _base_model(value: str | Path, root: Path, add) -> str | Path | None:
 def _show(value: Any) -> str:
     if value is None:
         return "nothing (null)"
-    if isinstance(value, (bool, np.bool_)):
+    if _is_bool(value):
         return f"{str(bool(value)).lower()} (a boolean)"
     if isinstance(value, str):
         return repr(value)

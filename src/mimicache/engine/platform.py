@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from functools import cache
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["describe", "dwpose_platform", "engine_platform", "torch_platform"]
 
@@ -34,6 +35,8 @@ def _opencv_version() -> str:
 
 
 def _device(device: torch.device) -> dict[str, Any]:
+    import torch
+
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
         major, minor = torch.cuda.get_device_capability(index)
@@ -55,6 +58,8 @@ def _device(device: torch.device) -> dict[str, Any]:
 
 def torch_platform(device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
     """Where a torch model (CLIP, VAE) computes: device model, dtype, torch and thread count."""
+    import torch
+
     return {
         **_device(device),
         "dtype": str(dtype).removeprefix("torch."),
@@ -66,6 +71,8 @@ def dwpose_platform(backend: str, device: str, threads: int | None) -> dict[str,
     """Where DWPose computes keypoints: its backend's library and device, the OpenCV that warps
     its crops (and draws the pose frames that inherit this platform), and on the CPU the
     thread count of its sessions."""
+    import torch
+
     platform = torch_platform(torch.device(device), torch.float32)
     # ``backend`` may name one runtime per file ("torch+onnxruntime" after a fallback).
     runtimes = set(backend.split("+"))

@@ -21,16 +21,24 @@ import zstandard
 
 from mimicache.cache import StageKey
 from mimicache.config import TestCase
+from mimicache.engine.stage_names import (  # noqa: F401 (re-exported for the stages' users)
+    CLIP_EMBEDDINGS,
+    IMAGE_KEYPOINTS,
+    JOB_STEPS,
+    PIPELINE_STAGES,
+    POSE_FRAMES,
+    POSE_STAGES,
+    STAGE_COLORS,
+    STAGES,
+    STEP_COLORS,
+    TOTALS,
+    UNCACHED_STEPS,
+    VAE_LATENTS,
+    VIDEO_KEYPOINTS,
+)
 from mimicache.media import effective_stride, missing_file, probe_video
 from mimicache.pose import PoseSequence, VideoPoses
 from mimicache.pose.dwpose import KEYPOINTS_VERSION
-from mimicache.pose.preprocess import IMAGE_KEYPOINTS, POSE_FRAMES, VIDEO_KEYPOINTS
-
-CLIP_EMBEDDINGS = "clip_embeddings"
-VAE_LATENTS = "vae_latents"
-POSE_STAGES = (VIDEO_KEYPOINTS, IMAGE_KEYPOINTS, POSE_FRAMES)
-PIPELINE_STAGES = (CLIP_EMBEDDINGS, VAE_LATENTS)
-STAGES = POSE_STAGES + PIPELINE_STAGES
 
 # Bump when alignment or drawing changes what they produce (DWPose's own version is
 # pose.dwpose.KEYPOINTS_VERSION).
@@ -164,35 +172,35 @@ class Stage:
     name: str
     encode: Callable[[Any], dict[str, torch.Tensor]]
     decode: Callable[[Mapping[str, torch.Tensor]], Any]
-    color: str  # its segment in the report's bars
     pipeline_feature: bool = False
+
+    @property
+    def color(self) -> str:
+        """Its segment in the report's bars."""
+        return STAGE_COLORS[self.name]
 
 
 IMAGE_KEYPOINTS_STAGE = Stage(
     IMAGE_KEYPOINTS,
     encode=lambda pose: PoseSequence([pose]).to_tensors(),
     decode=lambda tensors: PoseSequence.from_tensors(tensors)[0],
-    color="#6baed6",
 )
 VIDEO_KEYPOINTS_STAGE = Stage(
     VIDEO_KEYPOINTS,
     encode=VideoPoses.to_tensors,
     decode=VideoPoses.from_tensors,
-    color="#2171b5",
 )
-POSE_FRAMES_STAGE = Stage(POSE_FRAMES, encode=pack_frames, decode=unpack_frames, color="#9ecae1")
+POSE_FRAMES_STAGE = Stage(POSE_FRAMES, encode=pack_frames, decode=unpack_frames)
 CLIP_EMBEDDINGS_STAGE = Stage(
     CLIP_EMBEDDINGS,
     encode=lambda embeds: {"image_embeds": embeds},
     decode=lambda tensors: tensors["image_embeds"],
-    color="#fd8d3c",
     pipeline_feature=True,
 )
 VAE_LATENTS_STAGE = Stage(
     VAE_LATENTS,
     encode=lambda latent: {"latent": latent},
     decode=lambda tensors: tensors["latent"],
-    color="#e6550d",
     pipeline_feature=True,
 )
 CACHED_STAGES = {
@@ -205,25 +213,6 @@ CACHED_STAGES = {
         VAE_LATENTS_STAGE,
     )
 }
-
-# Timed steps the cache does not touch, in run order (their cold/warm differences are
-# run-to-run noise), then the steps timed around a job, with their colours in reports.
-UNCACHED_STEPS = {
-    "digest": "#bcbddc",
-    "unpack": "#9e9ac8",
-    "pose_net": "#74c476",
-    "denoise": "#31a354",
-    "decode": "#a1d99b",
-}
-JOB_STEPS = {"write": "#969696", "preview": "#c994c7"}
-# The seed's three totals: sums of the steps above, so they get no bar segment of their own.
-TOTALS = ("preprocess", "pipeline", "total")
-STEP_COLORS = {
-    **{name: stage.color for name, stage in CACHED_STAGES.items()},
-    **UNCACHED_STEPS,
-    **JOB_STEPS,
-}
-
 
 # --------------------------------------------------------------------------- warnings
 

@@ -1,0 +1,54 @@
+"""The names of the cached stages and the timed steps, with their report colours; no torch.
+
+``engine.stages`` declares each stage's key recipe and codec under these names; the cache
+commands, reports and charts read only the names, so they start without loading the models'
+libraries.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CLIP_EMBEDDINGS",
+    "IMAGE_KEYPOINTS",
+    "JOB_STEPS",
+    "PIPELINE_STAGES",
+    "POSE_FRAMES",
+    "POSE_STAGES",
+    "STAGES",
+    "STAGE_COLORS",
+    "STEP_COLORS",
+    "TOTALS",
+    "UNCACHED_STEPS",
+    "VAE_LATENTS",
+    "VIDEO_KEYPOINTS",
+]
+
+VIDEO_KEYPOINTS = "video_keypoints"
+IMAGE_KEYPOINTS = "image_keypoints"
+POSE_FRAMES = "pose_frames"
+CLIP_EMBEDDINGS = "clip_embeddings"
+VAE_LATENTS = "vae_latents"
+POSE_STAGES = (VIDEO_KEYPOINTS, IMAGE_KEYPOINTS, POSE_FRAMES)
+PIPELINE_STAGES = (CLIP_EMBEDDINGS, VAE_LATENTS)
+STAGES = POSE_STAGES + PIPELINE_STAGES
+
+STAGE_COLORS = {
+    VIDEO_KEYPOINTS: "#2171b5",
+    IMAGE_KEYPOINTS: "#6baed6",
+    POSE_FRAMES: "#9ecae1",
+    CLIP_EMBEDDINGS: "#fd8d3c",
+    VAE_LATENTS: "#e6550d",
+}
+# Timed steps the cache does not touch, in run order (their cold/warm differences are
+# run-to-run noise), then the steps timed around a job, with their colours in reports.
+UNCACHED_STEPS = {
+    "digest": "#bcbddc",
+    "unpack": "#9e9ac8",
+    "pose_net": "#74c476",
+    "denoise": "#31a354",
+    "decode": "#a1d99b",
+}
+JOB_STEPS = {"write": "#969696", "preview": "#c994c7"}
+# The seed's three totals: sums of the steps above, so they get no bar segment of their own.
+TOTALS = ("preprocess", "pipeline", "total")
+STEP_COLORS = {**STAGE_COLORS, **UNCACHED_STEPS, **JOB_STEPS}
