@@ -149,7 +149,9 @@ def main() -> None:
         rows.append(_row("local, 1 process", time.perf_counter() - start, results, 0.0, 1))
         del engine
 
-        ray.init(num_cpus=cores, num_gpus=gpus, include_dashboard=False, log_to_driver=False)
+        # "local": a cluster of its own even while one from `ray start` runs on this machine
+        ray.init(address="local", num_cpus=cores, num_gpus=gpus, include_dashboard=False,
+                 log_to_driver=False)  # fmt: skip
         for workers in args.workers:
             threads = args.threads or (max(1, cores // workers) if not gpus else cores)
             spec = base.replace(threads=threads)
