@@ -8,12 +8,28 @@ config (e.g. real-size random-weight models on a GPU machine) it runs that confi
 Threads: the local run and a single worker use every core; with W workers each gets
 cores / W torch threads, so workers never oversubscribe the machine. The goal: with W workers
 the wall time is within 10 % of sum(job seconds) / W plus one model load.
+
+The driver's budget (``--json``/``--md`` write it): the driver process's CPU seconds per job
+(``time.process_time`` of the driver, every thread of it, around the dispatch loop, less the
+workers' start-up and the bench's own measuring) and the bytes it receives per job (the
+pickled objects the workers return); then the same at the published job size (``--published``:
+72 frames at 576x1024, measured with synthetic frames: the Ray transfer of the frames and
+``media.encode_video`` of them, no models), and from it how many workers one driver feeds at
+``--job_s`` seconds per job (about 20 s per job on an H200; the goal: 1,000 workers, that is
+at most 20 ms of driver time per job). With ``--remote`` it adds the remote tier against
+moto's S3 server (``remote_cache_bench.py``): hit time and bytes per job.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import json
 import os
+import pickle
+import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -96,6 +112,11 @@ def main() -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--threads", type=int, help="torch threads per process (default: cores/W)")
     ap.add_argument("--transfer_shape", default="72,576,1024,3")
+    ap.add_argument("--fps", type=float, default=7.0, help="of the published-size encode")
+    ap.add_argument("--job_s", type=float, default=20.0, help="seconds per job on one GPU")
+    ap.add_argument("--remote", type=int, default=0, help="jobs of the S3 remote-tier run")
+    ap.add_argument("--json", type=Path, help="write the driver's budget here")
+    ap.add_argument("--md", type=Path, help="and a Markdown table here")
     args = ap.parse_args()
 
     import ray
@@ -104,6 +125,7 @@ def main() -> None:
     from mimicache.batch import run_jobs
     from mimicache.batch.executor import ExecutorSettings
     from mimicache.batch.ray_executor import RayExecutor
+    from mimicache.engine.build import build_engine
 
     cores = os.cpu_count() or 1
     gpus = torch.cuda.device_count()
@@ -119,7 +141,7 @@ def main() -> None:
         _warm_cache(base, _plan(base, clips, tmp / "warm"))
 
         start = time.perf_counter()
-        engine = base.build()
+        engine = build_engine(base)
         load = time.perf_counter() - start
         jobs = _plan(base, clips, tmp / "local")
         start = time.perf_counter()
@@ -127,23 +149,29 @@ def main() -> None:
         rows.append(_row("local, 1 process", time.perf_counter() - start, results, 0.0, 1))
         del engine
 
-        ray.init(num_cpus=cores, num_gpus=gpus, include_dashboard=False, log_to_driver=False)
+        # "local": a cluster of its own even while one from `ray start` runs on this machine
+        ray.init(address="local", num_cpus=cores, num_gpus=gpus, include_dashboard=False,
+                 log_to_driver=False)  # fmt: skip
         for workers in args.workers:
             threads = args.threads or (max(1, cores // workers) if not gpus else cores)
             spec = base.replace(threads=threads)
             per = 1.0 if gpus else 0.0
             settings = ExecutorSettings(workers=workers, gpus_per_worker=per, pose_workers=0)
             jobs = _plan(spec, clips, tmp / f"ray{workers}")
-            executor = RayExecutor(spec, settings, progress=False)
+            executor = _metered(RayExecutor)(spec, settings, progress=False)
             start = time.perf_counter()
             results = executor.run(jobs, config=spec.config)
             wall = time.perf_counter() - start
             row = _row(f"ray, {workers} worker(s) x {threads} threads", wall, results,
                        executor.startup_s, workers)  # fmt: skip
             row["startup_s"] = executor.startup_s
+            row["driver"] = executor.driver()
             rows.append(row)
-        transfer = _transfer(ray, tuple(int(x) for x in args.transfer_shape.split(",")))
+        shape = tuple(int(x) for x in args.transfer_shape.split(","))
+        transfer = _transfer(ray, shape)
+        published = _published(ray, shape, args.fps)
         ray.shutdown()
+    remote = _remote_tier(args.remote) if args.remote else None
 
     print(f"machine: {cores} CPU cores, {gpus} GPU(s); model load {load:.2f} s (local)")
     print(f"{'run':34} {'jobs':>4} {'wall s':>8} {'jobs/min':>9} {'sum job s':>10} "
@@ -163,6 +191,224 @@ def main() -> None:
     )
     print(f"local per-job seconds: {local['sum_job_s'] / local['jobs']:.2f}")
     print("ideal = sum(job seconds) / workers + start-up (local: no start-up counted)")
+    budget = _budget(rows[1:], published, remote, args, cores, gpus)
+    print(_markdown(budget))
+    if args.json:
+        args.json.write_text(json.dumps(budget, indent=2) + "\n")
+    if args.md:
+        args.md.write_text(_markdown(budget))
+
+
+def _budget(
+    ray_rows: list[dict], published: dict, remote: dict | None, args, cores: int, gpus: int
+) -> dict:
+    """The driver's cost per job, measured and at the published size, and the workers one
+    driver feeds at ``args.job_s`` seconds per job."""
+    # the costliest run's figure: the cores here are shared, so the spread is noise
+    measured = max(ray_rows, key=lambda r: r["driver"]["cpu_ms_per_job"])["driver"]
+    # before: the frames travel to the driver, which encodes and writes them; after: the
+    # worker publishes its own mp4 and the driver gets a small record
+    frames_to_driver = measured["frames_to_driver"]
+    if frames_to_driver:
+        # the per-job work that does not grow with the frames, plus the transfer and encode
+        # of the published size's frames
+        at_size = (measured["cpu_ms_per_job"] + published["transfer_cpu_ms"]
+                   + published["encode_cpu_ms"])  # fmt: skip
+        received = published["received_bytes_per_job"] + measured["received_bytes_per_job"]
+    else:
+        at_size, received = measured["cpu_ms_per_job"], measured["received_bytes_per_job"]
+    result = {
+        "benchmark": "scale_bench",
+        "command": "python benchmarks/scale_bench.py " + " ".join(sys.argv[1:]),
+        "design": "frames to the driver" if frames_to_driver else "workers publish",
+        "ray_runs": [{"run": r["run"], **r["driver"]} for r in ray_rows],
+        "published": published,
+        "driver_at_published_size": {
+            "cpu_ms_per_job": round(at_size, 1),
+            "received_bytes_per_job": int(received),
+            "job_s": args.job_s,
+            "workers_per_driver": int(1000 * args.job_s / max(at_size, 1e-3)),
+            "goal_workers": 1000,
+        },
+        "machine": {"cpu_count": cores, "gpus": gpus, "python": platform.python_version(),
+                    "platform": platform.platform()},
+    }  # fmt: skip
+    if remote is not None:
+        result["remote_tier"] = {
+            "endpoint": remote["endpoint"],
+            "jobs": remote["jobs"],
+            "hit_ms_per_job": remote["per_job"]["remote_hit"],
+            "bytes_per_job": remote["bytes_per_job_from_bucket"],
+            "get_per_job": remote["requests_per_job"]["remote_hit_get"],
+            "publish_ms_per_job": remote["per_job"]["publish"],
+        }
+    return result
+
+
+def _markdown(budget: dict) -> str:
+    lines = [
+        f"Driver budget ({budget['design']}): `{budget['command']}`", "",
+        "| run | jobs | driver CPU ms/job | of it finish_job | received bytes/job |",
+        "|---|---:|---:|---:|---:|",
+    ]  # fmt: skip
+    for r in budget["ray_runs"]:
+        lines.append(f"| {r['run']} | {r['jobs']} | {r['cpu_ms_per_job']:.2f} | "
+                     f"{r['finish_cpu_ms_per_job']:.2f} | {r['received_bytes_per_job']:,} |")  # fmt: skip
+    p, d = budget["published"], budget["driver_at_published_size"]
+    lines += [
+        "",
+        f"Published size {'x'.join(map(str, p['shape']))} uint8 ({p['frames_bytes'] / 1e6:.0f} MB): "
+        f"Ray transfer {p['transfer_cpu_ms']:.0f} ms driver CPU ({p['transfer_wall_ms']:.0f} ms wall), "
+        f"encode {p['encode_cpu_ms']:.0f} ms CPU ({p['encode_wall_ms']:.0f} ms wall, "
+        f"{p['mp4_bytes'] / 1e6:.2f} MB mp4).",
+        "",
+        f"At the published size the driver spends {d['cpu_ms_per_job']:.1f} ms CPU and receives "
+        f"{d['received_bytes_per_job']:,} bytes per job: one driver feeds "
+        f"{d['workers_per_driver']:,} workers at {d['job_s']:g} s per job "
+        f"(goal {d['goal_workers']:,}).",
+    ]  # fmt: skip
+    if "remote_tier" in budget:
+        r = budget["remote_tier"]
+        lines += ["", f"Remote tier ({r['endpoint']}, {r['jobs']} jobs): a hit takes "
+                  f"{r['hit_ms_per_job']['median_ms']:.1f} ms per job (median; p90 "
+                  f"{r['hit_ms_per_job']['p90_ms']:.1f} ms), {r['bytes_per_job']:,} bytes and "
+                  f"{r['get_per_job']:g} GETs per job."]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def _metered(base):
+    """A subclass of the Ray executor ``base`` that counts the driver's CPU seconds in the
+    start-up and in the dispatch loop, the pickled bytes of each worker's answer, and the
+    driver's CPU seconds in ``finish_job`` (encode and write); the bench's own pickling is
+    taken out of the loop's count."""
+    import mimicache.batch.ray_executor as module
+
+    class Metered(base):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.cpu = {"start": 0.0, "loop": 0.0, "finish": 0.0, "measuring": 0.0}
+            self.received: list[int] = []
+            self.frames_seen = False
+
+        def _start(self) -> None:
+            begin = time.process_time()
+            super()._start()
+            self.cpu["start"] += time.process_time() - begin
+
+        def _run(self, jobs, config):
+            real = getattr(module, "finish_job", None)
+
+            def finish_job(*args, **kwargs):
+                begin = time.process_time()
+                try:
+                    return real(*args, **kwargs)
+                finally:
+                    self.cpu["finish"] += time.process_time() - begin
+
+            module.finish_job = finish_job
+            begin = time.process_time()
+            try:
+                return super()._run(jobs, config)
+            finally:
+                self.cpu["loop"] += time.process_time() - begin
+                module.finish_job = real
+
+        def driver(self) -> dict:
+            jobs = max(len(self.received), 1)
+            loop = self.cpu["loop"] - self.cpu["measuring"]
+            return {
+                "jobs": len(self.received),
+                "startup_cpu_s": round(self.cpu["start"], 4),
+                "cpu_ms_per_job": round(1000 * loop / jobs, 2),
+                "finish_cpu_ms_per_job": round(1000 * self.cpu["finish"] / jobs, 2),
+                "dispatch_cpu_ms_per_job": round(1000 * (loop - self.cpu["finish"]) / jobs, 2),
+                "received_bytes_per_job": int(np.median(self.received)) if self.received else 0,
+                "frames_to_driver": self.frames_seen,
+            }
+
+    # what the worker's answer is named: ``_outcome`` (frames) or ``_result`` (a record)
+    answer = "_result" if hasattr(base, "_result") else "_outcome"
+
+    def received(self, ref, *args, **kwargs):
+        got = getattr(base, answer)(self, ref, *args, **kwargs)
+        begin = time.process_time()
+        if got is not None:  # what ray.get handed over, less the log lines
+            self.received.append(len(pickle.dumps(got, protocol=5)))
+            self.frames_seen |= getattr(got, "frames", None) is not None
+        self.cpu["measuring"] += time.process_time() - begin
+        return got
+
+    setattr(Metered, answer, received)
+    return Metered
+
+
+def _published(ray, shape: tuple[int, ...], fps: float, repeats: int = 3) -> dict:
+    """The driver's share of one job at the published size, from synthetic frames: the Ray
+    transfer of the frames (driver CPU and wall, pickled bytes) and ``encode_video`` of them
+    (as ``finish_job`` does it)."""
+    from PIL import Image
+
+    from mimicache.media import encode_video
+    from mimicache.testing.dwpose import make_figure_frame
+
+    count, height, width, _ = shape
+    # The encoder's cost and the mp4's size follow the content: a moving figure over a smooth
+    # texture that pans, as a generated clip has, neither a flat frame nor pure noise.
+    coarse = np.random.default_rng(0).integers(0, 160, (height // 24, width // 24, 3))
+    texture = np.asarray(Image.fromarray(coarse.astype(np.uint8)).resize((width, height)))
+    frames = np.empty(shape, dtype=np.uint8)
+    for i in range(count):
+        figure = make_figure_frame(height, width, i / count)
+        frames[i] = np.maximum(np.roll(texture, 4 * i, axis=1), figure)
+
+    @ray.remote(num_cpus=0)
+    class Source:
+        def __init__(self, frames: np.ndarray):
+            self.frames = frames.copy()
+
+        def get(self) -> np.ndarray:
+            return self.frames
+
+    actor = Source.remote(frames)
+    ray.get(actor.get.remote())
+    cpu, wall = [], []
+    for _ in range(repeats):
+        begin_cpu, begin = time.process_time(), time.perf_counter()
+        got = ray.get(actor.get.remote())
+        got.sum(dtype=np.uint64)  # touch the bytes on the driver
+        cpu.append(time.process_time() - begin_cpu)
+        wall.append(time.perf_counter() - begin)
+        del got
+    ray.kill(actor)
+    enc_cpu, enc_wall = [], []
+    for _ in range(repeats):
+        begin_cpu, begin = time.process_time(), time.perf_counter()
+        video = encode_video(frames, fps)
+        enc_cpu.append(time.process_time() - begin_cpu)
+        enc_wall.append(time.perf_counter() - begin)
+    return {
+        "shape": list(shape),
+        "frames_bytes": int(frames.nbytes),
+        "received_bytes_per_job": len(pickle.dumps(frames, protocol=5)),
+        "transfer_cpu_ms": round(1000 * float(np.median(cpu)), 1),
+        "transfer_wall_ms": round(1000 * float(np.median(wall)), 1),
+        "encode_cpu_ms": round(1000 * float(np.median(enc_cpu)), 1),
+        "encode_wall_ms": round(1000 * float(np.median(enc_wall)), 1),
+        "mp4_bytes": len(video),
+        "fps": fps,
+    }
+
+
+def _remote_tier(jobs: int) -> dict:
+    """``remote_cache_bench.py`` (moto's S3 server through s3fs), its JSON result."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import remote_cache_bench
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "remote.json"
+        with contextlib.redirect_stdout(io.StringIO()):
+            remote_cache_bench.main(["--jobs", str(jobs), "--json", str(out)])
+        return json.loads(out.read_text())
 
 
 def _transfer(ray, shape: tuple[int, ...]) -> dict:

@@ -14,6 +14,7 @@ def ray_cluster():
     os.environ.setdefault("RAY_DISABLE_IMPORT_WARNING", "1")
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # "local": without it ray.init joins any cluster that `ray start` left running here
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
