@@ -110,22 +110,25 @@ def test_local_run_with_inputs_manifest_and_outputs_in_the_bucket(
     assert rows[1]["output"] == row["output"]
 
 
-def test_results_jsonl_goes_up_as_jobs_finish_then_whole_at_the_end(s3_url, tmp_path):
+def test_results_jsonl_goes_up_as_jobs_finish_then_whole_at_the_end(s3_url, tmp_path, monkeypatch):
     from mimicache.batch import JobResult
     from mimicache.batch.plan import Job
     from mimicache.batch.results import ResultsLog
     from mimicache.config import TestCase
 
+    monkeypatch.setenv("MIMICACHE_LOCAL_CACHE_DIR", str(tmp_path / "tier"))
     root = open_output_root(s3_url.replace("/cache", "/out"))
-    assert root.remote and root.staging.is_dir()
+    assert root.remote and root.staging.parent == tmp_path / "tier" / "staging"
     case = TestCase(ref_image_path=tmp_path / "ref.png", ref_video_path=tmp_path / "v.mp4")
     jobs = [Job(i, 0, case, case.ref_video_path, root.folder / f"v_{i}.mp4") for i in range(3)]
     log = ResultsLog(root.download(RESULTS_FILE), run="T",
                      after_write=lambda path: root.upload(path, every=3600))  # fmt: skip
-    log.add(JobResult(jobs[0], "failed", error="x"))  # the first row goes up at once
+    # kept alive as a run keeps them (the log tells results apart by identity)
+    results = [JobResult(job, "failed", error=f"error {job.index}") for job in jobs]
+    log.add(results[0])  # the first row goes up at once
     fs = _fs()
     assert len(fs.cat_file(f"{root.url}/{RESULTS_FILE}").splitlines()) == 1
-    log.add(JobResult(jobs[1], "failed", error="y"))  # within the interval: staged only
+    log.add(results[1])  # within the interval: staged only
     fs.invalidate_cache()
     assert len(fs.cat_file(f"{root.url}/{RESULTS_FILE}").splitlines()) == 1
     root.upload(log.path)  # the end of the run

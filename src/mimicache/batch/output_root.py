@@ -104,7 +104,7 @@ class OutputRoot:
     folder: Path
     staging: Path
     url: str | None = None
-    _last_upload: float = 0.0
+    _last_upload: float | None = None
 
     @property
     def remote(self) -> bool:
@@ -126,7 +126,7 @@ class OutputRoot:
         if self.url is None or staged is None or not staged.is_file():
             return
         now = time.monotonic()
-        if every and now - self._last_upload < every:
+        if every and self._last_upload is not None and now - self._last_upload < every:
             return
         self._last_upload = now
         try:
