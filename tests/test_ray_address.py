@@ -142,5 +142,11 @@ def test_gpus_per_worker_on_a_cluster_without_gpus_is_refused(head, workspace, t
     assert done.returncode != 0
     lines = done.stderr.strip().splitlines()
     assert "Traceback" not in done.stderr
-    assert "--gpus_per_worker 1" in lines[-1] and "CUDA" in lines[-1]
+    assert "--gpus_per_worker 1" in lines[-1] and "the Ray cluster has 0 GPU(s)" in lines[-1]
     assert not list((tmp_path / "out").rglob("*.mp4"))
+    # asked for CUDA too: refused the same way, never a wait for GPUs that will not come
+    done = _mimicache(
+        head, workspace, tmp_path / "out2", "--gpus_per_worker", "1", "--device", "cuda"
+    )
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "the Ray cluster has 0 GPU(s)" in done.stderr.strip().splitlines()[-1]

@@ -65,13 +65,18 @@ def connect(address: str | None) -> bool:
             ray.init(address=address, log_to_driver=False)
         except (ConnectionError, RuntimeError, TimeoutError) as exc:
             # Ray's own message spans lines and names its env variables; say it in our terms
-            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")
+            lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+            reason = (lines or [type(exc).__name__])[0].rstrip(".")
+            # a cluster that wants a token refuses us with the cause further down: keep it
+            cause = next((x for x in lines[1:] if "token" in x.lower() or "auth" in x.lower()), "")
+            reason += f"; {cause.rstrip('.')}" if cause else ""
             raise MimicacheError(
                 f"{setting('ray_address', address)}: no Ray cluster reachable ({reason}); start "
                 "one with `ray start --head`, or leave the address out to run a local one"
             ) from exc
     else:
-        ray.init(include_dashboard=False, log_to_driver=False)
+        # "local": a cluster of our own, even when a `ray start` cluster runs on this machine
+        ray.init(address="local", include_dashboard=False, log_to_driver=False)
     return True
 
 
@@ -101,9 +106,14 @@ class RayExecutor(ExecutorBase):
         per = self.settings.gpus_per_worker
         if per is None:
             per = 1.0 if gpus and not cpu_device else 0.0
-        if per > 0 and cpu_device:
+        if per > 0 and self.spec.device == "cpu":
             raise MimicacheError(
                 f"{setting('gpus_per_worker', per)} needs a CUDA device, not {setting('device', 'cpu')}"
+            )
+        if per > gpus:  # the actors would wait for GPUs forever
+            raise MimicacheError(
+                f"{setting('gpus_per_worker', per)}: the Ray cluster has {gpus:g} GPU(s); "
+                "add GPU nodes, or leave it out to run the workers on the CPU"
             )
         workers = self.settings.workers or (max(1, math.floor(gpus / per)) if per else 1)
         pose = self.settings.pose_workers
