@@ -8,7 +8,7 @@ writes outputs with ``run.finish_job``, so all of them leave the same files behi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -37,6 +37,14 @@ class ExecutorSettings:
     max_retries: int = 1
 
 
+@dataclass(frozen=True)
+class Resume:
+    """``--resume``: a job whose result exists is "skipped"; it is found by its sidecar or by
+    one of ``records``, the rows of the output root's ``results.jsonl``."""
+
+    records: Sequence[Mapping[str, Any]] = ()
+
+
 class Executor(Protocol):
     """Runs a plan. ``in_process``: the engine runs in this process, so ``load`` gives it
     (for the cold/warm benchmark); ``engine`` / ``cache``: the engine and feature store loaded
@@ -58,15 +66,9 @@ class Executor(Protocol):
     ) -> None: ...
 
     def run(
-        self,
-        jobs: Sequence[Job],
-        *,
-        config: InferenceConfig,
-        resume: bool = False,
-        records: Iterable[Mapping[str, Any]] = (),
+        self, jobs: Sequence[Job], *, config: InferenceConfig, resume: Resume | None = None
     ) -> list[JobResult]:
-        """Every job, in plan order; ``resume``: jobs whose result exists (a sidecar, or a
-        ``records`` row of ``results.jsonl``) are "skipped"."""
+        """Every job, in plan order; with ``resume``, jobs whose result exists are "skipped"."""
         ...
 
     def load(self, job_count: int = 0) -> Any:

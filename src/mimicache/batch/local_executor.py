@@ -4,10 +4,10 @@ other by ``run.run_jobs`` (each job's failure isolated)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from mimicache.batch.executor import ExecutorBase
+from mimicache.batch.executor import ExecutorBase, Resume
 from mimicache.batch.inputs import fetched
 from mimicache.batch.outcome import JobResult
 from mimicache.batch.plan import Job
@@ -55,19 +55,15 @@ class LocalExecutor(ExecutorBase):
         return ResultKeys(self.engine, result_settings(self.spec, self.engine))
 
     def run(
-        self,
-        jobs: Sequence[Job],
-        *,
-        config: InferenceConfig,
-        resume: bool = False,
-        records: Iterable[Mapping[str, Any]] = (),
+        self, jobs: Sequence[Job], *, config: InferenceConfig, resume: Resume | None = None
     ) -> list[JobResult]:
         engine = self.load(len(jobs))
         keys = self.result_keys()
         skipped: list[JobResult] = []
         todo = list(jobs)
-        if resume:
-            skipped, todo = split_done(todo, [keys(fetched(job.case)) for job in todo], records)
+        if resume is not None:
+            keyed = [keys(fetched(job.case)) for job in todo]
+            skipped, todo = split_done(todo, keyed, resume.records)
         listener = self.on_result
         done = run_jobs(
             engine,

@@ -21,11 +21,11 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mimicache.batch.executor import ExecutorBase
+from mimicache.batch.executor import ExecutorBase, Resume
 from mimicache.batch.outcome import JobResult, Outcome
 from mimicache.batch.plan import Job
 from mimicache.batch.resume import split_done
@@ -177,15 +177,9 @@ class RayExecutor(ExecutorBase):
     # ------------------------------------------------------------------ the run
 
     def run(
-        self,
-        jobs: Sequence[Job],
-        *,
-        config: InferenceConfig,
-        resume: bool = False,
-        records: Iterable[Mapping[str, Any]] = (),
+        self, jobs: Sequence[Job], *, config: InferenceConfig, resume: Resume | None = None
     ) -> list[JobResult]:
-        """Every job, in plan order; ``resume``: jobs whose result exists (a sidecar, or a
-        ``records`` row of ``results.jsonl``) are "skipped"."""
+        """Every job, in plan order; with ``resume``, jobs whose result exists are "skipped"."""
         spec = self.spec
         logger.info("%d job(s) on Ray; feature cache %s", len(jobs),
                     spec.cache_dir if spec.cache_enabled else "off")  # fmt: skip
@@ -196,7 +190,7 @@ class RayExecutor(ExecutorBase):
             self.startup_s = time.perf_counter() - begin  # workers up, models loaded
             skipped: list[JobResult] = []
             todo = list(jobs)
-            if resume:
+            if resume is not None:
                 import ray
 
                 keys = ray.get(
@@ -205,7 +199,7 @@ class RayExecutor(ExecutorBase):
                         for i, job in enumerate(jobs)
                     ]
                 )
-                skipped, todo = split_done(jobs, keys, records)
+                skipped, todo = split_done(jobs, keys, resume.records)
             done = self._run(todo, config) if todo else []
             by_index = {r.job.index: r for r in [*skipped, *done]}
             return [by_index[job.index] for job in jobs]

@@ -25,24 +25,12 @@ SIDECAR_SCHEMA = 1
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def write_sidecar(
-    job: Job,
-    result: JobResult,
-    *,
-    config: InferenceConfig,
-    model_files: dict[str, Any],
-    path: Path | None = None,
-    pose_retarget: str | None = None,
-    extra: dict[str, Any] | None = None,
-) -> Path:
-    """Write the JSON sidecar (``sidecar_bytes``; default: next to the job's mp4, same stem,
-    ``.json``) atomically and return its path."""
+def write_sidecar(job: Job, result: JobResult, *, path: Path | None = None, **details: Any) -> Path:
+    """Write the JSON sidecar ``sidecar_bytes(job, result, **details)`` atomically (default:
+    next to the job's mp4, same stem, ``.json``) and return its path."""
     video = result.output if result.output is not None else job.output_path
     path = Path(path) if path is not None else Path(video).with_suffix(".json")
-    data = sidecar_bytes(
-        job, result, config=config, model_files=model_files, pose_retarget=pose_retarget,
-        extra=extra,
-    )  # fmt: skip
+    data = sidecar_bytes(job, result, **details)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, data)
     return path

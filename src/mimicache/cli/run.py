@@ -22,7 +22,7 @@ from mimicache.batch import (
     plan_jobs,
     reserve_log,
 )
-from mimicache.batch.executor import Executor, ExecutorSettings
+from mimicache.batch.executor import Executor, ExecutorSettings, Resume
 from mimicache.batch.html_report import write_run_report
 from mimicache.batch.manifest import plan_manifest, read_manifest
 from mimicache.batch.output_root import UPLOAD_EVERY_S, OutputRoot, open_output_root
@@ -84,8 +84,8 @@ def run_command(args: argparse.Namespace) -> int:
     if args.benchmark_cache:
         results, bench = _benchmark(args, executor, config, plan)
     else:
-        records = read_results(log.path) if args.resume else ()
-        results = executor.run(jobs, config=config, resume=args.resume, records=records)
+        resume = Resume(read_results(log.path)) if args.resume else None
+        results = executor.run(jobs, config=config, resume=resume)
     results = sorted([*rejected, *results], key=lambda r: r.job.index)  # bad manifest rows
     log.finish(results)
     summary = format_summary(results)
