@@ -19,6 +19,7 @@ from typing import Any
 from mimicache.batch.outcome import Outcome, error_text
 from mimicache.batch.resume import ResultKey, ResultKeys
 from mimicache.config import TestCase
+from mimicache.engine.progress import ProgressLog
 from mimicache.engine.spec import EngineSpec
 from mimicache.errors import MimicacheError
 
@@ -100,7 +101,10 @@ class GenerationWorker:
         level = logging.DEBUG if self.spec.verbose else logging.INFO
         with captured_logs(level) as lines:
             try:
-                generated = self.engine.generate(case, progress=False, label=label)
+                # progress as log lines the driver logs again, never as a bar in its log
+                generated = self.engine.generate(
+                    case, progress=False, label=label, observer=ProgressLog()
+                )
             except MimicacheError as exc:
                 logger.error("%s failed: %s", label, exc)
                 return Outcome(error=error_text(exc)), lines
