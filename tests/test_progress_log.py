@@ -95,3 +95,27 @@ def test_a_job_without_a_terminal_logs_its_progress(tiny_bundle, tmp_path, caplo
     with caplog.at_level(logging.INFO, logger="mimicache.engine.progress"):
         engine.generate(case, progress=False, label="walk")
     assert not [r for r in caplog.records if r.name == "mimicache.engine.progress"]
+
+
+def test_a_ray_worker_reports_progress_as_lines_for_the_driver(tiny_bundle, tmp_path, capfd):
+    """The worker class Ray runs, called here in-process: its job's log lines (which the
+    driver logs again) hold the progress; nothing is drawn on its stderr."""
+    from mimicache.batch.workers import GenerationWorker
+    from mimicache.config import load_config
+    from mimicache.engine.spec import EngineSpec
+    from tests.engine_fixtures import figure_video, reference_image, write_config
+
+    video = figure_video(tmp_path / "walk.mp4", frames=5)
+    image = reference_image(tmp_path / "ref.png")
+    config = load_config(write_config(tmp_path / "cfg.yaml", tiny_bundle, image, video))
+    case = config.test_case[0].replace(num_inference_steps=2)
+    worker = GenerationWorker(EngineSpec(config, device="cpu", cache_dir=tmp_path / "cache"))
+    assert worker.info()["error"] is None
+    capfd.readouterr()
+    outcome, lines = worker.run(case, "walk")
+    assert outcome.error is None
+    progress = [text for name, _, text in lines if name == "mimicache.engine.progress"]
+    assert progress[0].startswith("walk: preprocess (")
+    assert progress[1].startswith("walk: denoise 1/4 passes (25%), ")
+    assert progress[-1].startswith("walk: done in ")
+    assert "\r" not in capfd.readouterr().err  # no bar redrawn on the worker's stderr
