@@ -58,6 +58,17 @@ def test_the_ui_without_gradio_names_its_extra(tmp_path):
     assert not out.exists()
 
 
+def test_pose_with_an_s3_cache_and_no_s3_extra_stops_first(tmp_path):
+    out = tmp_path / "out" / "preview.mp4"
+    argv = ["pose", "--feature_cache_dir", "s3://b/c", "--output", str(out)]
+    done = _mimicache([*argv, "--inference_config", str(tmp_path / "none.yaml")], ("s3fs",))
+    assert done.returncode == 2
+    (line,) = done.stderr.splitlines()
+    assert "--feature_cache_dir s3://b/c needs s3fs" in line
+    assert 'pip install "mimicache[s3]"' in line
+    assert not out.parent.exists()
+
+
 def test_with_the_extras_installed_the_check_passes(tmp_path):
     """The same flags with nothing missing get past the check to the config (not found)."""
     out = tmp_path / "out"

@@ -17,11 +17,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from mimicache.cache.fs import atomic_write
 from mimicache.errors import InputError, MimicacheError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +84,7 @@ def read_image(path: str | Path) -> np.ndarray:
     expanded, alpha dropped without compositing, EXIF orientation not applied). 16-bit images
     are scaled to 8 bit (value / 257, rounded) instead of being clipped at 255.
     """
+
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
@@ -100,6 +103,8 @@ def read_image(path: str | Path) -> np.ndarray:
 
 
 def _to_rgb8(img) -> np.ndarray:
+    import numpy as np
+
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         arr = np.asarray(img).astype(np.float64)
@@ -138,6 +143,8 @@ def fit_image(image: np.ndarray, resolution: int) -> np.ndarray:
     The resize is torchvision's v1 tensor resize with ``antialias=None`` on uint8: float32
     bilinear interpolation (align_corners=False, no antialias), rounded, cast to uint8.
     """
+    import numpy as np
+
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"fit_image expects (H, W, 3) uint8, got {image.shape} {image.dtype}")
@@ -235,6 +242,7 @@ def probe_video(path: str | Path) -> VideoInfo:
 
 def iter_frames(path: str | Path, sample_stride: int) -> Iterator[np.ndarray]:
     """Yield frames 0, s, 2s, ... (s = effective stride) as (H, W, 3) uint8 RGB, streaming."""
+
     if sample_stride < 1:
         raise ValueError(f"sample_stride must be >= 1, got {sample_stride}")
     path, container = _open_video(path)
@@ -285,6 +293,7 @@ def encode_video(frames: np.ndarray, fps: float, name: str | Path = "video") -> 
     how the file is published (``write_video``, or a create-only link under a free name).
     """
     import av
+    import numpy as np
 
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
@@ -318,6 +327,7 @@ def encode_video(frames: np.ndarray, fps: float, name: str | Path = "video") -> 
 def write_video(path: str | Path, frames: np.ndarray, fps: float) -> Path:
     """Write (F, H, W, 3) uint8 RGB frames as H.264/yuv420p mp4 (``encode_video``), atomically;
     return the path. The file appears only when complete (a temp file renamed over ``path``)."""
+
     path = Path(path)
     data = encode_video(frames, fps, path)
     path.parent.mkdir(parents=True, exist_ok=True)

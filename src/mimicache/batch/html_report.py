@@ -16,13 +16,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import PIL.Image
-
 from mimicache.batch.outputs import printable
 from mimicache.cache.fs import atomic_write
 from mimicache.engine.stage_names import STEP_COLORS, TOTALS
 from mimicache.media import iter_frames, probe_video
+
+if TYPE_CHECKING:  # numpy and PIL load when a report is drawn, not when the CLI starts
+    import numpy as np
+    import PIL.Image
 
 if TYPE_CHECKING:
     from mimicache.batch.cold_warm import BenchReport
@@ -339,6 +340,8 @@ def _thumbnail_uri(job: ReportJob) -> str | None:
 
 def _sample_video(path: Path) -> np.ndarray | None:
     """Up to ``THUMBNAILS`` evenly spread frames of a video; None when it cannot be read."""
+    import numpy as np
+
     try:
         count = probe_video(path).frame_count
         wanted = set(np.linspace(0, max(0, count - 1), THUMBNAILS).round().astype(int).tolist())
@@ -351,6 +354,9 @@ def _sample_video(path: Path) -> np.ndarray | None:
 
 def thumbnail_strip(frames: np.ndarray, count: int = THUMBNAILS) -> PIL.Image.Image:
     """Up to ``count`` evenly spread frames, ``THUMB_HEIGHT`` pixels high, side by side."""
+    import numpy as np
+    import PIL.Image
+
     picks = np.linspace(0, len(frames) - 1, min(count, len(frames))).round().astype(int)
     thumbs = []
     for i in picks:
@@ -375,6 +381,8 @@ def _png_uri(image: PIL.Image.Image) -> str:
 
 
 def _image_uri(image: Path | PIL.Image.Image) -> str | None:
+    import PIL.Image
+
     if isinstance(image, PIL.Image.Image):
         return _png_uri(image)
     try:

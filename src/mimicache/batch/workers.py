@@ -24,6 +24,7 @@ from mimicache.batch.plan import Job
 from mimicache.batch.resume import ResultKey, ResultKeys
 from mimicache.batch.run import SidecarInfo, finish_job
 from mimicache.config import TestCase
+from mimicache.engine.progress import ProgressLog
 from mimicache.engine.spec import EngineSpec
 from mimicache.errors import MimicacheError
 
@@ -132,7 +133,10 @@ class GenerationWorker:
         with captured_logs(level) as lines:
             try:
                 case = fetched(case)
-                generated = self.engine.generate(case, progress=False, label=label)
+                # progress as log lines the driver logs again, never as a bar in its log
+                generated = self.engine.generate(
+                    case, progress=False, label=label, observer=ProgressLog()
+                )
             except MimicacheError as exc:
                 logger.error("%s failed: %s", label, exc)
                 return Outcome(error=error_text(exc)), lines

@@ -52,7 +52,10 @@ def require(extra: str, feature: str) -> None:
 
 def url_paths(args: argparse.Namespace) -> dict[str, str]:
     """flag -> value of every path flag given as an ``s3://`` URL."""
-    flags = ("feature_cache_dir", "inference_config", "batch_folder", "output_dir", "manifest")
+    flags = (
+        *("feature_cache_dir", "inference_config", "batch_folder", "output_dir", "manifest"),
+        *("ref_image", "video", "output"),
+    )
     return {
         f"--{flag}": str(value)
         for flag in flags
@@ -61,7 +64,7 @@ def url_paths(args: argparse.Namespace) -> dict[str, str]:
 
 
 def check_run_extras(args: argparse.Namespace) -> None:
-    """``run`` / ``bench``: every extra its flags need is installed."""
+    """``run`` / ``bench`` / ``pose``: every extra their flags need is installed."""
     if getattr(args, "executor", None) == "ray":
         require("ray", "--executor ray")
     if getattr(args, "plot", None):

@@ -19,6 +19,7 @@ from mimicache.batch import check_log_file, check_output_folder
 from mimicache.batch.html_report import ReportJob, report_path, write_report
 from mimicache.cache.fs import atomic_write
 from mimicache.cli.console import setup_logging
+from mimicache.cli.extras import check_run_extras
 from mimicache.cli.options import add_engine_flags, engine_spec
 from mimicache.config import (
     DEFAULT_DWPOSE_DET_PATH,
@@ -105,6 +106,7 @@ def pose_command(args: argparse.Namespace) -> int:
     frames (the report says why), 2 (raised) for usage and setup errors."""
     from mimicache.engine.preview import contact_sheet, pose_preview
 
+    check_run_extras(args)  # before the output folder, the log file and the models
     config = _config(args)
     case = preview_case(args, config)
     output = _output_path(args, case)

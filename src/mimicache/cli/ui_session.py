@@ -22,8 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import PIL.Image
-
 from mimicache.batch import (
     JobResult,
     check_output_folder,
@@ -49,6 +47,8 @@ from mimicache.errors import ConfigError, InputError, MimicacheError
 from mimicache.media import write_video
 
 if TYPE_CHECKING:
+    import PIL.Image
+
     from mimicache.engine import MimicMotion, ProgressEvent
 
 logger = logging.getLogger(__name__)

@@ -163,10 +163,13 @@ def _unknown_hint(name: str, known: tuple[str, ...]) -> str:
 
 
 def _is_bool(value: Any) -> bool:
-    # numpy (and media, which needs it) load when a config is checked, not when the CLI starts
+    if isinstance(value, bool):
+        return True
+    if type(value).__module__ != "numpy":  # numpy loads only for its own values
+        return False
     import numpy as np
 
-    return isinstance(value, (bool, np.bool_))
+    return isinstance(value, np.bool_)
 
 
 def _is_int(value: Any) -> bool:

@@ -24,6 +24,7 @@ from mimicache.engine.devices import pose_parts
 from mimicache.engine.fingerprints import ModelFingerprints, model_files
 from mimicache.engine.loading import load_models
 from mimicache.engine.platform import engine_platform
+from mimicache.engine.progress import ProgressLog
 from mimicache.engine.record import (
     GenerationResult,
     JobRecord,
@@ -243,6 +244,8 @@ class MimicMotion:
         record = JobRecord(self.device)
         label = label or Path(case.ref_video_path).stem
         bars = progress and _stderr_is_terminal()
+        if progress and not bars:  # a log file, CI, Slurm: plain lines instead of bars
+            tell = ProgressLog(then=tell)
         if self.pipeline is None:
             raise RuntimeError(
                 "this MimicMotion holds DWPose only (MimicMotion.for_pose); load it with "
