@@ -7,7 +7,9 @@ average frame rate); ``write_video`` writes H.264/yuv420p mp4 atomically.
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import functools
 import io
 import logging
 import math
@@ -284,6 +286,34 @@ def _rate(fps: float) -> Fraction:
     return Fraction(fps).limit_denominator(1001)
 
 
+# x264's CPU flag for its AVX-512 kernels (x264.h: X264_CPU_AVX512).
+_X264_CPU_AVX512 = 1 << 16
+
+
+@functools.cache
+def _x264_params() -> dict[str, str]:
+    """Encoder options that keep libx264 off its AVX-512 kernels.
+
+    With them, the libx264 bundled with PyAV encodes the same frames into a different bitstream
+    from one call to the next (decoded frames differ by up to ~100 levels; see
+    benchmarks/encode_determinism.py); with every other vector unit the CPU has, and on CPUs
+    without AVX-512, it is repeatable. The flags are x264's own detection minus AVX-512, read
+    from the libx264 that PyAV loaded (Linux); elsewhere nothing changes.
+    """
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split()[-1] for line in maps if "libx264" in line}
+        (path,) = paths
+        detect = ctypes.CDLL(path).x264_cpu_detect
+    except (OSError, ValueError, AttributeError):
+        return {}
+    detect.restype = ctypes.c_uint32
+    flags = detect()
+    if not flags & _X264_CPU_AVX512:
+        return {}
+    return {"x264-params": f"asm={flags & ~_X264_CPU_AVX512}"}
+
+
 def encode_video(frames: np.ndarray, fps: float, name: str | Path = "video") -> bytes:
     """(F, H, W, 3) uint8 RGB frames as the bytes of an H.264/yuv420p mp4 (``name`` only
     labels the log line).
@@ -312,6 +342,7 @@ def encode_video(frames: np.ndarray, fps: float, name: str | Path = "video") -> 
         stream = container.add_stream("libx264", rate=rate)
         stream.width, stream.height = w + pad_w, h + pad_h
         stream.pix_fmt = "yuv420p"
+        stream.options = _x264_params()
         for i, img in enumerate(frames):
             if pad_h or pad_w:
                 img = np.pad(img, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
