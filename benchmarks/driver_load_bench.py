@@ -29,33 +29,16 @@ PUBLISHED = (72, 576, 1024)  # frames, height, width of a published MimicMotion 
 
 
 def _workspace(tmp: Path, jobs: int) -> Path:
+    """scale_bench's tiny bundle and clips (6 frames each), the clips as the config's batch
+    folder."""
     import yaml
-    from PIL import Image
+    from scale_bench import workspace  # a sibling script: benchmarks/ is on the path
 
-    from mimicache.media import write_video
-    from mimicache.testing.dwpose import make_figure_frame
-    from mimicache.testing.models import write_tiny_bundle
-
-    bundle = write_tiny_bundle(tmp / "bundle")
-    clips = tmp / "clips"
-    clips.mkdir()
-    for v in range(jobs):
-        frames = [make_figure_frame(72, 96, (v / jobs + i / 6) % 1.0) for i in range(6)]
-        write_video(clips / f"v{v:02d}.mp4", np.stack(frames), 24.0)
-    Image.fromarray(make_figure_frame(96, 64, 0.5)).save(tmp / "ref.png")
-    case = {
-        "ref_video_path": str(clips / "v00.mp4"), "ref_image_path": str(tmp / "ref.png"),
-        "num_frames": 4, "resolution": 64, "frames_overlap": 1, "num_inference_steps": 2,
-        "noise_aug_strength": 0, "guidance_scale": 2.0, "sample_stride": 1, "fps": 8, "seed": 1,
-    }  # fmt: skip
-    config = {
-        "base_model_path": str(bundle.base_model_path), "ckpt_path": str(bundle.ckpt_path),
-        "test_case": [case], "batch": {"video_folder": str(clips)},
-        "dwpose": {"det_model_path": str(bundle.det_model_path),
-                   "pose_model_path": str(bundle.pose_model_path)},
-    }  # fmt: skip
-    (tmp / "cfg.yaml").write_text(yaml.safe_dump(config))
-    return tmp / "cfg.yaml"
+    config_path, clips = workspace(tmp, jobs, 6)
+    config = yaml.safe_load(config_path.read_text())
+    config["batch"] = {"video_folder": str(clips)}
+    config_path.write_text(yaml.safe_dump(config))
+    return config_path
 
 
 def _modes(tmp: Path, jobs_count: int) -> dict[str, dict[str, float]]:
@@ -72,7 +55,7 @@ def _modes(tmp: Path, jobs_count: int) -> dict[str, dict[str, float]]:
     config = load_config(_workspace(tmp, jobs_count))
     spec = EngineSpec(config, device="cpu", cache_dir=tmp / "cache", threads=1,
                       pose_retarget="published")  # fmt: skip
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         worker = ray.remote(GenerationWorker).options(num_cpus=1).remote(spec)
         info = ray.get(worker.info.remote())

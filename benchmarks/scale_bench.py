@@ -40,7 +40,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def _workspace(tmp: Path, jobs: int, frames: int) -> tuple[Path, Path]:
+def workspace(tmp: Path, jobs: int, frames: int) -> tuple[Path, Path]:
     import yaml
     from PIL import Image
 
@@ -135,7 +135,7 @@ def main() -> None:
         if args.config:
             config_path, clips = args.config, args.batch_folder
         else:
-            config_path, clips = _workspace(tmp, args.jobs, args.frames)
+            config_path, clips = workspace(tmp, args.jobs, args.frames)
         cache = tmp / "cache"
         base = _spec(config_path, cache, args.threads or cores, args.device)
         _warm_cache(base, _plan(base, clips, tmp / "warm"))
