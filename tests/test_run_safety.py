@@ -476,3 +476,20 @@ def test_an_output_folder_that_turns_unwritable_mid_run_fails_the_rest_cleanly(
     assert all(f"to {jobs}" in f and "writable" in f for f in failures)
     summary = capsys.readouterr().out
     assert "2 failed" in summary or "failed: 2" in summary, summary
+
+
+def test_a_retried_job_adopts_its_own_earlier_publication(tmp_path):
+    """A worker that died after publishing leaves its files; the retry of the same job finds
+    them (its sidecar names this run and this job) instead of publishing a second copy."""
+
+    def ours(data: bytes) -> bool:
+        return json.loads(data)["run"] == "r1"
+
+    sidecar = lambda path: json.dumps({"run": "r1", "name": path.name}).encode()  # noqa: E731
+    first = publish_output(tmp_path, "clip", b"mp4 bytes", sidecar, ours)
+    again = publish_output(tmp_path, "clip", b"mp4 bytes", sidecar, ours)
+    assert again == first == tmp_path / "clip.mp4"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.json", "clip.mp4"]
+    other = lambda path: json.dumps({"run": "r2"}).encode()  # noqa: E731
+    theirs = lambda data: json.loads(data)["run"] == "r2"  # noqa: E731
+    assert publish_output(tmp_path, "clip", b"mp4", other, theirs) == tmp_path / "clip_1.mp4"

@@ -52,12 +52,17 @@ def _filesystem(url: str) -> tuple[Any, str]:
 
 
 def publish_object(
-    folder: str, stem: str, video: bytes | None, sidecar: Callable[[Path], bytes]
+    folder: str,
+    stem: str,
+    video: bytes | None,
+    sidecar: Callable[[Path], bytes],
+    ours: Callable[[bytes], bool] | None = None,
 ) -> Path:
     """``publish_output`` on object storage: the mp4 (unless ``video`` is None) and then its
     sidecar, each put create-only under ``{folder}/{stem}[_N]``; a name someone else holds is
     passed over (our mp4 is deleted again when the sidecar's name was taken meanwhile).
-    Returns the mp4's path (a ``Path`` of its URL). OSError when the store refuses a put."""
+    Returns the mp4's path (a ``Path`` of its URL). OSError when the store refuses a put.
+    ``ours``: as for ``publish_output``, a name holding this job's own earlier publication."""
     fs, base = _filesystem(folder)
     base = base.rstrip("/")
     for n in itertools.count():
@@ -65,6 +70,8 @@ def publish_object(
         video_path, sidecar_path = f"{base}/{name}.mp4", f"{base}/{name}.json"
         output = Path(fs.unstrip_protocol(video_path))
         if video is not None and not _put_new(fs, video_path, video):
+            if ours is not None and _holds_ours(fs, sidecar_path, ours):
+                return output
             continue
         try:
             published = _put_new(fs, sidecar_path, sidecar(output))
@@ -75,9 +82,18 @@ def publish_object(
             raise
         if published:
             return output
+        if video is None and ours is not None and _holds_ours(fs, sidecar_path, ours):
+            return output
         if video is not None:
             fs.rm_file(video_path)
     raise AssertionError("unreachable: the candidate names never run out")
+
+
+def _holds_ours(fs: Any, sidecar_path: str, ours: Callable[[bytes], bool]) -> bool:
+    try:
+        return ours(fs.cat_file(sidecar_path))
+    except (OSError, FileNotFoundError):
+        return False
 
 
 def _put_new(fs: Any, path: str, data: bytes) -> bool:

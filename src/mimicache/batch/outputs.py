@@ -72,7 +72,11 @@ def _claim(path: Path) -> bool:
 
 
 def publish_output(
-    folder: Path, stem: str, video: bytes | None, sidecar: Callable[[Path], bytes]
+    folder: Path,
+    stem: str,
+    video: bytes | None,
+    sidecar: Callable[[Path], bytes],
+    ours: Callable[[bytes], bool] | None = None,
 ) -> Path:
     """Publish a finished job's files under the first free ``{stem}[_N]`` name; return the
     mp4 path (which a failed job, ``video`` None, leaves absent).
@@ -83,15 +87,21 @@ def publish_output(
     when another run got that sidecar name meanwhile, our mp4 link is undone and the next
     name is tried. A write that fails (the folder became unwritable, the disk is full) raises
     OSError and leaves nothing under a real name.
+
+    ``ours(sidecar_bytes)`` says whether a name already taken holds this very job's files,
+    published by an earlier attempt whose answer was lost (its worker died just after): that
+    name is returned as it is, so a retried job is published once.
     """
     url = remote_url(folder)
     if url is not None:  # an object-storage root: the same rule with create-only puts
         from mimicache.batch.output_root import publish_object
 
-        return publish_object(url, stem, video, sidecar)
+        return publish_object(url, stem, video, sidecar, ours)
     folder.mkdir(parents=True, exist_ok=True)
     for candidate in candidates(folder, stem):
         if in_use(candidate):
+            if ours is not None and _holds_ours(candidate, video is not None, ours):
+                return candidate
             continue
         if video is not None and not atomic_write(
             candidate, video, temp_stem=candidate.stem, overwrite=False
@@ -111,6 +121,14 @@ def publish_output(
         if video is not None:
             candidate.unlink(missing_ok=True)
     raise AssertionError("unreachable: the candidate names never run out")
+
+
+def _holds_ours(candidate: Path, video: bool, ours: Callable[[bytes], bool]) -> bool:
+    try:
+        data = candidate.with_suffix(".json").read_bytes()
+    except OSError:
+        return False
+    return ours(data) and (not video or candidate.is_file())
 
 
 def reserve_log(folder: Path, timestamp: str) -> Path:

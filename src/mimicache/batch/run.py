@@ -8,10 +8,12 @@ loop and the Ray executor's driver both call it, so both write the same outputs.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -69,6 +71,8 @@ class SidecarInfo:
     config: InferenceConfig
     model_files: dict[str, Any]
     pose_retarget: str | None = None
+    # Names this run in its sidecars, so a retried job knows its own earlier publication.
+    run: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
 def finish_job(
@@ -105,7 +109,7 @@ def finish_job(
 
     try:
         video = encode_video(outcome.frames, outcome.fps, job.name)
-        output = publish_output(folder, job.base_stem, video, sidecar)
+        output = publish_output(folder, job.base_stem, video, sidecar, _ours(job, info, "ok"))
     except OSError as exc:
         error = OutputError(
             f"cannot write the video of {job.name} to {location(folder)} "
@@ -220,8 +224,26 @@ def generate_outcome(
 def _sidecar(job: Job, result: JobResult, info: SidecarInfo, extra: dict[str, Any]) -> bytes:
     return sidecar_bytes(
         job, result, config=info.config, model_files=info.model_files,
-        pose_retarget=info.pose_retarget, extra=extra,
+        pose_retarget=info.pose_retarget, extra={"run": info.run, **extra},
     )  # fmt: skip
+
+
+def _ours(job: Job, info: SidecarInfo, status: str) -> Callable[[bytes], bool]:
+    """Whether a sidecar is this job's own, from this run (an earlier attempt of it)."""
+
+    def check(data: bytes) -> bool:
+        try:
+            found = json.loads(data)
+        except ValueError:
+            return False
+        return (
+            isinstance(found, dict)
+            and found.get("run") == info.run
+            and found.get("status") == status
+            and (found.get("job") or {}).get("index") == job.index
+        )
+
+    return check
 
 
 def _publish_failure(job: Job, result: JobResult, info: SidecarInfo) -> JobResult:
@@ -229,8 +251,9 @@ def _publish_failure(job: Job, result: JobResult, info: SidecarInfo) -> JobResul
     written is a warning, not a second failure."""
     try:
         publish_output(
-            job.output_path.parent, job.base_stem, None, lambda _: _sidecar(job, result, info, {})
-        )
+            job.output_path.parent, job.base_stem, None,
+            lambda _: _sidecar(job, result, info, {}), _ours(job, info, "failed"),
+        )  # fmt: skip
     except OSError as exc:
         logger.warning("could not write the sidecar of %s: %s", job.name, exc.strerror or exc)
     return result
