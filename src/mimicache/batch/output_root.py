@@ -15,12 +15,10 @@ A job's output path is a ``Path`` of the URL (``Path("s3://b/p/x.mp4")`` reads `
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,49 +49,30 @@ def _filesystem(url: str) -> tuple[Any, str]:
         ) from None
 
 
-def publish_object(
-    folder: str,
-    stem: str,
-    video: bytes | None,
-    sidecar: Callable[[Path], bytes],
-    ours: Callable[[bytes], bool] | None = None,
-) -> Path:
-    """``publish_output`` on object storage: the mp4 (unless ``video`` is None) and then its
-    sidecar, each put create-only under ``{folder}/{stem}[_N]``; a name someone else holds is
-    passed over (our mp4 is deleted again when the sidecar's name was taken meanwhile).
-    Returns the mp4's path (a ``Path`` of its URL). OSError when the store refuses a put.
-    ``ours``: as for ``publish_output``, a name holding this job's own earlier publication."""
-    fs, base = _filesystem(folder)
-    base = base.rstrip("/")
-    for n in itertools.count():
-        name = f"{stem}_{n}" if n else stem
-        video_path, sidecar_path = f"{base}/{name}.mp4", f"{base}/{name}.json"
-        output = Path(fs.unstrip_protocol(video_path))
-        if video is not None and not _put_new(fs, video_path, video):
-            if ours is not None and _holds_ours(fs, sidecar_path, ours):
-                return output
-            continue
+class Bucket:
+    """An object-storage output folder as ``outputs.publish_output`` uses it: conditional
+    (create-only) puts by name."""
+
+    def __init__(self, url: str):
+        self.fs, base = _filesystem(url)
+        self.base = base.rstrip("/")
+
+    def path(self, name: str) -> Path:
+        """The object's URL as a ``Path``."""
+        return Path(self.fs.unstrip_protocol(f"{self.base}/{name}"))
+
+    def put_new(self, name: str, data: bytes) -> bool:
+        return _put_new(self.fs, f"{self.base}/{name}", data)
+
+    def read(self, name: str) -> bytes | None:
         try:
-            published = _put_new(fs, sidecar_path, sidecar(output))
-        except BaseException:
-            if video is not None:
-                with contextlib.suppress(Exception):
-                    fs.rm_file(video_path)
-            raise
-        if published:
-            return output
-        if video is None and ours is not None and _holds_ours(fs, sidecar_path, ours):
-            return output
-        if video is not None:
-            fs.rm_file(video_path)
-    raise AssertionError("unreachable: the candidate names never run out")
+            return self.fs.cat_file(f"{self.base}/{name}")
+        except FileNotFoundError:
+            return None
 
-
-def _holds_ours(fs: Any, sidecar_path: str, ours: Callable[[bytes], bool]) -> bool:
-    try:
-        return ours(fs.cat_file(sidecar_path))
-    except (OSError, FileNotFoundError):
-        return False
+    def remove(self, name: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm_file(f"{self.base}/{name}")
 
 
 def _put_new(fs: Any, path: str, data: bytes) -> bool:

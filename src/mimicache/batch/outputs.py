@@ -11,6 +11,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from mimicache.cache.fs import atomic_write
 from mimicache.cache.remote import remote_url
@@ -71,6 +72,30 @@ def _claim(path: Path) -> bool:
     return True
 
 
+class _Folder:
+    """A local output folder as ``publish_output`` uses it: create-only writes by name."""
+
+    def __init__(self, folder: Path):
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
+
+    def path(self, name: str) -> Path:
+        return self.folder / name
+
+    def put_new(self, name: str, data: bytes) -> bool:
+        target = self.folder / name
+        return atomic_write(target, data, temp_stem=Path(name).stem, overwrite=False)
+
+    def read(self, name: str) -> bytes | None:
+        try:
+            return (self.folder / name).read_bytes()
+        except OSError:
+            return None
+
+    def remove(self, name: str) -> None:
+        (self.folder / name).unlink(missing_ok=True)
+
+
 def publish_output(
     folder: Path,
     stem: str,
@@ -81,54 +106,46 @@ def publish_output(
     """Publish a finished job's files under the first free ``{stem}[_N]`` name; return the
     mp4 path (which a failed job, ``video`` None, leaves absent).
 
-    Each file is written whole to a temp file and then linked create-only (``atomic_write``
-    with ``overwrite=False``), so a name appears only with its complete content and is never
-    taken from a concurrent run: the mp4 first, then the sidecar ``sidecar(mp4_path)`` gives;
-    when another run got that sidecar name meanwhile, our mp4 link is undone and the next
-    name is tried. A write that fails (the folder became unwritable, the disk is full) raises
-    OSError and leaves nothing under a real name.
+    Each file is put create-only (locally: written whole to a temp file, then linked; on an
+    object-storage root: a conditional put), so a name appears only with its complete content
+    and is never taken from a concurrent run: the mp4 first, then the sidecar
+    ``sidecar(mp4_path)`` gives; when another run got that sidecar name meanwhile, our mp4 is
+    removed again and the next name is tried. A write that fails (the folder became
+    unwritable, the disk is full) raises OSError and leaves nothing under a real name.
 
     ``ours(sidecar_bytes)`` says whether a name already taken holds this very job's files,
     published by an earlier attempt whose answer was lost (its worker died just after): that
     name is returned as it is, so a retried job is published once.
     """
     url = remote_url(folder)
-    if url is not None:  # an object-storage root: the same rule with create-only puts
-        from mimicache.batch.output_root import publish_object
+    if url is not None:  # an object-storage root: the same rule with conditional puts
+        from mimicache.batch.output_root import Bucket
 
-        return publish_object(url, stem, video, sidecar, ours)
-    folder.mkdir(parents=True, exist_ok=True)
-    for candidate in candidates(folder, stem):
-        if in_use(candidate):
-            if ours is not None and _holds_ours(candidate, video is not None, ours):
-                return candidate
-            continue
-        if video is not None and not atomic_write(
-            candidate, video, temp_stem=candidate.stem, overwrite=False
-        ):
+        store: Any = Bucket(url)
+    else:
+        store = _Folder(folder)
+    for n in itertools.count():
+        name = f"{stem}_{n}" if n else stem
+        mp4, json_name = f"{name}.mp4", f"{name}.json"
+        output = store.path(mp4)
+        taken = store.read(json_name)
+        if taken is not None or (video is not None and not store.put_new(mp4, video)):
+            taken = taken if taken is not None else store.read(json_name)
+            if ours is not None and taken is not None and ours(taken):
+                return output
             continue
         try:
-            published = atomic_write(
-                candidate.with_suffix(".json"), sidecar(candidate), overwrite=False
-            )
+            published = store.put_new(json_name, sidecar(output))
         except BaseException:
             if video is not None:
                 with contextlib.suppress(OSError):
-                    candidate.unlink()
+                    store.remove(mp4)
             raise
         if published:
-            return candidate
+            return output
         if video is not None:
-            candidate.unlink(missing_ok=True)
+            store.remove(mp4)
     raise AssertionError("unreachable: the candidate names never run out")
-
-
-def _holds_ours(candidate: Path, video: bool, ours: Callable[[bytes], bool]) -> bool:
-    try:
-        data = candidate.with_suffix(".json").read_bytes()
-    except OSError:
-        return False
-    return ours(data) and (not video or candidate.is_file())
 
 
 def reserve_log(folder: Path, timestamp: str) -> Path:
