@@ -23,7 +23,7 @@ from mimicache.config import DEFAULT_PERSON, InferenceConfig, TestCase, person_c
 from mimicache.engine.devices import pose_parts
 from mimicache.engine.fingerprints import ModelFingerprints, model_files
 from mimicache.engine.loading import load_models
-from mimicache.engine.platform import engine_platform
+from mimicache.engine.platform import dwpose_platform, engine_platform, torch_platform
 from mimicache.engine.progress import ProgressLog
 from mimicache.engine.record import (
     GenerationResult,
@@ -181,9 +181,14 @@ class MimicMotion:
         return engine_platform(self.device, self.dtype, self.dwpose)
 
     def _key_platform(self, part: str) -> dict:
-        """The platform in the keys: none when the store reuses entries across platforms."""
-        shared = self.cache is not None and getattr(self.cache, "any_platform", False)
-        return {} if shared else self.platform()[part]
+        """The platform of ``part`` ("models" or "dwpose") in the keys: none when the store
+        reuses entries across platforms."""
+        if self.cache is not None and self.cache.any_platform:
+            return {}
+        if part == "models":
+            return torch_platform(self.device, self.dtype)
+        d = self.dwpose
+        return dwpose_platform(d.backend, d.device, d.threads)
 
     # -- the cache ------------------------------------------------------------------------------
     def keys(self, case: TestCase) -> JobKeys:
