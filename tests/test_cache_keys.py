@@ -14,7 +14,7 @@ import torch
 
 from mimicache.cache import digests
 from mimicache.cache.digests import DigestMemo, file_digest
-from mimicache.cache.keys import canonical_json, fingerprint_files, key_digest
+from mimicache.cache.keys import StageKey, canonical_json, fingerprint_files, key_digest
 
 
 @pytest.fixture
@@ -71,6 +71,8 @@ def test_key_digest_is_hex_blake3_of_canonical_json() -> None:
     assert digest == blake3.blake3(canonical_json(fields).encode()).hexdigest()
     assert digest == key_digest({"params": {"stride": 2.0}, "inputs": {"video": "abc"}})
     assert digest != key_digest({"inputs": {"video": "abc"}, "params": {"stride": 3}})
+    key = StageKey({"video": "abc"}, {"dwpose": "f"}, {"stride": 2.0}, {"threads": 2})
+    assert key.digest == key_digest(key.fields())
 
 
 # --------------------------------------------------------------------------- file digests
@@ -121,6 +123,39 @@ def test_memo_hit_does_not_reread(
     # a new memo object on the same database (another run) still hits
     assert file_digest(path, DigestMemo(tmp_path / "memo.sqlite")) == first
     assert count_reads == [1000]
+
+
+def test_content_facts_are_memoised_by_digest(tmp_path: Path) -> None:
+    """A fact of some bytes is computed once per index; another file with the same bytes
+    shares it; a read-only index from before facts were kept computes it and still memoises
+    digests."""
+    import sqlite3
+
+    calls: list[str] = []
+
+    def fps(value: float):
+        return lambda: calls.append("probe") or value
+
+    memo = DigestMemo(tmp_path / "memo.sqlite")
+    assert digests.content_fact("ab" * 32, "video.avg_fps", fps(29.97), memo) == 29.97
+    assert digests.content_fact("ab" * 32, "video.avg_fps", fps(1.0), memo) == 29.97
+    again = DigestMemo(tmp_path / "memo.sqlite")  # another run
+    assert digests.content_fact("ab" * 32, "video.avg_fps", fps(1.0), again) == 29.97
+    assert digests.content_fact("cd" * 32, "video.avg_fps", fps(25.0), again) == 25.0
+    assert calls == ["probe", "probe"]
+    assert digests.content_fact("ab" * 32, "video.avg_fps", fps(24.0)) == 24.0  # no memo
+
+    old = tmp_path / "old.sqlite"
+    with sqlite3.connect(old) as conn:
+        conn.execute(digests._MEMO_SCHEMA)
+    path = tmp_path / "v.bin"
+    path.write_bytes(b"v" * 100)
+    DigestMemo(old).store(path.stat(), "ff" * 32)  # a writer keeps it; then it goes read-only
+    with sqlite3.connect(old) as conn:
+        conn.execute("DROP TABLE content_facts")
+    read_only = DigestMemo(old, read_only=True)
+    assert digests.content_fact("ab" * 32, "video.avg_fps", fps(30.0), read_only) == 30.0
+    assert read_only.lookup(path.stat()) == "ff" * 32
 
 
 def test_replaced_file_with_restored_mtime_is_noticed(

@@ -3,6 +3,7 @@
 import os
 import shutil
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -81,6 +82,24 @@ def test_warm_cache_output_equals_uncached_output(engine, case, tmp_path):
     engine.cache = None
     assert np.array_equal(engine.generate(reseeded, progress=False).frames, warm7.frames)
     assert not np.array_equal(warm7.frames, plain.frames)
+
+
+def test_a_full_hit_opens_neither_the_image_nor_the_video(engine, case, tmp_path, monkeypatch):
+    """The image is opened only by a stage that computes; the warm job equals the cold one."""
+    from mimicache import media
+
+    job = case.test_case[0]
+    cold = _with_store(engine, tmp_path / "c").generate(job, progress=False)
+    opened = []
+    for name in ("_open_image", "_open_video"):
+        real = getattr(media, name)
+        monkeypatch.setattr(media, name, lambda path, real=real: opened.append(path) or real(path))
+    warm = engine.generate(job, progress=False)
+    assert _missed(warm) == set() and opened == []  # not even the video's frame rate is probed
+    assert np.array_equal(cold.frames, warm.frames)
+    # a miss of one image stage reads it again (here the VAE's, under another seed)
+    engine.generate(replace(job, noise_aug_strength=0.02, seed=3), progress=False)
+    assert [Path(p) for p in opened] == [job.ref_image_path] * 2  # its header, then its pixels
 
 
 def test_seed_with_augmentation_misses_only_vae(engine, case, tmp_path):

@@ -7,6 +7,7 @@ average frame rate); ``write_video`` writes H.264/yuv420p mp4 atomically.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import functools
@@ -37,6 +38,7 @@ __all__ = [
     "effective_stride",
     "fit_image",
     "fit_size",
+    "image_size",
     "iter_frames",
     "link_fault",
     "long_side",
@@ -87,6 +89,20 @@ def read_image(path: str | Path) -> np.ndarray:
     are scaled to 8 bit (value / 257, rounded) instead of being clipped at 255.
     """
 
+    with _open_image(path) as img:
+        img.load()
+        return _to_rgb8(img)
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(height, width) of the image file, from its header alone (``read_image``'s shape)."""
+    with _open_image(path) as img:
+        return img.height, img.width
+
+
+@contextlib.contextmanager
+def _open_image(path: str | Path):
+    """The opened PIL image; a missing or unreadable file is an ``InputError`` naming it."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
@@ -96,8 +112,7 @@ def read_image(path: str | Path) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(path) as img:
-                img.load()
-                return _to_rgb8(img)
+                yield img
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise InputError(
             f"cannot read reference image {path}: {exc}. Use a PNG, JPEG or WebP image file."

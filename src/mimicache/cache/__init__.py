@@ -16,7 +16,7 @@ from mimicache.cache.admin import (
     RemovalResult,
     VerifyReport,
 )
-from mimicache.cache.digests import DigestMemo, bytes_digest, file_digest
+from mimicache.cache.digests import DigestMemo, bytes_digest, content_fact, file_digest
 from mimicache.cache.entry import SCHEMA
 from mimicache.cache.fetch import fetch
 from mimicache.cache.fs import atomic_write
@@ -50,6 +50,7 @@ __all__ = [
     "atomic_write",
     "bytes_digest",
     "canonical_json",
+    "content_fact",
     "fetch",
     "file_digest",
     "fingerprint_files",

@@ -3,11 +3,14 @@
 A file is identified by the hex BLAKE3 digest (64 chars) of its bytes, never by its path or
 mtime. The memo is a SQLite table keyed by ``(st_dev, st_ino, st_size, st_mtime_ns,
 st_ctime_ns)``, so unchanged files are not re-read and replaced files are always noticed.
+Beside it, ``content_fact`` memoises small values that a file's bytes determine (a video's
+frame rate), keyed by the digest, so a key that needs one does not open the file again.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import queue
@@ -23,7 +26,7 @@ from mimicache.cache.database import connect_sqlite
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RACY_WINDOW_NS", "DigestMemo", "file_digest"]
+__all__ = ["RACY_WINDOW_NS", "DigestMemo", "content_fact", "file_digest"]
 
 # A file whose ctime/mtime is this close to "now" may still change within the same timestamp
 # tick (coarse kernel clocks tick every 1-10 ms), so its digest is not memoised ("racy" files,
@@ -47,6 +50,14 @@ CREATE TABLE IF NOT EXISTS file_digests (
     path TEXT,
     checked REAL,
     PRIMARY KEY (dev, ino)
+)
+"""
+_FACTS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS content_facts (
+    digest TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (digest, name)
 )
 """
 
@@ -83,6 +94,7 @@ class DigestMemo:
             conn = connect_sqlite(self.db_path, read_only=self.read_only)
             if not self.read_only:
                 conn.execute(_MEMO_SCHEMA)
+                conn.execute(_FACTS_SCHEMA)
         except (sqlite3.Error, OSError) as exc:
             self._disable(exc)
             return None
@@ -145,6 +157,34 @@ class DigestMemo:
                 )
             except sqlite3.Error as exc:
                 self._disable(exc)
+
+    def fact(self, digest: str, name: str) -> str | None:
+        """The memoised fact ``name`` (JSON text) of the bytes ``digest`` names, or None."""
+        with self._lock:
+            conn = self._connection()
+            if conn is None:
+                return None
+            try:
+                row = conn.execute(
+                    "SELECT value FROM content_facts WHERE digest=? AND name=?", (digest, name)
+                ).fetchone()
+            except sqlite3.Error:  # e.g. a read-only index written before facts were kept
+                return None
+        return row[0] if row else None
+
+    def store_fact(self, digest: str, name: str, value: str) -> None:
+        """Remember the fact ``name`` of the bytes ``digest`` names (best effort)."""
+        if self.read_only:
+            return
+        with self._lock:
+            conn = self._connection()
+            if conn is None:
+                return
+            with contextlib.suppress(sqlite3.Error):  # a fact not kept is computed again
+                conn.execute(
+                    "INSERT OR REPLACE INTO content_facts (digest, name, value) VALUES (?, ?, ?)",
+                    (digest, name, value),
+                )
 
     def close(self) -> None:
         with self._lock:
@@ -250,3 +290,16 @@ def file_digest(path: str | os.PathLike[str], memo: DigestMemo | None = None) ->
         if time.time_ns() - newest >= RACY_WINDOW_NS:
             memo.store(after, digest, os.path.abspath(path))
     return digest
+
+
+def content_fact(
+    digest: str, name: str, compute: Callable[[], object], memo: DigestMemo | None = None
+) -> object:
+    """``compute()``, a JSON value that the bytes ``digest`` names determine (``name`` says
+    which, e.g. a video's average frame rate), memoised under ``(digest, name)`` in ``memo``."""
+    if memo is not None and (text := memo.fact(digest, name)) is not None:
+        return json.loads(text)
+    value = compute()
+    if memo is not None:
+        memo.store_fact(digest, name, json.dumps(value))
+    return value

@@ -7,6 +7,7 @@ or without it the same code computes each value, so a hit never changes a result
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import time
@@ -18,7 +19,7 @@ import numpy as np
 import PIL.Image
 import torch
 
-from mimicache.cache import FeatureStore, file_digest
+from mimicache.cache import FeatureStore, content_fact, file_digest
 from mimicache.config import DEFAULT_PERSON, InferenceConfig, TestCase, person_choice
 from mimicache.engine.devices import pose_parts
 from mimicache.engine.fingerprints import ModelFingerprints, model_files
@@ -50,7 +51,7 @@ from mimicache.pipeline.memory import OFFLOAD_NONE
 from mimicache.pipeline.schedulers import SchedulerOptions
 from mimicache.pipeline.speed import EXACT
 from mimicache.pose import DWPose
-from mimicache.pose.preprocess import pose_steps, to_model_pixels
+from mimicache.pose.preprocess import ReferenceImage, pose_steps, to_model_pixels
 from mimicache.pose.retarget import PUBLISHED, check_mode
 
 logger = logging.getLogger(__name__)
@@ -193,9 +194,11 @@ class MimicMotion:
     # -- the cache ------------------------------------------------------------------------------
     def keys(self, case: TestCase) -> JobKeys:
         """The job's cache keys, computed on first use."""
+        memo = self.cache.memo if self.cache is not None else None
         return JobKeys(
             case,
             digest=self.cache.file_digest if self.cache is not None else file_digest,
+            fact=functools.partial(content_fact, memo=memo),
             fingerprints=self.fingerprints,
             retarget=self.pose_retarget,
             dtype=self.dtype,
@@ -263,18 +266,16 @@ class MimicMotion:
         tell(ProgressEvent(label, "preprocess"))
         keys = self.keys(case)
         with record.time("preprocess"):
-            # 1-4. the reference image fitted, both keypoint sets, the drawn pose frames
-            pose_frames, image_pixels = self.prepare_pose(
+            # 1-4. both keypoint sets, the drawn pose frames (the image read only on a miss)
+            pose_frames, image = self.prepare_pose(
                 case, record, keys=keys, progress=bars, label=label
             )
         with record.time("pipeline"):
-            # 5-6. the reference image as the pipeline sees it, its CLIP embedding, VAE latent
-            reference, embeddings, latent = self.reference_features(
-                case, image_pixels, record, keys=keys
-            )
+            # 5-6. the reference image's CLIP embedding and VAE latent
+            embeddings, latent = self.reference_features(case, image, record, keys=keys)
             # 7. tiled denoising and decoding
             frames = self.run_pipeline(
-                case, pose_frames, reference, embeddings, latent, record, on_step=tell, label=label
+                case, pose_frames, embeddings, latent, record, on_step=tell, label=label
             )
         record.timings["total"] = time.perf_counter() - start
         tell(ProgressEvent(label, "done"))
@@ -292,8 +293,8 @@ class MimicMotion:
         keys: JobKeys | None = None,
         progress: bool = True,
         label: str | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The pose stages: pose frames (1+F,3,H,W) uint8 and image_pixels (1,3,H,W) in [-1,1].
+    ) -> tuple[torch.Tensor, ReferenceImage]:
+        """The pose stages: pose frames (1+F,3,H,W) uint8 and the fitted reference image.
 
         ``record.people`` gets who was seen in the video and who drives the pose."""
         # Steps 1-4 of generate(), in pose_steps' order; each cached one goes through _run_stage.
@@ -318,28 +319,31 @@ class MimicMotion:
         record.people = pose.people
         # uint8 (1+F,3,H,W) view: the pipeline converts per chunk, no float copy of the video
         pose_frames = torch.from_numpy(pose.frames).permute(0, 3, 1, 2)
-        return pose_frames, to_model_pixels(pose.image[None])
+        return pose_frames, pose.image
 
     def reference_features(
         self,
         case: TestCase,
-        image_pixels: torch.Tensor,
+        image: ReferenceImage,
         record: JobRecord,
         *,
         keys: JobKeys | None = None,
-    ) -> tuple[PIL.Image.Image, torch.Tensor, torch.Tensor]:
-        """The reference image as the pipeline sees it, its CLIP embedding (1,D) and its VAE
-        latent (1,4,H/8,W/8), through the cache unless pipeline features are not cached."""
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The reference image's CLIP embedding (1,D) and VAE latent (1,4,H/8,W/8), through the
+        cache unless pipeline features are not cached; the image is read only on a miss."""
         keys = keys or self.keys(case)
         pipe, device = self.pipeline, self.device
-        height, width = image_pixels.shape[-2:]
-        reference = published_reference_image(image_pixels)
+
+        @functools.cache
+        def reference() -> PIL.Image.Image:  # as the published script hands it to the pipeline
+            return published_reference_image(to_model_pixels(image.pixels[None]))
+
         image_path = Path(case.ref_image_path)
         # 5. CLIP embedding                                          [clip_embeddings]
         embeddings = self._run_stage(
             CLIP_EMBEDDINGS_STAGE,
             keys,
-            lambda: pipe.encode_image(reference, device),
+            lambda: pipe.encode_image(reference(), device),
             image_path,
             record,
         )
@@ -348,9 +352,8 @@ class MimicMotion:
             VAE_LATENTS_STAGE,
             keys,
             lambda: pipe.encode_reference_latent(
-                reference,
-                height,
-                width,
+                reference(),
+                *image.size,
                 case.noise_aug_strength,
                 pipe.make_generator(case.seed, device),
                 device,
@@ -358,13 +361,12 @@ class MimicMotion:
             image_path,
             record,
         )
-        return reference, embeddings, latent
+        return embeddings, latent
 
     def run_pipeline(
         self,
         case: TestCase,
         pose_frames: torch.Tensor,
-        reference: PIL.Image.Image,
         embeddings: torch.Tensor,
         latent: torch.Tensor,
         record: JobRecord,
@@ -377,7 +379,7 @@ class MimicMotion:
         height, width = pose_frames.shape[-2:]
         options = self.speed
         output = pipe(
-            reference,
+            image=None,  # its embedding and latent are given
             image_pose=pose_frames,
             height=height,
             width=width,

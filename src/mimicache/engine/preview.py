@@ -71,10 +71,10 @@ def pose_preview(
     bars = progress and sys.stderr.isatty()
     start = time.perf_counter()
     with record.time("preprocess"):
-        pose, image_pixels = engine.prepare_pose(case, record, progress=bars, label=label)
+        pose, image = engine.prepare_pose(case, record, progress=bars, label=label)
     with record.time("preview"):
         pose_frames = pose.permute(0, 2, 3, 1).numpy()
-        reference = ((image_pixels[0].permute(1, 2, 0) + 1.0) * 127.5).round().byte().numpy()
+        reference = image.pixels
         height, width = reference.shape[:2]
         driving = np.empty_like(pose_frames)
         driving[0] = reference

@@ -262,7 +262,9 @@ def replay_warnings(stage: Stage, tensors: Mapping[str, torch.Tensor], *, hit: b
 class JobKeys:
     """The cache keys of one job, each computed on first use: when the cache is off, no file
     is digested and no video is probed. ``digest(path)`` is the store's memoised content
-    digest; ``fingerprints`` has ``dwpose``, ``image_encoder`` and ``vae``."""
+    digest; ``fact(digest, name, compute)`` a memoised value the bytes determine (the video's
+    frame rate, so a job whose entries all hit never opens the video); ``fingerprints`` has
+    ``dwpose``, ``image_encoder`` and ``vae``."""
 
     def __init__(
         self,
@@ -276,12 +278,16 @@ class JobKeys:
         person: str = "auto",
         pose_platform: Callable[[], dict] = dict,
         model_platform: Callable[[], dict] = dict,
+        fact: Callable[[str, str, Callable[[], Any]], Any] = lambda digest, name, compute: (
+            compute()
+        ),
     ):
         self.case = case
         # Read when the first key is made, so a worker's --threads is already in force.
         self._pose_platform = pose_platform
         self._model_platform = model_platform
         self._digest = digest
+        self._fact = fact
         self._fingerprints = fingerprints
         self._retarget = retarget
         self._person = person
@@ -300,7 +306,10 @@ class JobKeys:
 
     @cached_property
     def image_digest(self) -> str:
-        return self._digest(Path(self.case.ref_image_path))
+        image = Path(self.case.ref_image_path)
+        if not image.is_file():
+            raise missing_file(image, "reference image", "Check the ref_image_path in your config.")
+        return self._digest(image)
 
     @cached_property
     def video_digest(self) -> str:
@@ -318,7 +327,8 @@ class JobKeys:
     @cached_property
     def video_keypoints(self) -> StageKey:
         video = Path(self.case.ref_video_path)
-        stride = effective_stride(self.case.sample_stride, probe_video(video).avg_fps)
+        fps = self._fact(self.video_digest, "video.avg_fps", lambda: probe_video(video).avg_fps)
+        stride = effective_stride(self.case.sample_stride, fps)
         return video_keypoints_key(
             self.video_digest, stride, self._fingerprints.dwpose, self.pose_platform
         )

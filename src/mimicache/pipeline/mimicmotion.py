@@ -2,8 +2,8 @@
 
 Inputs: ``image`` a PIL image (or list/tensor as diffusers accepts), ``image_pose`` (N,3,H,W)
 float in [-1,1] (or uint8 in [0,255]) with frame 0 the reference pose. Output frames (B,N,3,H,W) float in [0,1] for
-``output_type="pt"``. Precomputed ``image_embeddings`` (1,D) and ``image_latents`` (1,4,H/8,W/8)
-skip the encoders; the augmentation noise is drawn regardless so the random stream is unchanged.
+``output_type="pt"``. Given ``image_embeddings`` (1,D) and ``image_latents`` (1,4,H/8,W/8) skip
+the encoders (``image`` may be None); the augmentation noise is drawn anyway (same draws).
 ``speed="fast"`` batches the UNet and decode calls (see ``pipeline.speed``); the draws are the same.
 """
 
@@ -328,7 +328,7 @@ class MimicMotionPipeline(DiffusionPipeline):
     @torch.no_grad()
     def __call__(
         self,
-        image: PIL.Image.Image | list | torch.Tensor,
+        image: PIL.Image.Image | list | torch.Tensor | None,
         image_pose: torch.Tensor,
         height: int = 576,
         width: int = 1024,
@@ -367,6 +367,8 @@ class MimicMotionPipeline(DiffusionPipeline):
         decode_chunk_size = decode_chunk_size or num_frames
         if height % 8 or width % 8:
             raise ValueError(f"height and width must be divisible by 8, got {height} and {width}")
+        if image is None and (image_embeddings is None or image_latents is None):
+            raise ValueError("pass the reference image, or both image_embeddings and image_latents")
         if image_pose.shape[0] != num_frames:
             raise ValueError(
                 f"image_pose holds {image_pose.shape[0]} frames but num_frames is {num_frames}"

@@ -13,13 +13,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from mimicache.errors import InputError
-from mimicache.media import fit_image, iter_frames, probe_video, read_image
+from mimicache.media import fit_image, fit_size, image_size, iter_frames, probe_video, read_image
 from mimicache.pose.align import align_poses, no_reference_person, reference_ids
 from mimicache.pose.draw import draw_pose
 from mimicache.pose.keypoints import PoseFrame, PoseSequence
@@ -37,6 +38,7 @@ __all__ = [
     "POSE_FRAMES",
     "VIDEO_KEYPOINTS",
     "PreparedPose",
+    "ReferenceImage",
     "VideoPoses",
     "extract_image_pose",
     "extract_video_poses",
@@ -178,12 +180,31 @@ def to_model_pixels(frames: np.ndarray) -> torch.Tensor:
 
 
 @dataclass
+class ReferenceImage:
+    """The reference image fitted to ``resolution`` (``media.fit_image``), decoded only when
+    its pixels are needed: a job whose every stage is a cache hit never reads them."""
+
+    path: Path
+    resolution: int
+
+    @cached_property
+    def size(self) -> tuple[int, int]:
+        """(height, width) of the fitted image, from the file's header."""
+        return fit_size(*image_size(self.path), self.resolution)[:2]
+
+    @cached_property
+    def pixels(self) -> np.ndarray:
+        """(H, W, 3) uint8: the fitted image."""
+        return fit_image(read_image(self.path), self.resolution)
+
+
+@dataclass
 class PreparedPose:
     """What the pose steps give one job: the drawn pose frames (1+F,H,W,3) uint8 (frame 0 the
-    reference pose), the fitted reference image (H,W,3) uint8 and who was seen in the video."""
+    reference pose), the fitted reference image and who was seen in the video."""
 
     frames: np.ndarray
-    image: np.ndarray
+    image: ReferenceImage
     people: PeopleReport
 
 
@@ -204,8 +225,9 @@ def pose_steps(
     desc: str = "DWPose",
     run_step: Callable[[str, Callable, Path], object] = _run_directly,
 ) -> PreparedPose:
-    """The pose steps in their one order: fit the image, its keypoints, the video's keypoints,
-    one person chosen, aligned (and retargeted) and drawn.
+    """The pose steps in their one order: the fitted image's keypoints, the video's keypoints,
+    one person chosen, aligned (and retargeted) and drawn. The image is read only by a step
+    that computes (``ReferenceImage``).
 
     ``run_step(name, compute, subject)`` returns ``compute()``'s value for the step ``name``
     (IMAGE_KEYPOINTS, VIDEO_KEYPOINTS, POSE_FRAMES), for example from a cache keyed on
@@ -213,11 +235,10 @@ def pose_steps(
     """
     check_mode(retarget)
     video_path, image_path = Path(video_path), Path(image_path)
-    image = fit_image(read_image(image_path), resolution)
-    height, width = image.shape[:2]
+    image = ReferenceImage(image_path, resolution)
     ref_pose: PoseFrame = run_step(
         IMAGE_KEYPOINTS,
-        lambda: extract_image_pose(image, dwpose, image_path=image_path),
+        lambda: extract_image_pose(image.pixels, dwpose, image_path=image_path),
         image_path,
     )
     if retarget == GRAFT:  # before DWPose runs on the whole video
@@ -237,8 +258,7 @@ def pose_steps(
         lambda: render_pose_frames(
             ref_pose,
             video,
-            height,
-            width,
+            *image.size,
             video_path=video_path,
             image_path=image_path,
             retarget=retarget,
@@ -278,4 +298,4 @@ def preprocess(
         person=person,
         progress=progress,
     )
-    return to_model_pixels(pose.frames), to_model_pixels(pose.image[None])
+    return to_model_pixels(pose.frames), to_model_pixels(pose.image.pixels[None])
