@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mimicache.batch import JobResult, plan_jobs
+from mimicache.batch import JobResult, plan_jobs, ray_executor
 from mimicache.batch.executor import ExecutorSettings
 from mimicache.batch.plan import shard_jobs
 from mimicache.batch.ray_executor import RayExecutor
@@ -133,7 +133,7 @@ def _spec(workspace, cache: Path) -> EngineSpec:
 
 
 def test_a_worker_killed_mid_batch_is_replaced_and_its_job_retried(
-    workspace, local_run, ray_cluster, tmp_path, caplog
+    workspace, local_run, ray_cluster, tmp_path, caplog, monkeypatch
 ):
     spec = _spec(workspace, tmp_path / "cache")
     jobs = plan_jobs(spec.config, batch_folder=workspace["videos"], output_dir=tmp_path / "out",
@@ -154,11 +154,29 @@ def test_a_worker_killed_mid_batch_is_replaced_and_its_job_retried(
         progress=False,
         on_result=kill_a_busy_worker,
     )
-    results = executor.run(jobs, config=spec.config)
+    # the workers' progress lines are logged here while their jobs still run
+    monkeypatch.setattr(ray_executor, "RELAY_POLL_S", 0.05)
+    running: list[bool] = []
+
+    class WhileRunning(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            label = record.getMessage().split(":")[0]
+            refs = [ref for ref, (job, *_) in executor.busy.items() if job.name == label]
+            running.append(bool(refs) and not ray_cluster.wait(refs, timeout=0)[0])
+
+    watch = WhileRunning()
+    logging.getLogger("mimicache.engine.progress").addHandler(watch)
+    try:
+        results = executor.run(jobs, config=spec.config)
+    finally:
+        logging.getLogger("mimicache.engine.progress").removeHandler(watch)
     assert killed and [r.status for r in results] == ["ok"] * JOBS
     assert [r.job.index for r in results] == list(range(JOBS))
     assert any("its worker died" in m and "retry 1 of 1" in m for m in caplog.messages)
     assert _videos(tmp_path / "out") == local_run["videos"]
+    assert any(running)  # a job's line came before its result, not replayed after it
+    done = Counter(m.split(":")[0] for m in caplog.messages if ": done in " in m)
+    assert done == {job.name: 1 for job in jobs}  # each line once: streamed, not also replayed
 
 
 def test_resume_runs_only_the_missing_jobs(workspace, local_run, tmp_path, capsys, caplog):

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from mimicache.batch.cold_warm import ROWS, speedups
+from mimicache.batch.cold_warm import ROWS, Speedup, speedups
 from mimicache.batch.outcome import JobResult
 from mimicache.cache.fs import atomic_write
 from mimicache.engine.stage_names import UNCACHED_STEPS
@@ -30,8 +30,16 @@ def stage_seconds(
     return out
 
 
-def plot_cold_warm(cold: Sequence[JobResult], warm: Sequence[JobResult], path: str | Path) -> Path:
-    """Draw the comparison into ``path`` (PNG, written atomically) and return it.
+def plot_cold_warm(
+    cold: Sequence[JobResult],
+    warm: Sequence[JobResult],
+    path: str | Path,
+    *,
+    figures: tuple[Speedup | None, Speedup | None] | None = None,
+) -> Path:
+    """Draw the comparison into ``path`` (PNG, written atomically) and return it; the title
+    gives ``figures`` (the headline's cached-stages and whole-job speed-ups; default: from the
+    runs' own timings).
 
     ``MimicacheError`` when matplotlib is missing (it is an optional dependency) or no job
     succeeded.
@@ -80,7 +88,7 @@ def plot_cold_warm(cold: Sequence[JobResult], warm: Sequence[JobResult], path: s
         ax.set_yticks(y, names)
         ax.set_xlabel("seconds (summed over the jobs)")
         ax.set_xlim(0, longest * 1.45)
-        ax.set_title(_title(cold, warm), fontsize=10, loc="left")
+        ax.set_title(_title(cold, warm, figures), fontsize=10, loc="left")
         # above the bars, beside the title: inside the axes it covers the bottom row's label
         ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncols=2, frameon=False)
         ax.grid(axis="x", alpha=0.3)
@@ -90,9 +98,13 @@ def plot_cold_warm(cold: Sequence[JobResult], warm: Sequence[JobResult], path: s
         plt.close(fig)
 
 
-def _title(cold: Sequence[JobResult], warm: Sequence[JobResult]) -> str:
+def _title(
+    cold: Sequence[JobResult],
+    warm: Sequence[JobResult],
+    figures: tuple[Speedup | None, Speedup | None] | None,
+) -> str:
     """The benchmark's headline: the cached stages' and the whole job's speed-ups, apart."""
-    cached, whole = speedups(cold, warm)
+    cached, whole = figures or speedups(cold, warm)
     lines = [f"Feature cache: cold (forced refresh) vs warm, {len(cold)} job(s)"]
     figures = [
         f"{label} {part.factor:.{2 if part.factor < 10 else 1}f}x"

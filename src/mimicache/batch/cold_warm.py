@@ -6,7 +6,11 @@ pays one-off costs (allocator and kernel set-up, lazily loaded code, cold file p
 cold run would otherwise count as cache misses. The headline keeps two figures apart: the
 stages the cache serves (their speed-up is the cache's) and the whole job (which includes the
 uncached PoseNet, denoising and decoding: the same work in both runs, so each is counted at
-its faster time in both and their noise does not pass for a cache effect)."""
+its faster time in both and their noise does not pass for a cache effect). A warm hit takes
+milliseconds, so one timing of it is mostly noise: after both runs the cached stages alone run
+``STAGE_REPEATS`` more times each way (forced refresh, then hits), and the cached-stages figure
+takes each job's fastest (the same work each time, so what is above it is the machine's noise,
+as ``timeit`` reasons)."""
 
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from typing import Protocol
 
 import numpy as np
 
+from mimicache.batch.inputs import fetched
 from mimicache.batch.outcome import JobResult
 from mimicache.batch.plan import Job
 from mimicache.batch.report import text_table
@@ -32,6 +37,9 @@ UNCACHED = tuple(UNCACHED_STEPS)
 ROWS = (*STAGES, *UNCACHED, *TOTALS)
 # The work a hit replaces: the stage itself plus its key (file digests) and decoding its value.
 CACHE_OVERHEAD = ("digest", "unpack")
+STAGE_REPEATS = 3  # more timings of the cached stages alone, per job, cold and warm
+
+Retimes = dict[str, dict[int, list[dict[str, float]]]]  # run -> job index -> stage timings
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +124,12 @@ def run_benchmark(
         engine.cache = original
     cold, warm = runs["cold"], runs["warm"]
     identical = bool(digests["cold"]) and digests["cold"] == digests["warm"]
-    cached, whole = speedups(cold, warm)
+    done = {r.job.index for r in warm if r.ok} & {r.job.index for r in cold if r.ok}
+    retimes = {
+        name: retime_stages(engine, [j for j in plan(name) if j.index in done], root, force)
+        for name, force in (("cold", True), ("warm", False))
+    }
+    cached, whole = speedups(cold, warm, retimes)
     table = format_table(cold, warm, identical, digests)
     table += "\n" + format_headline(cached, whole, warmup)
     return BenchReport(cold, warm, identical, table, cached, whole)
@@ -147,6 +160,38 @@ def warm_up(engine: CachedEngine, jobs: Sequence[Job], root) -> str:
     return f"{job.name} ran once first with the cache off, untimed ({seconds:.2f} s)"
 
 
+def retime_stages(
+    engine: CachedEngine, jobs: Sequence[Job], root, force: bool
+) -> dict[int, list[dict[str, float]]]:
+    """Each job's cached stages alone (``prepare_pose``, then ``reference_features`` when they
+    are cached), ``STAGE_REPEATS`` times on a store at ``root`` (``force``: forced refresh, as
+    the cold run), as the runs time them; {} for an engine without them."""
+    from mimicache.engine.record import JobRecord
+
+    prepare, features = (getattr(engine, n, None) for n in ("prepare_pose", "reference_features"))
+    if prepare is None or features is None:
+        return {}
+    with_features = getattr(engine, "cache_pipeline_features", True)
+    original = engine.cache
+    out: dict[int, list[dict[str, float]]] = {}
+    with FeatureStore(root, force_refresh=force, any_platform=original.any_platform) as store:
+        engine.cache = store
+        try:
+            for job in jobs:
+                case = fetched(job.case)  # as the run gave it (URL inputs are local by now)
+                for _ in range(STAGE_REPEATS):
+                    record = JobRecord()
+                    _, image = prepare(case, record, progress=False)
+                    if with_features:
+                        features(case, image, record)
+                    out.setdefault(job.index, []).append(record.timings)
+        except Exception as exc:  # the runs' own timings stand
+            logger.info("timing the cached stages again failed (%s): one timing each", exc)
+        finally:
+            engine.cache = original
+    return out
+
+
 def _make_keys(engine: CachedEngine, job: Job) -> None:
     """Every cache key of the job, through the real store's digest memo: the engine keeps its
     model fingerprints once made, so only the first timed job would pay for them (the warm
@@ -160,12 +205,13 @@ def _make_keys(engine: CachedEngine, job: Job) -> None:
 
 
 def speedups(
-    cold: Sequence[JobResult], warm: Sequence[JobResult]
+    cold: Sequence[JobResult], warm: Sequence[JobResult], retimes: Retimes | None = None
 ) -> tuple[Speedup | None, Speedup | None]:
     """(the cached stages, the whole job), over the jobs that succeeded cold and warm. The
     cached stages are those with cache events in the warm run (so
     ``--disable_pipeline_feature_cache`` leaves CLIP and VAE out) plus the key and decoding
-    work a hit still does."""
+    work a hit still does; with ``retimes`` (``retime_stages`` of "cold" and "warm"), each
+    job's fastest of its run's timing and those."""
     warm_by_index = {r.job.index: r for r in warm if r.ok}
     pairs = [(c, warm_by_index[c.job.index]) for c in cold if c.ok and c.job.index in warm_by_index]
     if not pairs:
@@ -176,12 +222,24 @@ def speedups(
     def seconds(result: JobResult, names: Sequence[str]) -> float:
         return sum(result.timings.get(name, 0.0) for name in names)
 
+    def fastest(result: JobResult, run: str) -> float:
+        again = (retimes or {}).get(run, {}).get(result.job.index, [])
+        return min([seconds(result, parts)] + [
+            sum(t.get(name, 0.0) for name in parts) for t in again
+        ])  # fmt: skip
+
     cached = None
     if served:
+        counts = {1 + len((retimes or {}).get(run, {}).get(c.job.index, [])) for c, _ in pairs
+                  for run in ("cold", "warm")}  # fmt: skip
         cached = Speedup(
             "cached stages (" + ", ".join(s for s in STAGES if s in served) + "; keys, decoding)",
-            sum(seconds(c, parts) for c, _ in pairs),
-            sum(seconds(w, parts) for _, w in pairs),
+            sum(fastest(c, "cold") for c, _ in pairs),
+            sum(fastest(w, "warm") for _, w in pairs),
+            note=f"each job's fastest of {max(counts)} timings: its run's and {max(counts) - 1} "
+            "of the cached stages alone"
+            if max(counts) > 1
+            else "",
         )
     # Stages that do the same work cold and warm (bit-identical outputs) differ only by noise,
     # which on a busy or virtual machine outweighs what the cache saves on small jobs: each is

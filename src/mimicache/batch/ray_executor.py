@@ -4,7 +4,7 @@ Generation workers (one GPU each by default) run jobs and write their own result
 encodes its mp4 and publishes it with its sidecar (to a local folder or an object-storage URL,
 create-only under a free name) and returns a small ``JobResult`` (a few kB, no frames); the
 driver only logs, keeps ``results.jsonl`` and writes the summary, so one driver can feed many
-GPUs. Pose workers (CPU, DWPose only) run the pose stages of upcoming jobs so their cache
+GPUs. Their progress lines reach the driver's log while the jobs run (a ``ProgressRelay``). Pose workers (CPU, DWPose only) run the pose stages of upcoming jobs so their cache
 entries exist when a generation worker gets there. The driver hands out one job at a time to
 each idle worker.
 
@@ -30,13 +30,14 @@ from mimicache.batch.outcome import JobResult, Outcome
 from mimicache.batch.plan import Job
 from mimicache.batch.resume import split_done
 from mimicache.batch.run import SidecarInfo, finish_job, log_start
-from mimicache.batch.workers import GenerationWorker, PoseWorker, replay_logs
+from mimicache.batch.workers import GenerationWorker, PoseWorker, ProgressRelay, replay_logs
 from mimicache.config import InferenceConfig
 from mimicache.errors import MimicacheError, setting
 
 logger = logging.getLogger(__name__)
 
 POSE_LOOKAHEAD = 2  # pose jobs queued per pose worker: enough to never idle, few to cancel
+RELAY_POLL_S = 1.0  # how often the driver logs the workers' progress lines while it waits
 
 
 @dataclass
@@ -92,6 +93,7 @@ class RayExecutor(ExecutorBase):
         self.pose_actors: list[Any] = []
         self.busy: dict[Any, tuple[Job, _Slot, int]] = {}  # object ref -> job, worker, attempt
         self.reviving: dict[Any, _Slot] = {}  # object ref of a pid call -> restarting worker
+        self.relay: Any = None  # the workers' progress lines, logged here as they come
         self.startup_s = 0.0
 
     # ------------------------------------------------------------------ set-up
@@ -140,7 +142,8 @@ class RayExecutor(ExecutorBase):
             num_cpus=worker_cpus, num_gpus=per, max_restarts=-1, max_task_retries=0
         )
         threads = spec.threads or max(1, math.floor(worker_cpus))
-        actors = [gen.remote(spec.replace(threads=threads)) for _ in range(workers)]
+        self.relay = ray.remote(ProgressRelay).options(num_cpus=0).remote()
+        actors = [gen.remote(spec.replace(threads=threads), self.relay) for _ in range(workers)]
         poser = ray.remote(PoseWorker).options(num_cpus=pose_cpus, max_restarts=-1)
         pose_spec = spec.replace(threads=spec.threads or max(1, math.floor(pose_cpus)))
         self.pose_actors = [poser.remote(pose_spec) for _ in range(pose)]
@@ -165,9 +168,11 @@ class RayExecutor(ExecutorBase):
     def stop(self) -> None:
         import ray
 
-        for actor in [s.actor for s in self.slots] + self.pose_actors:
+        relay = [self.relay] if self.relay is not None else []
+        for actor in [s.actor for s in self.slots] + self.pose_actors + relay:
             ray.kill(actor, no_restart=True)
         self.slots, self.pose_actors, self.busy, self.reviving = [], [], {}, {}
+        self.relay = None
 
     def worker_pids(self, *, busy_only: bool = False) -> list[int]:
         """Process ids of the live generation workers (``busy_only``: those running a job)."""
@@ -237,7 +242,10 @@ class RayExecutor(ExecutorBase):
                     )
                     self.busy[call] = (job, slot, attempt)
                 waiting = [*self.busy, *pose.pending, *self.reviving]
-                ready, _ = ray.wait(waiting, num_returns=1)
+                ready, _ = ray.wait(waiting, num_returns=1, timeout=RELAY_POLL_S)
+                if not ready or any(ref in self.busy for ref in ready):
+                    # a job's progress lines before its end lines; one call per job or second
+                    replay_logs(ray.get(self.relay.drain.remote()))
                 for ref in ready:
                     if pose.collect(ref):
                         continue

@@ -6,7 +6,8 @@ cache's pose entries ahead of the generation).
 A generation worker writes its own results: ``run_job`` fetches the job's URL inputs to this
 machine, generates, encodes the mp4 and publishes it with its sidecar (``run.finish_job``,
 exactly as a local run does, to a local folder or an object-storage URL), and hands the
-driver the small ``JobResult`` (a few kB, no frames) and the job's log records.
+driver the small ``JobResult`` (a few kB, no frames) and the job's log records; its progress
+lines go to the driver's ``ProgressRelay`` as they are logged.
 """
 
 from __future__ import annotations
@@ -63,12 +64,61 @@ def replay_logs(lines: list[LogLine], prefix: str = "") -> None:
         logging.getLogger(name).log(level, "%s%s", prefix, text)
 
 
+class ProgressRelay:
+    """A Ray actor on the driver's side: workers ``put`` their progress lines as they log
+    them, the driver ``drain``s and logs them while the jobs run."""
+
+    def __init__(self) -> None:
+        self.lines: list[LogLine] = []
+
+    def put(self, line: LogLine) -> None:
+        self.lines.append(line)
+
+    def drain(self) -> list[LogLine]:
+        lines, self.lines = self.lines, []
+        return lines
+
+
+class _ToRelay(logging.Handler):
+    """Sends each record to a ``ProgressRelay`` (not awaited; ``flush`` waits for the last)."""
+
+    def __init__(self, relay: Any):
+        super().__init__()
+        self.relay = relay
+        self.last: Any = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # under the progress module's logger name, as a local run logs these lines
+        line = (ProgressLog.__module__, record.levelno, record.getMessage())
+        self.last = self.relay.put.remote(line)
+
+    def flush(self) -> None:
+        if self.last is not None:
+            import ray
+
+            ray.wait([self.last], timeout=10)
+            self.last = None
+
+
+def _live_log(relay: Any) -> logging.Logger:
+    """A logger whose records go to ``relay`` only (the driver logs them as they come), not to
+    the records a job hands back at its end."""
+    log = logging.getLogger(f"mimicache.progress.relay.{os.getpid()}")
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    log.handlers = [_ToRelay(relay)]
+    return log
+
+
 class GenerationWorker:
     """The whole engine, loaded once; ``run`` generates one job. A model that cannot be loaded
     is reported by ``info`` (a load error is the user's to fix, never retried)."""
 
-    def __init__(self, spec: EngineSpec):
+    def __init__(self, spec: EngineSpec, relay: Any = None):
+        """``relay``: a ``ProgressRelay`` that gets the jobs' progress lines as they happen
+        (None: they come back with each job's records)."""
         self.spec = spec
+        self.live = _live_log(relay) if relay is not None else None
         self.engine: Any = None
         self.load_error: str | None = None
         level = logging.DEBUG if spec.verbose else logging.INFO
@@ -122,6 +172,8 @@ class GenerationWorker:
             events, seconds = ahead
             outcome.cache_events = [*events, *outcome.cache_events]
             outcome.timings = {"pose_ahead": seconds, **outcome.timings}
+        if self.live is not None:  # its progress reaches the driver before its result
+            self.live.handlers[0].flush()
         level = logging.DEBUG if self.spec.verbose else logging.INFO
         with captured_logs(level) as published:
             result = finish_job(job, outcome, info, number=number, total=total)
@@ -133,10 +185,10 @@ class GenerationWorker:
         with captured_logs(level) as lines:
             try:
                 case = fetched(case)
-                # progress as log lines the driver logs again, never as a bar in its log
-                generated = self.engine.generate(
-                    case, progress=False, label=label, observer=ProgressLog()
-                )
+                # progress as log lines the driver logs (live through the relay, else
+                # with the job's records), never as a bar in its log
+                live = ProgressLog(log=self.live) if self.live is not None else ProgressLog()
+                generated = self.engine.generate(case, progress=False, label=label, observer=live)
             except MimicacheError as exc:
                 logger.error("%s failed: %s", label, exc)
                 return Outcome(error=error_text(exc)), lines

@@ -234,7 +234,9 @@ def _benchmark(
         from mimicache.batch.bench_plot import plot_cold_warm
 
         try:
-            logger.info("plot: %s", plot_cold_warm(report.cold, report.warm, args.plot))
+            figures = (report.cached, report.whole)
+            plotted = plot_cold_warm(report.cold, report.warm, args.plot, figures=figures)
+            logger.info("plot: %s", plotted)
         except (MimicacheError, OSError) as exc:  # the runs are done: a plot never fails them
             logger.error("no plot: %s", exc)
     return report.cold + report.warm, report
