@@ -12,6 +12,7 @@ lines go to the driver's ``ProgressRelay`` as they are logged.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -96,7 +97,9 @@ class _ToRelay(logging.Handler):
         if self.last is not None:
             import ray
 
-            ray.wait([self.last], timeout=10)
+            # a line lost with a closing cluster is no reason to fail the job (or an exit)
+            with contextlib.suppress(Exception):
+                ray.wait([self.last], timeout=10)
             self.last = None
 
 

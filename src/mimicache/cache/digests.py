@@ -112,79 +112,73 @@ class DigestMemo:
             )
         self._broken = True
 
-    def lookup(self, st: os.stat_result) -> str | None:
-        """The memoised digest of the file ``st`` describes, or None."""
+    def _run(self, sql: str, args: tuple, *, write: bool, facts: bool = False) -> list | None:
+        """``sql`` on the memo's database: its rows, or None when the memo is unusable (or
+        read-only, for a ``write``) or the statement fails. A failure disables the memo,
+        except one on the facts table (e.g. a read-only index from before it existed): the
+        digests stay memoised."""
+        if write and self.read_only:
+            return None
         with self._lock:
             conn = self._connection()
             if conn is None:
                 return None
             try:
-                row = conn.execute(
-                    "SELECT digest FROM file_digests WHERE dev=? AND ino=? AND size=? "
-                    "AND mtime_ns=? AND ctime_ns=?",
-                    (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns),
-                ).fetchone()
+                return conn.execute(sql, args).fetchall()
             except sqlite3.Error as exc:
-                self._disable(exc)
+                if not facts:
+                    self._disable(exc)
                 return None
-        return row[0] if row else None
+
+    def lookup(self, st: os.stat_result) -> str | None:
+        """The memoised digest of the file ``st`` describes, or None."""
+        rows = self._run(
+            "SELECT digest FROM file_digests WHERE dev=? AND ino=? AND size=? "
+            "AND mtime_ns=? AND ctime_ns=?",
+            (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns),
+            write=False,
+        )
+        return rows[0][0] if rows else None
 
     def store(self, st: os.stat_result, digest: str, path: str | os.PathLike[str] = "") -> None:
         """Remember ``digest`` for the file ``st`` describes (best effort)."""
-        if self.read_only:
-            return
-        with self._lock:
-            conn = self._connection()
-            if conn is None:
-                return
-            try:
-                conn.execute(
-                    "INSERT OR REPLACE INTO file_digests "
-                    "(dev, ino, size, mtime_ns, ctime_ns, digest, path, checked) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        st.st_dev,
-                        st.st_ino,
-                        st.st_size,
-                        st.st_mtime_ns,
-                        st.st_ctime_ns,
-                        digest,
-                        # a name that is not UTF-8 (surrogate escapes) would make sqlite
-                        # refuse the row; the path is only shown, so its bytes are escaped
-                        os.fsencode(path).decode("utf-8", "backslashreplace"),
-                        time.time(),
-                    ),
-                )
-            except sqlite3.Error as exc:
-                self._disable(exc)
+        self._run(
+            "INSERT OR REPLACE INTO file_digests "
+            "(dev, ino, size, mtime_ns, ctime_ns, digest, path, checked) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                st.st_dev,
+                st.st_ino,
+                st.st_size,
+                st.st_mtime_ns,
+                st.st_ctime_ns,
+                digest,
+                # a name that is not UTF-8 (surrogate escapes) would make sqlite refuse the
+                # row; the path is only shown, so its bytes are escaped
+                os.fsencode(path).decode("utf-8", "backslashreplace"),
+                time.time(),
+            ),
+            write=True,
+        )
 
     def fact(self, digest: str, name: str) -> str | None:
         """The memoised fact ``name`` (JSON text) of the bytes ``digest`` names, or None."""
-        with self._lock:
-            conn = self._connection()
-            if conn is None:
-                return None
-            try:
-                row = conn.execute(
-                    "SELECT value FROM content_facts WHERE digest=? AND name=?", (digest, name)
-                ).fetchone()
-            except sqlite3.Error:  # e.g. a read-only index written before facts were kept
-                return None
-        return row[0] if row else None
+        rows = self._run(
+            "SELECT value FROM content_facts WHERE digest=? AND name=?",
+            (digest, name),
+            write=False,
+            facts=True,
+        )
+        return rows[0][0] if rows else None
 
     def store_fact(self, digest: str, name: str, value: str) -> None:
         """Remember the fact ``name`` of the bytes ``digest`` names (best effort)."""
-        if self.read_only:
-            return
-        with self._lock:
-            conn = self._connection()
-            if conn is None:
-                return
-            with contextlib.suppress(sqlite3.Error):  # a fact not kept is computed again
-                conn.execute(
-                    "INSERT OR REPLACE INTO content_facts (digest, name, value) VALUES (?, ?, ?)",
-                    (digest, name, value),
-                )
+        self._run(
+            "INSERT OR REPLACE INTO content_facts (digest, name, value) VALUES (?, ?, ?)",
+            (digest, name, value),
+            write=True,
+            facts=True,
+        )
 
     def close(self) -> None:
         with self._lock:
