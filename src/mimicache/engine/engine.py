@@ -35,11 +35,9 @@ from mimicache.engine.record import (
 )
 from mimicache.engine.speed import DECODE_CHUNK_SIZE, BatchPlanner, SpeedOptions
 from mimicache.engine.stages import (
+    CACHED_STAGES,
     CLIP_EMBEDDINGS_STAGE,
-    IMAGE_KEYPOINTS_STAGE,
-    POSE_FRAMES_STAGE,
     VAE_LATENTS_STAGE,
-    VIDEO_KEYPOINTS_STAGE,
     JobKeys,
     Stage,
     compute_with_warnings,
@@ -299,9 +297,6 @@ class MimicMotion:
         ``record.people`` gets who was seen in the video and who drives the pose."""
         # Steps 1-4 of generate(), in pose_steps' order; each cached one goes through _run_stage.
         keys = keys or self.keys(case)
-        stages = {
-            s.name: s for s in (IMAGE_KEYPOINTS_STAGE, VIDEO_KEYPOINTS_STAGE, POSE_FRAMES_STAGE)
-        }
         pose = pose_steps(
             case.ref_video_path,
             case.ref_image_path,
@@ -313,7 +308,7 @@ class MimicMotion:
             progress=progress,
             desc=f"{label}: DWPose" if label else "DWPose",
             run_step=lambda step, compute, subject: self._run_stage(
-                stages[step], keys, compute, subject, record
+                CACHED_STAGES[step], keys, compute, subject, record
             ),
         )
         record.people = pose.people

@@ -231,7 +231,7 @@ class _Collect(logging.Handler):
 
 def compute_with_warnings(stage: Stage, compute: Callable[[], Any]) -> dict[str, torch.Tensor]:
     """``stage.encode(compute())`` plus the warnings mimicache logged while computing, as JSON
-    bytes: a warning belongs to the result, so a hit repeats it (``split_warnings``)."""
+    bytes: a warning belongs to the result, so a hit repeats it (``replay_warnings``)."""
     collect = _Collect()
     root = logging.getLogger("mimicache")
     root.addHandler(collect)
@@ -304,19 +304,24 @@ class JobKeys:
         """Where CLIP and the VAE compute."""
         return self._model_platform()
 
+    def _input_digest(self, path: Path, what: str, hint: str) -> str:
+        if not path.is_file():  # the error a user can act on, not the digest's OSError
+            raise missing_file(path, what, hint)
+        return self._digest(path)
+
     @cached_property
     def image_digest(self) -> str:
         image = Path(self.case.ref_image_path)
-        if not image.is_file():
-            raise missing_file(image, "reference image", "Check the ref_image_path in your config.")
-        return self._digest(image)
+        return self._input_digest(
+            image, "reference image", "Check the ref_image_path in your config."
+        )
 
     @cached_property
     def video_digest(self) -> str:
         video = Path(self.case.ref_video_path)
-        if not video.is_file():
-            raise missing_file(video, "driving video", "Check ref_video_path or the batch folder.")
-        return self._digest(video)
+        return self._input_digest(
+            video, "driving video", "Check ref_video_path or the batch folder."
+        )
 
     @cached_property
     def image_keypoints(self) -> StageKey:
