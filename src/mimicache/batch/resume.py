@@ -99,27 +99,34 @@ class ResultKeys:
 
 @dataclass(frozen=True)
 class DoneResult:
-    """An earlier run's finished job: its mp4 and its sidecar."""
+    """An earlier run's finished job: its mp4 (as checked: its size and BLAKE3 digest), its
+    sidecar."""
 
     output: Path
     sidecar: Path
+    output_bytes: int | None = None
+    output_blake3: str | None = None
 
 
 def find_done(
-    folders: Iterable[Path], keys: set[str], records: Iterable[Mapping[str, Any]] = ()
-) -> dict[str, list[DoneResult]]:
-    """Earlier results in ``folders`` by result key (only keys in ``keys``): sidecars with
-    status ok, and ``records`` (``results.jsonl`` rows) of done jobs, whose mp4 is there with
-    the recorded size and BLAKE3 digest. An mp4 that both name counts once."""
+    earlier: Iterable[tuple[Path, dict[str, Any]]], keys: set[str]
+) -> tuple[dict[str, list[DoneResult]], dict[Path, str | None]]:
+    """The ``earlier`` results (``_earlier``: sidecars and ``results.jsonl`` rows) by result
+    key, only keys in ``keys`` and only those whose mp4 is there with the recorded size and
+    BLAKE3 digest (an mp4 that both name counts once); and what is wrong with each mp4 checked
+    (None: nothing), so that no mp4 is read twice."""
     found: dict[str, list[DoneResult]] = {}
-    seen: set[Path] = set()
-    for sidecar, data in _earlier(folders, records):
+    damage: dict[Path, str | None] = {}
+    for sidecar, data in earlier:
         key = data.get("result_key")
         video = Path(data["output"])
-        if key in keys and video not in seen and _damage(video, data) is None:
-            seen.add(video)
-            found.setdefault(key, []).append(DoneResult(video, sidecar))
-    return found
+        if key not in keys or video in damage:
+            continue
+        damage[video] = _damage(video, data)
+        if damage[video] is None:
+            done = DoneResult(video, sidecar, data.get("output_bytes"), data.get("output_blake3"))
+            found.setdefault(key, []).append(done)
+    return found, damage
 
 
 def split_done(
@@ -132,10 +139,8 @@ def split_done(
     earlier result stands for one job only, so a plan asking twice for the same result runs it
     twice unless two earlier results exist. Each job to run is logged with why it is redone."""
     digests = [k.digest if k is not None else None for k in keys]
-    folders = {job.output_path.parent for job in jobs}
-    records = list(records)
-    done = find_done(folders, {d for d in digests if d is not None}, records)
-    sidecars = _earlier(folders, records)
+    sidecars = _earlier({job.output_path.parent for job in jobs}, records)
+    done, damage = find_done(sidecars, {d for d in digests if d is not None})
     skipped: list[JobResult] = []
     todo: list[Job] = []
     for job, key, digest in zip(jobs, keys, digests, strict=True):
@@ -143,15 +148,24 @@ def split_done(
         if earlier:
             found = earlier.pop(0)
             logger.info("%s: skipped (done): %s", job.name, found.output)
-            skipped.append(JobResult(job, "skipped", found.output, result_key=key))
+            skipped.append(
+                JobResult(job, "skipped", found.output, result_key=key,
+                          output_bytes=found.output_bytes, output_blake3=found.output_blake3)
+            )  # fmt: skip
         else:
-            logger.info("%s: redone: %s", job.name, redo_reason(job, key, sidecars))
+            logger.info("%s: redone: %s", job.name, redo_reason(job, key, sidecars, damage))
             todo.append(job)
     return skipped, todo
 
 
-def redo_reason(job: Job, key: ResultKey | None, sidecars: list[tuple[Path, dict]]) -> str:
-    """Why ``job`` has no usable earlier result, as one phrase for the log."""
+def redo_reason(
+    job: Job,
+    key: ResultKey | None,
+    sidecars: list[tuple[Path, dict]],
+    damage: Mapping[Path, str | None],
+) -> str:
+    """Why ``job`` has no usable earlier result, as one phrase for the log (``damage``: what
+    ``find_done`` found wrong with the mp4s it checked)."""
     if key is None:
         return "no result key (an input cannot be read)"
     mine = [
@@ -165,10 +179,11 @@ def redo_reason(job: Job, key: ResultKey | None, sidecars: list[tuple[Path, dict
     if not mine:
         return f"no sidecar of an earlier result in {job.output_path.parent}"
     same = [(s, d) for s, d in mine if d.get("result_key") == key.digest]
-    for sidecar, data in same:
-        damage = _damage(sidecar.with_suffix(".mp4"), data)
-        if damage is not None:
-            return damage
+    for _, data in same:
+        video = Path(data["output"])
+        wrong = damage[video] if video in damage else _damage(video, data)
+        if wrong is not None:
+            return wrong
     if same:  # intact, but it stands for an earlier job of this plan with the same result
         return f"its earlier result {same[0][0].with_suffix('.mp4')} stands for another job"
     sidecar, data = mine[-1]
