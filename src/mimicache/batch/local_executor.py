@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from mimicache.batch.executor import ExecutorBase, Resume
-from mimicache.batch.inputs import fetched
 from mimicache.batch.outcome import JobResult
 from mimicache.batch.plan import Job
 from mimicache.batch.resume import ResultKeys, split_done
@@ -62,7 +61,7 @@ class LocalExecutor(ExecutorBase):
         skipped: list[JobResult] = []
         todo = list(jobs)
         if resume is not None:
-            keyed = [keys(fetched(job.case)) for job in todo]
+            keyed = [keys(job.case) for job in todo]
             skipped, todo = split_done(todo, keyed, resume.records)
         listener = self.on_result
         done = run_jobs(

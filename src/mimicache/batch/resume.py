@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mimicache.batch.inputs import fetched
 from mimicache.batch.outcome import JobResult
 from mimicache.batch.output_root import object_sidecars, object_size
 from mimicache.batch.plan import Job
@@ -67,9 +68,11 @@ class ResultKeys:
         return self._checkpoint
 
     def __call__(self, case: TestCase) -> ResultKey | None:
+        """The result key of ``case``; None when an input cannot be read or fetched."""
         from mimicache import __version__
 
         try:
+            case = fetched(case)  # a URL input keyed by its bytes (no-op for local files)
             keys = self.engine.keys(case)
             parameters = {k: v for k, v in case_to_dict(case).items() if k not in _PATH_FIELDS}
             key = StageKey(

@@ -158,9 +158,9 @@ def run_jobs(
     try:
         for number, job in enumerate(jobs, start=1):
             log_start(job, number, len(jobs))
-            outcome = generate_outcome(engine, job, number, len(jobs), progress=progress)
-            if outcome.error is None and result_key is not None:
-                outcome.result_key = result_key(fetched(job.case))
+            outcome = generate_outcome(
+                engine, job, number, len(jobs), progress=progress, result_key=result_key
+            )
             result = finish_job(job, outcome, info, number=number, total=len(jobs))
             if on_frames is not None and result.ok:
                 on_frames(job, outcome.frames)
@@ -199,11 +199,19 @@ def log_start(job: Job, number: int, total: int) -> None:
 
 
 def generate_outcome(
-    engine: Engine, job: Job, number: int, total: int, *, progress: bool
+    engine: Engine,
+    job: Job,
+    number: int,
+    total: int,
+    *,
+    progress: bool,
+    result_key: Callable[[TestCase], ResultKey | None] | None = None,
 ) -> Outcome:
-    """``engine.generate`` for one job; its error (logged) instead of raising."""
+    """``engine.generate`` for one job (its URL inputs fetched once), with its
+    ``result_key(case)`` when given; its error (logged) instead of raising."""
     try:
-        generated = engine.generate(fetched(job.case), progress=progress, label=job.name)
+        case = fetched(job.case)
+        generated = engine.generate(case, progress=progress, label=job.name)
     except MimicacheError as exc:
         logger.error("[%d/%d] %s failed: %s", number, total, job.name, exc)
         logger.debug("traceback", exc_info=True)
@@ -216,6 +224,7 @@ def generate_outcome(
         generated.fps,
         dict(generated.timings),
         list(generated.cache_events),
+        result_key=result_key(case) if result_key is not None else None,
         people=getattr(generated, "people", None),
         platform=dict(getattr(generated, "platform", {})),
     )
