@@ -102,8 +102,9 @@ def run_benchmark(
     root = original.root
     digests: dict[str, dict[int, str]] = {"cold": {}, "warm": {}}
     runs: dict[str, list[JobResult]] = {}
+    jobs = {name: plan(name) for name in ("cold", "warm")}
     try:
-        warmup = warm_up(engine, plan("cold"), root)
+        warmup = warm_up(engine, jobs["cold"], root)
         for name, force in (("cold", True), ("warm", False)):
             with FeatureStore(
                 root, force_refresh=force, any_platform=original.any_platform
@@ -111,7 +112,7 @@ def run_benchmark(
                 engine.cache = store
                 runs[name] = run_jobs(
                     engine,
-                    plan(name),
+                    jobs[name],
                     config=config,
                     progress=progress,
                     on_frames=lambda job, frames, d=digests[name]: d.__setitem__(
@@ -126,7 +127,7 @@ def run_benchmark(
     identical = bool(digests["cold"]) and digests["cold"] == digests["warm"]
     done = {r.job.index for r in warm if r.ok} & {r.job.index for r in cold if r.ok}
     retimes = {
-        name: retime_stages(engine, [j for j in plan(name) if j.index in done], root, force)
+        name: retime_stages(engine, [r.job for r in runs[name] if r.job.index in done], root, force)
         for name, force in (("cold", True), ("warm", False))
     }
     cached, whole = speedups(cold, warm, retimes)
@@ -147,7 +148,7 @@ def warm_up(engine: CachedEngine, jobs: Sequence[Job], root) -> str:
     with FeatureStore(root, enabled=False) as off:
         engine.cache = off
         try:
-            engine.generate(job.case, progress=False, label=f"{job.name} (warm-up)")
+            engine.generate(fetched(job.case), progress=False, label=f"{job.name} (warm-up)")
             engine.cache = original
             _make_keys(engine, job)
         except Exception as exc:  # the cold run reports the job's own failure
@@ -199,7 +200,7 @@ def _make_keys(engine: CachedEngine, job: Job) -> None:
     keys = getattr(engine, "keys", None)
     if keys is None:  # an engine without cache keys has nothing to make
         return
-    job_keys = keys(job.case)
+    job_keys = keys(fetched(job.case))
     for stage in STAGES:
         getattr(job_keys, stage)
 

@@ -231,7 +231,8 @@ class RayExecutor(ExecutorBase):
         bar = tqdm(total=len(jobs), desc="jobs", unit="job", disable=not on_terminal)
         try:
             while queue or self.busy:
-                pose.submit(queued={job.index for job, _ in queue})
+                if pose.todo:  # no pose workers, or all submitted: nothing to build
+                    pose.submit(queued={job.index for job, _ in queue})
                 while idle and queue:
                     job, attempt = _pick(queue, pose.ready)
                     slot = idle.pop(0)

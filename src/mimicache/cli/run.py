@@ -175,11 +175,14 @@ def _manifest_planner(
         raise MimicacheError("--manifest and --batch_folder both name the jobs; give one of them")
     manifest = read_manifest(args.manifest, config.test_case[0])
 
+    first = plan_manifest(manifest, output_dir=output_dir, timestamp=timestamp, tag=tag)
+
     def plan(label: str = "") -> list[Job]:
+        if not label:  # the plan just made: its output names checked once per row
+            return first.jobs
         tags = "_".join(part for part in (tag, label) if part)
         return plan_manifest(manifest, output_dir=output_dir, timestamp=timestamp, tag=tags).jobs
 
-    first = plan_manifest(manifest, output_dir=output_dir, timestamp=timestamp, tag=tag)
     for result in first.rejected:
         logger.error("%s", result.error)
     return plan, first.rejected
