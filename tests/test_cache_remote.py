@@ -54,12 +54,16 @@ def test_file_url_root_is_a_local_store(tmp_path):
     assert not ev.hit and store.entry_path(STAGE, make_key()).is_file()
 
 
-def test_computed_entry_lands_in_both_tiers(s3_url, tmp_path):
+def test_computed_entry_lands_in_both_tiers(s3_url, tmp_path, monkeypatch):
     key = make_key()
+    gets = []
+    real_get = RemoteTier.get
+    monkeypatch.setattr(RemoteTier, "get", lambda self, *a: gets.append(a) or real_get(self, *a))
     with FeatureStore(s3_url, local_dir=tmp_path / "a") as store:
         assert store.url == s3_url and store.root == tmp_path / "a"
         tensors, ev = store.get_or_compute(STAGE, key, sample_tensors)
     assert not ev.hit and ev.reason == "absent"
+    assert len(gets) == 1  # a miss asks the bucket once (the lock's re-check is local)
     local = (tmp_path / "a").joinpath(store.entry_path(STAGE, key).relative_to(store.root))
     remote = _remote_bytes(s3_url, STAGE, key.digest)
     assert local.read_bytes() == remote

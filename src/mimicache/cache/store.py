@@ -276,7 +276,8 @@ class FeatureStore:
 
         with self._key_lock(stage, key.digest, label) as locked:
             if self.mode.reads and locked:  # another process may have written it meanwhile
-                found = self._load(stage, key)
+                # (one of this machine's: the remote tier was read a moment ago)
+                found = self._load(stage, key, remote=False)
                 if found.entry is not None:
                     return self._hit(stage, key, found.entry, subject, label, event)
                 corrupt = corrupt or found.corrupt
@@ -320,14 +321,15 @@ class FeatureStore:
 
     # ------------------------------------------------------------------ entry files
 
-    def _load(self, stage: str, key: StageKey) -> _Lookup:
+    def _load(self, stage: str, key: StageKey, *, remote: bool = True) -> _Lookup:
+        """The entry file of ``stage``/``key``, else (``remote``) the remote tier's."""
         path = self.entry_path(stage, key)
         try:
             with open(path, "rb") as f:
                 before = os.fstat(f.fileno())
                 data = f.read()
         except FileNotFoundError:
-            if self.tiers is None:
+            if self.tiers is None or not remote:
                 return _Lookup()
             found = self.tiers.fetch(stage, key, keep=self._can_write)
             return _Lookup(found.entry, corrupt=found.damaged)

@@ -25,10 +25,9 @@ __all__ = ["Fetched", "Tiers"]
 
 @dataclass(frozen=True)
 class Fetched:
-    """What the remote tier had: the entry and its file bytes, or a damaged object."""
+    """What the remote tier had: the entry, or a damaged object."""
 
     entry: Entry | None = None
-    data: bytes = b""
     damaged: bool = False
 
 
@@ -69,7 +68,7 @@ class Tiers:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 if atomic_write(path, data, temp_stem=key.digest, overwrite=False):
                     self.stored(stage, key.digest, data, publish=False, replace=False)
-        return Fetched(entry, data)
+        return Fetched(entry)
 
     def stored(self, stage: str, digest: str, data: bytes, *, publish: bool, replace: bool) -> None:
         """An entry file of ``len(data)`` bytes was added to the local folder; ``publish``:
