@@ -688,3 +688,14 @@ def test_format_size() -> None:
     assert format_size(999) == "999 B"
     assert format_size(1500) == "1.5 kB"
     assert format_size(2_500_000_000) == "2.5 GB"
+
+
+def test_a_subject_of_any_name_never_fails_the_call(tmp_path: Path) -> None:
+    """A name that is not UTF-8 (surrogate escapes) or holds a lone surrogate is escaped for
+    the index and the entry, not an error."""
+    store = FeatureStore(tmp_path)
+    for n, subject in enumerate(["/data/bad\udcff.mp4", "/data/lone\ud800.mp4"]):
+        _, ev = get(store, make_key(video=f"s{n}"), subject=subject)
+        assert not ev.hit and ev.subject.startswith("/data/") and "\\" in ev.subject
+        ev.subject.encode("utf-8")  # escaped: it can go into SQLite and JSON
+        assert get(store, make_key(video=f"s{n}"), subject=subject)[1].hit

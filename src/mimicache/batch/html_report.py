@@ -16,8 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mimicache.batch.outputs import printable
-from mimicache.cache.fs import atomic_write
+from mimicache.cache.fs import atomic_write, printable
 from mimicache.engine.stage_names import STEP_COLORS, TOTALS
 from mimicache.media import iter_frames, probe_video
 

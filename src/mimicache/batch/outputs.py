@@ -41,16 +41,6 @@ def fit_stem(head: str, tail: str = "") -> str:
     return f"{prefix}-{digest}{tail}"
 
 
-def printable(text: str) -> str:
-    """``text`` safe to write as UTF-8: a file name that is not valid UTF-8 reaches us with
-    surrogate escapes (``os.fsdecode``), which a UTF-8 encoder refuses; its raw bytes are
-    shown as ``\\xff`` instead, so a log, a summary or a page names it instead of aborting."""
-    try:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:  # a lone surrogate that no file name decoding makes
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
 def candidates(folder: Path, stem: str, suffix: str = ".mp4") -> Iterator[Path]:
     """``{folder}/{stem}{suffix}``, then ``{stem}_1{suffix}``, ``{stem}_2{suffix}``..."""
     yield folder / f"{stem}{suffix}"

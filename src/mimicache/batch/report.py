@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mimicache.batch.output_root import location
-from mimicache.batch.outputs import printable
-from mimicache.cache.fs import atomic_write
+from mimicache.cache.fs import atomic_write, printable
 from mimicache.cache.keys import to_json_value
 from mimicache.config import InferenceConfig, case_to_dict
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import blake3
 
 from mimicache.cache.database import connect_sqlite
+from mimicache.cache.fs import printable
 
 logger = logging.getLogger(__name__)
 
@@ -153,9 +154,8 @@ class DigestMemo:
                 st.st_mtime_ns,
                 st.st_ctime_ns,
                 digest,
-                # a name that is not UTF-8 (surrogate escapes) would make sqlite refuse the
-                # row; the path is only shown, so its bytes are escaped
-                os.fsencode(path).decode("utf-8", "backslashreplace"),
+                # a name that is not UTF-8 would make sqlite refuse the row; it is only shown
+                printable(os.fspath(path)),
                 time.time(),
             ),
             write=True,

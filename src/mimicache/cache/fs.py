@@ -25,6 +25,7 @@ __all__ = [
     "current_umask",
     "errno_text",
     "key_lock",
+    "printable",
     "remove",
     "tree_size",
     "try_lock",
@@ -234,3 +235,13 @@ def errno_text(exc: BaseException) -> str:
         name = errno.errorcode.get(exc.errno, str(exc.errno))
         return f"{name}: {exc.strerror or os.strerror(exc.errno)}"
     return str(exc) or type(exc).__name__
+
+
+def printable(text: str) -> str:
+    """``text`` safe to write as UTF-8: a file name that is not valid UTF-8 reaches us with
+    surrogate escapes (``os.fsdecode``), which a UTF-8 encoder refuses; its raw bytes are
+    shown as ``\\xff`` instead, so a log, a summary or a page names it instead of aborting."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that no file name decoding makes
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import mimicache.cache.admin as admin
+import mimicache.cache.fs as cache_fs
 from mimicache.cache.admin import EntryInfo, Problem, Removal, RemovalPlan, VerifyReport
 from mimicache.cache.digests import DigestMemo, file_digest
 from mimicache.cache.entry import (
@@ -253,7 +254,7 @@ class FeatureStore:
         check_metadata(metadata)  # before computing anything
         start = time.perf_counter()
         if subject is not None:  # a file name that is not UTF-8: sqlite and JSON refuse it
-            subject = os.fsencode(subject).decode("utf-8", "backslashreplace")
+            subject = cache_fs.printable(subject)
         label = subject if subject is not None else key.digest[:12]
 
         def event(hit: bool, reason: str, size: int) -> CacheEvent:
