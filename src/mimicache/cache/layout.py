@@ -20,11 +20,16 @@ from pathlib import Path
 from mimicache.cache.entry import ENTRY_SUFFIX, SCHEMA
 from mimicache.errors import CacheError
 
-__all__ = ["Layout", "Scan", "check_stage"]
+__all__ = ["Layout", "Scan", "check_stage", "is_key"]
 
 _STAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _KEY_RE = re.compile(r"^[0-9a-f]{64}$")
 _TEMP_RE = re.compile(r"^\.([0-9a-f]{64})\.\d+\.[0-9a-f]+\.tmp$")
+
+
+def is_key(text: str) -> bool:
+    """Whether ``text`` spells an entry key (64 lowercase hex digits)."""
+    return _KEY_RE.match(text) is not None
 
 
 def check_stage(stage: str) -> None:
@@ -125,7 +130,7 @@ def _classify(scan: Scan, stage: str, prefix: str, path: Path) -> None:
         return
     name = path.name
     key = name[: -len(ENTRY_SUFFIX)] if name.endswith(ENTRY_SUFFIX) else ""
-    if _KEY_RE.match(key) and key[:2] == prefix and _STAGE_RE.match(stage) and path.is_file():
+    if is_key(key) and key[:2] == prefix and _STAGE_RE.match(stage) and path.is_file():
         scan.entries[(stage, key)] = (path, st)
     elif name.endswith(".tmp") and name.startswith("."):
         scan.temps.append((path, st))

@@ -140,9 +140,6 @@ class RemoteTier:
     def entry_path(self, stage: str, key: str) -> str:
         return f"{self.base}/v{SCHEMA}/{stage}/{key[:2]}/{key}{ENTRY_SUFFIX}"
 
-    def entry_url(self, stage: str, key: str) -> str:
-        return self.fs.unstrip_protocol(self.entry_path(stage, key))
-
     def _failed(self, action: str, exc: BaseException) -> None:
         if self.usable:
             logger.warning(

@@ -21,7 +21,7 @@ from typing import Any
 from mimicache.cache.admin import EntryInfo, Problem, Removal, RemovalPlan, VerifyReport
 from mimicache.cache.entry import ENTRY_SUFFIX, SCHEMA, data_damage, head_metadata, header_length
 from mimicache.cache.index import json_dict
-from mimicache.cache.layout import check_stage
+from mimicache.cache.layout import check_stage, is_key
 from mimicache.cache.remote import RemoteTier
 from mimicache.errors import CacheError
 
@@ -74,19 +74,9 @@ class RemoteCache:
         self.tier = RemoteTier(url)
         self.root = url
         self.base = PurePosixPath(self.tier.base)
-        self.enabled = True
 
     def __repr__(self) -> str:
         return f"RemoteCache({self.root!r})"
-
-    def close(self) -> None:
-        """Nothing is held open (every call is a request)."""
-
-    def __enter__(self) -> RemoteCache:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # ------------------------------------------------------------------ listing
 
@@ -109,7 +99,7 @@ class RemoteCache:
             parts = path[len(top) + 1 :].split("/")
             name = parts[-1]
             key = name[: -len(ENTRY_SUFFIX)] if name.endswith(ENTRY_SUFFIX) else ""
-            if len(parts) == 3 and path == self.tier.entry_path(parts[0], key) and _is_key(key):
+            if len(parts) == 3 and path == self.tier.entry_path(parts[0], key) and is_key(key):
                 entries[(parts[0], key)] = obj
             else:
                 others.append(obj)
@@ -251,7 +241,3 @@ class RemoteCache:
         ]
         removals += [Removal("orphan", PurePosixPath(o.path), o.size, "cleared") for o in others]
         return RemovalPlan(removals, remover=self._remove)
-
-
-def _is_key(text: str) -> bool:
-    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
