@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from mimicache.cache.fetch import input_url
-from mimicache.cache.remote import local_cache_base, open_filesystem, remote_url
+from mimicache.cache.remote import local_cache_base, open_filesystem, put_new, remote_url
 from mimicache.errors import CacheError, OutputError, setting
 
 logger = logging.getLogger(__name__)
@@ -62,7 +62,8 @@ class Bucket:
         return Path(self.fs.unstrip_protocol(f"{self.base}/{name}"))
 
     def put_new(self, name: str, data: bytes) -> bool:
-        return _put_new(self.fs, f"{self.base}/{name}", data)
+        """Put ``data`` as ``name`` unless it exists; True when this call wrote it."""
+        return put_new(self.fs, f"{self.base}/{name}", data)[0]
 
     def read(self, name: str) -> bytes | None:
         try:
@@ -73,21 +74,6 @@ class Bucket:
     def remove(self, name: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm_file(f"{self.base}/{name}")
-
-
-def _put_new(fs: Any, path: str, data: bytes) -> bool:
-    """Put ``data`` at ``path`` unless an object is there; True when this call wrote it."""
-    try:
-        fs.pipe_file(path, data, mode="create")
-        return True
-    except FileExistsError:
-        return False
-    except (TypeError, NotImplementedError, ValueError):
-        pass  # a store without conditional puts: check, then put (a narrow race remains)
-    if fs.exists(path):
-        return False
-    fs.pipe_file(path, data)
-    return True
 
 
 @dataclass

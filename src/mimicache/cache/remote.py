@@ -44,6 +44,7 @@ __all__ = [
     "local_tier_dir",
     "local_tier_size",
     "open_filesystem",
+    "put_new",
     "remote_url",
 ]
 
@@ -179,19 +180,29 @@ class RemoteTier:
             if replace:
                 self.fs.pipe_file(path, data)
                 return True
-            if self._create_only:
-                try:
-                    self.fs.pipe_file(path, data, mode="create")
-                    return True
-                except (TypeError, NotImplementedError, ValueError):
-                    self._create_only = False  # a store without conditional puts
             # Without a conditional put two writers may both write: their bytes are equal.
-            if self.fs.exists(path):
-                return False
-            self.fs.pipe_file(path, data)
-            return True
+            wrote, self._create_only = put_new(self.fs, path, data, conditional=self._create_only)
+            return wrote
         except FileExistsError:
             return False
         except Exception as exc:
             self._failed("written", exc)
             return False
+
+
+def put_new(fs: Any, path: str, data: bytes, *, conditional: bool = True) -> tuple[bool, bool]:
+    """Put ``data`` at ``path`` unless an object is there: (whether this call wrote it,
+    whether the store takes conditional puts). ``conditional`` False, or a store without them:
+    check, then put (a narrow race remains)."""
+    if conditional:
+        try:
+            fs.pipe_file(path, data, mode="create")
+            return True, True
+        except FileExistsError:
+            return False, True
+        except (TypeError, NotImplementedError, ValueError):
+            pass  # this store has no conditional put
+    if fs.exists(path):
+        return False, False
+    fs.pipe_file(path, data)
+    return True, False
