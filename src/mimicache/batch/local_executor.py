@@ -26,10 +26,10 @@ class LocalExecutor(ExecutorBase):
         """The engine (models loaded once) on the device the spec names, else the default."""
         if self.engine is not None:
             return self.engine
-        from mimicache.engine.build import build_engine, open_cache, pick_device
+        from mimicache.engine.build import build_engine, resolve
 
-        spec = self.spec.replace(device=str(pick_device(self.spec.device)))
-        self.spec, self.cache = spec, open_cache(spec)
+        self.spec, self.cache = resolve(self.spec)
+        spec = self.spec
         self.engine = engine = build_engine(spec, cache=self.cache)
         cache = self.cache
         logger.info(

@@ -345,7 +345,7 @@ def _run_remote(
             _check_stage_arg(args.stage, store.stage_names())
         return _dispatch(action, store, args, out, err, stdin)
     except MimicacheError as exc:
-        print(f"error: {exc}", file=err)
+        print(f"error: {flag_words(str(exc))}", file=err)
         return 2
 
 

@@ -8,7 +8,10 @@ import argparse
 import importlib
 from dataclasses import dataclass
 
+from mimicache.cache.remote import remote_url
 from mimicache.errors import MimicacheError
+
+S3 = frozenset({"s3"})  # the protocols the s3 extra serves
 
 __all__ = ["EXTRAS", "Extra", "MissingExtra", "check_run_extras", "require", "url_paths"]
 
@@ -59,7 +62,7 @@ def url_paths(args: argparse.Namespace) -> dict[str, str]:
     return {
         f"--{flag}": str(value)
         for flag in flags
-        if (value := getattr(args, flag, None)) and str(value).lower().startswith("s3://")
+        if (value := getattr(args, flag, None)) and remote_url(value, S3) is not None
     }
 
 

@@ -162,11 +162,9 @@ def pose_command(args: argparse.Namespace) -> int:
 
 def _pose_engine(args: argparse.Namespace, config) -> tuple[MimicMotion, FeatureStore]:
     """DWPose only, on the run's cache: a preview fills the entries a run then hits."""
-    from mimicache.engine.build import build_pose_engine, open_cache, pick_device
+    from mimicache.engine.build import build_pose_engine, resolve
 
-    spec = engine_spec(args, config)
-    spec = spec.replace(device=str(pick_device(spec.device)))
-    cache = open_cache(spec)
+    spec, cache = resolve(engine_spec(args, config))
     return build_pose_engine(spec, cache=cache), cache
 
 

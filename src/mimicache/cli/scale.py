@@ -9,6 +9,7 @@ import logging
 import math
 
 from mimicache.batch import Job
+from mimicache.batch.executor import ExecutorSettings
 from mimicache.batch.executors import DEFAULT_EXECUTOR, EXECUTORS
 from mimicache.batch.plan import shard_jobs
 from mimicache.cli.options import add_engine_flags
@@ -16,7 +17,7 @@ from mimicache.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-MAX_RETRIES = 1
+MAX_RETRIES = ExecutorSettings().max_retries
 # The flags only Ray's executor reads, with their defaults: given to another executor, they
 # would be dropped without a word.
 RAY_FLAGS = {

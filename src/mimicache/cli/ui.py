@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from mimicache.batch import check_output_folder, make_timestamp, reserve_log
 from mimicache.cli.console import flag_words, setup_logging
-from mimicache.cli.extras import EXTRAS, MissingExtra
+from mimicache.cli.extras import require
 from mimicache.cli.options import add_engine_flags, engine_spec
 from mimicache.cli.ui_session import Inputs, Settings, UiSession
 from mimicache.config import PERSON_MODES, RETARGET_MODES, load_config
@@ -90,14 +90,12 @@ def ui_command(args: argparse.Namespace) -> int:
     setup_logging(args.verbose, log_file, bars=sys.stderr.isatty())
     logger.info("log file: %s", log_file)
     config = load_config(args.inference_config)
-    from mimicache.engine.build import open_cache, pick_device
+    from mimicache.engine.build import resolve
     from mimicache.pipeline.loading import check_model_paths
 
     check_model_paths(config.base_model_path, config.ckpt_path)  # as run would, before serving
 
-    spec = engine_spec(args, config)
-    spec = spec.replace(device=str(pick_device(spec.device)))
-    cache = open_cache(spec)
+    spec, cache = resolve(engine_spec(args, config))
     session = UiSession(
         config,
         engine_factory(spec, cache),
@@ -136,12 +134,9 @@ def engine_factory(spec: EngineSpec, cache: FeatureStore) -> Callable[[], MimicM
 def import_gradio() -> Any:
     """Gradio, with its analytics off (set before the import, as Gradio reads it then)."""
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
-    try:
-        import gradio
-    except ImportError as exc:
-        raise MissingExtra(
-            f"mimicache ui needs Gradio ({exc}); install it with: {EXTRAS['ui'].install}"
-        ) from None
+    require("ui", "mimicache ui")
+    import gradio
+
     return gradio
 
 

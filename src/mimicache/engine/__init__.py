@@ -32,6 +32,7 @@ _LAZY = {
     "engine_variant": "build",
     "open_cache": "build",
     "pick_device": "build",
+    "resolve": "build",
     "result_settings": "build",
 }
 

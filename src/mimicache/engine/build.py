@@ -33,6 +33,13 @@ def open_cache(spec: EngineSpec) -> FeatureStore | None:
     )
 
 
+def resolve(spec: EngineSpec) -> tuple[EngineSpec, FeatureStore | None]:
+    """The spec with its device chosen (``pick_device``) and its feature store opened: what a
+    process that loads the models itself starts from."""
+    spec = spec.replace(device=str(pick_device(spec.device)))
+    return spec, open_cache(spec)
+
+
 def pick_device(device: str | None) -> torch.device:
     """The device asked for (default: CUDA when available); CUDA asked for but missing is
     the user's to fix."""
