@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import difflib
+import itertools
 import json
 import urllib.parse
 import urllib.request
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from mimicache.batch.outputs import STEM_MAX, fit_stem, in_use
+from mimicache.batch.outputs import STEM_MAX, candidates, fit_stem, in_use
 from mimicache.batch.plan import Job, override_tag
 from mimicache.batch.run import JobResult
 from mimicache.cache.fetch import fetch, input_url
@@ -175,13 +176,11 @@ def plan_manifest(
 def _free_name(folder: Path, stem: str, tried: dict[tuple[Path, str], int]) -> Path:
     """The first ``{stem}[_N].mp4`` not planned yet and not on disk. ``tried`` remembers where
     each name's search stopped, so a thousand rows of one video stay linear."""
-    n = tried.get((folder, stem), 0)
-    while True:
-        path = folder / (f"{stem}_{n}.mp4" if n else f"{stem}.mp4")
-        n += 1
-        if not in_use(path):
-            tried[(folder, stem)] = n
-            return path
+    start = tried.get((folder, stem), 0)
+    names = itertools.islice(candidates(folder, stem), start, None)
+    n, path = next((n, path) for n, path in enumerate(names, start) if not in_use(path))
+    tried[(folder, stem)] = n + 1
+    return path
 
 
 # --------------------------------------------------------------------------- one row
