@@ -20,7 +20,7 @@ from mimicache.cache.digests import DigestMemo
 from mimicache.cache.entry import entry_damage, read_metadata
 from mimicache.cache.index import Index, json_dict, number_or
 from mimicache.cache.layout import Layout, Scan, check_stage
-from mimicache.errors import CacheError, setting
+from mimicache.cache.prune import check_max_size, select_entries
 
 logger = logging.getLogger(__name__)
 
@@ -259,8 +259,7 @@ def plan_prune(
     ``max_size`` bytes."""
     if not cache.enabled or not cache.layout.root.is_dir():
         return RemovalPlan([])
-    if max_size is not None and max_size < 0:
-        raise CacheError(f"{setting('max_size', max_size)} must not be negative")
+    check_max_size(max_size)
     now = time.time()
     scan = cache.layout.scan()
     removals = [
@@ -272,20 +271,10 @@ def plan_prune(
         Removal("orphan", path, st.st_size, "not a cache entry") for path, st in scan.orphans
     ]
     found = sorted(_entries(cache, None, scan), key=lambda e: (e.last_used, e.created, e.key))
-    keep: list[EntryInfo] = []
-    for e in found:
-        if older_than_days is not None and now - e.last_used > older_than_days * 86400:
-            reason = f"unused for > {older_than_days:g} days"
-            removals.append(Removal("entry", e.path, e.size, reason, e.stage, e.key))
-        else:
-            keep.append(e)
-    if max_size is not None:
-        total = sum(e.size for e in keep)
-        for e in keep:  # least recently used first
-            if total <= max_size:
-                break
-            removals.append(Removal("entry", e.path, e.size, "over the size limit", e.stage, e.key))
-            total -= e.size
+    removals += select_entries(
+        [(e.last_used, Removal("entry", e.path, e.size, "", e.stage, e.key)) for e in found],
+        now, max_size, older_than_days, aged="unused for > {days} days",
+    )  # fmt: skip
     return RemovalPlan(removals, cache)
 
 

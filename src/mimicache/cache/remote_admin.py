@@ -18,12 +18,18 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
-from mimicache.cache.admin import EntryInfo, Problem, Removal, RemovalPlan, VerifyReport
+from mimicache.cache.admin import (
+    EntryInfo,
+    Problem,
+    Removal,
+    RemovalPlan,
+    VerifyReport,
+)
 from mimicache.cache.entry import ENTRY_SUFFIX, SCHEMA, data_damage, head_metadata, header_length
 from mimicache.cache.index import json_dict
 from mimicache.cache.layout import check_stage, is_key
+from mimicache.cache.prune import check_max_size, select_entries
 from mimicache.cache.remote import RemoteTier
-from mimicache.errors import CacheError
 
 logger = logging.getLogger(__name__)
 
@@ -205,29 +211,19 @@ class RemoteCache:
     ) -> RemovalPlan:
         """Stray objects, entries older than ``older_than_days``, then the oldest entries
         until the total is at most ``max_size`` bytes."""
-        if max_size is not None and max_size < 0:
-            raise CacheError(f"the size limit must not be negative (got {max_size})")
+        check_max_size(max_size)
         found, others = self._scan()
-        now = time.time()
         removals = [
             Removal("orphan", PurePosixPath(o.path), o.size, "not a cache entry") for o in others
         ]
-        keep = []
-        for (stage, key), obj in sorted(found.items(), key=lambda item: item[1].mtime):
-            if older_than_days is not None and now - obj.mtime > older_than_days * 86400:
-                reason = f"older than {older_than_days:g} days"
-                removals.append(
-                    Removal("entry", PurePosixPath(obj.path), obj.size, reason, stage, key)
-                )
-            else:
-                keep.append((stage, key, obj))
-        total = sum(obj.size for _, _, obj in keep)
-        for stage, key, obj in keep:  # oldest first
-            if max_size is None or total <= max_size:
-                break
-            reason = "over the size limit"
-            removals.append(Removal("entry", PurePosixPath(obj.path), obj.size, reason, stage, key))
-            total -= obj.size
+        entries = [
+            (obj.mtime, Removal("entry", PurePosixPath(obj.path), obj.size, "", stage, key))
+            for (stage, key), obj in sorted(found.items(), key=lambda item: item[1].mtime)
+        ]  # an object's last use is its upload: the oldest go first
+        removals += select_entries(
+            entries, time.time(), max_size, older_than_days,
+            aged="older than {days} days",
+        )  # fmt: skip
         return RemovalPlan(removals, remover=self._remove)
 
     def plan_clear(self, stage: str | None = None) -> RemovalPlan:
