@@ -28,6 +28,7 @@ __all__ = [
     "SCHEMA",
     "CorruptEntry",
     "Entry",
+    "Lookup",
     "check_metadata",
     "data_damage",
     "decode_entry",
@@ -74,6 +75,14 @@ class Entry:
             return float(self.metadata["created"])
         except (KeyError, ValueError):
             return None
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """What looking for an entry found: the entry, nothing, or a damaged file or object."""
+
+    entry: Entry | None = None
+    corrupt: bool = False
 
 
 def _tensor_bytes(t: torch.Tensor) -> memoryview:

@@ -17,7 +17,6 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,6 +27,7 @@ from mimicache.cache.digests import DigestMemo, file_digest
 from mimicache.cache.entry import (
     CorruptEntry,
     Entry,
+    Lookup,
     check_metadata,
     decode_entry,
     encode_entry,
@@ -62,14 +62,6 @@ __all__ = [
     "package_version",
     "parse_size",
 ]
-
-
-@dataclass(frozen=True)
-class _Lookup:
-    """What reading an entry file found: the entry, nothing, or a corrupt file (removed)."""
-
-    entry: Entry | None = None
-    corrupt: bool = False
 
 
 class FeatureStore:
@@ -322,7 +314,7 @@ class FeatureStore:
 
     # ------------------------------------------------------------------ entry files
 
-    def _load(self, stage: str, key: StageKey, *, remote: bool = True) -> _Lookup:
+    def _load(self, stage: str, key: StageKey, *, remote: bool = True) -> Lookup:
         """The entry file of ``stage``/``key``, else (``remote``) the remote tier's."""
         path = self.entry_path(stage, key)
         try:
@@ -331,14 +323,13 @@ class FeatureStore:
                 data = f.read()
         except FileNotFoundError:
             if self.tiers is None or not remote:
-                return _Lookup()
-            found = self.tiers.fetch(stage, key, keep=self._can_write)
-            return _Lookup(found.entry, corrupt=found.damaged)
+                return Lookup()
+            return self.tiers.fetch(stage, key, keep=self._can_write)
         except OSError as exc:
             logger.warning("Cannot read feature cache entry %s (%s)", path, errno_text(exc))
-            return _Lookup()
+            return Lookup()
         try:
-            return _Lookup(decode_entry(data, stage, key))
+            return Lookup(decode_entry(data, stage, key))
         except CorruptEntry as exc:
             logger.warning(
                 "Feature cache entry %s is corrupt (%s): removing it and recomputing", path, exc
@@ -349,7 +340,7 @@ class FeatureStore:
                 if (now.st_ino, now.st_mtime_ns) == (before.st_ino, before.st_mtime_ns):
                     os.unlink(path)
             self.index.drop([(stage, key.digest)])
-        return _Lookup(corrupt=True)
+        return Lookup(corrupt=True)
 
     def _write_entry(
         self,

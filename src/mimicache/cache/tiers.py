@@ -10,25 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass
 
 import mimicache.cache.admin as admin
-from mimicache.cache.entry import Entry
+from mimicache.cache.entry import Lookup
 from mimicache.cache.fs import atomic_write
 from mimicache.cache.keys import StageKey
 from mimicache.cache.remote import DamagedRemote, RemoteTier, local_tier_size
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Fetched", "Tiers"]
-
-
-@dataclass(frozen=True)
-class Fetched:
-    """What the remote tier had: the entry, or a damaged object."""
-
-    entry: Entry | None = None
-    damaged: bool = False
+__all__ = ["Tiers"]
 
 
 class Tiers:
@@ -50,16 +41,16 @@ class Tiers:
             cache.layout.root.mkdir(parents=True, exist_ok=True)
         return tiers
 
-    def fetch(self, stage: str, key: StageKey, *, keep: bool = True) -> Fetched:
+    def fetch(self, stage: str, key: StageKey, *, keep: bool = True) -> Lookup:
         """The remote tier's entry of ``stage``/``key``; ``keep``: copy it into the local
         folder as well (so the next read is local)."""
         try:
             found = self.remote.get(stage, key)
         except DamagedRemote as exc:
             logger.warning("Remote feature cache entry %s is damaged: treating it as a miss", exc)
-            return Fetched(damaged=True)
+            return Lookup(corrupt=True)
         if found is None:
-            return Fetched()
+            return Lookup()
         entry, data = found
         logger.debug("Fetched %s entry %s from %s", stage, key.digest[:12], self.remote.url)
         if keep:
@@ -68,7 +59,7 @@ class Tiers:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 if atomic_write(path, data, temp_stem=key.digest, overwrite=False):
                     self.stored(stage, key.digest, data, publish=False, replace=False)
-        return Fetched(entry)
+        return Lookup(entry)
 
     def stored(self, stage: str, digest: str, data: bytes, *, publish: bool, replace: bool) -> None:
         """An entry file of ``len(data)`` bytes was added to the local folder; ``publish``:
