@@ -229,13 +229,10 @@ def read_metadata(path: Path) -> dict[str, str]:
     try:
         with open(path, "rb") as f:
             head = f.read(8)
-            n = int.from_bytes(head, "little") if len(head) == 8 else 0
-            raw = f.read(n) if 2 <= n <= _MAX_HEADER else b""
-        header = json.loads(raw) if len(raw) == n and n else None
-    except (OSError, ValueError):
+            head += f.read(max(header_length(head) - 8, 0))
+    except OSError:
         return {}
-    meta = header.get("__metadata__") if isinstance(header, dict) else None
-    return meta if isinstance(meta, dict) else {}
+    return head_metadata(head) or {}
 
 
 def head_metadata(head: bytes) -> dict[str, str] | None:
