@@ -493,3 +493,22 @@ def test_a_retried_job_adopts_its_own_earlier_publication(tmp_path):
     other = lambda path: json.dumps({"run": "r2"}).encode()  # noqa: E731
     theirs = lambda data: json.loads(data)["run"] == "r2"  # noqa: E731
     assert publish_output(tmp_path, "clip", b"mp4", other, theirs) == tmp_path / "clip_1.mp4"
+
+
+def test_a_retried_job_whose_files_stand_finishes_as_done(tmp_path):
+    """The retry of a job whose first attempt published and then died publishes nothing
+    new and still comes back done, naming the files that stand."""
+    from mimicache.batch.outcome import Outcome
+    from mimicache.batch.run import SidecarInfo, finish_job
+    from mimicache.config import InferenceConfig
+
+    case = TestCase(ref_video_path=tmp_path / "walk.mp4", ref_image_path=tmp_path / "ref.png")
+    job = Job(0, 0, case, case.ref_video_path, tmp_path / "out" / "walk_x.mp4")
+    config = InferenceConfig(base_model_path="", ckpt_path=Path(), test_case=[case])
+    info = SidecarInfo(config, {})
+    frames = np.zeros((2, 16, 16, 3), dtype=np.uint8)
+    first = finish_job(job, Outcome(frames, 8), info, number=1, total=1)
+    again = finish_job(job, Outcome(frames, 8), info, number=1, total=1)  # the retry
+    assert first.ok and again.ok and again.output == first.output
+    assert (again.output_bytes, again.output_blake3) == (first.output_bytes, first.output_blake3)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["walk_x.json", "walk_x.mp4"]

@@ -88,15 +88,18 @@ def finish_job(
         return _publish_failure(job, JobResult.failure(job, outcome.error, outcome.timings), info)
     folder = job.output_path.parent
     start = time.perf_counter()
-    published: list[JobResult] = []
+    published: list[JobResult] = []  # the result its sidecar records, once one is written
 
-    def sidecar(output: Path) -> bytes:
+    def result_at(output: Path) -> JobResult:
         timings = dict(outcome.timings, write=time.perf_counter() - start)
-        result = JobResult(
+        return JobResult(
             job, "ok", output, timings, cache_events=outcome.cache_events,
             people=outcome.people, platform=outcome.platform, result_key=outcome.result_key,
-            output_bytes=len(video), output_blake3=bytes_digest(video),
+            output_bytes=len(video), output_blake3=digest,
         )  # fmt: skip
+
+    def sidecar(output: Path) -> bytes:
+        result = result_at(output)
         published.append(result)
         key = outcome.result_key
         extra = {
@@ -109,6 +112,7 @@ def finish_job(
 
     try:
         video = encode_video(outcome.frames, outcome.fps, job.name)
+        digest = bytes_digest(video)
         output = publish_output(folder, job.base_stem, video, sidecar, _ours(job, info, "ok"))
     except OSError as exc:
         error = OutputError(
@@ -121,7 +125,9 @@ def finish_job(
     except (MimicacheError, ValueError) as exc:
         logger.error("[%d/%d] %s failed: %s", number, total, job.name, exc)
         return _publish_failure(job, JobResult.failure(job, exc, outcome.timings), info)
-    result = published[-1]
+    # none written: an earlier attempt of this job (its worker died after publishing) had
+    # published these very files, and they stand
+    result = published[-1] if published else result_at(output)
     logger.info(
         "[%d/%d] %s done: preprocess %.2fs, pipeline %.2fs, total %.2fs -> %s",
         number,
