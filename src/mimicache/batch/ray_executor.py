@@ -130,6 +130,7 @@ class RayExecutor(ExecutorBase):
 
     def _start(self) -> None:
         import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         workers, per, worker_cpus, pose, pose_cpus = self._layout()
         spec = self.spec
@@ -142,7 +143,13 @@ class RayExecutor(ExecutorBase):
             num_cpus=worker_cpus, num_gpus=per, max_restarts=-1, max_task_retries=0
         )
         threads = spec.threads or max(1, math.floor(worker_cpus))
-        self.relay = ray.remote(ProgressRelay).options(num_cpus=0).remote()
+        # beside the driver, so it goes only with it; restarted (lines lost) if it dies anyway
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+        self.relay = (
+            ray.remote(ProgressRelay)
+            .options(num_cpus=0, max_restarts=-1, scheduling_strategy=here)
+            .remote()
+        )
         actors = [gen.remote(spec.replace(threads=threads), self.relay) for _ in range(workers)]
         poser = ray.remote(PoseWorker).options(num_cpus=pose_cpus, max_restarts=-1)
         pose_spec = spec.replace(threads=spec.threads or max(1, math.floor(pose_cpus)))
@@ -245,8 +252,7 @@ class RayExecutor(ExecutorBase):
                 waiting = [*self.busy, *pose.pending, *self.reviving]
                 ready, _ = ray.wait(waiting, num_returns=1, timeout=RELAY_POLL_S)
                 if not ready or any(ref in self.busy for ref in ready):
-                    # a job's progress lines before its end lines; one call per job or second
-                    replay_logs(ray.get(self.relay.drain.remote()))
+                    self._progress()  # a job's progress lines before its end lines
                 for ref in ready:
                     if pose.collect(ref):
                         continue
@@ -271,6 +277,18 @@ class RayExecutor(ExecutorBase):
         finally:
             bar.close()
         return results
+
+    def _progress(self) -> None:
+        """Log the workers' progress lines that came meanwhile (one call per job or second).
+        A relay lost with its node loses those lines, never the run."""
+        import ray
+
+        try:
+            lines = ray.get(self.relay.drain.remote(), timeout=30)
+        except ray.exceptions.RayError as exc:
+            logger.debug("progress lines lost: %s", exc)
+            return
+        replay_logs(lines)
 
     def _revived(self, ref: Any, idle: list[_Slot]) -> None:
         """A restarted worker answered (it is idle again), or is not up yet (ask again)."""
