@@ -176,7 +176,11 @@ def test_a_worker_killed_mid_batch_is_replaced_and_its_job_retried(
     assert _videos(tmp_path / "out") == local_run["videos"]
     assert any(running)  # a job's line came before its result, not replayed after it
     done = Counter(m.split(":")[0] for m in caplog.messages if ": done in " in m)
-    assert done == {job.name: 1 for job in jobs}  # each line once: streamed, not also replayed
+    retried = {m.split(":")[0] for m in caplog.messages if "its worker died" in m}
+    # each line once, streamed and not also replayed; the killed job's first attempt may have
+    # finished generating (and said so) before it died while publishing
+    assert len(retried) == 1 and set(done) == {job.name for job in jobs}
+    assert all(n == 1 or (n == 2 and name in retried) for name, n in done.items()), done
 
 
 def test_resume_runs_only_the_missing_jobs(workspace, local_run, tmp_path, capsys, caplog):
