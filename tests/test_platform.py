@@ -127,3 +127,12 @@ def test_a_warning_of_the_computing_run_is_repeated_on_a_hit(tiny_bundle, tmp_pa
         assert {e.hit for e in result.cache_events} == {hit}
         assert caplog.text.count(words) == 1
         assert ("from the cached pose_frames" in caplog.text) is hit
+
+
+def test_the_onnxruntime_version_is_the_installed_distributions():
+    from importlib import metadata
+
+    import onnxruntime  # noqa: F401 - loaded, as DWPose loads it: its own version is read
+
+    version = dwpose_platform("onnxruntime", "cpu", 1)["onnxruntime"]
+    assert version == metadata.version("onnxruntime")

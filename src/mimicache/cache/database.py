@@ -15,7 +15,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from mimicache.cache.sharing import wal_usable
+from mimicache.cache.sharing import wal_allowed, wal_known, wal_usable, wal_works
 
 __all__ = ["cannot_write", "connect_sqlite", "journal_mode", "sqlite_error_code"]
 
@@ -61,6 +61,10 @@ def connect_sqlite(db_path: str | os.PathLike[str], read_only: bool = False) -> 
     path = Path(db_path)
     if read_only:
         return _connect_read_only(path)
+    if _in_wal_mode(path) and not wal_known(path.parent) and wal_allowed(path):
+        conn = _open_in_wal(path)
+        if conn is not None:
+            return conn
     wal = wal_usable(path)
     try:
         return _connect(path, wal)
@@ -74,6 +78,25 @@ def connect_sqlite(db_path: str | os.PathLike[str], read_only: bool = False) -> 
             with contextlib.suppress(FileNotFoundError):
                 os.replace(f"{path}{suffix}", f"{aside}{suffix}")
         return _connect(path, wal)
+
+
+def _open_in_wal(path: Path) -> sqlite3.Connection | None:
+    """The connection to a database already in WAL mode, opened and read in it, which proves
+    that WAL works in its folder without the trial database (a millisecond); None on any
+    failure, which then goes the trial's way."""
+    try:
+        conn = _connect(path, True)
+    except sqlite3.Error:
+        return None
+    try:
+        if journal_mode(conn) == "wal":
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            wal_works(path.parent)
+            return conn
+    except sqlite3.Error:
+        pass
+    conn.close()
+    return None
 
 
 WAL_SIZE_LIMIT = 1 << 20  # bytes the -wal file keeps after a checkpoint

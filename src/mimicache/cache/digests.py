@@ -85,6 +85,8 @@ class DigestMemo:
         self._conn: sqlite3.Connection | None = None
         self._pid: int | None = None
         self._broken = False
+        # What this process looked up or stored: a warm job's keys then run no SQL at all.
+        self._seen: dict[tuple, str] = {}
 
     def _connection(self) -> sqlite3.Connection | None:
         if self._broken:
@@ -133,26 +135,34 @@ class DigestMemo:
 
     def lookup(self, st: os.stat_result) -> str | None:
         """The memoised digest of the file ``st`` describes, or None."""
+        state = _file_state(st)
+        if (seen := self._seen.get(state)) is not None:
+            return seen
         rows = self._run(
             "SELECT digest FROM file_digests WHERE dev=? AND ino=? AND size=? "
             "AND mtime_ns=? AND ctime_ns=?",
-            (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns),
+            state,
             write=False,
         )
-        return rows[0][0] if rows else None
+        if not rows:
+            return None
+        self._remember(state, rows[0][0])
+        return rows[0][0]
+
+    def _remember(self, seen: tuple, value: str) -> None:
+        if len(self._seen) >= 4096:  # a long batch of inputs: start again
+            self._seen.clear()
+        self._seen[seen] = value
 
     def store(self, st: os.stat_result, digest: str, path: str | os.PathLike[str] = "") -> None:
         """Remember ``digest`` for the file ``st`` describes (best effort)."""
+        self._remember(_file_state(st), digest)
         self._run(
             "INSERT OR REPLACE INTO file_digests "
             "(dev, ino, size, mtime_ns, ctime_ns, digest, path, checked) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                st.st_dev,
-                st.st_ino,
-                st.st_size,
-                st.st_mtime_ns,
-                st.st_ctime_ns,
+                *_file_state(st),
                 digest,
                 # a name that is not UTF-8 would make sqlite refuse the row; it is only shown
                 printable(os.fspath(path)),
@@ -163,16 +173,22 @@ class DigestMemo:
 
     def fact(self, digest: str, name: str) -> str | None:
         """The memoised fact ``name`` (JSON text) of the bytes ``digest`` names, or None."""
+        if (seen := self._seen.get((digest, name))) is not None:
+            return seen
         rows = self._run(
             "SELECT value FROM content_facts WHERE digest=? AND name=?",
             (digest, name),
             write=False,
             facts=True,
         )
-        return rows[0][0] if rows else None
+        if not rows:
+            return None
+        self._remember((digest, name), rows[0][0])
+        return rows[0][0]
 
     def store_fact(self, digest: str, name: str, value: str) -> None:
         """Remember the fact ``name`` of the bytes ``digest`` names (best effort)."""
+        self._remember((digest, name), value)
         self._run(
             "INSERT OR REPLACE INTO content_facts (digest, name, value) VALUES (?, ?, ?)",
             (digest, name, value),
@@ -189,6 +205,7 @@ class DigestMemo:
     def reset(self) -> None:
         """Close, and use the database again even after a failure (e.g. once it is rebuilt)."""
         self.close()
+        self._seen.clear()
         self._broken = False
 
 
@@ -244,14 +261,13 @@ def _hash_fd(fd: int, size_hint: int) -> str:
     return hasher.hexdigest()
 
 
+def _file_state(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    """What identifies a file's bytes without reading them (the memo's key)."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 def _same_file_state(a: os.stat_result, b: os.stat_result) -> bool:
-    return (a.st_dev, a.st_ino, a.st_size, a.st_mtime_ns, a.st_ctime_ns) == (
-        b.st_dev,
-        b.st_ino,
-        b.st_size,
-        b.st_mtime_ns,
-        b.st_ctime_ns,
-    )
+    return _file_state(a) == _file_state(b)
 
 
 def bytes_digest(data: bytes | bytearray | memoryview) -> str:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import blake3
 
-from mimicache.cache.keys import StageKey, canonical_json, key_digest
+from mimicache.cache.keys import StageKey, key_digest
 from mimicache.errors import CacheError
 
 if TYPE_CHECKING:
@@ -94,11 +94,17 @@ def _tensor_bytes(t: torch.Tensor) -> memoryview:
     return memoryview(flat.numpy())
 
 
+def _layout_json(layout: dict[str, list[Any]]) -> bytes:
+    """``canonical_json`` of ``{name: [dtype name, shape]}``, spelled directly (only strings
+    and ints: nothing to normalise, and every read checks one)."""
+    return json.dumps(layout, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 def tensor_checksum(tensors: Mapping[str, torch.Tensor]) -> str:
     """BLAKE3 over the names, dtypes, shapes and bytes of ``tensors`` (CPU, contiguous)."""
     hasher = blake3.blake3()
-    layout = {name: [str(t.dtype), list(t.shape)] for name, t in tensors.items()}
-    hasher.update(canonical_json(layout).encode("utf-8"))
+    layout = {name: [str(t.dtype), [int(d) for d in t.shape]] for name, t in tensors.items()}
+    hasher.update(_layout_json(layout))
     for name in sorted(tensors):
         hasher.update(_tensor_bytes(tensors[name]))
     return hasher.hexdigest()
@@ -180,12 +186,19 @@ def _canonical_header(data: bytes) -> bytes:
     return len(raw).to_bytes(8, "little") + raw + data[8 + n :]
 
 
-def decode_entry(data: bytes, stage: str | None = None, key: StageKey | None = None) -> Entry:
+def decode_entry(
+    data: bytes,
+    stage: str | None = None,
+    key: StageKey | None = None,
+    *,
+    checked: dict[str, str] | None = None,
+) -> Entry:
     """The entry in ``data``; with ``stage``/``key``, also checks it is theirs.
 
+    ``checked``: the metadata of these very bytes, already checked (they are not again).
     Raises CorruptEntry on any inconsistency (sizes, header, checksum, stage, key, fields).
     """
-    meta = _check(data)
+    meta = checked if checked is not None else _check(data)
     from safetensors.torch import load as st_load
 
     try:
@@ -302,7 +315,7 @@ def raw_checksum(header: Mapping[str, Any], body: memoryview) -> str:
         layout[name] = [dtype, shape]
         spans[name] = (start, end)
     hasher = blake3.blake3()
-    hasher.update(canonical_json(layout).encode("utf-8"))
+    hasher.update(_layout_json(layout))
     for name in sorted(spans):
         start, end = spans[name]
         hasher.update(body[start:end])

@@ -8,6 +8,7 @@ classified by SQLite result code / errno: "cannot write here" (the store goes re
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import enum
 import json
@@ -15,6 +16,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +80,38 @@ _SCHEMA = (
 )
 
 
+LAST_USE_RESOLUTION_S = 60.0
+"""A hit's last use is written at most once a minute per entry and process (unless its
+subject's latest key changed): pruning by age or size needs no finer clock, and repeated
+jobs then write nothing (as ``relatime`` spares a file system repeated access times)."""
+
+HIT_WRITE_DELAY_S = 1.0
+"""Hits are written by a background thread this long after the first of them, together in
+one transaction, or sooner when the index is next used, closed, or the process exits: a warm
+job does not wait for the index. A process killed meanwhile loses those last uses only."""
+
+_UNWRITTEN: weakref.WeakSet[Index] = weakref.WeakSet()  # indexes holding hits at exit
+
+
+@atexit.register
+def _write_hits_at_exit() -> None:
+    for index in list(_UNWRITTEN):
+        index.flush()
+
+
+@dataclass(frozen=True)
+class _Use:
+    """A hit or a new entry, to be written."""
+
+    stage: str
+    key: str
+    meta: Mapping[str, str]
+    size: int
+    subject: str | None
+    hit: bool
+    when: float
+
+
 @dataclass(frozen=True)
 class IndexRow:
     """One row of the entries table (times are Unix seconds)."""
@@ -118,6 +152,11 @@ class Index:
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._pid: int | None = None
+        # What this process last wrote: each entry's last use, each subject's latest key.
+        self._noted: dict[tuple[str, str], float] = {}
+        self._subjects: dict[tuple[str, str], str] = {}
+        self._pending: list[_Use] = []  # hits not yet written
+        self._writer: threading.Timer | None = None
 
     # ------------------------------------------------------------------ connection
 
@@ -161,6 +200,8 @@ class Index:
         errors inside the block are handled by ``failed``."""
         with self._lock:
             conn = self._connection()
+            if self._pending:  # what is read or written next sees every hit so far
+                conn = self._write_pending(conn)
             if write and not self.writable:
                 conn = None
             try:
@@ -181,6 +222,10 @@ class Index:
 
     def close(self) -> None:
         with self._lock:
+            self.flush()
+            if self._writer is not None:
+                self._writer.cancel()
+                self._writer = None
             if self._conn is not None and self._pid == os.getpid():
                 self._conn.close()
             self._conn = None
@@ -191,35 +236,86 @@ class Index:
         self, stage: str, key: str, meta: Mapping[str, str], size: int, subject: str | None, *,
         hit: bool,
     ) -> None:  # fmt: skip
-        """Note a hit (last use) or a new entry, and ``subject``'s latest key for ``stage``."""
+        """Note a hit (last use) or a new entry, and ``subject``'s latest key for ``stage``.
+
+        A new entry is written now; a hit within ``HIT_WRITE_DELAY_S``, or not at all when
+        this process wrote it within ``LAST_USE_RESOLUTION_S`` (as its subject's latest key)."""
         now = time.time()
-        fields_json = meta.get("fields", "{}")
-        with self.use(write=True) as conn:
-            if conn is None:
+        with self._lock:
+            if hit and self._noted_lately(stage, key, subject, now):
                 return
+            self._pending.append(_Use(stage, key, meta, size, subject, hit, now))
+            self._note(stage, key, subject, now)
+            if not hit:
+                self.flush()
+            elif self._writer is None:
+                self._writer = threading.Timer(HIT_WRITE_DELAY_S, self._write_later)
+                self._writer.daemon = True
+                self._writer.start()
+                _UNWRITTEN.add(self)
+
+    def flush(self) -> None:
+        """Write the hits noted so far (they are written on their own, or by any use)."""
+        with self._lock:
+            if self._pending:
+                with self.use(write=True):
+                    pass
+
+    def _write_later(self) -> None:
+        with self._lock:
+            self._writer = None
+            self.flush()
+
+    def _write_pending(self, conn: sqlite3.Connection | None) -> sqlite3.Connection | None:
+        """Write the pending uses in one transaction (dropped where the index cannot be
+        written); ``conn``, or None once the index is broken."""
+        pending, self._pending = self._pending, []
+        if conn is None or not self.writable:
+            return conn
+        try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                updated = 0
-                if hit:
-                    updated = conn.execute(
-                        "UPDATE entries SET last_used=? WHERE stage=? AND key=?",
-                        (now, stage, key),
-                    ).rowcount
-                if not updated:
-                    created = number_or(meta.get("created"), now)
-                    self._put(conn, "REPLACE", stage, key, meta.get("subject") or None, size,
-                              created, now, fields_json)  # fmt: skip
-                if subject is not None:
-                    conn.execute(
-                        "INSERT OR REPLACE INTO subjects (stage, subject, key, fields, updated) "
-                        "VALUES (?, ?, ?, ?, ?)",
-                        (stage, subject, key, fields_json, now),
-                    )
+                for use in pending:
+                    self._write_use(conn, use)
                 conn.execute("COMMIT")
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
                 raise
+        except sqlite3.Error as exc:
+            self.failed(exc)
+        return None if self.broken else conn
+
+    def _write_use(self, conn: sqlite3.Connection, use: _Use) -> None:
+        fields_json = use.meta.get("fields", "{}")
+        updated = 0
+        if use.hit:
+            updated = conn.execute(
+                "UPDATE entries SET last_used=? WHERE stage=? AND key=?",
+                (use.when, use.stage, use.key),
+            ).rowcount
+        if not updated:
+            created = number_or(use.meta.get("created"), use.when)
+            self._put(conn, "REPLACE", use.stage, use.key, use.meta.get("subject") or None,
+                      use.size, created, use.when, fields_json)  # fmt: skip
+        if use.subject is not None:
+            conn.execute(
+                "INSERT OR REPLACE INTO subjects (stage, subject, key, fields, updated) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (use.stage, use.subject, use.key, fields_json, use.when),
+            )
+
+    def _noted_lately(self, stage: str, key: str, subject: str | None, now: float) -> bool:
+        latest = subject is None or self._subjects.get((stage, subject)) == key
+        return latest and now - self._noted.get((stage, key), 0.0) < LAST_USE_RESOLUTION_S
+
+    def _note(self, stage: str, key: str, subject: str | None, now: float) -> None:
+        if len(self._noted) >= 4096:  # a long batch: forget what is past the resolution
+            self._noted = {k: t for k, t in self._noted.items() if now - t < LAST_USE_RESOLUTION_S}
+            self._subjects.clear()
+        self._noted[(stage, key)] = now
+        if subject is not None:
+            self._subjects[(stage, subject)] = key
 
     def miss_reason(self, stage: str, key: StageKey, subject: str | None) -> MissReason:
         """Why ``key`` is not there: which group changed since ``subject``'s last key."""
@@ -281,6 +377,8 @@ class Index:
         """Forget these (stage, key) entries; whether the index could be changed."""
         if not keys:
             return True
+        self._noted.clear()
+        self._subjects.clear()
         with self.use(write=True) as conn:
             if conn is not None:
                 conn.executemany("DELETE FROM entries WHERE stage=? AND key=?", keys)
@@ -306,6 +404,8 @@ class Index:
     def rebuild(self) -> Path:
         """Move the index aside (returns where) so a fresh one is made. Raises OSError."""
         self.close()
+        self._noted.clear()
+        self._subjects.clear()
         aside = self.path.with_name(f"{self.path.name}.broken-{int(time.time())}")
         for suffix in ("", "-wal", "-shm"):
             p = Path(f"{self.path}{suffix}")

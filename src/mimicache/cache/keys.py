@@ -49,8 +49,16 @@ def to_json_value(obj: Any, *, canonical: bool = True) -> Any:
     strings, so one value has one spelling, and an unknown type is an error. Otherwise (what
     people read, e.g. sidecars): floats stay as they are and unknown objects become ``str``.
     """
+    kind = type(obj)
+    # The plain JSON types first, by exact type: a key is mostly these, and made every job.
+    if kind is str or kind is int or kind is bool or obj is None:
+        return obj
+    if kind is dict and all(type(k) is str for k in obj):
+        return {k: to_json_value(v, canonical=canonical) for k, v in obj.items()}
+    if kind is list or kind is tuple:
+        return [to_json_value(v, canonical=canonical) for v in obj]
     again = lambda v: to_json_value(v, canonical=canonical)  # noqa: E731
-    if obj is None or isinstance(obj, (bool, str)):
+    if isinstance(obj, (bool, str)):
         return obj
     if isinstance(obj, int):
         return int(obj)

@@ -33,7 +33,10 @@ __all__ = [
     "is_network_filesystem",
     "machine_id",
     "user_cache_dir",
+    "wal_allowed",
+    "wal_known",
     "wal_usable",
+    "wal_works",
 ]
 
 # Mount types (``/proc/self/mountinfo``) whose files other hosts see: SQLite's WAL and locks
@@ -65,12 +68,18 @@ def _mounts() -> list[tuple[str, str]]:
 
 def filesystem_type(path: str | os.PathLike[str]) -> str:
     """The type of the file system holding ``path`` (its nearest existing folder), e.g.
-    "ext4", "nfs4", "fuse.s3fs"; "" when it cannot be told (not Linux)."""
+    "ext4", "nfs4", "fuse.s3fs"; "" when it cannot be told (not Linux). Read once per
+    folder and process: a store asks it of its root, then of its index's folder."""
     target = Path(os.path.realpath(path))
     while not target.exists() and target != target.parent:
         target = target.parent
+    return _mount_type(str(target))
+
+
+@lru_cache(maxsize=256)
+def _mount_type(target: str) -> str:
     best, kind = "", ""
-    text = str(target)
+    text = target
     for point, fstype in _mounts():
         inside = text == point or text.startswith(point.rstrip("/") + "/")
         if inside and len(point) >= len(best):
@@ -116,20 +125,42 @@ _WAL_LOCK = threading.Lock()
 _WAL_USABLE: dict[str, bool] = {}
 
 
-def wal_usable(db_path: Path) -> bool:
-    """Whether SQLite's WAL can be used for ``db_path``: not switched off, not on a network
-    file system, and a trial database in the same folder works in WAL mode (its shared
-    memory file can be created and mapped). The trial runs once per folder and process."""
-    if os.environ.get("MIMICACHE_SQLITE_WAL") == "0":
-        return False
+def _wal_refused(db_path: Path) -> bool:
+    """WAL switched off, or its shared-memory path taken by something other than a file."""
     shm = Path(f"{db_path}-shm")
-    if shm.exists() and not shm.is_file():
+    return os.environ.get("MIMICACHE_SQLITE_WAL") == "0" or (shm.exists() and not shm.is_file())
+
+
+def wal_allowed(db_path: Path) -> bool:
+    """Whether WAL may be tried for ``db_path`` at all: not refused, not on a network file
+    system (whether it works there is ``wal_usable``'s question)."""
+    return not _wal_refused(db_path) and not is_network_filesystem(db_path.parent)
+
+
+def wal_usable(db_path: Path) -> bool:
+    """Whether SQLite's WAL can be used for ``db_path``: not refused, not on a network file
+    system, and known to work in its folder: a trial database there works in WAL mode (its
+    shared memory file can be created and mapped), or the real one was opened in it
+    (``wal_works``). Decided once per folder and process."""
+    if _wal_refused(db_path):
         return False
     folder = db_path.parent
     with _WAL_LOCK:
         if str(folder) not in _WAL_USABLE:
             _WAL_USABLE[str(folder)] = not is_network_filesystem(folder) and _try_wal(folder)
         return _WAL_USABLE[str(folder)]
+
+
+def wal_known(folder: Path) -> bool:
+    """Whether this process has already decided if WAL works in ``folder``."""
+    with _WAL_LOCK:
+        return str(folder) in _WAL_USABLE
+
+
+def wal_works(folder: Path) -> None:
+    """A database in ``folder`` was opened and read in WAL mode: WAL works there, no trial."""
+    with _WAL_LOCK:
+        _WAL_USABLE.setdefault(str(folder), True)
 
 
 def _try_wal(folder: Path) -> bool:

@@ -3,8 +3,9 @@
 ``get_or_compute(stage, key, compute)`` returns the tensors of ``stage`` under ``key`` (a
 StageKey) from the entry file, or from ``compute()`` (then writes them). One ``CacheMode`` says
 what the store may do. Layout: ``layout.py``; entry files: ``entry.py``; index: ``index.py``.
-Reads verify the checksum; a bad entry is logged, removed and recomputed. Writes are atomic and
-made once per key across processes (a per-key file lock). A cache that cannot be written
+A first read verifies the checksum (then ``memory.py`` keeps the file while unchanged); a bad
+entry is logged, removed and recomputed. Writes are atomic and made once per key across
+processes (a per-key file lock). A cache that cannot be written
 (read-only, full disk) warns once and goes on: reading what it has, or computing everything.
 The store knows nothing about what the tensors mean.
 """
@@ -31,12 +32,14 @@ from mimicache.cache.entry import (
     check_metadata,
     decode_entry,
     encode_entry,
+    head_metadata,
     prepare_tensors,
 )
 from mimicache.cache.fs import atomic_write, errno_text, key_lock, write_blocker, write_cachedir_tag
 from mimicache.cache.index import HIT_REASON, Index, MissReason
 from mimicache.cache.keys import StageKey, fingerprint_files
 from mimicache.cache.layout import Layout, check_stage
+from mimicache.cache.memory import KeptEntries, memory_max_bytes
 from mimicache.cache.modes import CacheEvent, CacheMode, package_version
 from mimicache.cache.remote import local_file_root, local_tier_dir, remote_url
 from mimicache.cache.sharing import index_folder
@@ -97,6 +100,7 @@ class FeatureStore:
             root = local_dir if local_dir is not None else local_tier_dir(self.url)
         self.root = Path(local_file_root(root) or root).expanduser().absolute()
         self.layout = Layout(self.root, index_folder(self.root))
+        self.kept = KeptEntries(memory_max_bytes())  # entry files read or written here
         self.memo: DigestMemo | None = None
         self.index = Index(
             self.layout.index_path,
@@ -317,6 +321,8 @@ class FeatureStore:
     def _load(self, stage: str, key: StageKey, *, remote: bool = True) -> Lookup:
         """The entry file of ``stage``/``key``, else (``remote``) the remote tier's."""
         path = self.entry_path(stage, key)
+        if (kept := self.kept.get(path)) is not None:  # read and checked before, unchanged
+            return Lookup(decode_entry(kept[0], stage, key, checked=kept[1]))
         try:
             with open(path, "rb") as f:
                 before = os.fstat(f.fileno())
@@ -329,7 +335,9 @@ class FeatureStore:
             logger.warning("Cannot read feature cache entry %s (%s)", path, errno_text(exc))
             return Lookup()
         try:
-            return Lookup(decode_entry(data, stage, key))
+            entry = decode_entry(data, stage, key)
+            self.kept.keep(path, before, data, entry.metadata)
+            return Lookup(entry)
         except CorruptEntry as exc:
             logger.warning(
                 "Feature cache entry %s is corrupt (%s): removing it and recomputing", path, exc
@@ -359,7 +367,8 @@ class FeatureStore:
         path = self.entry_path(stage, key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, data, temp_stem=key.digest, overwrite=replace)
+            if atomic_write(path, data, temp_stem=key.digest, overwrite=replace):
+                self.kept.keep(path, os.stat(path), data, head_metadata(data) or {})
         except OSError as exc:
             self._write_failed(exc)
             return None

@@ -9,6 +9,7 @@ Values: flat dicts of JSON strings and ints, read when a key is made (after ``--
 
 from __future__ import annotations
 
+import sys
 from functools import cache
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,16 @@ def _version(dist: str) -> str | None:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
         return None
+
+
+def _onnxruntime_version() -> str | None:
+    # The loaded module's own version when DWPose imported it (the usual case): reading the
+    # installed distributions' metadata costs a job's first key half a millisecond.
+    module = sys.modules.get("onnxruntime")
+    version = getattr(module, "__version__", None)
+    if isinstance(version, str):
+        return version
+    return _version("onnxruntime") or _version("onnxruntime-gpu")
 
 
 @cache
@@ -79,7 +90,7 @@ def dwpose_platform(backend: str, device: str, threads: int | None) -> dict[str,
     if "torch" not in runtimes:
         platform.pop("torch")
     if "onnxruntime" in runtimes:
-        platform["onnxruntime"] = _version("onnxruntime") or _version("onnxruntime-gpu")
+        platform["onnxruntime"] = _onnxruntime_version()
         if threads is not None and platform.get("device") == "cpu":
             platform["ort_threads" if "torch" in runtimes else "threads"] = threads
     platform["opencv"] = _opencv_version()

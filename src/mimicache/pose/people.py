@@ -232,7 +232,7 @@ def choose_person(
     except ValueError as exc:
         raise ValueError(f"person choice {exc}") from None
     tracks = track_people(video, frame_hw)
-    counts = [sum(box is not None for box in person_boxes(p)) for p in video]
+    counts = [int((p.subset >= 0).any(axis=1).sum()) for p in video]  # people seen per frame
     report = PeopleReport(
         choice=choice,
         frames=len(video),
