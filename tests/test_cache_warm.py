@@ -6,7 +6,6 @@ and an index already in WAL mode is opened without a trial database."""
 from __future__ import annotations
 
 import sqlite3
-import time
 
 import pytest
 import torch
@@ -129,18 +128,29 @@ def test_hits_are_written_later_together_and_once_a_minute(tmp_path, monkeypatch
     assert _last_used(store, make_key()) == 1200.0
 
 
-def test_a_background_thread_writes_the_hits_soon(tmp_path, monkeypatch):
-    monkeypatch.setattr(index_mod, "HIT_WRITE_DELAY_S", 0.01)
+def test_held_hits_are_written_by_a_hit_after_the_delay(tmp_path, monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(index_mod.time, "time", lambda: clock[0])
     with FeatureStore(tmp_path) as writer:
-        writer.get_or_compute(STAGE, make_key(), _compute(0))
-    created = _last_used(writer, make_key())
-    time.sleep(0.02)  # a later clock reading than the entry's creation
+        for video in ("a", "b"):
+            writer.get_or_compute(STAGE, make_key(video=video), _compute(0))
     store = FeatureStore(tmp_path)
-    store.get_or_compute(STAGE, make_key(), _compute(0))
-    deadline = time.monotonic() + 10
-    while _last_used(store, make_key()) == created and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert _last_used(store, make_key()) > created
+    clock[0] = 1100.0
+    store.get_or_compute(STAGE, make_key(video="a"), _compute(0))
+    clock[0] += index_mod.HIT_WRITE_DELAY_S / 2
+    store.get_or_compute(STAGE, make_key(video="b"), _compute(0))
+    assert _last_used(store, make_key(video="a")) == 1000.0  # both held
+    clock[0] = 1100.0 + index_mod.HIT_WRITE_DELAY_S
+    store.get_or_compute(STAGE, make_key(video="a", stride=9), _compute(0))  # a miss: now
+    assert _last_used(store, make_key(video="a")) == 1100.0
+    assert _last_used(store, make_key(video="b")) == 1100.0 + index_mod.HIT_WRITE_DELAY_S / 2
+    store.index._pending.clear()  # what a held hit after the delay writes: itself, the rest
+    clock[0] = 1200.0
+    store.get_or_compute(STAGE, make_key(video="b"), _compute(0))
+    clock[0] = 1200.0 + index_mod.HIT_WRITE_DELAY_S
+    store.get_or_compute(STAGE, make_key(video="a"), _compute(0))
+    assert _last_used(store, make_key(video="a")) == clock[0]
+    assert _last_used(store, make_key(video="b")) == 1200.0
     store.close()
 
 

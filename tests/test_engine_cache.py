@@ -2,6 +2,8 @@
 
 import os
 import shutil
+import sqlite3
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -100,6 +102,24 @@ def test_a_full_hit_opens_neither_the_image_nor_the_video(engine, case, tmp_path
     # a miss of one image stage reads it again (here the VAE's, under another seed)
     engine.generate(replace(job, noise_aug_strength=0.02, seed=3), progress=False)
     assert [Path(p) for p in opened] == [job.ref_image_path] * 2  # its header, then its pixels
+
+
+def test_a_jobs_hits_are_in_the_index_when_it_ends(engine, case, tmp_path, monkeypatch):
+    from mimicache.cache import index as index_mod
+
+    monkeypatch.setattr(index_mod, "HIT_WRITE_DELAY_S", 3600.0)  # held until written
+    job = case.test_case[0]
+    _with_store(engine, tmp_path / "c").generate(job, progress=False)
+    engine.cache.close()
+    engine.cache = store = FeatureStore(tmp_path / "c")
+    started = time.time()
+    warm = engine.generate(job, progress=False)
+    assert _missed(warm) == set()
+    with sqlite3.connect(store.index_path) as conn:  # another connection: what is written
+        used = dict(conn.execute("SELECT key, last_used FROM entries").fetchall())
+    assert sorted(used) == sorted(e.key for e in warm.cache_events)
+    assert all(when >= started for when in used.values())
+    store.close()
 
 
 def test_seed_with_augmentation_misses_only_vae(engine, case, tmp_path):

@@ -26,7 +26,7 @@ from mimicache.pose import (
     track_people,
 )
 from mimicache.pose.dwpose import to_openpose, to_pose_frame
-from mimicache.pose.people import box_iou, person_boxes, person_pose
+from mimicache.pose.people import box_iou, person_boxes, person_pose, video_boxes
 from mimicache.testing.dwpose import keypoint_template, make_figure_frame, make_people_frame
 from tests import pose_fixtures
 
@@ -69,6 +69,24 @@ def test_boxes_cover_the_detected_body_points_in_pixels():
     undetected = PoseFrame.from_dict(pose.to_dict())
     undetected.subset[1] = -1  # a person without one detected body point is nobody
     assert person_boxes(undetected, HW)[1] is None
+
+
+def test_a_videos_boxes_at_once_equal_each_persons_own():
+    """``video_boxes`` (all frames in one pass) against the boxes spelled person by person."""
+    rng = np.random.default_rng(3)
+    video = [people_frame([BIG, SMALL]), PoseFrame.empty(), people_frame([moved(BIG, 9)])]
+    video[0].subset[0, rng.random(18) < 0.3] = -1  # some body points undetected
+    video[0].subset[1] = -1  # a person seen nowhere
+    found = video_boxes(video, HW)
+    assert [len(f) for f in found] == [2, 0, 1] and found[0][1] is None
+    for pose, boxes in zip(video, found):
+        for i, box in enumerate(boxes):
+            seen = pose.subset[i] >= 0
+            if not seen.any():
+                continue
+            points = pose.candidate[18 * i : 18 * i + 18][seen] * [HW[1], HW[0]]
+            assert np.array_equal(box, np.concatenate([points.min(0), points.max(0)]))
+    assert video_boxes([PoseFrame.empty()] * 2, HW) == [[], []]
 
 
 def test_box_iou():

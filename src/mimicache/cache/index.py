@@ -86,9 +86,10 @@ subject's latest key changed): pruning by age or size needs no finer clock, and 
 jobs then write nothing (as ``relatime`` spares a file system repeated access times)."""
 
 HIT_WRITE_DELAY_S = 1.0
-"""Hits are written by a background thread this long after the first of them, together in
-one transaction, or sooner when the index is next used, closed, or the process exits: a warm
-job does not wait for the index. A process killed meanwhile loses those last uses only."""
+"""Hits are written together, in one transaction: by ``flush`` (the engine's at the end of a
+job), by the next use of the index, by a hit this long after the first one held, on closing,
+or at the process's exit. So a warm job's preprocessing does not wait for the index; a
+process killed meanwhile loses those last uses only."""
 
 _UNWRITTEN: weakref.WeakSet[Index] = weakref.WeakSet()  # indexes holding hits at exit
 
@@ -156,7 +157,6 @@ class Index:
         self._noted: dict[tuple[str, str], float] = {}
         self._subjects: dict[tuple[str, str], str] = {}
         self._pending: list[_Use] = []  # hits not yet written
-        self._writer: threading.Timer | None = None
 
     # ------------------------------------------------------------------ connection
 
@@ -223,9 +223,6 @@ class Index:
     def close(self) -> None:
         with self._lock:
             self.flush()
-            if self._writer is not None:
-                self._writer.cancel()
-                self._writer = None
             if self._conn is not None and self._pid == os.getpid():
                 self._conn.close()
             self._conn = None
@@ -238,7 +235,7 @@ class Index:
     ) -> None:  # fmt: skip
         """Note a hit (last use) or a new entry, and ``subject``'s latest key for ``stage``.
 
-        A new entry is written now; a hit within ``HIT_WRITE_DELAY_S``, or not at all when
+        A new entry is written now; a hit later (``HIT_WRITE_DELAY_S``), or not at all when
         this process wrote it within ``LAST_USE_RESOLUTION_S`` (as its subject's latest key)."""
         now = time.time()
         with self._lock:
@@ -246,25 +243,16 @@ class Index:
                 return
             self._pending.append(_Use(stage, key, meta, size, subject, hit, now))
             self._note(stage, key, subject, now)
-            if not hit:
+            _UNWRITTEN.add(self)
+            if not hit or now - self._pending[0].when >= HIT_WRITE_DELAY_S:
                 self.flush()
-            elif self._writer is None:
-                self._writer = threading.Timer(HIT_WRITE_DELAY_S, self._write_later)
-                self._writer.daemon = True
-                self._writer.start()
-                _UNWRITTEN.add(self)
 
     def flush(self) -> None:
-        """Write the hits noted so far (they are written on their own, or by any use)."""
+        """Write the hits held so far, in one transaction."""
         with self._lock:
             if self._pending:
                 with self.use(write=True):
                     pass
-
-    def _write_later(self) -> None:
-        with self._lock:
-            self._writer = None
-            self.flush()
 
     def _write_pending(self, conn: sqlite3.Connection | None) -> sqlite3.Connection | None:
         """Write the pending uses in one transaction (dropped where the index cannot be

@@ -3,11 +3,10 @@
 ``get_or_compute(stage, key, compute)`` returns the tensors of ``stage`` under ``key`` (a
 StageKey) from the entry file, or from ``compute()`` (then writes them). One ``CacheMode`` says
 what the store may do. Layout: ``layout.py``; entry files: ``entry.py``; index: ``index.py``.
-A first read verifies the checksum (then ``memory.py`` keeps the file while unchanged); a bad
-entry is logged, removed and recomputed. Writes are atomic and made once per key across
-processes (a per-key file lock). A cache that cannot be written
-(read-only, full disk) warns once and goes on: reading what it has, or computing everything.
-The store knows nothing about what the tensors mean.
+A first read verifies the checksum (``memory.py`` keeps the file while unchanged); a bad entry
+is logged, removed and recomputed. Writes are atomic, made once per key across processes (a
+per-key file lock). A cache that cannot be written (read-only, full disk) warns once and goes
+on: reading what it has, or computing everything. It knows nothing of what the tensors mean.
 """
 
 from __future__ import annotations
@@ -121,9 +120,7 @@ class FeatureStore:
             )
         self._usable = False  # the root exists and can be read
         self._can_write = self.mode.writes
-        self._warned_write = False
-        self._warned_index = False
-        self._warned_locks = False
+        self._warned_write = self._warned_index = self._warned_locks = False
         on = self.mode is not CacheMode.OFF
         self.tiers = Tiers.open(self, self.url, local_max_size) if on and self.url else None
         if on:
@@ -149,6 +146,10 @@ class FeatureStore:
 
     def entry_path(self, stage: str, key: str | StageKey) -> Path:
         return self.layout.entry_path(stage, key.digest if isinstance(key, StageKey) else key)
+
+    def flush(self) -> None:
+        """Write the hits the index holds (``index.HIT_WRITE_DELAY_S``): a job's end."""
+        self.index.flush()
 
     def close(self) -> None:
         self.index.close()

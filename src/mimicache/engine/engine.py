@@ -275,6 +275,8 @@ class MimicMotion:
             frames = self.run_pipeline(
                 case, pose_frames, embeddings, latent, record, on_step=tell, label=label
             )
+        if self.cache is not None:
+            self.cache.flush()  # the job's hits, in one transaction, now that it is done
         record.timings["total"] = time.perf_counter() - start
         tell(ProgressEvent(label, "done"))
         if progress and not bars:

@@ -178,8 +178,9 @@ class PoseSequence:
 
     @classmethod
     def from_tensors(cls, tensors: Mapping[str, torch.Tensor]) -> PoseSequence:
-        arr = {k: v.detach().cpu().numpy() for k, v in tensors.items()}
-        counts = arr["counts"].astype(np.int64)
+        # float64 once for the whole sequence: each frame then takes views, not copies
+        arr = {k: v.detach().cpu().numpy().astype(_F64, copy=False) for k, v in tensors.items()}
+        counts = tensors["counts"].numpy().astype(np.int64)
         frames: list[PoseFrame] = []
         start = 0
         for n in counts.tolist():
