@@ -73,7 +73,7 @@ def test_what_a_store_writes_it_reads_back_unchecked_and_the_size_is_capped(tmp_
         _, hit = store.get_or_compute(STAGE, make_key(), _compute(0))
         assert hit.hit and checks == []
         entry = entry_mod.decode_entry(store.entry_path(STAGE, make_key()).read_bytes())
-        assert store.kept.get(store.entry_path(STAGE, make_key()))[1] == entry.metadata
+        assert store.kept.get(STAGE, make_key().digest)[1] == entry.metadata
     monkeypatch.setenv("MIMICACHE_MEMORY_CACHE", "0")
     with FeatureStore(tmp_path) as store:
         for _ in range(2):
@@ -86,7 +86,7 @@ def test_what_a_store_writes_it_reads_back_unchecked_and_the_size_is_capped(tmp_
         for video in ("a", "b", "c"):
             store.get_or_compute(STAGE, make_key(video=video), _compute(0))
         assert store.kept.bytes == size
-        kept = store.entry_path(STAGE, make_key(video="c"))
+        kept = (STAGE, make_key(video="c").digest)
         assert list(store.kept._kept) == [kept]  # least recently used out first
 
 

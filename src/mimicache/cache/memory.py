@@ -10,12 +10,14 @@ sets the size (e.g. ``256M``; ``0`` turns it off); default ``DEFAULT_MAX_BYTES``
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
 
+from mimicache.cache.entry import head_metadata
 from mimicache.cache.sizes import parse_size
 from mimicache.errors import CacheError
 
@@ -43,44 +45,55 @@ def _identity(st: os.stat_result) -> tuple[int, int, int, int, int]:
 
 
 class KeptEntries:
-    """Verified entry files in memory (see the module docstring); thread-safe."""
+    """Verified entry files in memory by (stage, key) (see the module docstring); thread-safe."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.bytes = 0
-        self._kept: OrderedDict[Path, tuple[tuple, bytes, dict[str, str]]] = OrderedDict()
+        # (stage, key) -> (path, stat identity, bytes, metadata); no Path objects: a hit
+        # costs tens of microseconds, and building and hashing paths was a third of it
+        self._kept: OrderedDict[tuple[str, str], tuple[str, tuple, bytes, dict[str, str]]] = (
+            OrderedDict()
+        )
         self._lock = threading.Lock()
 
-    def get(self, path: Path) -> tuple[bytes, dict[str, str]] | None:
-        """The bytes and metadata of the entry file at ``path`` when kept and unchanged."""
-        if not self._kept:
+    def get(self, stage: str, key: str) -> tuple[bytes, dict[str, str]] | None:
+        """The bytes and metadata of the entry file of ``stage``/``key`` when kept and its
+        file is unchanged."""
+        kept = self._kept.get((stage, key))
+        if kept is None:
             return None
         try:
-            identity = _identity(os.stat(path))
+            identity = _identity(os.stat(kept[0]))
         except OSError:
             identity = None
         with self._lock:
-            kept = self._kept.get(path)
-            if kept is None:
+            if identity != kept[1]:  # removed or replaced since: the disk decides again
+                self._drop((stage, key))
                 return None
-            if kept[0] != identity:  # removed or replaced since: the disk decides again
-                self._drop(path)
-                return None
-            self._kept.move_to_end(path)
-            return kept[1], kept[2]
+            with contextlib.suppress(KeyError):  # dropped by another thread meanwhile
+                self._kept.move_to_end((stage, key))
+            return kept[2], kept[3]
 
-    def keep(self, path: Path, st: os.stat_result, data: bytes, meta: dict[str, str]) -> None:
+    def keep(
+        self, stage: str, key: str, path: Path, st: os.stat_result, data: bytes,
+        meta: dict[str, str],
+    ) -> None:  # fmt: skip
         """Keep ``data`` (verified, with its ``meta``), the file at ``path`` as ``st`` says."""
-        if len(data) > self.max_bytes:
-            return
         with self._lock:
-            self._drop(path)
-            self._kept[path] = (_identity(st), data, meta)
+            self._drop((stage, key))
+            if len(data) > self.max_bytes:
+                return
+            self._kept[(stage, key)] = (os.fspath(path), _identity(st), data, meta)
             self.bytes += len(data)
             while self.bytes > self.max_bytes:
                 self._drop(next(iter(self._kept)))
 
-    def _drop(self, path: Path) -> None:
-        kept = self._kept.pop(path, None)
+    def keep_written(self, stage: str, key: str, path: Path, data: bytes) -> None:
+        """Keep the entry file this process has just written at ``path`` with ``data``."""
+        self.keep(stage, key, path, os.stat(path), data, head_metadata(data) or {})
+
+    def _drop(self, name: tuple[str, str]) -> None:
+        kept = self._kept.pop(name, None)
         if kept is not None:
-            self.bytes -= len(kept[1])
+            self.bytes -= len(kept[2])

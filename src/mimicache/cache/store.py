@@ -31,7 +31,6 @@ from mimicache.cache.entry import (
     check_metadata,
     decode_entry,
     encode_entry,
-    head_metadata,
     prepare_tensors,
 )
 from mimicache.cache.fs import atomic_write, errno_text, key_lock, write_blocker, write_cachedir_tag
@@ -321,9 +320,9 @@ class FeatureStore:
 
     def _load(self, stage: str, key: StageKey, *, remote: bool = True) -> Lookup:
         """The entry file of ``stage``/``key``, else (``remote``) the remote tier's."""
-        path = self.entry_path(stage, key)
-        if (kept := self.kept.get(path)) is not None:  # read and checked before, unchanged
+        if (kept := self.kept.get(stage, key.digest)) is not None:  # checked before, unchanged
             return Lookup(decode_entry(kept[0], stage, key, checked=kept[1]))
+        path = self.entry_path(stage, key)
         try:
             with open(path, "rb") as f:
                 before = os.fstat(f.fileno())
@@ -337,7 +336,7 @@ class FeatureStore:
             return Lookup()
         try:
             entry = decode_entry(data, stage, key)
-            self.kept.keep(path, before, data, entry.metadata)
+            self.kept.keep(stage, key.digest, path, before, data, entry.metadata)
             return Lookup(entry)
         except CorruptEntry as exc:
             logger.warning(
@@ -369,7 +368,7 @@ class FeatureStore:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             if atomic_write(path, data, temp_stem=key.digest, overwrite=replace):
-                self.kept.keep(path, os.stat(path), data, head_metadata(data) or {})
+                self.kept.keep_written(stage, key.digest, path, data)
         except OSError as exc:
             self._write_failed(exc)
             return None

@@ -4,8 +4,7 @@ result, and the reference image as the published script hands it to the pipeline
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +13,7 @@ import PIL.Image
 import torch
 
 from mimicache.cache import CacheEvent
-from mimicache.pipeline import stage_timer
+from mimicache.pipeline.timing import StageTimer
 from mimicache.pose import PeopleReport
 
 logger = logging.getLogger(__name__)
@@ -46,10 +45,9 @@ class JobRecord:
     events: list[Any] = field(default_factory=list)
     people: Any = None
 
-    @contextmanager
-    def time(self, stage: str, *, wait: bool = True) -> Iterator[None]:
-        with stage_timer(self.timings, stage, self.device if wait else None):
-            yield
+    def time(self, stage: str, *, wait: bool = True) -> StageTimer:
+        """A context that adds its block's seconds to ``timings[stage]``."""
+        return StageTimer(self.timings, stage, self.device if wait else None)
 
     def log_stages(self, label: str) -> None:
         """One log line per stage: what a terminal without progress bars gets instead."""

@@ -19,7 +19,7 @@ from mimicache.pipeline.schedulers import (
     SchedulerOptions,
     build_scheduler,
 )
-from mimicache.pipeline.timing import stage_timer
+from mimicache.pipeline.timing import StageTimer
 
 __all__ = [
     "SCHEDULER_NAMES",
@@ -28,12 +28,12 @@ __all__ = [
     "MimicMotionPipeline",
     "MimicMotionPipelineOutput",
     "SchedulerOptions",
+    "StageTimer",
     "build_mimicmotion_modules",
     "build_scheduler",
     "load_pipeline",
     "read_checkpoint",
     "resolve_base_model",
-    "stage_timer",
     "tile_indices",
     "tile_weights",
 ]

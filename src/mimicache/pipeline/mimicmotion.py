@@ -35,7 +35,7 @@ from mimicache.pipeline.speed import (
     plan_batches,
 )
 from mimicache.pipeline.tiles import batched, tile_indices, tile_passes, tile_weights, unet_passes
-from mimicache.pipeline.timing import stage_timer
+from mimicache.pipeline.timing import StageTimer
 
 # diffusers' SVD module imports transformers' torchvision-backed CLIP processor, which only
 # warns that it falls back to PIL; we never use that processor for tensors.
@@ -377,14 +377,14 @@ class MimicMotionPipeline(DiffusionPipeline):
 
         # 1. CLIP embedding (1,1,D)
         if image_embeddings is None:
-            with stage_timer(timings, "clip", device):
+            with StageTimer(timings, "clip", device):
                 image_embeddings = self.encode_image(image, device)
         image_embeddings = image_embeddings.to(device).reshape(1, 1, -1)
         dtype = image_embeddings.dtype
 
         # 2. VAE latent of the noise-augmented image; the noise is the generator's first draw
         if image_latents is None:
-            with stage_timer(timings, "vae_encode", device):
+            with StageTimer(timings, "vae_encode", device):
                 image_latents = self.encode_reference_latent(
                     image, height, width, noise_aug_strength, generator, device
                 )
@@ -395,7 +395,7 @@ class MimicMotionPipeline(DiffusionPipeline):
 
         # 3. pose latents, once per frame for the whole call
         tile_size = min(tile_size, num_frames)
-        with stage_timer(timings, "pose_net", device):
+        with StageTimer(timings, "pose_net", device):
             pose_latents = self.encode_pose(image_pose, device, chunk_size=tile_size)
 
         # 4. conditioning, timesteps, initial noise (the generator's second draw)
@@ -419,7 +419,7 @@ class MimicMotionPipeline(DiffusionPipeline):
                 speed, device, dtype, tiles, latents.shape, self.vae_scale_factor,
                 decode_chunk_size, guided,
             )  # fmt: skip
-        with stage_timer(timings, "denoise", device), kernel_choice(speed, device):
+        with StageTimer(timings, "denoise", device), kernel_choice(speed, device):
             latents = self.denoise(
                 latents,
                 image_latents,
@@ -439,7 +439,7 @@ class MimicMotionPipeline(DiffusionPipeline):
         if output_type == "latent":
             frames = latents
         else:
-            with stage_timer(timings, "decode", device), kernel_choice(speed, device):
+            with StageTimer(timings, "decode", device), kernel_choice(speed, device):
                 video = self.decode_latents(
                     latents, decode_chunk_size, speed=speed, decode_batch=batch_plan.decode_batch
                 )
