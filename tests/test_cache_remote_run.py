@@ -60,11 +60,12 @@ def test_second_machine_hits_every_stage_in_the_bucket(tiny_bundle, s3_url, tmp_
 
     second = _run(config, tmp_path / "out2", s3_url, tmp_path / "machine2")
     events2 = second["sidecar"]["cache_events"]
-    assert {e["stage"] for e in events2} == {e["stage"] for e in events}
+    # the drawn frames and the features: with the frames drawn, no keypoints are needed
+    assert {e["stage"] for e in events2} == {"pose_frames", "clip_embeddings", "vae_latents"}
     assert all(e["hit"] for e in events2)
     # machine 2 holds the very entry files machine 1 computed: the inputs of denoising are equal
     files = [sorted((tmp_path / m).rglob("*.safetensors")) for m in ("machine1", "machine2")]
-    assert len(files[1]) == len(events)
-    assert [p.name for p in files[0]] == [p.name for p in files[1]]
-    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(*files))
+    assert len(files[1]) == len(events2)
+    computed = {p.name: p for p in files[0]}
+    assert all(p.read_bytes() == computed[p.name].read_bytes() for p in files[1])
     assert np.array_equal(first["frames"], second["frames"])

@@ -1,5 +1,6 @@
 """The engine with the feature cache: transparency, partial reuse, model changes."""
 
+import dataclasses
 import os
 import shutil
 import sqlite3
@@ -26,6 +27,7 @@ from mimicache.testing.models import TinyBundle
 from tests.engine_fixtures import figure_video, reference_image, write_config
 
 ALL = {"image_keypoints", "video_keypoints", "pose_frames", "clip_embeddings", "vae_latents"}
+KEYPOINT_STAGES = {"image_keypoints", "video_keypoints"}
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +73,8 @@ def test_warm_cache_output_equals_uncached_output(engine, case, tmp_path):
     cold = _with_store(engine, tmp_path / "c").generate(job, progress=False)
     warm = _with_store(engine, tmp_path / "c").generate(job, progress=False)
     assert _missed(cold) == ALL and {e.reason for e in cold.cache_events} == {"absent"}
-    assert _missed(warm) == set() and set(_events(warm)) == ALL
+    # a full hit reads the drawn frames and the features, no keypoints: nothing else needs them
+    assert _missed(warm) == set() and set(_events(warm)) == ALL - KEYPOINT_STAGES
     assert plain.frames.shape == (6, 64, 64, 3) and plain.frames.dtype == np.uint8
     assert np.array_equal(plain.frames, cold.frames)
     assert np.array_equal(plain.frames, warm.frames)
@@ -117,9 +120,42 @@ def test_a_jobs_hits_are_in_the_index_when_it_ends(engine, case, tmp_path, monke
     assert _missed(warm) == set()
     with sqlite3.connect(store.index_path) as conn:  # another connection: what is written
         used = dict(conn.execute("SELECT key, last_used FROM entries").fetchall())
-    assert sorted(used) == sorted(e.key for e in warm.cache_events)
-    assert all(when >= started for when in used.values())
+    assert len(used) == 5 and len(warm.cache_events) == 3  # no keypoints needed
+    assert all(used[e.key] >= started for e in warm.cache_events)
     store.close()
+
+
+def test_a_full_hit_reads_no_keypoints_and_says_who_was_seen(engine, case, tmp_path, monkeypatch):
+    job = case.test_case[0]
+    cold = _with_store(engine, tmp_path / "c").generate(job, progress=False)
+    loaded: list[str] = []
+    real = FeatureStore._load
+    monkeypatch.setattr(
+        FeatureStore, "_load", lambda self, stage, key, **kw: loaded.append(stage) or real(
+            self, stage, key, **kw)
+    )  # fmt: skip
+    warm = engine.generate(job, progress=False)
+    assert sorted(loaded) == ["clip_embeddings", "pose_frames", "vae_latents"]
+    assert warm.people == cold.people and warm.people.frames > 0
+    assert np.array_equal(warm.frames, cold.frames)
+
+
+def test_drawn_frames_cached_without_the_report_fall_back_to_the_keypoints(
+    engine, case, tmp_path, monkeypatch
+):
+    from mimicache.engine.stages import CACHED_STAGES, POSE_FRAMES, pack_frames
+
+    job = case.test_case[0]
+    plain = dataclasses.replace(
+        CACHED_STAGES[POSE_FRAMES], encode=lambda drawn: pack_frames(drawn.frames)
+    )
+    with monkeypatch.context() as m:  # an entry as written before the report was kept
+        m.setitem(CACHED_STAGES, POSE_FRAMES, plain)
+        cold = _with_store(engine, tmp_path / "c").generate(job, progress=False)
+    warm = engine.generate(job, progress=False)
+    assert _missed(warm) == set() and set(_events(warm)) == ALL  # the steps ran, all hits
+    assert warm.people == cold.people
+    assert np.array_equal(warm.frames, cold.frames)
 
 
 def test_seed_with_augmentation_misses_only_vae(engine, case, tmp_path):

@@ -114,8 +114,8 @@ def test_pose_steps_run_in_one_order_through_run_step(media, dwpose):
         (POSE_FRAMES, "dance.mp4"),
     ]
     assert set(POSE_STAGES) == {step for step, _ in calls}
-    assert pose.frames is kept[POSE_FRAMES] and pose.frames.shape == (5, 192, 128, 3)
-    assert pose.people.chosen is None
+    assert pose.frames is kept[POSE_FRAMES].frames and pose.frames.shape == (5, 192, 128, 3)
+    assert pose.people.chosen is None and kept[POSE_FRAMES].people is pose.people  # cached too
     pixels, _ = preprocess(video_path, image_path, 128, 2, dwpose, progress=False)
     assert torch.equal(torch.from_numpy(pose.frames).permute(0, 3, 1, 2) / 127.5 - 1, pixels)
 
@@ -129,5 +129,5 @@ def test_pose_steps_run_in_one_order_through_run_step(media, dwpose):
         detect = detect_many = no_dwpose
 
     again = pose_steps(video_path, image_path, 128, 2, Unused(), progress=False, run_step=replay)
-    assert again.frames is kept[POSE_FRAMES]
+    assert again.frames is kept[POSE_FRAMES].frames
     assert again.people.summary() == pose.people.summary()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html.parser
 import json
+import logging
 
 import av
 import numpy as np
@@ -69,19 +70,21 @@ def test_preview_frames_are_the_pipelines_pose_frames_and_fill_its_cache(workspa
     assert preview.pose_frames.shape == (7, RESOLUTION, RESOLUTION, 3)  # reference + 6 frames
     assert np.array_equal(preview.pose_frames, published)
 
-    # the generating engine on the same cache: its pose stages are hits, its frames the same
+    # the generating engine on the same cache: the drawn frames are a hit (no keypoints are
+    # needed then), its frames the same
     engine = MimicMotion.from_config(config, device="cpu", cache=FeatureStore(store))
     record = JobRecord()
     pose, _ = engine.prepare_pose(case, record, progress=False)
-    assert _hits(record.events) == POSE_STAGES
+    assert _hits(record.events) == {"pose_frames"} and len(record.events) == 1
+    assert record.people == preview.people
     assert np.array_equal(pose.permute(0, 2, 3, 1).numpy(), preview.pose_frames)
     result = engine.generate(case, progress=False)
-    assert _hits(result.cache_events) >= POSE_STAGES
+    assert _hits(result.cache_events) >= {"pose_frames"}
     assert result.frames.shape[0] == preview.pose_frames.shape[0] - 1
 
-    # a second preview: every pose stage a hit, the same frames
+    # a second preview: the drawn frames a hit (all it needs), the same frames
     again = pose_preview(previewer, case, progress=False)
-    assert _hits(again.cache_events) == POSE_STAGES
+    assert _hits(again.cache_events) == {"pose_frames"}
     assert np.array_equal(again.pose_frames, preview.pose_frames)
     assert np.array_equal(again.overlay, preview.overlay)
 
@@ -144,7 +147,7 @@ def test_contact_sheet_has_one_row_per_shown_frame(workspace):
     assert sheet.mode == "RGB"
 
 
-def test_preview_chooses_the_person(tmp_path, tiny_bundle, workspace):
+def test_preview_chooses_the_person(tmp_path, tiny_bundle, workspace, caplog):
     frames = []
     for f in range(6):
         frames.append(make_people_frame(96, 192, f / 6, [(0.22 + 0.01 * f, 0.72), (0.6, 0.36)]))
@@ -168,7 +171,14 @@ def test_preview_chooses_the_person(tmp_path, tiny_bundle, workspace):
     assert _hits(largest.cache_events) == {"image_keypoints", "video_keypoints"}
     assert _hits(center.cache_events) == {"image_keypoints", "video_keypoints"}
     assert not np.array_equal(center.pose_frames, largest.pose_frames)
-    assert _hits(preview("largest").cache_events) == POSE_STAGES
+    caplog.set_level(logging.INFO, logger="mimicache.pose.preprocess")
+    caplog.clear()
+    again = preview("largest")
+    assert _hits(again.cache_events) == {"pose_frames"}  # all it needs
+    assert again.people == largest.people  # who was seen, kept with the drawn frames
+    assert [r.getMessage() for r in caplog.records if r.name == "mimicache.pose.preprocess"] == [
+        f"driving video {case.ref_video_path}: {largest.people.summary()}"
+    ]  # the line the steps log, said again
 
 
 class _Tags(html.parser.HTMLParser):
@@ -209,7 +219,7 @@ def test_pose_command_writes_preview_sheet_log_and_report(workspace, tmp_path, c
     assert "walk" in text and "image_keypoints" in text and "ok" in text
     assert parsed.tags.count("img") == 2  # the thumbnail strip and the contact sheet
     assert main(argv) == 0
-    assert "pose stages from the cache: 3 of 3" in capsys.readouterr().out
+    assert "pose stages from the cache: 1 of 1 needed" in capsys.readouterr().out
 
 
 def test_pose_command_without_a_person_fails_with_a_report(workspace, tmp_path, capsys):
@@ -232,7 +242,7 @@ def test_pose_command_without_a_person_fails_with_a_report(workspace, tmp_path, 
 
 def test_pose_takes_the_config_and_a_run_on_it_hits_every_pose_stage(tiny_bundle, tmp_path, capsys):
     """Everything from the config (image, video, resolution 48, stride 2): the run after it
-    finds every pose entry the preview wrote."""
+    finds the pose entries the preview wrote (the drawn frames, which need no keypoints)."""
     image = reference_image(tmp_path / "ref.png")
     video = figure_video(tmp_path / "walk.mp4", frames=6)
     config = write_config(tmp_path / "c.yaml", tiny_bundle, image, video, resolution=48,
@@ -241,7 +251,7 @@ def test_pose_takes_the_config_and_a_run_on_it_hits_every_pose_stage(tiny_bundle
     common = ["--inference_config", str(config), "--feature_cache_dir", cache, "--quiet"]
     preview = tmp_path / "preview.mp4"
     assert main(["pose", *common, "--output", str(preview), "--device", "cpu"]) == 0
-    assert "pose stages from the cache: 0 of 3" in capsys.readouterr().out
+    assert "pose stages from the cache: 0 of 3 needed" in capsys.readouterr().out
     with av.open(str(preview)) as container:
         decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     assert len(decoded) == 1 + 3  # the reference, then frames 0, 2, 4 of 6
@@ -251,7 +261,7 @@ def test_pose_takes_the_config_and_a_run_on_it_hits_every_pose_stage(tiny_bundle
     assert main(["run", *common, "--output_dir", str(out), "--device", "cpu"]) == 0
     sidecar = json.loads(next(out.glob("walk_*.json")).read_text())
     events = {e["stage"]: e["hit"] for e in sidecar["cache_events"]}
-    assert {stage: events[stage] for stage in POSE_STAGES} == dict.fromkeys(POSE_STAGES, True)
+    assert events["pose_frames"] is True and not (set(POSE_STAGES) - {"pose_frames"}) & set(events)
     assert events["clip_embeddings"] is False  # the preview loads no CLIP: the run computes it
 
 

@@ -209,15 +209,16 @@ def speedups(
     cold: Sequence[JobResult], warm: Sequence[JobResult], retimes: Retimes | None = None
 ) -> tuple[Speedup | None, Speedup | None]:
     """(the cached stages, the whole job), over the jobs that succeeded cold and warm. The
-    cached stages are those with cache events in the warm run (so
-    ``--disable_pipeline_feature_cache`` leaves CLIP and VAE out) plus the key and decoding
-    work a hit still does; with ``retimes`` (``retime_stages`` of "cold" and "warm"), each
+    cached stages are those with cache events in either run (so
+    ``--disable_pipeline_feature_cache`` leaves CLIP and VAE out, and the keypoint stages a
+    full hit does not need count with what they cost cold) plus the key and decoding work a
+    hit still does; with ``retimes`` (``retime_stages`` of "cold" and "warm"), each
     job's fastest of its run's timing and those."""
     warm_by_index = {r.job.index: r for r in warm if r.ok}
     pairs = [(c, warm_by_index[c.job.index]) for c in cold if c.ok and c.job.index in warm_by_index]
     if not pairs:
         return None, None
-    served = {e.stage for _, w in pairs for e in w.cache_events}
+    served = {e.stage for c, w in pairs for e in (*c.cache_events, *w.cache_events)}
     parts = [stage for stage in STAGES if stage in served] + list(CACHE_OVERHEAD)
 
     def seconds(result: JobResult, names: Sequence[str]) -> float:

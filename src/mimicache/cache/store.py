@@ -198,14 +198,9 @@ class FeatureStore:
         if not self._warned_write:
             self._warned_write = True
             reads = self._usable and self.mode.reads
-            logger.warning(
-                "feature cache at %s is not writable (%s): %s",
-                self.root,
-                errno_text(exc),
-                "read-only: entries are read, nothing new is written"
-                if reads
-                else "running without caching",
-            )
+            then = "read-only: entries are read, nothing new is written" if reads else None
+            logger.warning("feature cache at %s is not writable (%s): %s", self.root,
+                           errno_text(exc), then or "running without caching")  # fmt: skip
 
     def _index_broken(self, exc: BaseException) -> None:
         if not self._warned_index and not self._warned_write:
@@ -248,15 +243,7 @@ class FeatureStore:
         """
         check_stage(stage)
         check_metadata(metadata)  # before computing anything
-        start = time.perf_counter()
-        if subject is not None:  # a file name that is not UTF-8: sqlite and JSON refuse it
-            subject = cache_fs.printable(subject)
-        label = subject if subject is not None else key.digest[:12]
-
-        def event(hit: bool, reason: str, size: int) -> CacheEvent:
-            seconds = time.perf_counter() - start
-            return CacheEvent(stage, hit, reason, seconds, size, key.digest, subject)
-
+        subject, label, event = self._call(stage, key, subject)
         if not self.active:
             logger.debug("Feature cache off for %s (%s); computing", stage, label)
             return prepare_tensors(compute()), event(False, MissReason.DISABLED, 0)
@@ -293,6 +280,30 @@ class FeatureStore:
         self.index.record(stage, key.digest, meta, size, subject, hit=False)
         return tensors, event(False, reason, size)
 
+    def get(self, stage: str, key: StageKey, *, subject: str | None = None,
+            ) -> tuple[dict[str, torch.Tensor], CacheEvent] | None:  # fmt: skip
+        """``get_or_compute``'s hit alone: the tensors and the hit when the cache holds the
+        entry (recorded and logged as a hit), else None: nothing computed, nothing logged."""
+        subject, label, event = self._call(stage, key, subject)
+        found = self._load(stage, key) if self.active and self.mode.reads else Lookup()
+        if found.entry is None:
+            return None
+        return self._hit(stage, key, found.entry, subject, label, event)
+
+    @staticmethod
+    def _call(
+        stage: str, key: StageKey, subject: str | None
+    ) -> tuple[str | None, str, Callable[[bool, str, int], CacheEvent]]:
+        """The subject as SQLite takes it (``printable``), the logs' label, the timed event."""
+        start = time.perf_counter()
+        subject = cache_fs.printable(subject) if subject is not None else None
+
+        def event(hit: bool, reason: str, size: int) -> CacheEvent:
+            seconds = time.perf_counter() - start
+            return CacheEvent(stage, hit, reason, seconds, size, key.digest, subject)
+
+        return subject, subject if subject is not None else key.digest[:12], event
+
     def _reason(self, stage: str, key: StageKey, subject: str | None, corrupt: bool) -> MissReason:
         if corrupt:
             return MissReason.CORRUPT
@@ -301,14 +312,9 @@ class FeatureStore:
         return self.index.miss_reason(stage, key, subject)
 
     def _hit(
-        self,
-        stage: str,
-        key: StageKey,
-        entry: Entry,
-        subject: str | None,
-        label: str,
+        self, stage: str, key: StageKey, entry: Entry, subject: str | None, label: str,
         event: Callable[[bool, str, int], CacheEvent],
-    ) -> tuple[dict[str, torch.Tensor], CacheEvent]:
+    ) -> tuple[dict[str, torch.Tensor], CacheEvent]:  # fmt: skip
         self.index.record(stage, key.digest, entry.metadata, entry.size, subject, hit=True)
         ev = event(True, HIT_REASON, entry.size)
         logger.info(
@@ -351,15 +357,9 @@ class FeatureStore:
         return Lookup(corrupt=True)
 
     def _write_entry(
-        self,
-        stage: str,
-        key: StageKey,
-        tensors: dict[str, torch.Tensor],
-        subject: str | None,
-        metadata: Mapping[str, str] | None,
-        *,
-        replace: bool = False,
-    ) -> tuple[dict[str, str], int] | None:
+        self, stage: str, key: StageKey, tensors: dict[str, torch.Tensor], subject: str | None,
+        metadata: Mapping[str, str] | None, *, replace: bool = False,
+    ) -> tuple[dict[str, str], int] | None:  # fmt: skip
         """Publish the entry file. An entry is never replaced once there (another machine
         may be reading it), unless it is being refreshed or was corrupt."""
         version = self._version or package_version()

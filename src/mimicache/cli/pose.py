@@ -150,7 +150,9 @@ def pose_command(args: argparse.Namespace) -> int:
     if preview.people is not None:
         job.notes.append(f"people: {preview.people.summary()}")
     hits = sum(bool(getattr(e, "hit", False)) for e in preview.cache_events)
-    cached = f"{hits} of {len(preview.cache_events)}" if cache.enabled else "none (cache off)"
+    # a hit of the drawn frames needs no keypoint stage: "1 of 1 needed"
+    needed = f"{hits} of {len(preview.cache_events)} needed"
+    cached = needed if cache.enabled else "none (cache off)"
     print(
         f"preview: {output} ({preview.num_frames} frames: the reference, then "
         f"{preview.num_frames - 1} sampled driving frames)\ncontact sheet: {sheet}\n"

@@ -37,6 +37,7 @@ from mimicache.engine.speed import DECODE_CHUNK_SIZE, BatchPlanner, SpeedOptions
 from mimicache.engine.stages import (
     CACHED_STAGES,
     CLIP_EMBEDDINGS_STAGE,
+    POSE_FRAMES,
     VAE_LATENTS_STAGE,
     JobKeys,
     Stage,
@@ -49,7 +50,13 @@ from mimicache.pipeline.memory import OFFLOAD_NONE
 from mimicache.pipeline.schedulers import SchedulerOptions
 from mimicache.pipeline.speed import EXACT
 from mimicache.pose import DWPose
-from mimicache.pose.preprocess import ReferenceImage, pose_steps, to_model_pixels
+from mimicache.pose.preprocess import (
+    DrawnPose,
+    ReferenceImage,
+    log_people,
+    pose_steps,
+    to_model_pixels,
+)
 from mimicache.pose.retarget import PUBLISHED, check_mode
 
 logger = logging.getLogger(__name__)
@@ -296,27 +303,52 @@ class MimicMotion:
     ) -> tuple[torch.Tensor, ReferenceImage]:
         """The pose stages: pose frames (1+F,3,H,W) uint8 and the fitted reference image.
 
-        ``record.people`` gets who was seen in the video and who drives the pose."""
-        # Steps 1-4 of generate(), in pose_steps' order; each cached one goes through _run_stage.
+        ``record.people`` gets who was seen in the video and who drives the pose. When the
+        drawn frames are cached (with that report), nothing else is read: no keypoints."""
         keys = keys or self.keys(case)
-        pose = pose_steps(
-            case.ref_video_path,
-            case.ref_image_path,
-            case.resolution,
-            case.sample_stride,
-            self.dwpose,
-            retarget=self.pose_retarget,
-            person=self.person,
-            progress=progress,
-            desc=f"{label}: DWPose" if label else "DWPose",
-            run_step=lambda step, compute, subject: self._run_stage(
-                CACHED_STAGES[step], keys, compute, subject, record
-            ),
-        )
-        record.people = pose.people
+        image = ReferenceImage(Path(case.ref_image_path), case.resolution)
+        drawn = self._cached_drawing(keys, Path(case.ref_video_path), record)
+        if drawn is None:
+            # Steps 1-4 of generate(), in pose_steps' order; each cached one through _run_stage.
+            pose = pose_steps(
+                case.ref_video_path,
+                case.ref_image_path,
+                case.resolution,
+                case.sample_stride,
+                self.dwpose,
+                retarget=self.pose_retarget,
+                person=self.person,
+                progress=progress,
+                desc=f"{label}: DWPose" if label else "DWPose",
+                run_step=lambda step, compute, subject: self._run_stage(
+                    CACHED_STAGES[step], keys, compute, subject, record
+                ),
+            )
+            drawn, image = DrawnPose(pose.frames, pose.people), pose.image
+        record.people = drawn.people
         # uint8 (1+F,3,H,W) view: the pipeline converts per chunk, no float copy of the video
-        pose_frames = torch.from_numpy(pose.frames).permute(0, 3, 1, 2)
-        return pose_frames, pose.image
+        return torch.from_numpy(drawn.frames).permute(0, 3, 1, 2), image
+
+    def _cached_drawing(self, keys: JobKeys, video: Path, record: JobRecord) -> DrawnPose | None:
+        """The drawn pose frames and who drives them, when the cache holds both (a full hit
+        needs no keypoint stage); None otherwise (then the steps run, reading it again)."""
+        stage = CACHED_STAGES[POSE_FRAMES]
+        if not self._uses_cache(stage):
+            return None
+        with record.time("digest"):
+            key = keys.pose_frames
+        with record.time(stage.name):
+            found = self.cache.get(stage.name, key, subject=str(video))
+        if found is None:
+            return None
+        with record.time("unpack"):
+            drawn = stage.decode(found[0])
+        if drawn.people is None:  # an entry from before the report was kept
+            return None
+        replay_warnings(stage, found[0], hit=True)
+        log_people(drawn.people, video)
+        record.events.append(found[1])
+        return drawn
 
     def reference_features(
         self,

@@ -1,12 +1,13 @@
 """The cached stages, each declared once: its name, its codec (value <-> named tensors) and its
 key recipe (keyed only by what its output depends on), and the job's keys computed lazily.
 
-Values: image keypoints a PoseFrame, video keypoints VideoPoses, pose frames (1+F,H,W,3)
-uint8, CLIP embeddings (1,D) and VAE latents (1,4,H/8,W/8) tensors in the model dtype.
+Values: image keypoints a PoseFrame, video keypoints VideoPoses, pose frames a DrawnPose
+((1+F,H,W,3) uint8 and the people report), CLIP embeddings (1,D) and VAE latents (1,4,H/8,W/8) tensors in the model dtype.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -37,8 +38,9 @@ from mimicache.engine.stage_names import (  # noqa: F401 (re-exported for the st
     VIDEO_KEYPOINTS,
 )
 from mimicache.media import effective_stride, missing_file, probe_video
-from mimicache.pose import PoseSequence, VideoPoses
+from mimicache.pose import PeopleReport, PoseSequence, VideoPoses
 from mimicache.pose.dwpose import KEYPOINTS_VERSION
+from mimicache.pose.preprocess import DrawnPose
 
 # Bump when alignment or drawing changes what they produce (DWPose's own version is
 # pose.dwpose.KEYPOINTS_VERSION).
@@ -190,7 +192,27 @@ VIDEO_KEYPOINTS_STAGE = Stage(
     encode=VideoPoses.to_tensors,
     decode=VideoPoses.from_tensors,
 )
-POSE_FRAMES_STAGE = Stage(POSE_FRAMES, encode=pack_frames, decode=unpack_frames)
+
+
+def pack_drawn(drawn: DrawnPose) -> dict[str, torch.Tensor]:
+    """The drawn frames (``pack_frames``) and who was seen, as JSON bytes."""
+    tensors = pack_frames(drawn.frames)
+    if drawn.people is not None:
+        text = json.dumps(dataclasses.asdict(drawn.people), sort_keys=True).encode("utf-8")
+        tensors[PEOPLE] = torch.frombuffer(bytearray(text), dtype=torch.uint8)
+    return tensors
+
+
+def unpack_drawn(tensors: Mapping[str, torch.Tensor]) -> DrawnPose:
+    stored = tensors.get(PEOPLE)
+    people = None
+    if stored is not None:
+        people = PeopleReport(**json.loads(stored.numpy().tobytes().decode("utf-8")))
+    return DrawnPose(unpack_frames(tensors), people)
+
+
+PEOPLE = "people"  # the pose frames entry's report of who was seen
+POSE_FRAMES_STAGE = Stage(POSE_FRAMES, encode=pack_drawn, decode=unpack_drawn)
 CLIP_EMBEDDINGS_STAGE = Stage(
     CLIP_EMBEDDINGS,
     encode=lambda embeds: {"image_embeds": embeds},

@@ -37,11 +37,13 @@ __all__ = [
     "IMAGE_KEYPOINTS",
     "POSE_FRAMES",
     "VIDEO_KEYPOINTS",
+    "DrawnPose",
     "PreparedPose",
     "ReferenceImage",
     "VideoPoses",
     "extract_image_pose",
     "extract_video_poses",
+    "log_people",
     "pose_steps",
     "preprocess",
     "render_pose_frames",
@@ -132,11 +134,17 @@ def select_person(
     poses, report = choose_person(
         video.poses, choice, (video.frame_height, video.frame_width), video_path=video_path
     )
+    log_people(report, video_path)
+    return VideoPoses(poses, video.frame_height, video.frame_width), report
+
+
+def log_people(report: PeopleReport, video_path: str | Path | None = None) -> None:
+    """The line a job logs when its video shows several people or a person was chosen (a
+    warning when everyone is drawn); nothing otherwise."""
     if report.several or report.chosen is not None:
         level = logging.WARNING if report.chosen is None and report.several else logging.INFO
         where = f" {video_path}" if video_path else ""
         logger.log(level, "driving video%s: %s", where, report.summary())
-    return VideoPoses(poses, video.frame_height, video.frame_width), report
 
 
 def render_pose_frames(
@@ -199,6 +207,16 @@ class ReferenceImage:
 
 
 @dataclass
+class DrawnPose:
+    """The pose frames step's value: the drawn frames (1+F,H,W,3) uint8 and who was seen in
+    the video, kept together so a job whose drawn frames are cached needs no keypoints. An
+    entry from before the report was kept gives ``people=None``."""
+
+    frames: np.ndarray
+    people: PeopleReport | None
+
+
+@dataclass
 class PreparedPose:
     """What the pose steps give one job: the drawn pose frames (1+F,H,W,3) uint8 (frame 0 the
     reference pose), the fitted reference image and who was seen in the video."""
@@ -253,19 +271,22 @@ def pose_steps(
     # Cheap, so it runs even when the drawn frames come from a cache: the report says who
     # drives the pose either way.
     video, people = select_person(video, person, video_path=video_path)
-    frames = run_step(
+    drawn: DrawnPose = run_step(
         POSE_FRAMES,
-        lambda: render_pose_frames(
-            ref_pose,
-            video,
-            *image.size,
-            video_path=video_path,
-            image_path=image_path,
-            retarget=retarget,
+        lambda: DrawnPose(
+            render_pose_frames(
+                ref_pose,
+                video,
+                *image.size,
+                video_path=video_path,
+                image_path=image_path,
+                retarget=retarget,
+            ),
+            people,
         ),
         video_path,
     )
-    return PreparedPose(frames, image, people)
+    return PreparedPose(drawn.frames, image, people)
 
 
 def preprocess(
