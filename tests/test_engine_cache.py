@@ -149,7 +149,7 @@ def test_drawn_frames_cached_without_the_report_fall_back_to_the_keypoints(
     plain = dataclasses.replace(
         CACHED_STAGES[POSE_FRAMES], encode=lambda drawn: pack_frames(drawn.frames)
     )
-    with monkeypatch.context() as m:  # an entry as written before the report was kept
+    with monkeypatch.context() as m:  # an entry without the report
         m.setitem(CACHED_STAGES, POSE_FRAMES, plain)
         cold = _with_store(engine, tmp_path / "c").generate(job, progress=False)
     warm = engine.generate(job, progress=False)

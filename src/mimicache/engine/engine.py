@@ -343,7 +343,7 @@ class MimicMotion:
             return None
         with record.time("unpack"):
             drawn = stage.decode(found[0])
-        if drawn.people is None:  # an entry from before the report was kept
+        if drawn.people is None:  # an entry without the report: the steps make it
             return None
         replay_warnings(stage, found[0], hit=True)
         log_people(drawn.people, video)

@@ -44,7 +44,7 @@ from mimicache.pose.preprocess import DrawnPose
 
 # Bump when alignment or drawing changes what they produce (DWPose's own version is
 # pose.dwpose.KEYPOINTS_VERSION).
-DRAWING_VERSION = 1
+DRAWING_VERSION = 2  # 2: the entry keeps who was seen, so a hit needs no keypoints
 
 
 def video_keypoints_key(

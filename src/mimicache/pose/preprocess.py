@@ -209,8 +209,8 @@ class ReferenceImage:
 @dataclass
 class DrawnPose:
     """The pose frames step's value: the drawn frames (1+F,H,W,3) uint8 and who was seen in
-    the video, kept together so a job whose drawn frames are cached needs no keypoints. An
-    entry from before the report was kept gives ``people=None``."""
+    the video, kept together so a job whose drawn frames are cached needs no keypoints
+    (``people=None``: an entry without the report)."""
 
     frames: np.ndarray
     people: PeopleReport | None
