@@ -1,7 +1,7 @@
 """Entry files this process has read or written, kept in memory: a repeated job opens none.
 
-Holds the verified bytes and metadata of entry files by path, least recently used out first
-past ``max_bytes``. A kept file is used while its stat identity (inode, size, mtime, ctime)
+Holds the verified bytes and metadata of entry files by stage and key, least recently used
+out first past ``max_bytes``. A kept file is used while its stat identity (inode, size, mtime, ctime)
 is unchanged, so a removed, replaced or refreshed entry is read from disk again; what it
 saves is the read, the checksum and the header parse. Bytes, never tensors: every hit
 decodes fresh tensors that no caller can change for the next. ``MIMICACHE_MEMORY_CACHE``

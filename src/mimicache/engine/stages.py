@@ -2,7 +2,8 @@
 key recipe (keyed only by what its output depends on), and the job's keys computed lazily.
 
 Values: image keypoints a PoseFrame, video keypoints VideoPoses, pose frames a DrawnPose
-((1+F,H,W,3) uint8 and the people report), CLIP embeddings (1,D) and VAE latents (1,4,H/8,W/8) tensors in the model dtype.
+((1+F,H,W,3) uint8 and who was seen), CLIP embeddings (1,D) and VAE latents (1,4,H/8,W/8)
+tensors in the model dtype.
 """
 
 from __future__ import annotations
@@ -194,24 +195,34 @@ VIDEO_KEYPOINTS_STAGE = Stage(
 )
 
 
+PEOPLE = "people"  # the pose frames entry's report of who was seen
+
+
+def json_tensor(value: Any) -> torch.Tensor:
+    """``value`` as UTF-8 JSON bytes, uint8 (a tensor an entry can hold)."""
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False).encode("utf-8")
+    return torch.frombuffer(bytearray(text), dtype=torch.uint8)
+
+
+def tensor_json(tensor: torch.Tensor) -> Any:
+    """The value ``json_tensor`` made."""
+    return json.loads(tensor.numpy().tobytes().decode("utf-8"))
+
+
 def pack_drawn(drawn: DrawnPose) -> dict[str, torch.Tensor]:
     """The drawn frames (``pack_frames``) and who was seen, as JSON bytes."""
     tensors = pack_frames(drawn.frames)
     if drawn.people is not None:
-        text = json.dumps(dataclasses.asdict(drawn.people), sort_keys=True).encode("utf-8")
-        tensors[PEOPLE] = torch.frombuffer(bytearray(text), dtype=torch.uint8)
+        tensors[PEOPLE] = json_tensor(dataclasses.asdict(drawn.people))
     return tensors
 
 
 def unpack_drawn(tensors: Mapping[str, torch.Tensor]) -> DrawnPose:
     stored = tensors.get(PEOPLE)
-    people = None
-    if stored is not None:
-        people = PeopleReport(**json.loads(stored.numpy().tobytes().decode("utf-8")))
+    people = PeopleReport(**tensor_json(stored)) if stored is not None else None
     return DrawnPose(unpack_frames(tensors), people)
 
 
-PEOPLE = "people"  # the pose frames entry's report of who was seen
 POSE_FRAMES_STAGE = Stage(POSE_FRAMES, encode=pack_drawn, decode=unpack_drawn)
 CLIP_EMBEDDINGS_STAGE = Stage(
     CLIP_EMBEDDINGS,
@@ -262,8 +273,7 @@ def compute_with_warnings(stage: Stage, compute: Callable[[], Any]) -> dict[str,
     finally:
         root.removeHandler(collect)
     if collect.messages:
-        text = json.dumps(collect.messages, ensure_ascii=False).encode("utf-8")
-        tensors[WARNINGS] = torch.frombuffer(bytearray(text), dtype=torch.uint8)
+        tensors[WARNINGS] = json_tensor(collect.messages)
     return tensors
 
 
@@ -273,7 +283,7 @@ def replay_warnings(stage: Stage, tensors: Mapping[str, torch.Tensor], *, hit: b
     tensors = dict(tensors)
     stored = tensors.pop(WARNINGS, None)
     if stored is not None and hit:
-        for message in json.loads(stored.numpy().tobytes().decode("utf-8")):
+        for message in tensor_json(stored):
             logger.warning("%s (from the cached %s)", message, stage.name)
     return tensors
 
