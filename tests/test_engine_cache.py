@@ -80,6 +80,9 @@ def test_warm_cache_output_equals_uncached_output(engine, case, tmp_path):
     assert np.array_equal(plain.frames, warm.frames)
     for name in ("preprocess", "pipeline", "total", "denoise", "decode", "pose_frames"):
         assert warm.timings[name] >= 0
+    # the cold job's stages in the order they ran (the drawn frames' look-up first missed)
+    ran = ["image_keypoints", "video_keypoints", "pose_frames", "clip_embeddings", "vae_latents"]
+    assert [name for name in cold.timings if name in ALL] == ran
     # a seed change with noise_aug_strength 0: everything still hits, output equals uncached
     reseeded = replace(job, seed=7)
     warm7 = engine.generate(reseeded, progress=False)

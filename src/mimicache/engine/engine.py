@@ -44,7 +44,7 @@ from mimicache.engine.stages import (
     compute_with_warnings,
     replay_warnings,
 )
-from mimicache.pipeline import MimicMotionPipeline
+from mimicache.pipeline import MimicMotionPipeline, StageTimer
 from mimicache.pipeline.loading import BaseModelFiles
 from mimicache.pipeline.memory import OFFLOAD_NONE
 from mimicache.pipeline.schedulers import SchedulerOptions
@@ -307,37 +307,35 @@ class MimicMotion:
         drawn frames are cached (with that report), nothing else is read: no keypoints."""
         keys = keys or self.keys(case)
         image = ReferenceImage(Path(case.ref_image_path), case.resolution)
-        drawn = self._cached_drawing(keys, Path(case.ref_video_path), record)
+        looked: dict[str, float] = {}  # a look-up that missed: counted once the steps ran
+        drawn = self._cached_drawing(keys, Path(case.ref_video_path), record, looked)
         if drawn is None:
             # Steps 1-4 of generate(), in pose_steps' order; each cached one through _run_stage.
             pose = pose_steps(
-                case.ref_video_path,
-                case.ref_image_path,
-                case.resolution,
-                case.sample_stride,
-                self.dwpose,
-                retarget=self.pose_retarget,
-                person=self.person,
-                progress=progress,
+                case.ref_video_path, case.ref_image_path, case.resolution, case.sample_stride,
+                self.dwpose, retarget=self.pose_retarget, person=self.person, progress=progress,
                 desc=f"{label}: DWPose" if label else "DWPose",
                 run_step=lambda step, compute, subject: self._run_stage(
                     CACHED_STAGES[step], keys, compute, subject, record
                 ),
-            )
+            )  # fmt: skip
             drawn, image = DrawnPose(pose.frames, pose.people), pose.image
+        for name, seconds in looked.items():  # after the steps, so timings keep the run order
+            record.timings[name] = record.timings.get(name, 0.0) + seconds
         record.people = drawn.people
         # uint8 (1+F,3,H,W) view: the pipeline converts per chunk, no float copy of the video
         return torch.from_numpy(drawn.frames).permute(0, 3, 1, 2), image
 
-    def _cached_drawing(self, keys: JobKeys, video: Path, record: JobRecord) -> DrawnPose | None:
-        """The drawn pose frames and who drives them, when the cache holds both (a full hit
-        needs no keypoint stage); None otherwise (then the steps run, reading it again)."""
+    def _cached_drawing(self, keys: JobKeys, video: Path, record: JobRecord,
+                        looked: dict[str, float]) -> DrawnPose | None:  # fmt: skip
+        """The drawn pose frames and who drives them when the cache holds both (a full hit needs
+        no keypoint stage); else None, the steps run, and ``looked`` holds this look-up's time."""
         stage = CACHED_STAGES[POSE_FRAMES]
-        if not self._uses_cache(stage):
+        if not self._uses_cache(stage) or not self.cache.mode.reads:
             return None
         with record.time("digest"):
             key = keys.pose_frames
-        with record.time(stage.name):
+        with StageTimer(looked, stage.name, self.device):
             found = self.cache.get(stage.name, key, subject=str(video))
         if found is None:
             return None
@@ -345,6 +343,7 @@ class MimicMotion:
             drawn = stage.decode(found[0])
         if drawn.people is None:  # an entry without the report: the steps make it
             return None
+        record.timings[stage.name] = looked.pop(stage.name)
         replay_warnings(stage, found[0], hit=True)
         log_people(drawn.people, video)
         record.events.append(found[1])
