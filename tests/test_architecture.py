@@ -12,11 +12,12 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 # Lower layers never import higher ones; components on one layer never import each other.
-# cli -> batch -> engine -> pose / pipeline -> config -> models / media -> cache -> errors
+# cli -> batch -> engine -> pose / pipeline -> config -> models / media -> cache -> errors / lazy
 # The cache imports nothing but errors, so it sits at the bottom: media and batch write
 # their files with its atomic_write.
 LAYERS = {
     "errors": 0,
+    "lazy": 0,  # a package's lazy exports; imports nothing of mimicache
     "cache": 1,
     "media": 2,
     "models": 2,

@@ -5,7 +5,7 @@ resume (result keys, ``--resume``), executor (the seam: plan in, results out), i
 implementations local_executor and ray_executor (with workers), and executors (the registry
 ``--executor`` picks from). Every executor builds its engines from one ``EngineSpec``."""
 
-import importlib
+from mimicache.lazy import lazy_exports
 
 # name -> the module of this package that defines it; loaded on first use, so a command
 # that needs one name (the CLI's tables, its output checks) does not load the rest.
@@ -30,16 +30,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f"mimicache.batch.{_LAZY[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'mimicache.batch' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
 
 
 __all__ = [

@@ -69,3 +69,16 @@ class Outcome:
     result_key: Any = None  # a batch.resume.ResultKey, recorded in the sidecar
     people: Any = None  # pose.PeopleReport of the driving video
     platform: dict = field(default_factory=dict)  # engine.platform of the engine that made it
+
+    @classmethod
+    def generated(cls, result: Any, result_key: Any = None) -> Outcome:
+        """The outcome of a job that ran: ``result`` is what ``engine.generate`` returned."""
+        return cls(
+            result.frames,
+            result.fps,
+            dict(result.timings),
+            list(result.cache_events),
+            result_key=result_key,
+            people=getattr(result, "people", None),
+            platform=dict(getattr(result, "platform", {})),
+        )

@@ -225,15 +225,7 @@ def generate_outcome(
     except Exception as exc:  # a bug or a runtime fault (out of memory...): isolate the job
         logger.exception("[%d/%d] %s failed unexpectedly", number, total, job.name)
         return Outcome(error=error_text(exc))
-    return Outcome(
-        generated.frames,
-        generated.fps,
-        dict(generated.timings),
-        list(generated.cache_events),
-        result_key=result_key(case) if result_key is not None else None,
-        people=getattr(generated, "people", None),
-        platform=dict(getattr(generated, "platform", {})),
-    )
+    return Outcome.generated(generated, result_key(case) if result_key is not None else None)
 
 
 def _sidecar(job: Job, result: JobResult, info: SidecarInfo, extra: dict[str, Any]) -> bytes:

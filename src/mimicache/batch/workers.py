@@ -195,15 +195,7 @@ class GenerationWorker:
             except Exception as exc:  # a bug or out of memory: the job fails, the worker lives
                 logger.exception("%s failed unexpectedly", label)
                 return Outcome(error=error_text(exc)), lines
-            outcome = Outcome(
-                generated.frames,
-                generated.fps,
-                dict(generated.timings),
-                list(generated.cache_events),
-                result_key=self.keys(case),
-                people=getattr(generated, "people", None),
-                platform=dict(getattr(generated, "platform", {})),
-            )
+            outcome = Outcome.generated(generated, self.keys(case))
         return outcome, lines
 
 

@@ -6,7 +6,7 @@
 ``mimicache.engine.spec`` is read without loading torch.
 """
 
-import importlib
+from mimicache.lazy import lazy_exports
 
 # name -> the module of this package that defines it
 _LAZY = {
@@ -37,16 +37,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f"mimicache.engine.{_LAZY[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'mimicache.engine' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
 
 
 __all__ = sorted(_LAZY)

@@ -179,8 +179,12 @@ class PoseSequence:
     @classmethod
     def from_tensors(cls, tensors: Mapping[str, torch.Tensor]) -> PoseSequence:
         # float64 once for the whole sequence: each frame then takes views, not copies
-        arr = {k: v.detach().cpu().numpy().astype(_F64, copy=False) for k, v in tensors.items()}
-        counts = tensors["counts"].numpy().astype(np.int64)
+        arr = {
+            k: v.detach().cpu().numpy().astype(_F64, copy=False)
+            for k, v in tensors.items()
+            if k != "counts"
+        }
+        counts = tensors["counts"].detach().cpu().numpy().astype(np.int64)
         frames: list[PoseFrame] = []
         start = 0
         for n in counts.tolist():

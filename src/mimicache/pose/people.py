@@ -85,17 +85,20 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> float:
     """Intersection over union of two (x0, y0, x1, y1) boxes; 0 for two degenerate boxes."""
     # Python floats: the same float64 arithmetic as on numpy scalars, at a tenth of the cost
     # (a warm job tracks the people of every frame again)
-    ax0, ay0, ax1, ay1 = np.asarray(a, dtype=np.float64).tolist()
-    bx0, by0, bx1, by1 = np.asarray(b, dtype=np.float64).tolist()
+    ax0, ay0, ax1, ay1 = _floats(a)
+    bx0, by0, bx1, by1 = _floats(b)
     ix = max(0.0, min(ax1, bx1) - max(ax0, bx0))
     iy = max(0.0, min(ay1, by1) - max(ay0, by0))
     inter = ix * iy
-    union = _area(a) + _area(b) - inter
+    union = _area(ax0, ay0, ax1, ay1) + _area(bx0, by0, bx1, by1) - inter
     return float(inter / union) if union > 0 else 0.0
 
 
-def _area(box: np.ndarray) -> float:
-    x0, y0, x1, y1 = np.asarray(box, dtype=np.float64).tolist()
+def _floats(box: np.ndarray) -> list[float]:
+    return np.asarray(box, dtype=np.float64).tolist()
+
+
+def _area(x0: float, y0: float, x1: float, y1: float) -> float:
     return max(0.0, x1 - x0) * max(0.0, y1 - y0)
 
 
@@ -116,7 +119,7 @@ class Track:
         return self.boxes[max(self.boxes)]
 
     def mean_area(self) -> float:
-        return float(np.mean([_area(b) for b in self.boxes.values()]))
+        return float(np.mean([_area(*_floats(b)) for b in self.boxes.values()]))
 
     def mean_centre_distance(self, frame_hw: tuple[int, int]) -> float:
         centre = np.array([frame_hw[1], frame_hw[0]], dtype=np.float64) / 2.0
