@@ -8,16 +8,18 @@ Failures are classified by SQLite result code or errno, never by message text.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import os
 import sqlite3
 import time
+import weakref
 from pathlib import Path
 
 from mimicache.cache.sharing import wal_allowed, wal_known, wal_usable, wal_works
 
-__all__ = ["cannot_write", "connect_sqlite", "journal_mode", "sqlite_error_code"]
+__all__ = ["cannot_write", "close_sqlite", "connect_sqlite", "journal_mode", "sqlite_error_code"]
 
 _SQLITE_TIMEOUT_S = 30.0
 
@@ -57,90 +59,141 @@ def connect_sqlite(db_path: str | os.PathLike[str], read_only: bool = False) -> 
     cannot work), busy timeout, autocommit.
 
     ``read_only``: open it without ever writing; raises FileNotFoundError when it is absent.
+
+    Only SQLite opens or closes a descriptor of a database file that exists (see
+    ``_create``): a process's POSIX locks on a file go with *any* of its descriptors closed,
+    and a connection of this process that lost them lets another process believe it is the
+    last user, checkpoint and delete the WAL under it ("How To Corrupt An SQLite Database
+    File", 2.2). SQLite's own descriptors of one file are shared within a process and never
+    closed while a lock is held.
     """
     path = Path(db_path)
     if read_only:
         return _connect_read_only(path)
-    if _in_wal_mode(path) and not wal_known(path.parent) and wal_allowed(path):
-        conn = _open_in_wal(path)
-        if conn is not None:
-            return conn
-    wal = wal_usable(path)
+    _create(path)
+    conn = _open(path)
+    in_wal = wal = False
     try:
-        return _connect(path, wal)
+        in_wal = journal_mode(conn) == "wal"  # the header, read through SQLite
+        if in_wal and not wal_known(path.parent) and wal_allowed(path) and _reads(conn):
+            wal_works(path.parent)  # opened and read in WAL: no trial database needed
+        wal = wal_usable(path)
+        _configure(conn, wal)
+        return conn
     except sqlite3.Error as exc:
+        conn.close()
         # A database left in WAL mode where WAL no longer works cannot even be switched back:
         # it only holds rebuildable data, so it is moved aside and started afresh.
-        if wal or sqlite_error_code(exc) != sqlite3.SQLITE_READONLY or not _in_wal_mode(path):
+        if wal or not in_wal or sqlite_error_code(exc) != sqlite3.SQLITE_READONLY:
             raise
-        aside = f"{path}.wal-unusable-{int(time.time())}"
-        for suffix in ("", "-wal"):
-            with contextlib.suppress(FileNotFoundError):
-                os.replace(f"{path}{suffix}", f"{aside}{suffix}")
-        return _connect(path, wal)
-
-
-def _open_in_wal(path: Path) -> sqlite3.Connection | None:
-    """The connection to a database already in WAL mode, opened and read in it, which proves
-    that WAL works in its folder without the trial database (a millisecond); None on any
-    failure, which then goes the trial's way."""
+    aside = f"{path}.wal-unusable-{int(time.time())}"
+    for suffix in ("", "-wal"):
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(f"{path}{suffix}", f"{aside}{suffix}")
+    _create(path)
+    conn = _open(path)
     try:
-        conn = _connect(path, True)
-    except sqlite3.Error:
-        return None
-    try:
-        if journal_mode(conn) == "wal":
-            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-            wal_works(path.parent)
-            return conn
-    except sqlite3.Error:
-        pass
-    conn.close()
-    return None
-
-
-WAL_SIZE_LIMIT = 1 << 20  # bytes the -wal file keeps after a checkpoint
-
-
-def _connect(path: Path, wal: bool) -> sqlite3.Connection:
-    # SQLite creates its file 0o644 whatever the umask (and its -wal/-shm copy that mode), so
-    # the file is created first, like every other file the cache writes.
-    with contextlib.suppress(OSError):
-        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o666))
-    conn = sqlite3.connect(
-        os.fspath(path), timeout=_SQLITE_TIMEOUT_S, isolation_level=None, check_same_thread=False
-    )
-    try:
-        conn.execute(f"PRAGMA busy_timeout={int(_SQLITE_TIMEOUT_S * 1000)}")
-        if wal:
-            with contextlib.suppress(sqlite3.OperationalError):
-                conn.execute("PRAGMA journal_mode=WAL")
-            # A checkpoint truncates the -wal file to this size, so it never stays large (on a
-            # nearly full disk too); checkpoints come every 256 pages (1 MiB) instead of 1000.
-            conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
-            conn.execute("PRAGMA wal_autocheckpoint=256")
-        else:
-            conn.execute("PRAGMA journal_mode=DELETE")
-        conn.execute("PRAGMA synchronous=NORMAL" if wal else "PRAGMA synchronous=FULL")
+        _configure(conn, False)
     except BaseException:
         conn.close()
         raise
     return conn
 
 
+def _create(path: Path) -> None:
+    """Create the database file with the usual mode of the umask (SQLite creates it 0o644
+    whatever the umask, and its -wal/-shm copy that mode), like every file the cache writes.
+
+    Only a file that does not exist yet is opened (``O_EXCL``): no connection of this process
+    can hold a lock on it, so closing the descriptor drops none."""
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+    except OSError:  # there already (or not creatable: SQLite then says why)
+        return
+    os.close(fd)
+
+
+class _Connection(sqlite3.Connection):
+    """A read-write connection of ``connect_sqlite``: the process that opened it closes it
+    at exit, if nobody did before (``close_sqlite``)."""
+
+    opener = 0
+
+
+_OPEN: weakref.WeakSet[_Connection] = weakref.WeakSet()
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(
+        os.fspath(path),
+        timeout=_SQLITE_TIMEOUT_S,
+        isolation_level=None,
+        check_same_thread=False,
+        factory=_Connection,
+    )
+    try:
+        conn.execute(f"PRAGMA busy_timeout={int(_SQLITE_TIMEOUT_S * 1000)}")
+    except BaseException:
+        conn.close()
+        raise
+    conn.opener = os.getpid()
+    _OPEN.add(conn)
+    return conn
+
+
+def close_sqlite(conn: sqlite3.Connection) -> None:
+    """Close ``conn``, first truncating the WAL to nothing where it is in WAL mode (best
+    effort: a checkpoint needs every other process's readers to be done). So the -wal file
+    never outlives a run, even where this is not the database's last connection or where a
+    full disk would fail the checkpoint that SQLite's last close makes."""
+    if isinstance(conn, _Connection):
+        _OPEN.discard(conn)
+    with contextlib.suppress(sqlite3.Error):
+        if journal_mode(conn) == "wal":
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    # Runs after the index's own exit hook (registered later) has written its held hits.
+    # A forked child leaves its parent's connections alone: it holds none of their locks.
+    for conn in list(_OPEN):
+        if conn.opener == os.getpid():
+            close_sqlite(conn)
+
+
+def _reads(conn: sqlite3.Connection) -> bool:
+    """Whether ``conn`` can read its database (in the journal mode it is in)."""
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.Error:
+        return False
+    return True
+
+
+WAL_SIZE_LIMIT = 64 << 10  # bytes the -wal file keeps after a checkpoint
+WAL_CHECKPOINT_PAGES = 16  # pages the -wal file collects before they go to the database
+
+
+def _configure(conn: sqlite3.Connection, wal: bool) -> None:
+    if wal:
+        with contextlib.suppress(sqlite3.OperationalError):
+            conn.execute("PRAGMA journal_mode=WAL")
+        # The index's transactions are small and many: checkpoints every 16 pages (64 kB,
+        # not SQLite's 1000) make the database grow while there is room, and truncate the
+        # -wal file to 64 kB, so a disk that fills up holds little in the -wal that a last
+        # checkpoint would need room for (``close_sqlite``).
+        conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
+        conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+    else:
+        conn.execute("PRAGMA journal_mode=DELETE")
+    conn.execute("PRAGMA synchronous=NORMAL" if wal else "PRAGMA synchronous=FULL")
+
+
 def journal_mode(conn: sqlite3.Connection) -> str:
     """The connection's journal mode ("wal", "delete", ...)."""
     return str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
-
-
-def _in_wal_mode(path: Path) -> bool:
-    """Whether the database file's header says WAL (bytes 18-19 are 2)."""
-    try:
-        with open(path, "rb") as f:
-            header = f.read(20)
-    except OSError:
-        return False
-    return len(header) == 20 and header[18:20] == b"\x02\x02"
 
 
 def _connect_read_only(path: Path) -> sqlite3.Connection:

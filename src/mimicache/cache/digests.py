@@ -22,7 +22,7 @@ from pathlib import Path
 
 import blake3
 
-from mimicache.cache.database import connect_sqlite
+from mimicache.cache.database import close_sqlite, connect_sqlite
 from mimicache.cache.fs import printable
 
 logger = logging.getLogger(__name__)
@@ -199,7 +199,7 @@ class DigestMemo:
     def close(self) -> None:
         with self._lock:
             if self._conn is not None and self._pid == os.getpid():
-                self._conn.close()
+                close_sqlite(self._conn)
             self._conn = None
 
     def reset(self) -> None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mimicache.cache.database import cannot_write, connect_sqlite
+from mimicache.cache.database import cannot_write, close_sqlite, connect_sqlite
 from mimicache.cache.keys import StageKey, canonical_json
 
 __all__ = ["HIT_REASON", "MISS_REASONS", "Index", "IndexRow", "MissReason"]
@@ -190,7 +190,7 @@ class Index:
             return conn
         except (sqlite3.Error, OSError) as exc:
             if conn is not None:
-                conn.close()
+                close_sqlite(conn)
             self.failed(exc)
             return None
 
@@ -224,7 +224,7 @@ class Index:
         with self._lock:
             self.flush()
             if self._conn is not None and self._pid == os.getpid():
-                self._conn.close()
+                close_sqlite(self._conn)
             self._conn = None
 
     # ------------------------------------------------------------------ runs
