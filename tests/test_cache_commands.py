@@ -137,6 +137,23 @@ def test_verify_and_fix(cache: Path) -> None:
     assert run(["verify", "--feature_cache_dir", str(cache)])[0] == 0
 
 
+def test_verify_finds_the_tag_write_a_kill_left_at_the_root(cache: Path) -> None:
+    """A kill during the root's first write leaves the tag's temp file at the root."""
+    dead = 2**22 + 7  # above the largest pid Linux allows: no process has it
+    left = cache / f".CACHEDIR.TAG.{dead}.0badc0de.tmp"
+    left.write_bytes(b"Signature: 8a477f59")
+    live = cache / f".CACHEDIR.TAG.{os.getpid()}.cafef00d.tmp"  # a write in progress
+    live.write_bytes(b"Signature: 8a4")
+    code, out, _ = run(["verify", "--feature_cache_dir", str(cache)])
+    assert code == 0 and left.name in out and live.name in out and "is gone" in out
+    assert "2 leftover temp files (0 removed)" in out and left.exists()
+    code, out, _ = run(["verify", "--fix", "--feature_cache_dir", str(cache)])
+    assert not left.exists() and live.exists()
+    live.unlink()
+    code, out, _ = run(["verify", "--feature_cache_dir", str(cache)])
+    assert (code, out.strip()) == (0, f"3 entries OK in {cache}")
+
+
 def test_prune(cache: Path) -> None:
     store = FeatureStore(cache)
     store.get_or_compute("stage_a", make_key(video="a1"), lambda: {})  # a1: most recently used

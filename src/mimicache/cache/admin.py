@@ -401,11 +401,29 @@ def _leftover(layout: Layout, path: Path, st: os.stat_result, fix: bool) -> Prob
     owner = layout.temp_owner(path)
     stage, key = owner if owner is not None else (None, None)
     detail, fixed = "left by an interrupted write, or a write in progress", False
-    if fix and owner is not None:
+    writer = layout.root_temp_writer(path)
+    if writer is not None and not _running_here(layout, writer):
+        detail = f"left by an interrupted write (its process {writer} is gone)"
+        fixed = fix and _unlink(path)
+    elif fix and owner is not None:
         detail, fixed = _remove_if_abandoned(layout, path, *owner)
     elif fix and time.time() - st.st_mtime > STALE_TEMP_SECONDS:
         detail, fixed = "left by an interrupted write", _unlink(path)
     return Problem("leftover temp file", path, detail, stage, key, fixed, leftover=True)
+
+
+def _running_here(layout: Layout, pid: int) -> bool:
+    """Whether process ``pid`` may still be writing: it runs on this machine, or the root is
+    shared with other machines (whose processes cannot be asked)."""
+    if layout.index_path.parent != layout.root:  # a shared root: its index is per machine
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists, owned by another user
+        return True
+    return True
 
 
 def _remove_if_abandoned(layout: Layout, path: Path, stage: str, key: str) -> tuple[str, bool]:

@@ -1,6 +1,7 @@
 """Where things live under a cache root, and what a walk over the entry folders finds.
 
     CACHEDIR.TAG                      standard cache-directory tag (backup tools skip the tree)
+    .CACHEDIR.TAG.<pid>.<random>.tmp  the tag's write in progress (or debris of a killed one)
     index.sqlite                      entries, last key per subject, file digest memo (WAL);
                                       per machine elsewhere for a shared root (``sharing``)
     locks/<stage>/<key>.lock          per-key file locks: concurrent processes compute once
@@ -25,6 +26,7 @@ __all__ = ["Layout", "Scan", "check_stage", "is_key"]
 _STAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _KEY_RE = re.compile(r"^[0-9a-f]{64}$")
 _TEMP_RE = re.compile(r"^\.([0-9a-f]{64})\.\d+\.[0-9a-f]+\.tmp$")
+_ROOT_TEMP_RE = re.compile(r"^\..+\.(\d+)\.[0-9a-f]+\.tmp$")  # fs.atomic_write's temp names
 
 
 def is_key(text: str) -> bool:
@@ -87,6 +89,12 @@ class Layout:
         match = _TEMP_RE.match(path.name)
         return (path.parent.parent.name, match.group(1)) if match else None
 
+    def root_temp_writer(self, path: Path) -> int | None:
+        """The process id that wrote the temp file ``path`` at the root (the tag's), or None
+        for any other file."""
+        match = _ROOT_TEMP_RE.match(path.name)
+        return int(match.group(1)) if match and path.parent == self.root else None
+
     def stage_names(self) -> list[str]:
         """The stages that have a folder (whether or not it holds entries)."""
         base = self.entries_dir
@@ -105,6 +113,10 @@ class Layout:
     def scan(self, stage: str | None = None) -> Scan:
         """Walk the entry folders (of ``stage``); files that vanish meanwhile are skipped."""
         scan = Scan()
+        if stage is None and self.root.is_dir():
+            for path in sorted(self.root.iterdir()):
+                if self.root_temp_writer(path) is not None:
+                    _classify(scan, "", "", path)
         base = self.entries_dir
         if not base.is_dir():
             return scan
