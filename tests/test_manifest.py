@@ -141,6 +141,36 @@ def test_each_bad_row_is_named_by_its_number_and_fails_alone(folder, tmp_path):
     assert all(r.job.source["rejected"] for r in plan.rejected)
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_a_row_that_is_not_utf8_fails_alone_named_by_row_and_line(folder, tmp_path, suffix):
+    path = write_manifest(folder / f"jobs{suffix}", [ROWS[0], ROWS[1], ROWS[0]])
+    lines = path.read_bytes().splitlines(keepends=True)
+    bad = 2 + (suffix == ".csv")  # the second data row (after the CSV's header)
+    lines[bad - 1] = lines[bad - 1].replace(b"b.mp4", b"b\xe9.mp4")  # Latin-1, not UTF-8
+    path.write_bytes(b"".join(lines))
+    read = read_manifest(path, _config(tmp_path).test_case[0])
+    plan = plan_manifest(read, output_dir=tmp_path / "out", timestamp="T")
+    assert [j.index for j in plan.jobs] == [0, 2]
+    [rejected] = plan.rejected
+    assert rejected.error.startswith(f"{path} row 2 (line {bad}): not UTF-8 text (byte 0xe9")
+    assert "save the manifest as UTF-8" in rejected.error
+
+
+def test_integral_floats_are_integers_and_nan_cells_are_empty(folder, tmp_path):
+    """pandas writes an integer column with a null as float64: seed 7.0, then NaN."""
+    pd_like = [
+        {"ref_image": "ref.png", "video": "clips/a.mp4", "seed": 7.0, "steps": 8.0},
+        {"ref_image": "ref.png", "video": "clips/b.mp4", "seed": float("nan"), "steps": 2.5},
+    ]
+    path = write_manifest(folder / "jobs.parquet", pd_like)
+    read = read_manifest(path, _config(tmp_path).test_case[0])
+    first, second = read.rows
+    assert first.error is None and (first.case.seed, first.case.num_inference_steps) == (7, 8)
+    assert isinstance(first.case.seed, int)
+    assert second.case is None and "num_inference_steps" in second.error and "2.5" in second.error
+    assert "seed" not in second.error  # NaN is an empty cell: the default seed
+
+
 def test_a_table_that_cannot_be_a_manifest_stops_before_any_work(folder, tmp_path, monkeypatch):
     defaults = _config(tmp_path).test_case[0]
     typo = write_manifest(folder / "typo.csv", [{"ref_image": "ref.png", "vidoe": "a.mp4"}])

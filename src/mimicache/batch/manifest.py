@@ -260,8 +260,11 @@ class _Inputs:
 
 
 def _typed(key: str, value: Any) -> Any:
-    """A text cell as the key's type (CSV has only text); other values as they are, so the
-    config's checks name a wrong type."""
+    """A text cell as the key's type (CSV has only text), an integral float as an integer for
+    an integer key (a Parquet integer column with a null is float64: ``seed = 7.0``); other
+    values as they are, so the config's checks name a wrong type."""
+    if isinstance(value, float) and key in _INT_KEYS and value.is_integer():
+        return int(value)
     if not isinstance(value, str):
         return value
     try:
@@ -320,14 +323,29 @@ Record = tuple[int | None, dict[str, Any], str | None]
 
 
 def _given(values: Mapping[Any, Any]) -> dict[str, Any]:
-    """The cells that hold a value: empty cells mean "the default"."""
+    """The cells that hold a value: empty cells (and a float column's NaN) mean "the
+    default"."""
     out = {}
     for key, value in values.items():
         if isinstance(value, str):
             value = value.strip()
-        if value is not None and value != "":
+        if value is not None and value != "" and not (isinstance(value, float) and value != value):
             out[str(key).strip()] = value
     return out
+
+
+def _undecodable(cells: Mapping[Any, Any]) -> str | None:
+    """What is wrong with a row read with ``surrogateescape`` whose bytes are not UTF-8."""
+    for column, value in cells.items():
+        for text in value if isinstance(value, list) else [value]:
+            bad = next((c for c in str(text or "") if "\udc80" <= c <= "\udcff"), None)
+            if bad is not None:
+                byte = ord(bad) - 0xDC00
+                return (
+                    f"not UTF-8 text (byte 0x{byte:02x} in column {column!r}); save the "
+                    "manifest as UTF-8"
+                )
+    return None
 
 
 def _check_header(columns: list[str], shown: str) -> None:
@@ -345,23 +363,35 @@ def _check_header(columns: list[str], shown: str) -> None:
 
 
 def _read_csv(path: Path, shown: str) -> list[Record]:
-    with open(path, newline="", encoding="utf-8-sig") as f:
+    # Bytes that are not UTF-8 fail their own row (surrogateescape keeps them apart), not
+    # the whole file.
+    with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
         reader = csv.DictReader(f)
-        _check_header(list(reader.fieldnames or []), shown)
+        header = list(reader.fieldnames or [])
+        if (problem := _undecodable({"header": header})) is not None:
+            raise InputError(f"manifest {shown}: line 1 (the header) is {problem}")
+        _check_header(header, shown)
         records: list[Record] = []
         for cells in reader:
             extra = cells.pop(None, None)  # type: ignore[call-overload]
             problem = f"{len(extra)} more value(s) than the header has columns" if extra else None
-            if any(str(v or "").strip() for v in cells.values()) or extra:
+            if not (any(str(v or "").strip() for v in cells.values()) or extra):
+                continue
+            if (undecodable := _undecodable(cells)) is not None:
+                records.append((reader.line_num, {}, undecodable))
+            else:
                 records.append((reader.line_num, _given(cells), problem))
     return records
 
 
 def _read_jsonl(path: Path, shown: str) -> list[Record]:
     records: list[Record] = []
-    with open(path, encoding="utf-8-sig") as f:
+    with open(path, encoding="utf-8-sig", errors="surrogateescape") as f:
         for line, text in enumerate(f, start=1):
             if not text.strip():
+                continue
+            if (problem := _undecodable({"line": text})) is not None:
+                records.append((line, {}, problem.replace(" in column 'line'", "")))
                 continue
             try:
                 value = json.loads(text)
