@@ -123,6 +123,8 @@ def test_miss_reasons_read_as_the_old_words() -> None:
         "model changed",
         "parameters changed",
         "computed on another platform",
+        "only a strict entry (keyed by its platform), which --cache_platform any never uses",
+        "only an entry of --cache_platform any, which strict runs never use",
         "corrupt",
         "forced",
         "disabled",

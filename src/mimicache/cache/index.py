@@ -36,6 +36,11 @@ class MissReason(str, enum.Enum):
     MODEL_CHANGED = "model changed"
     PARAMS_CHANGED = "parameters changed"
     PLATFORM_CHANGED = "computed on another platform"
+    # The same inputs under the other platform rule: not another platform's entry.
+    STRICT_ONLY = (
+        "only a strict entry (keyed by its platform), which --cache_platform any never uses"
+    )
+    SHARED_ONLY = "only an entry of --cache_platform any, which strict runs never use"
     CORRUPT = "corrupt"
     FORCED = "forced"
     DISABLED = "disabled"
@@ -322,6 +327,8 @@ class Index:
         if not isinstance(previous, dict):
             return MissReason.ABSENT
         group = key.changed_group(previous)
+        if group == "platform" and bool(key.platform) != bool(previous.get("platform")):
+            return MissReason.SHARED_ONLY if key.platform else MissReason.STRICT_ONLY
         return _GROUP_REASONS[group] if group is not None else MissReason.ABSENT
 
     # ------------------------------------------------------------------ admin
