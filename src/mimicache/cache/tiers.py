@@ -30,6 +30,9 @@ class Tiers:
         self.remote = remote
         self.cap = cap
         self._local_bytes: int | None = None  # counted from the index on first need
+        # Damaged objects seen, until replaced: a job looks an entry up more than once
+        # (the hit alone, then the steps), and one warning and one download are enough.
+        self._damaged: set[tuple[str, str]] = set()
 
     @classmethod
     def open(cls, cache: admin.Cache, url: str, cap: int | str | None = None) -> Tiers:
@@ -44,10 +47,13 @@ class Tiers:
     def fetch(self, stage: str, key: StageKey, *, keep: bool = True) -> Lookup:
         """The remote tier's entry of ``stage``/``key``; ``keep``: copy it into the local
         folder as well (so the next read is local)."""
+        if (stage, key.digest) in self._damaged:
+            return Lookup(corrupt=True)
         try:
             found = self.remote.get(stage, key)
         except DamagedRemote as exc:
             logger.warning("Remote feature cache entry %s is damaged: treating it as a miss", exc)
+            self._damaged.add((stage, key.digest))
             return Lookup(corrupt=True)
         if found is None:
             return Lookup()
@@ -67,6 +73,7 @@ class Tiers:
         or refreshed object there)."""
         if publish:
             self.remote.publish(stage, digest, data, replace=replace)
+            self._damaged.discard((stage, digest))
         if self._local_bytes is None:
             self._local_bytes = sum(row.size for row in self.cache.index.rows().values())
         self._local_bytes += len(data)
