@@ -6,6 +6,8 @@ from __future__ import annotations
 import html.parser
 import json
 import logging
+import subprocess
+import sys
 
 import av
 import numpy as np
@@ -218,8 +220,31 @@ def test_pose_command_writes_preview_sheet_log_and_report(workspace, tmp_path, c
     text = " ".join(parsed.text)
     assert "walk" in text and "image_keypoints" in text and "ok" in text
     assert parsed.tags.count("img") == 2  # the thumbnail strip and the contact sheet
-    assert main(argv) == 0
+    before = {p.name: p.read_bytes() for p in output.parent.iterdir()}
+    assert main(argv) == 0  # the same --output again: a new name, the first preview kept
     assert "pose stages from the cache: 1 of 1 needed" in capsys.readouterr().out
+    assert {p.name: p.read_bytes() for p in output.parent.iterdir() if p.name in before} == before
+    again = {p.name for p in output.parent.iterdir()} - set(before)
+    assert again == {"preview_1.mp4", "preview_1.png", "preview_1.log", "preview_1.report.html"}
+
+
+def test_pose_checks_its_dwpose_files_before_loading_anything(workspace, tmp_path):
+    """Named by the flag that gives each, before any model library is imported or any
+    output, log or report is made."""
+    probe = (
+        "import sys; from mimicache.cli.main import main; "
+        f"code = main(['pose', '--ref_image', {str(workspace['image'])!r}, '--video', "
+        f"{str(workspace['video'])!r}, '--dwpose_pose_path', 'nowhere/pose.onnx', "
+        f"'--inference_config', {str(workspace['root'] / 'c.yaml')!r}, "
+        f"'--output', {str(tmp_path / 'out' / 'p.mp4')!r}]); "
+        "print(code, sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'torch', 'onnxruntime', 'cv2', 'av', 'diffusers'}))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.stdout.split("\n")[0] == "2 []", done.stderr
+    assert "DWPose pose model not found: nowhere/pose.onnx" in done.stderr
+    assert "give its path with --dwpose_pose_path" in done.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_pose_command_without_a_person_fails_with_a_report(workspace, tmp_path, capsys):

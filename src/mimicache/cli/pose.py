@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from mimicache.batch import check_log_file, check_output_folder
 from mimicache.batch.html_report import ReportJob, report_path, write_report
+from mimicache.batch.outputs import candidates
 from mimicache.cache.fs import atomic_write
 from mimicache.cli.console import setup_logging
 from mimicache.cli.extras import check_run_extras
@@ -27,6 +28,7 @@ from mimicache.config import (
     InferenceConfig,
     TestCase,
     case_to_dict,
+    check_dwpose_files,
     load_config,
 )
 from mimicache.errors import ConfigError, MimicacheError
@@ -104,16 +106,21 @@ def add_pose_command(subparsers: Any) -> argparse.ArgumentParser:
 def pose_command(args: argparse.Namespace) -> int:
     """The preview of one image + video: 0 when written, 1 when the inputs gave no pose
     frames (the report says why), 2 (raised) for usage and setup errors."""
-    from mimicache.engine.preview import contact_sheet, pose_preview
-
     check_run_extras(args)  # before the output folder, the log file and the models
     config = _config(args)
     case = preview_case(args, config)
-    output = _output_path(args, case)
-    check_output_folder(output.parent)
+    check_dwpose_files(config.dwpose_det_path, config.dwpose_pose_path, how=_DWPOSE_FLAGS)
+    requested = _output_path(args, case)
+    check_output_folder(requested.parent)
+    output = free_preview_name(requested, claim_log=not args.log_file)
     log_file = check_log_file(args.log_file) if args.log_file else output.with_suffix(".log")
+
+    from mimicache.engine.preview import contact_sheet, pose_preview
+
     setup_logging(args.verbose, log_file, bars=not args.quiet and sys.stderr.isatty())
     logger.info("log file: %s", log_file)
+    if output != requested:
+        logger.info("%s is taken (an earlier preview): writing %s", requested, output.name)
     logger.info(
         "preview of %s with %s: resolution %d, sample stride %d%s",
         case.ref_video_path,
@@ -213,6 +220,31 @@ def preview_case(args: argparse.Namespace, config: InferenceConfig) -> TestCase:
     return TestCase(ref_video_path=Path(args.video), ref_image_path=Path(args.ref_image)).replace(
         **flags
     )
+
+
+_DWPOSE_FLAGS = {
+    "detector": "--dwpose_det_path (or dwpose.det_model_path in --inference_config)",
+    "pose": "--dwpose_pose_path (or dwpose.pose_model_path in --inference_config)",
+}
+
+
+def free_preview_name(requested: Path, *, claim_log: bool) -> Path:
+    """The first ``{stem}[_N].mp4`` (as ``run`` names its outputs) whose preview files (mp4,
+    contact sheet, report, and the log beside it) are all absent: a preview never replaces
+    an earlier one. ``claim_log``: the log beside it is created exclusively, so previews
+    started together take different names."""
+    for path in candidates(requested.parent, requested.stem):
+        log = path.with_suffix(".log")
+        files = (path, path.with_suffix(".png"), report_path(log), log)
+        if any(p.exists() for p in files):
+            continue
+        if claim_log:
+            try:
+                open(log, "x").close()
+            except FileExistsError:
+                continue
+        return path
+    raise AssertionError("unreachable: the candidate names never run out")
 
 
 def _output_path(args: argparse.Namespace, case: TestCase) -> Path:

@@ -39,6 +39,7 @@ from mimicache.config.keys import (
     DEFAULT_DWPOSE_POSE_PATH,
     DEFAULT_PERSON,
     DWPOSE_BACKENDS,
+    DWPOSE_HF_REPO,
     DWPOSE_KEYS,
     PERSON_MODES,
     POSE_KEYS,
@@ -48,7 +49,7 @@ from mimicache.config.keys import (
 )
 from mimicache.config.loading import load_config
 from mimicache.config.schema import InferenceConfig, TestCase, case_to_dict, config_to_dict
-from mimicache.config.validation import person_choice
+from mimicache.config.validation import check_dwpose_files, person_choice
 
 __all__ = [
     "BATCH_KEYS",
@@ -56,6 +57,7 @@ __all__ = [
     "DEFAULT_DWPOSE_POSE_PATH",
     "DEFAULT_PERSON",
     "DWPOSE_BACKENDS",
+    "DWPOSE_HF_REPO",
     "DWPOSE_KEYS",
     "PERSON_MODES",
     "POSE_KEYS",
@@ -65,6 +67,7 @@ __all__ = [
     "InferenceConfig",
     "TestCase",
     "case_to_dict",
+    "check_dwpose_files",
     "config_to_dict",
     "load_config",
     "person_choice",

@@ -14,6 +14,7 @@ DEFAULT_PERSON = "auto"
 
 DEFAULT_DWPOSE_DET_PATH = Path("models/DWPose/yolox_l.onnx")
 DEFAULT_DWPOSE_POSE_PATH = Path("models/DWPose/dw-ll_ucoco_384.onnx")
+DWPOSE_HF_REPO = "yzd-v/DWPose"  # where both ONNX files are published
 
 TOP_LEVEL_KEYS = ("base_model_path", "ckpt_path", "test_case", "batch", "dwpose", "pose")
 BATCH_KEYS = ("video_folder",)

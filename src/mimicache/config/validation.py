@@ -18,8 +18,38 @@ from mimicache.config.keys import (
     _INT_FIELDS,
     _MAX_SEED,
     _PATH_FIELDS,
+    DEFAULT_DWPOSE_DET_PATH,
+    DEFAULT_DWPOSE_POSE_PATH,
+    DWPOSE_HF_REPO,
     PERSON_MODES,
 )
+from mimicache.errors import ModelLoadError
+
+# --------------------------------------------------------------------------- model files
+
+_DWPOSE_FILES = {
+    "detector": ("det_model_path", DEFAULT_DWPOSE_DET_PATH),
+    "pose": ("pose_model_path", DEFAULT_DWPOSE_POSE_PATH),
+}
+
+
+def check_dwpose_files(
+    det_model_path: str | Path, pose_model_path: str | Path, how: Mapping[str, str] | None = None
+) -> None:
+    """Raise ModelLoadError naming the first of the two DWPose ONNX files that is not there,
+    where to download it and how to give its path: ``how[role]`` ("detector", "pose"), by
+    default the config key. A path check only: it runs before anything is loaded."""
+    for role, path in (("detector", Path(det_model_path)), ("pose", Path(pose_model_path))):
+        if path.is_file():
+            continue
+        key, default = _DWPOSE_FILES[role]
+        give = (how or {}).get(role) or f"dwpose.{key} in the config"
+        raise ModelLoadError(
+            f"DWPose {role} model not found: {path}. Download '{default.name}' from the "
+            f"Hugging Face repo {DWPOSE_HF_REPO} (https://huggingface.co/{DWPOSE_HF_REPO}) "
+            f"into {path.parent}/, or give its path with {give}."
+        )
+
 
 # --------------------------------------------------------------------------- validation
 

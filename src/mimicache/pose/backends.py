@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mimicache.config import DWPOSE_HF_REPO
 from mimicache.errors import ConfigError, ModelLoadError, setting
-from mimicache.pose.signatures import HF_REPO
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class OrtModel:
         except Exception as exc:  # onnxruntime raises several private exception types
             raise ModelLoadError(
                 f"cannot load DWPose ONNX model {path}: {exc}. The file is damaged or not an ONNX "
-                f"model; download it again from https://huggingface.co/{HF_REPO}."
+                f"model; download it again from https://huggingface.co/{DWPOSE_HF_REPO}."
             ) from exc
         self.inputs = self.session.get_inputs()
         self.outputs = self.session.get_outputs()

@@ -17,9 +17,8 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from mimicache.config import DEFAULT_DWPOSE_DET_PATH, DEFAULT_DWPOSE_POSE_PATH
-from mimicache.errors import ModelLoadError
-from mimicache.pose.backends import HF_REPO, open_model, resolve_backend
+from mimicache.config import DEFAULT_DWPOSE_DET_PATH, DEFAULT_DWPOSE_POSE_PATH, check_dwpose_files
+from mimicache.pose.backends import open_model, resolve_backend
 from mimicache.pose.keypoints import PoseFrame
 from mimicache.pose.signatures import (
     DET_INPUT_SIZE,
@@ -268,16 +267,6 @@ def to_pose_frame(keypoints: np.ndarray, scores: np.ndarray, height: int, width:
 # ----------------------------------------------------------------------------- sessions
 
 
-def _check_file(path: Path, role: str, default: Path) -> None:
-    if path.is_file():
-        return
-    raise ModelLoadError(
-        f"DWPose {role} model not found: {path}. Expected the ONNX file there (default location "
-        f"{default}); download '{default.name}' from the Hugging Face repo {HF_REPO} "
-        f"(https://huggingface.co/{HF_REPO}) into {path.parent}/ or pass its path."
-    )
-
-
 class DWPose:
     """YOLOX-L person detector + DWPose-LL whole-body model on ONNX Runtime or PyTorch.
 
@@ -305,8 +294,7 @@ class DWPose:
         self.device = str(device)
         self.chunk_size = max(1, int(chunk_size))
         resolved = resolve_backend(backend, self.device)
-        _check_file(self.det_model_path, "detector", DEFAULT_DET_MODEL)
-        _check_file(self.pose_model_path, "pose", DEFAULT_POSE_MODEL)
+        check_dwpose_files(self.det_model_path, self.pose_model_path)
         auto = backend == "auto"
         self.det_model = open_model(self.det_model_path, resolved, self.device, fallback=auto)
         check_detector(self.det_model, self.det_model_path)

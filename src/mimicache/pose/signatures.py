@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from mimicache.config import DWPOSE_HF_REPO
 from mimicache.errors import ModelLoadError
 
-HF_REPO = "yzd-v/DWPose"
 DET_INPUT_SIZE = (640, 640)
 NUM_WHOLEBODY = 133
 
@@ -38,7 +38,7 @@ def _is_dynamic(dim) -> bool:
 def _signature_error(path: Path, what: str, expected: str) -> ModelLoadError:
     return ModelLoadError(
         f"{path} does not have the {what} signature: expected {expected}. Check that the "
-        f"detector and pose files are not swapped and come from https://huggingface.co/{HF_REPO}."
+        f"detector and pose files are not swapped and come from https://huggingface.co/{DWPOSE_HF_REPO}."
     )
 
 
