@@ -25,6 +25,7 @@ LAYERS = {
     "pose": 4,
     "pipeline": 4,
     "engine": 5,
+    "quality": 5,
     "testing": 5,
     "batch": 6,
     "cli": 7,

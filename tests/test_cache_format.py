@@ -39,7 +39,7 @@ def test_entry_written_by_mimicache_0_1_0_still_hits(tmp_path: Path) -> None:
     assert torch.equal(tensors["frames"], torch.tensor([0, 2, 4]))
     (info,) = store.entries()
     assert (info.subject, info.inputs) == ("/data/dance.mp4", {"video": "0" * 64})
-    assert store.verify() == []
+    assert store.verify().problems == []
 
 
 @pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])

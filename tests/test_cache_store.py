@@ -238,7 +238,7 @@ def _corrupt_and_reload(
     tensors, ev = get(store, make_key())
     assert ev.hit
     assert_same(tensors, sample_tensors())
-    assert store.verify() == []
+    assert store.verify().problems == []
 
 
 def test_truncated_entry_recovers(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -441,7 +441,7 @@ def test_lost_index_still_hits_and_reindexes(tmp_path: Path) -> None:
     assert_same(tensors, sample_tensors())
     (entry,) = store.entries()
     assert entry.subject == "/data/in.mp4" and entry.inputs == {"video": "v1"}
-    assert store.verify() == []
+    assert store.verify().problems == []
 
 
 def test_broken_index_is_survived_and_rebuilt(
@@ -457,18 +457,18 @@ def test_broken_index_is_survived_and_rebuilt(
     assert get(store, make_key())[1].hit
     assert get(store, make_key(video="x"))[1].reason == "absent"  # no subject memory
     assert any("index" in m for m in warnings_of(caplog))
-    problems = store.verify(fix=True)
+    problems = store.verify(fix=True).problems
     assert problems[0].kind == "index" and problems[0].fixed
-    assert len(store.entries()) == 2 and store.verify() == []
+    assert len(store.entries()) == 2 and store.verify().problems == []
     assert len(list(tmp_path.glob("index.sqlite.broken-*"))) == 1
     # `cache verify --fix` in a fresh process: the broken index is found before anything else
     store.close()
     (tmp_path / "index.sqlite").write_bytes(b"garbage" * 1000)
     fresh = FeatureStore(tmp_path)
-    problems = fresh.verify(fix=True)
+    problems = fresh.verify(fix=True).problems
     assert (problems[0].kind, problems[0].fixed) == ("index", True)
     assert all(p.kind in ("index", "unindexed") and p.fixed for p in problems)
-    assert len(fresh.entries()) == 2 and fresh.verify() == []
+    assert len(fresh.entries()) == 2 and fresh.verify().problems == []
 
 
 def test_read_only_mount_reads_every_entry_and_says_so(
@@ -513,17 +513,17 @@ def test_damaged_index_page_is_found_and_rebuilt_by_verify(
         assert get(run, make_key(video="v0"))[1].hit
     assert any("malformed" in m and "verify --fix" in m for m in warnings_of(caplog))
     store = FeatureStore(tmp_path)
-    problems = store.verify()
+    problems = store.verify().problems
     assert problems[0].kind == "index" and "malformed" in problems[0].detail
     assert not problems[0].fixed
-    fixed = store.verify(fix=True)
+    fixed = store.verify(fix=True).problems
     assert (fixed[0].kind, fixed[0].fixed) == ("index", True)
     assert all(p.fixed for p in fixed)
     store.close()
     caplog.clear()
     with FeatureStore(tmp_path) as run:
         assert all(get(run, make_key(video=f"v{i}"))[1].hit for i in range(3))
-        assert run.verify() == []
+        assert run.verify().problems == []
     assert warnings_of(caplog) == []
 
 
@@ -543,18 +543,18 @@ def test_verify_reports_fresh_temp_files_and_fix_removes_abandoned_ones(
     holder = filelock.FileLock(str(lock_path))
     holder.acquire()
     try:
-        problems = store.verify()
+        problems = store.verify().problems
         assert sorted((p.kind, p.path) for p in problems) == sorted(
             [("leftover temp file", abandoned), ("leftover temp file", writing)]
         )
         assert all(p.leftover and not p.fixed for p in problems)
-        fixed = {p.path: p.fixed for p in store.verify(fix=True)}
+        fixed = {p.path: p.fixed for p in store.verify(fix=True).problems}
         assert fixed == {abandoned: True, writing: False}
         assert not abandoned.exists() and writing.exists()
     finally:
         holder.release()
-    assert [p.path for p in store.verify(fix=True) if p.fixed] == [writing]
-    assert store.verify() == [] and len(store.entries()) == 1
+    assert [p.path for p in store.verify(fix=True).problems if p.fixed] == [writing]
+    assert store.verify().problems == [] and len(store.entries()) == 1
 
 
 # --------------------------------------------------------------------------- admin
@@ -588,7 +588,7 @@ def test_entries_stats_and_lru_prune(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "index.sqlite") as conn:
         assert conn.execute("SELECT key FROM entries").fetchall() == [(keys["b"].digest,)]
     assert store.prune(max_size=size) == []
-    assert store.verify() == []
+    assert store.verify().problems == []
 
 
 def test_prune_older_than(tmp_path: Path) -> None:
@@ -617,15 +617,15 @@ def test_verify_finds_and_fixes(tmp_path: Path) -> None:
     temp = bad.parent / f".{'0' * 64}.1.ab.tmp"
     temp.write_bytes(b"x")
     os.utime(temp, (0, 0))
-    problems = store.verify()
+    problems = store.verify().problems
     assert sorted(p.kind for p in problems) == ["corrupt", "leftover temp file", "orphan"]
     corrupt = next(p for p in problems if p.kind == "corrupt")
     assert corrupt.path == bad and "checksum" in corrupt.detail and not corrupt.fixed
     assert bad.exists()  # verify without --fix changes nothing
-    fixed = store.verify(fix=True)
+    fixed = store.verify(fix=True).problems
     assert all(p.fixed for p in fixed) and len(fixed) == 3
     assert not bad.exists() and not orphan.exists() and not temp.exists()
-    assert store.verify() == []
+    assert store.verify().problems == []
     assert [e.key for e in store.entries()] == [make_key(video="good").digest]
 
 

@@ -7,15 +7,7 @@ writes any file atomically; a root may be an object-storage URL (``remote``, ``t
 ``remote_admin``); ``fetch.fetch(url)`` brings a remote input file to this machine.
 """
 
-from mimicache.cache.admin import (
-    EntryInfo,
-    Problem,
-    Removal,
-    RemovalFailure,
-    RemovalPlan,
-    RemovalResult,
-    VerifyReport,
-)
+from mimicache.cache.admin import CacheAdmin, EntryInfo, Problem, VerifyReport
 from mimicache.cache.digests import DigestMemo, bytes_digest, content_fact, file_digest
 from mimicache.cache.entry import SCHEMA
 from mimicache.cache.fetch import fetch
@@ -28,12 +20,15 @@ from mimicache.cache.keys import (
     key_digest,
     to_json_value,
 )
+from mimicache.cache.removal import Removal, RemovalFailure, RemovalPlan, RemovalResult
+from mimicache.cache.roots import open_admin
 from mimicache.cache.sizes import format_size, parse_size
 from mimicache.cache.store import CacheEvent, CacheMode, FeatureStore
 
 __all__ = [
     "MISS_REASONS",
     "SCHEMA",
+    "CacheAdmin",
     "CacheEvent",
     "CacheMode",
     "DigestMemo",
@@ -56,6 +51,7 @@ __all__ = [
     "fingerprint_files",
     "format_size",
     "key_digest",
+    "open_admin",
     "parse_size",
     "to_json_value",
 ]

@@ -1,8 +1,10 @@
 """Looking at and tidying a cache: entries, stats, verify(fix), prune and clear plans.
 
+``CacheAdmin`` is what the ``cache`` commands ask of any cache (a local ``FeatureStore``, an
+object-storage ``RemoteCache``); the functions here are the local root's side of it.
 ``entries`` joins the files on disk (the truth) with the index; ``plan_prune``/``plan_clear``
-return a ``RemovalPlan`` (what would go, ``expected_freed_size``) whose ``execute()`` returns
-what really went and what could not; ``verify`` checks the index and every file.
+return a ``removal.RemovalPlan`` (what would go, ``expected_freed_size``) whose ``execute()``
+returns what really went and what could not; ``verify`` checks the index and every file.
 """
 
 from __future__ import annotations
@@ -10,9 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
+from pathlib import Path, PurePath
 from typing import Any, Protocol
 
 import mimicache.cache.fs as fs
@@ -20,18 +21,15 @@ from mimicache.cache.digests import DigestMemo
 from mimicache.cache.entry import entry_damage, read_metadata
 from mimicache.cache.index import Index, json_dict, number_or
 from mimicache.cache.layout import Layout, Scan, check_stage
-from mimicache.cache.prune import check_max_size, select_entries
+from mimicache.cache.removal import Removal, RemovalPlan, check_max_size, select_entries
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "STALE_TEMP_SECONDS",
+    "CacheAdmin",
     "EntryInfo",
     "Problem",
-    "Removal",
-    "RemovalFailure",
-    "RemovalPlan",
-    "RemovalResult",
     "VerifyReport",
     "entries",
     "plan_clear",
@@ -45,7 +43,7 @@ STALE_TEMP_SECONDS = 3600.0
 
 
 class Cache(Protocol):
-    """What the admin functions need of a store (FeatureStore has it)."""
+    """What the admin functions need of a local store (FeatureStore has it)."""
 
     layout: Layout
     index: Index
@@ -53,6 +51,32 @@ class Cache(Protocol):
 
     @property
     def enabled(self) -> bool: ...
+
+
+class CacheAdmin(Protocol):
+    """What the ``cache`` commands ask of a cache, wherever it lives: ``FeatureStore`` for a
+    local root, ``RemoteCache`` for an object-storage root."""
+
+    @property
+    def root(self) -> Any:
+        """Where the cache is, as messages name it (a folder or a URL)."""
+
+    def entries(self, stage: str | None = None) -> list[EntryInfo]: ...
+
+    def stats(self) -> dict[str, tuple[int, int]]: ...
+
+    def stage_names(self) -> list[str]: ...
+
+    def verify(self, fix: bool = False) -> VerifyReport: ...
+
+    def plan_prune(
+        self, max_size: int | None = None, older_than_days: float | None = None
+    ) -> RemovalPlan: ...
+
+    def plan_clear(self, stage: str | None = None) -> RemovalPlan: ...
+
+    def relative(self, path: PurePath) -> PurePath:
+        """``path`` (an entry's or another file's) as messages show it: under the root."""
 
 
 @dataclass(frozen=True)
@@ -66,13 +90,13 @@ class EntryInfo:
     size: int
     created: float
     last_used: float
-    path: Path
+    path: PurePath
 
     def platform(self) -> dict[str, Any]:
         """The key's ``platform`` group, read from the entry's header ({} when it has none or
         the file cannot be read): where its floats were computed."""
         try:
-            fields = json_dict(read_metadata(self.path).get("fields", "{}"))
+            fields = json_dict(read_metadata(Path(self.path)).get("fields", "{}"))
         except (OSError, ValueError):
             return {}
         platform = fields.get("platform", {})
@@ -88,7 +112,7 @@ class Problem:
     """
 
     kind: str
-    path: Path
+    path: PurePath
     detail: str
     stage: str | None = None
     key: str | None = None
@@ -110,89 +134,6 @@ class VerifyReport:
     @property
     def leftovers(self) -> list[Problem]:
         return [p for p in self.problems if p.leftover]
-
-
-@dataclass(frozen=True)
-class Removal:
-    """A file (or folder) a plan removes. ``kind``: "entry", "temp", "orphan", "old" (another
-    format version's folder); ``reason`` says why."""
-
-    kind: str
-    path: Path
-    size: int
-    reason: str
-    stage: str | None = None
-    key: str | None = None
-
-
-@dataclass(frozen=True)
-class RemovalFailure:
-    """A planned removal that did not happen; ``error`` says why (e.g. "EROFS: ...")."""
-
-    removal: Removal
-    error: str
-
-
-@dataclass(frozen=True)
-class RemovalResult:
-    """What ``RemovalPlan.execute()`` really did."""
-
-    removed: list[Removal]
-    failed: list[RemovalFailure]
-
-    @property
-    def freed_size(self) -> int:
-        return sum(r.size for r in self.removed)
-
-
-@dataclass
-class RemovalPlan:
-    """Files ``plan_prune``/``plan_clear`` would remove; nothing happens until ``execute()``.
-    ``remover`` removes one elsewhere than on disk (an object store), returning the error."""
-
-    removals: list[Removal]
-    cache: Cache | None = field(default=None, repr=False)
-    clear_stage: str | None = None
-    clearing: bool = False
-    remover: Callable[[Removal], str | None] | None = field(default=None, repr=False)
-
-    @property
-    def expected_freed_size(self) -> int:
-        return sum(r.size for r in self.removals)
-
-    def run(self) -> list[Removal]:
-        """``execute()``; the files that could not be removed get one warning."""
-        result = self.execute()
-        if result.failed:
-            logger.warning(
-                "Cannot remove %d file(s) from the feature cache (%s; first: %s)",
-                len(result.failed),
-                result.failed[0].error,
-                result.failed[0].removal.path,
-            )
-        return result.removed
-
-    def execute(self) -> RemovalResult:
-        """Remove the files, keep the index in step; returns what was removed and what not."""
-        removed: list[Removal] = []
-        failed: list[RemovalFailure] = []
-        for r in self.removals:
-            error = fs.remove(r.path) if self.remover is None else self.remover(r)
-            if error is None:
-                removed.append(r)
-            else:
-                logger.debug("Cannot remove %s (%s)", r.path, error)
-                failed.append(RemovalFailure(r, error))
-        cache = self.cache
-        if cache is None or not cache.layout.root.is_dir():
-            return RemovalResult(removed, failed)
-        cache.index.drop([(r.stage, r.key) for r in removed if r.stage and r.key])
-        if self.clearing:  # rows whose file is gone, e.g. removed by hand
-            rows = cache.index.rows(self.clear_stage)
-            cache.index.drop([k for k in rows if not cache.layout.entry_path(*k).exists()])
-        ahead = STALE_TEMP_SECONDS if self.clearing else 0.0
-        _prune_locks(cache.layout, time.time() + ahead, self.clear_stage)
-        return RemovalResult(removed, failed)
 
 
 # --------------------------------------------------------------------------- listing
@@ -273,9 +214,12 @@ def plan_prune(
     found = sorted(_entries(cache, None, scan), key=lambda e: (e.last_used, e.created, e.key))
     removals += select_entries(
         [(e.last_used, Removal("entry", e.path, e.size, "", e.stage, e.key)) for e in found],
-        now, max_size, older_than_days, aged="unused for > {days} days",
-    )  # fmt: skip
-    return RemovalPlan(removals, cache)
+        now,
+        max_size,
+        older_than_days,
+        aged="unused for > {days} days",
+    )
+    return RemovalPlan(removals, finish=lambda removed: _after_removal(cache, removed))
 
 
 def plan_clear(cache: Cache, stage: str | None = None) -> RemovalPlan:
@@ -297,7 +241,24 @@ def plan_clear(cache: Cache, stage: str | None = None) -> RemovalPlan:
             Removal("old", old, fs.tree_size(old), "other format version")
             for old in cache.layout.other_schema_dirs()
         ]
-    return RemovalPlan(removals, cache, clear_stage=stage, clearing=True)
+    return RemovalPlan(
+        removals, finish=lambda removed: _after_removal(cache, removed, clearing=True, stage=stage)
+    )
+
+
+def _after_removal(
+    cache: Cache, removed: list[Removal], *, clearing: bool = False, stage: str | None = None
+) -> None:
+    """The index in step with the files (rows of removed entries dropped; when clearing,
+    rows whose file is gone, e.g. removed by hand, too), and unused lock files removed."""
+    if not cache.layout.root.is_dir():
+        return
+    cache.index.drop([(r.stage, r.key) for r in removed if r.stage and r.key])
+    if clearing:
+        rows = cache.index.rows(stage)
+        cache.index.drop([k for k in rows if not cache.layout.entry_path(*k).exists()])
+    ahead = STALE_TEMP_SECONDS if clearing else 0.0
+    _prune_locks(cache.layout, time.time() + ahead, stage)
 
 
 def _prune_locks(layout: Layout, now: float, stage: str | None = None) -> None:

@@ -1,8 +1,8 @@
 """Looking at and tidying a cache on object storage: entries, stats, verify(fix), prune, clear.
 
-``RemoteCache(url)`` offers the cache commands what a FeatureStore offers them (``entries``,
-``stats``, ``stage_names``, ``check``, ``plan_prune``, ``plan_clear``), over the objects
-under ``url``. Nothing but the entry objects lives there: an entry's time is its object's
+``RemoteCache(url)`` is the ``admin.CacheAdmin`` of an object-storage root: what a
+FeatureStore offers the cache commands (``entries``, ``stats``, ``stage_names``, ``verify``,
+``plan_prune``, ``plan_clear``), over the objects under ``url``. Nothing but the entry objects lives there: an entry's time is its object's
 modification time (created = last used), its subject and key fields come from its header
 (ranged reads). So prune goes by object age (``older_than_days``; ``max_size`` removes the
 oldest first), from any one machine.
@@ -15,21 +15,15 @@ import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
+from pathlib import PurePath, PurePosixPath
 from typing import Any
 
-from mimicache.cache.admin import (
-    EntryInfo,
-    Problem,
-    Removal,
-    RemovalPlan,
-    VerifyReport,
-)
+from mimicache.cache.admin import EntryInfo, Problem, VerifyReport
 from mimicache.cache.entry import ENTRY_SUFFIX, SCHEMA, data_damage, head_metadata, header_length
 from mimicache.cache.index import json_dict
 from mimicache.cache.layout import check_stage, is_key
-from mimicache.cache.prune import check_max_size, select_entries
 from mimicache.cache.remote import RemoteTier
+from mimicache.cache.removal import Removal, RemovalPlan, check_max_size, select_entries
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +77,13 @@ class RemoteCache:
 
     def __repr__(self) -> str:
         return f"RemoteCache({self.root!r})"
+
+    def relative(self, path: PurePath) -> PurePath:
+        """``path`` relative to the root's prefix where it lies under it."""
+        try:
+            return path.relative_to(self.base)
+        except ValueError:
+            return path
 
     # ------------------------------------------------------------------ listing
 
@@ -170,7 +171,7 @@ class RemoteCache:
             for path in batch:
                 yield path, got.get(path, FileNotFoundError(path))
 
-    def check(self, fix: bool = False) -> VerifyReport:
+    def verify(self, fix: bool = False) -> VerifyReport:
         """Download and verify every entry object; ``fix``: remove damaged and stray ones."""
         found, others = self._scan()
         where = {obj.path: sk for sk, obj in found.items()}
@@ -221,9 +222,8 @@ class RemoteCache:
             for (stage, key), obj in sorted(found.items(), key=lambda item: item[1].mtime)
         ]  # an object's last use is its upload: the oldest go first
         removals += select_entries(
-            entries, time.time(), max_size, older_than_days,
-            aged="older than {days} days",
-        )  # fmt: skip
+            entries, time.time(), max_size, older_than_days, aged="older than {days} days"
+        )
         return RemovalPlan(removals, remover=self._remove)
 
     def plan_clear(self, stage: str | None = None) -> RemovalPlan:

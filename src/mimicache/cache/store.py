@@ -20,9 +20,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import mimicache.cache.admin as admin
 import mimicache.cache.fs as cache_fs
-from mimicache.cache.admin import EntryInfo, Problem, Removal, RemovalPlan, VerifyReport
 from mimicache.cache.digests import DigestMemo, file_digest
 from mimicache.cache.entry import (
     CorruptEntry,
@@ -37,6 +35,7 @@ from mimicache.cache.fs import atomic_write, errno_text, key_lock, write_blocker
 from mimicache.cache.index import HIT_REASON, Index, MissReason
 from mimicache.cache.keys import StageKey, fingerprint_files
 from mimicache.cache.layout import Layout, check_stage
+from mimicache.cache.local_admin import LocalAdmin
 from mimicache.cache.memory import KeptEntries, memory_max_bytes
 from mimicache.cache.modes import CacheEvent, CacheMode, package_version
 from mimicache.cache.remote import local_file_root, local_tier_dir, remote_url
@@ -65,8 +64,9 @@ __all__ = [
 ]
 
 
-class FeatureStore:
-    """A persistent, content-addressed store of named tensors (see the module docstring).
+class FeatureStore(LocalAdmin):
+    """A persistent, content-addressed store of named tensors (see the module docstring);
+    ``LocalAdmin`` lists, verifies, prunes and clears it.
 
     ``mode`` (a CacheMode), or the older flags: ``enabled=False`` is OFF (reason "disabled"),
     ``write=False`` READ_ONLY, ``read=False`` or ``force_refresh=True`` REFRESH ("forced").
@@ -403,47 +403,3 @@ class FeatureStore:
                 self._write_failed(exc)
         with stack:
             yield locked
-
-    # ------------------------------------------------------------------ admin (admin.py)
-
-    def entries(self, stage: str | None = None) -> list[EntryInfo]:
-        """``admin.entries``: every entry on disk (of ``stage``), most recently used first."""
-        return admin.entries(self, stage)
-
-    def stats(self) -> dict[str, tuple[int, int]]:
-        """``{stage: (entries, bytes)}`` over the entries on disk."""
-        return admin.stats(self)
-
-    def stage_names(self) -> list[str]:
-        """The stages that have a folder in this store (whether or not it holds entries)."""
-        return self.layout.stage_names() if self.enabled else []
-
-    def check(self, fix: bool = False) -> VerifyReport:
-        """``admin.verify``: problems found (and fixed, with ``fix``) and the good entries."""
-        return admin.verify(self, fix)
-
-    def verify(self, fix: bool = False) -> list[Problem]:  # ``check(fix).problems``
-        return self.check(fix).problems
-
-    def plan_prune(
-        self, max_size: int | None = None, older_than_days: float | None = None
-    ) -> RemovalPlan:
-        """``admin.plan_prune``: what pruning to ``max_size`` / ``older_than_days`` removes."""
-        return admin.plan_prune(self, max_size, older_than_days)
-
-    def plan_clear(self, stage: str | None = None) -> RemovalPlan:
-        """``admin.plan_clear``: what clearing (one stage, or all) removes."""
-        return admin.plan_clear(self, stage)
-
-    def prune(
-        self, max_size: int | None = None, older_than_days: float | None = None,
-        dry_run: bool = False,
-    ) -> list[Removal]:  # fmt: skip
-        """Execute ``plan_prune``: what was removed (dry run: what would be); files that could
-        not be removed are left out, with one warning."""
-        plan = self.plan_prune(max_size, older_than_days)
-        return plan.removals if dry_run else plan.run()
-
-    def clear(self, stage: str | None = None) -> list[Removal]:
-        """Execute ``plan_clear``: what was removed (failures: one warning)."""
-        return self.plan_clear(stage).run()

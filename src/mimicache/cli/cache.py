@@ -3,8 +3,8 @@
 ``add_cache_commands(subparsers)`` registers the ``cache`` sub-command on an argparse
 sub-parser set; ``run_cache_command(args)`` runs the parsed command and returns an exit code
 (0 ok, 1 problems left / files that could not be removed / aborted, 2 usage error or
-refusal). Only parsing and printing live here; the work is ``admin``'s (plans, verify), or
-for a root on object storage (``s3://bucket/prefix``) ``remote_admin``'s.
+refusal). Only parsing and printing live here; the work is the cache's ``CacheAdmin`` (a
+local root's store, or an object-storage root's ``RemoteCache``), from ``open_admin``.
 """
 
 from __future__ import annotations
@@ -13,15 +13,15 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Any, TextIO
 
-from mimicache.cache.admin import Removal, RemovalFailure
+from mimicache.cache.admin import CacheAdmin
 from mimicache.cache.layout import Layout, check_stage
 from mimicache.cache.remote import remote_url
-from mimicache.cache.remote_admin import RemoteCache
+from mimicache.cache.removal import Removal, RemovalFailure
+from mimicache.cache.roots import open_admin
 from mimicache.cache.sizes import format_size
-from mimicache.cache.store import CacheMode, FeatureStore
 from mimicache.cli.console import flag_words
 from mimicache.cli.fmt import plural, size_arg, text_table
 from mimicache.engine.platform import describe
@@ -134,7 +134,7 @@ def _print_failures(failed: list[RemovalFailure], err: TextIO) -> None:
 # --------------------------------------------------------------------------- the actions
 
 
-def _ls(store: FeatureStore | RemoteCache, args: argparse.Namespace, out: TextIO) -> int:
+def _ls(store: CacheAdmin, args: argparse.Namespace, out: TextIO) -> int:
     entries = store.entries(args.stage)
     if not entries:
         where = f" for stage {args.stage!r}" if args.stage else ""
@@ -161,7 +161,7 @@ def _ls(store: FeatureStore | RemoteCache, args: argparse.Namespace, out: TextIO
     return 0
 
 
-def _stats(store: FeatureStore | RemoteCache, args: argparse.Namespace, out: TextIO) -> int:
+def _stats(store: CacheAdmin, args: argparse.Namespace, out: TextIO) -> int:
     stats = store.stats()
     rows = [("STAGE", "ENTRIES", "SIZE", "BYTES")]
     for stage in sorted(stats):
@@ -175,10 +175,10 @@ def _stats(store: FeatureStore | RemoteCache, args: argparse.Namespace, out: Tex
     return 0
 
 
-def _verify(store: FeatureStore | RemoteCache, args: argparse.Namespace, out: TextIO) -> int:
-    report = store.check(fix=args.fix)
+def _verify(store: CacheAdmin, args: argparse.Namespace, out: TextIO) -> int:
+    report = store.verify(fix=args.fix)
     for p in report.problems:
-        where = _relative(p.path, store)
+        where = store.relative(p.path)
         state = " [fixed]" if p.fixed else ""
         print(f"{p.kind}: {where}: {p.detail}{state}", file=out)
     errors, leftovers = report.errors, report.leftovers
@@ -203,9 +203,7 @@ def _verify(store: FeatureStore | RemoteCache, args: argparse.Namespace, out: Te
     return 0
 
 
-def _prune(
-    store: FeatureStore | RemoteCache, args: argparse.Namespace, out: TextIO, err: TextIO
-) -> int:
+def _prune(store: CacheAdmin, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     plan = store.plan_prune(args.max_size, args.older_than)
     if args.dry_run:
         removals, failed = plan.removals, []
@@ -233,7 +231,7 @@ def _prune(
 
 
 def _clear(
-    store: FeatureStore | RemoteCache,
+    store: CacheAdmin,
     args: argparse.Namespace,
     out: TextIO,
     stdin: TextIO,
@@ -264,14 +262,6 @@ def _clear(
     print(f"Removed {_summary(result.removed)} from {what}{store.root}", file=out)
     _print_failures(result.failed, err)
     return 1 if result.failed else 0
-
-
-def _relative(path: PurePath, store: FeatureStore | RemoteCache) -> PurePath:
-    base = store.base if isinstance(store, RemoteCache) else store.root
-    try:
-        return path.relative_to(base)
-    except ValueError:
-        return path
 
 
 def _check_stage_arg(stage: str | None, stage_names: Sequence[str]) -> None:
@@ -308,51 +298,40 @@ def run_cache_command(
         print("usage: mimicache cache {ls,stats,verify,prune,clear} ...", file=err)
         return 2
     raw = getattr(args, "feature_cache_dir", DEFAULT_CACHE_DIR)
-    url = remote_url(raw)
-    if url is not None:
-        return _run_remote(action, url, args, out, err, stdin)
+    local = remote_url(raw) is None
     root = Path(raw).expanduser()
-    if root.exists() and not root.is_dir():
+    if local and root.exists() and not root.is_dir():
         print(f"error: {root} is not a directory (--feature_cache_dir)", file=err)
         return 2
-    try:
+    if local and not root.is_dir():
         if getattr(args, "stage", None) is not None:
-            _check_stage_arg(args.stage, Layout(root.absolute()).stage_names())
-        if not root.is_dir():
-            return _no_cache(action, root, out)
-        # Admin commands never create entries; write access is needed only to change things.
-        writes = action in ("prune", "clear") or (action == "verify" and args.fix)
-        mode = CacheMode.READ_WRITE if writes else CacheMode.READ_ONLY
-        with FeatureStore(root, mode=mode) as store:
+            try:
+                _check_stage_arg(args.stage, Layout(root.absolute()).stage_names())
+            except MimicacheError as exc:
+                print(f"error: {flag_words(str(exc))}", file=err)
+                return 2
+        return _no_cache(action, root, out)
+    # Admin commands never create entries; write access is needed only to change things.
+    writes = action in ("prune", "clear") or (action == "verify" and args.fix)
+    try:
+        with open_admin(raw, writes=writes) as store:
+            if getattr(args, "stage", None) is not None:
+                _check_stage_arg(args.stage, store.stage_names())
             return _dispatch(action, store, args, out, err, stdin)
     except MimicacheError as exc:
-        print(f"error: {flag_words(str(exc))}", file=err)
-        return 2
-
-
-def _run_remote(
-    action: str, url: str, args: argparse.Namespace, out: TextIO, err: TextIO,
-    stdin: TextIO | None,
-) -> int:  # fmt: skip
-    """The action on the entry objects under ``url`` (no local tier is involved)."""
-    try:
-        store = RemoteCache(url)
-    except CacheError as exc:
-        print(f"error: {exc} (--feature_cache_dir)", file=err)
-        return 2
-    try:
-        if getattr(args, "stage", None) is not None:
-            _check_stage_arg(args.stage, store.stage_names())
-        return _dispatch(action, store, args, out, err, stdin)
-    except MimicacheError as exc:
-        print(f"error: {flag_words(str(exc))}", file=err)
+        where = "" if local else " (--feature_cache_dir)"
+        print(f"error: {flag_words(str(exc))}{where}", file=err)
         return 2
 
 
 def _dispatch(
-    action: str, store: FeatureStore | RemoteCache, args: argparse.Namespace, out: TextIO,
-    err: TextIO, stdin: TextIO | None,
-) -> int:  # fmt: skip
+    action: str,
+    store: CacheAdmin,
+    args: argparse.Namespace,
+    out: TextIO,
+    err: TextIO,
+    stdin: TextIO | None,
+) -> int:
     if action == "ls":
         return _ls(store, args, out)
     if action == "stats":
