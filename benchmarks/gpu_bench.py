@@ -291,7 +291,7 @@ def kernel_checks(pipe, shape, device, dtype) -> dict:
 
 def offload_modes(args, results: dict, save) -> None:
     """Peak memory and seconds of one exact AnimateLCM job per offload mode (fresh models)."""
-    from mimicache.pipeline.memory import apply_offload
+    from mimicache.pipeline.offload import apply_offload
 
     device, shape = torch.device(args.device), SIZES[args.size]
     dtype = torch.float16 if not args.fp32 else torch.float32

@@ -9,7 +9,7 @@ import av
 import pytest
 
 import mimicache.engine.engine
-import mimicache.engine.loading
+import mimicache.engine.loaded
 from mimicache.cli import build_parser, main, seed_script_main
 from mimicache.errors import MimicacheError
 from tests.engine_fixtures import figure_video, reference_image, write_config
@@ -39,9 +39,9 @@ def _decode(path):
 
 def test_batch_with_a_corrupt_video(workspace, tmp_path, monkeypatch, capsys):
     loads = []
-    real = mimicache.engine.loading.load_pipeline
+    real = mimicache.engine.loaded.load_pipeline
     monkeypatch.setattr(
-        mimicache.engine.loading, "load_pipeline", lambda *a, **k: loads.append(1) or real(*a, **k)
+        mimicache.engine.loaded, "load_pipeline", lambda *a, **k: loads.append(1) or real(*a, **k)
     )
     out = tmp_path / "out"
     code = main(
@@ -203,7 +203,7 @@ def test_pose_retarget_precedence(
     seen = []
 
     def fake_from_config(config, **kw):
-        seen.append(kw["pose_retarget"])
+        seen.append(kw["settings"].pose_retarget)
         raise MimicacheError("stop before loading models")
 
     monkeypatch.setattr(mimicache.engine.MimicMotion, "from_config", staticmethod(fake_from_config))

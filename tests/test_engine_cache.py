@@ -209,13 +209,13 @@ def test_same_bytes_under_another_name_hit(engine, case, media, tmp_path):
 def test_pipeline_feature_cache_off_neither_reads_nor_writes(engine, case, tmp_path):
     job = case.test_case[0]
     store = _with_store(engine, tmp_path / "c").cache
-    engine.cache_pipeline_features = False
+    engine.settings = engine.settings.replace(cache_pipeline_features=False)
     try:
         result = engine.generate(job, progress=False)
         assert set(_events(result)) == {"image_keypoints", "video_keypoints", "pose_frames"}
         assert not store.entries("clip_embeddings") and not store.entries("vae_latents")
     finally:
-        engine.cache_pipeline_features = True
+        engine.settings = engine.settings.replace(cache_pipeline_features=True)
 
 
 def test_changed_detector_misses_keypoint_stages(tiny_bundle, case, tmp_path):
@@ -322,20 +322,20 @@ def test_retarget_switch_redraws_from_cached_keypoints(engine, case, tmp_path):
     try:
         engine.cache = None
         for mode in ("published", "graft"):
-            engine.pose_retarget = mode
+            engine.settings = engine.settings.replace(pose_retarget=mode)
             plain[mode] = engine.generate(job, progress=False).frames
         assert not np.array_equal(plain["published"], plain["graft"])
         _with_store(engine, tmp_path / "c")
-        engine.pose_retarget = "published"
+        engine.settings = engine.settings.replace(pose_retarget="published")
         cold = engine.generate(job, progress=False)
-        engine.pose_retarget = "graft"
+        engine.settings = engine.settings.replace(pose_retarget="graft")
         switched = engine.generate(job, progress=False)
         events = _events(switched)
         assert _missed(switched) == {"pose_frames"}
         assert events["pose_frames"] == "parameters changed"
         assert events["video_keypoints"] == events["image_keypoints"] == "hit"
         warm_graft = engine.generate(job, progress=False)
-        engine.pose_retarget = "published"
+        engine.settings = engine.settings.replace(pose_retarget="published")
         warm_published = engine.generate(job, progress=False)
         assert _missed(warm_graft) == set() and _missed(warm_published) == set()
         for mode, runs in (
@@ -345,7 +345,7 @@ def test_retarget_switch_redraws_from_cached_keypoints(engine, case, tmp_path):
             for run in runs:
                 assert np.array_equal(run.frames, plain[mode])  # warm = uncached, both modes
     finally:
-        engine.pose_retarget = "published"
+        engine.settings = engine.settings.replace(pose_retarget="published")
 
 
 def test_pose_retarget_from_config_and_argument(case):

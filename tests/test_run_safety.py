@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import mimicache.engine.engine
-import mimicache.engine.loading
+import mimicache.engine.loaded
 from mimicache.batch import Job, JobResult, override_tag, publish_output, reserve_log
 from mimicache.batch.cold_warm import format_table
 from mimicache.cli import build_parser, main, seed_script_main
@@ -135,7 +135,7 @@ def test_override_tag_names_what_differs():
 @pytest.fixture
 def no_model_load(monkeypatch):
     loads = []
-    monkeypatch.setattr(mimicache.engine.loading, "load_pipeline", lambda *a, **k: loads.append(1))
+    monkeypatch.setattr(mimicache.engine.loaded, "load_pipeline", lambda *a, **k: loads.append(1))
     return loads
 
 

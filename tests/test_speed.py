@@ -1,6 +1,7 @@
 """Speed modes: fast equals exact up to float rounding, each batching step equals its unbatched
 form, the engine's options reach the pipeline, and a warm cache changes nothing in fast mode."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -12,7 +13,7 @@ from mimicache.cache.store import FeatureStore
 from mimicache.config import load_config
 from mimicache.engine import MimicMotion, SpeedOptions
 from mimicache.errors import ConfigError, ModelLoadError
-from mimicache.pipeline import memory, speed
+from mimicache.pipeline import offload, speed
 from mimicache.pipeline.speed import BatchPlan, decode_groups, plan_batches
 from mimicache.pipeline.tiles import UNetPass, tile_indices, tile_passes, unet_passes
 from tests.engine_fixtures import figure_video, reference_image, write_config
@@ -345,22 +346,22 @@ def test_speed_option_errors():
 
 
 def test_offload_is_a_no_op_on_the_cpu(caplog):
-    assert memory.apply_offload(object(), "model", "cpu") is False
+    assert offload.apply_offload(object(), "model", "cpu") is False
     assert "offload='model' does nothing on cpu" in caplog.text
-    assert memory.apply_offload(object(), "none", "cuda") is False
+    assert offload.apply_offload(object(), "none", "cuda") is False
 
 
 def test_offload_without_accelerate_names_the_install(monkeypatch):
-    monkeypatch.setattr(memory, "accelerate_missing", lambda: True)
+    monkeypatch.setattr(offload, "accelerate_missing", lambda: True)
     with pytest.raises(ModelLoadError, match="pip install 'accelerate"):
-        memory.apply_offload(object(), "sequential", torch.device("cuda"))
+        offload.apply_offload(object(), "sequential", torch.device("cuda"))
     with pytest.raises(ModelLoadError, match="offload='model' needs the accelerate package"):
-        memory.require_accelerate("model")
-    memory.require_accelerate("none")
+        offload.require_accelerate("model")
+    offload.require_accelerate("none")
 
 
 def test_offload_installs_diffusers_hooks(monkeypatch):
-    monkeypatch.setattr(memory, "accelerate_missing", lambda: False)
+    monkeypatch.setattr(offload, "accelerate_missing", lambda: False)
     seen = []
 
     class Pipe:
@@ -371,8 +372,8 @@ def test_offload_installs_diffusers_hooks(monkeypatch):
             seen.append(("sequential", device))
 
     cuda = torch.device("cuda")
-    assert memory.apply_offload(Pipe(), "model", cuda) is True
-    assert memory.apply_offload(Pipe(), "sequential", cuda) is True
+    assert offload.apply_offload(Pipe(), "model", cuda) is True
+    assert offload.apply_offload(Pipe(), "sequential", cuda) is True
     assert seen == [("model", cuda), ("sequential", cuda)]
 
 
@@ -386,10 +387,7 @@ def test_run_flags_reach_the_engine(config, tmp_path, monkeypatch, capsys):
     seen = {}
 
     def capture(cls, config, **kwargs):
-        seen.update(kwargs)
-        SpeedOptions(
-            kwargs["speed"], kwargs["compile"], kwargs["decode_chunk_size"], kwargs["offload"]
-        )
+        seen.update(dataclasses.asdict(kwargs["settings"].speed_options))
         raise ModelLoadError("stop before loading")
 
     monkeypatch.setattr(engine_module.MimicMotion, "from_config", classmethod(capture))
@@ -406,4 +404,5 @@ def test_run_flags_reach_the_engine(config, tmp_path, monkeypatch, capsys):
     )  # fmt: skip
     assert main([*common, "--compile"]) == 2
     assert "--compile changes float rounding, so it needs --speed fast" in capsys.readouterr().err
+    assert main(common) == 2  # no speed flags: the defaults reach the engine
     assert seen["speed"] == "exact" and seen["offload"] == "none" and seen["decode_chunk_size"] == 8

@@ -3,7 +3,7 @@
 ``get_or_compute(stage, key, compute)`` returns the tensors of ``stage`` under ``key`` (a
 StageKey) from the entry file, or from ``compute()`` (then writes them). One ``CacheMode`` says
 what the store may do. Layout: ``layout.py``; entry files: ``entry.py``; index: ``index.py``.
-A first read verifies the checksum (``memory.py`` keeps the file while unchanged); a bad entry
+A first read verifies the checksum (``kept.py`` keeps the file while unchanged); a bad entry
 is logged, removed and recomputed. Writes are atomic, made once per key across processes (a
 per-key file lock). A cache that cannot be written (read-only, full disk) warns once and goes
 on: reading what it has, or computing everything. It knows nothing of what the tensors mean.
@@ -33,10 +33,10 @@ from mimicache.cache.entry import (
 )
 from mimicache.cache.fs import atomic_write, errno_text, key_lock, write_blocker, write_cachedir_tag
 from mimicache.cache.index import HIT_REASON, Index, MissReason
+from mimicache.cache.kept import KeptEntries, memory_max_bytes
 from mimicache.cache.keys import StageKey, fingerprint_files
 from mimicache.cache.layout import Layout, check_stage
 from mimicache.cache.local_admin import LocalAdmin
-from mimicache.cache.memory import KeptEntries, memory_max_bytes
 from mimicache.cache.modes import CacheEvent, CacheMode, package_version
 from mimicache.cache.remote import local_file_root, local_tier_dir, remote_url
 from mimicache.cache.sharing import index_folder

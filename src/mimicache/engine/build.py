@@ -14,6 +14,7 @@ from mimicache.cache.store import FeatureStore
 from mimicache.engine.devices import default_device
 from mimicache.engine.engine import MimicMotion
 from mimicache.engine.record import ProgressObserver
+from mimicache.engine.settings import EngineSettings
 from mimicache.engine.spec import EngineSpec
 from mimicache.errors import MimicacheError, setting
 from mimicache.pipeline.schedulers import SchedulerOptions, build_scheduler
@@ -54,6 +55,21 @@ def pick_device(device: str | None) -> torch.device:
     return chosen
 
 
+def engine_settings(spec: EngineSpec) -> EngineSettings:
+    """The engine's settings from the spec (pose choices left None come from the config)."""
+    return EngineSettings.of(
+        scheduler=spec.scheduler,
+        pose_retarget=spec.pose_retarget,
+        person=spec.person,
+        dwpose_device=spec.dwpose_device,
+        speed=spec.speed,
+        compile=spec.compile,
+        decode_chunk_size=spec.decode_chunk_size,
+        offload=spec.offload,
+        cache_pipeline_features=spec.cache_pipeline_features,
+    )
+
+
 def build_engine(
     spec: EngineSpec,
     *,
@@ -68,15 +84,7 @@ def build_engine(
         device=spec.device,
         dtype=None if spec.dtype is None else getattr(torch, spec.dtype),
         cache=cache if cache is not None else open_cache(spec),
-        cache_pipeline_features=spec.cache_pipeline_features,
-        scheduler=spec.scheduler,
-        pose_retarget=spec.pose_retarget,
-        person=spec.person,
-        dwpose_device=spec.dwpose_device,
-        speed=spec.speed,
-        compile=spec.compile,
-        decode_chunk_size=spec.decode_chunk_size,
-        offload=spec.offload,
+        settings=engine_settings(spec),
         observer=observer,
     )
 
@@ -89,9 +97,7 @@ def build_pose_engine(spec: EngineSpec, *, cache: FeatureStore | None = None) ->
         spec.engine_config(),
         device=spec.device,
         cache=cache if cache is not None else open_cache(spec),
-        pose_retarget=spec.pose_retarget,
-        person=spec.person,
-        dwpose_device=spec.dwpose_device,
+        settings=engine_settings(spec),
     )
 
 
@@ -135,17 +141,11 @@ def engine_variant(
         }
     )
     pipeline.set_progress_bar_config(**getattr(pipe, "_progress_bar_config", {}))
-    return MimicMotion(
-        pipeline,
-        engine.dwpose,
-        base_files=engine.base_files,
-        ckpt_path=engine.ckpt_path,
-        device=engine.device,
-        dtype=engine.dtype,
-        cache=engine.cache,
-        cache_pipeline_features=engine.cache_pipeline_features,
+    settings = engine.settings.replace(
+        scheduler=scheduler,
         pose_retarget=pose_retarget,
         person=person,
-        speed=dataclasses.replace(engine.speed, speed=speed),
-        observer=observer,
+        speed_options=dataclasses.replace(engine.speed, speed=speed),
     )
+    models = dataclasses.replace(engine.models, pipeline=pipeline)
+    return MimicMotion(models, settings, cache=engine.cache, observer=observer)

@@ -21,9 +21,8 @@ import torch
 
 from mimicache.cache import FeatureStore, content_fact, file_digest
 from mimicache.config import DEFAULT_PERSON, InferenceConfig, TestCase, person_choice
-from mimicache.engine.devices import pose_parts
 from mimicache.engine.fingerprints import ModelFingerprints, model_files
-from mimicache.engine.loading import load_models
+from mimicache.engine.loaded import LoadedModels, load_models, load_pose_models
 from mimicache.engine.platform import dwpose_platform, engine_platform, torch_platform
 from mimicache.engine.progress import ProgressLog
 from mimicache.engine.record import (
@@ -33,7 +32,8 @@ from mimicache.engine.record import (
     ProgressObserver,
     published_reference_image,
 )
-from mimicache.engine.speed import DECODE_CHUNK_SIZE, BatchPlanner, SpeedOptions
+from mimicache.engine.settings import EngineSettings
+from mimicache.engine.speed import BatchPlanner
 from mimicache.engine.stages import (
     CACHED_STAGES,
     CLIP_EMBEDDINGS_STAGE,
@@ -44,12 +44,7 @@ from mimicache.engine.stages import (
     compute_with_warnings,
     replay_warnings,
 )
-from mimicache.pipeline import MimicMotionPipeline, StageTimer
-from mimicache.pipeline.loading import BaseModelFiles
-from mimicache.pipeline.memory import OFFLOAD_NONE
-from mimicache.pipeline.schedulers import SchedulerOptions
-from mimicache.pipeline.speed import EXACT
-from mimicache.pose import DWPose
+from mimicache.pipeline import StageTimer
 from mimicache.pose.preprocess import (
     DrawnPose,
     ReferenceImage,
@@ -67,41 +62,45 @@ PIPELINE_FPS = 7
 
 
 class MimicMotion:
-    """The loaded models plus an optional feature cache; generate() runs one job.
+    """The loaded models plus an optional feature cache; ``generate()`` runs one job.
 
-    ``pipeline`` None (``for_pose``): DWPose alone, for the pose stages and previews."""
+    Build one with ``from_config`` (or ``for_pose``: DWPose alone, for the pose stages and
+    previews), or from ``LoadedModels`` and ``EngineSettings`` (a variant on loaded models)."""
 
     def __init__(
         self,
-        pipeline: MimicMotionPipeline | None,
-        dwpose: DWPose,
+        models: LoadedModels,
+        settings: EngineSettings | None = None,
         *,
-        base_files: BaseModelFiles | None,
-        ckpt_path: Path,
-        device: torch.device,
-        dtype: torch.dtype,
         cache: FeatureStore | None = None,
-        cache_pipeline_features: bool = True,
-        pose_retarget: str = PUBLISHED,
-        person: str = DEFAULT_PERSON,
-        speed: SpeedOptions | None = None,
         observer: ProgressObserver | None = None,
     ):
-        """``observer`` receives each job's ``ProgressEvent``s (``engine.record``)."""
-        self.pipeline = pipeline
-        self.dwpose = dwpose
-        self.base_files = base_files
-        self.ckpt_path = Path(ckpt_path)
-        self.device = device
-        self.dtype = dtype
+        """``settings`` None: the published defaults. ``observer`` receives each job's
+        ``ProgressEvent``s (``engine.record``)."""
+        settings = settings or EngineSettings()
+        self.models = models
+        self.settings = settings.replace(
+            pose_retarget=check_mode(settings.pose_retarget or PUBLISHED),
+            person=person_choice(settings.person or DEFAULT_PERSON),
+        )
         self.cache = cache
-        self.cache_pipeline_features = cache_pipeline_features
-        self.pose_retarget = check_mode(pose_retarget)
-        self.person = person_choice(person)
-        self.fingerprints = ModelFingerprints(dwpose, base_files, lambda: self.cache)
-        self.speed = speed or SpeedOptions()
-        self.batch_planner = BatchPlanner(pipeline, self.speed, device, dtype)
         self.observer = observer
+        self.fingerprints = ModelFingerprints(models.dwpose, models.base_files, lambda: self.cache)
+        self.batch_planner = BatchPlanner(
+            models.pipeline, settings.speed_options, models.device, models.dtype
+        )
+
+    # What the engine has loaded and how it computes, by name.
+    pipeline = property(lambda self: self.models.pipeline)
+    dwpose = property(lambda self: self.models.dwpose)
+    base_files = property(lambda self: self.models.base_files)
+    ckpt_path = property(lambda self: self.models.ckpt_path)
+    device = property(lambda self: self.models.device)
+    dtype = property(lambda self: self.models.dtype)
+    pose_retarget = property(lambda self: self.settings.pose_retarget)
+    person = property(lambda self: self.settings.person)
+    speed = property(lambda self: self.settings.speed_options)
+    cache_pipeline_features = property(lambda self: self.settings.cache_pipeline_features)
 
     @classmethod
     def from_config(
@@ -111,43 +110,33 @@ class MimicMotion:
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
         cache: FeatureStore | None = None,
-        cache_pipeline_features: bool = True,
-        scheduler: SchedulerOptions | None = None,
-        pose_retarget: str | None = None,
-        person: str | None = None,
-        dwpose_device: str | None = None,
-        speed: str = EXACT,
-        compile: bool = False,
-        decode_chunk_size: int = DECODE_CHUNK_SIZE,
-        offload: str = OFFLOAD_NONE,
-        compile_backend: str = "inductor",
+        settings: EngineSettings | None = None,
         observer: ProgressObserver | None = None,
+        **options: Any,
     ) -> MimicMotion:
-        """``pose_retarget`` None: the config's ``pose.retarget``, else "published"; ``person``
-        None: the config's ``pose.person``, else "auto"; ``dwpose_device`` None: where the
-        models run (see ``engine.devices``). ``speed``, ``compile``, ``decode_chunk_size``,
-        ``offload``: see ``SpeedOptions``; the models are prepared for them (offload hooks,
-        channels-last, compilation) once, here."""
-        options = SpeedOptions(
-            speed, compile, decode_chunk_size, offload, compile_backend=compile_backend
-        )
-        pipeline, dwpose, base_files, device, dtype, pose_retarget, person = load_models(
-            config, options, device, dtype, scheduler, pose_retarget, person, dwpose_device
-        )
-        return cls(
-            pipeline,
-            dwpose,
-            base_files=base_files,
-            ckpt_path=config.ckpt_path,
-            device=device,
-            dtype=dtype,
-            cache=cache,
-            cache_pipeline_features=cache_pipeline_features,
-            pose_retarget=pose_retarget,
-            person=person,
-            speed=options,
-            observer=observer,
-        )
+        """Load the models of ``config`` and return the engine.
+
+        Args:
+            config: the inference config (base model, checkpoint, DWPose files, pose keys).
+            device: where the models run (default: CUDA when available, else the CPU).
+            dtype: the models' dtype (default: float16 on CUDA, float32 elsewhere).
+            cache: the feature store the stages read and write (None: no cache).
+            settings: how the engine computes (``EngineSettings``); or give its fields as
+                keywords instead (``speed="fast"``, ``pose_retarget="graft"``, ...:
+                ``EngineSettings.of``). Pose settings left None come from the config.
+            observer: receives each job's progress events.
+
+        Returns:
+            The engine, its models prepared for the speed options once (offload hooks,
+            channels-last, compilation).
+
+        Raises:
+            ModelLoadError: a model file is missing or does not match the model.
+            ConfigError: an option has a value the engine does not know.
+        """
+        settings = _settings(settings, options)
+        models, settings = load_models(config, settings, device, dtype)
+        return cls(models, settings, cache=cache, observer=observer)
 
     @classmethod
     def for_pose(
@@ -156,27 +145,17 @@ class MimicMotion:
         *,
         device: str | torch.device | None = None,
         cache: FeatureStore | None = None,
-        pose_retarget: str | None = None,
-        person: str | None = None,
-        dwpose_device: str | None = None,
+        settings: EngineSettings | None = None,
+        **options: Any,
     ) -> MimicMotion:
         """DWPose only (no SVD or MimicMotion weights are read): ``prepare_pose`` and
         ``pose_preview`` share the cache entries of ``generate`` (with the same DWPose device,
-        e.g. a CPU stage filling the cache ahead of the generation); ``generate`` refuses."""
-        device, dwpose, pose_retarget, person = pose_parts(
-            config, device, pose_retarget, person, dwpose_device
-        )
-        return cls(
-            None,
-            dwpose,
-            base_files=None,
-            ckpt_path=config.ckpt_path,
-            device=device,
-            dtype=torch.float32,
-            cache=cache,
-            pose_retarget=pose_retarget,
-            person=person,
-        )
+        e.g. a CPU stage filling the cache ahead of the generation); ``generate`` refuses.
+
+        Args and Raises as ``from_config`` (only the pose settings matter here).
+        """
+        models, settings = load_pose_models(config, _settings(settings, options), device)
+        return cls(models, settings, cache=cache)
 
     @property
     def model_files(self) -> dict[str, str]:
@@ -434,6 +413,12 @@ class MimicMotion:
         )
         video = (output.frames.cpu() * 255.0).to(torch.uint8)
         return video[0, 1:].permute(0, 2, 3, 1).numpy()
+
+
+def _settings(settings: EngineSettings | None, options: dict[str, Any]) -> EngineSettings:
+    if settings is not None and options:
+        raise TypeError(f"give settings or its fields as keywords, not both: {sorted(options)}")
+    return settings if settings is not None else EngineSettings.of(**options)
 
 
 def _ignore(event: ProgressEvent) -> None:

@@ -14,7 +14,7 @@ from mimicache.config import TestCase
 from mimicache.engine.spec import EngineSpec
 from mimicache.errors import ConfigError, setting
 from mimicache.pipeline import MimicMotionPipeline, tile_indices
-from mimicache.pipeline.memory import OFFLOAD_NONE, check_offload
+from mimicache.pipeline.offload import OFFLOAD_NONE, check_offload
 from mimicache.pipeline.speed import (
     EXACT,
     FAST,
