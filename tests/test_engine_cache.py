@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 from mimicache.cache.store import FeatureStore
 from mimicache.config import load_config
 from mimicache.engine import (
+    JobRecord,
     MimicMotion,
     pack_frames,
     published_reference_image,
@@ -356,3 +357,21 @@ def test_pose_retarget_from_config_and_argument(case):
     assert chosen.pose_retarget == "published"
     with pytest.raises(ValueError, match="published, graft"):
         MimicMotion.from_config(case, device="cpu", pose_retarget="grft")
+
+
+def test_the_drawn_frames_entry_keeps_the_poses_it_drew(engine, case, tmp_path):
+    """What a clip is scored against: the poses the pose frames show, equal on a hit, and
+    drawing them again gives the very frames (frame 0 the reference pose)."""
+    from mimicache.pose.preprocess import draw_poses
+
+    job = case.test_case[0]
+    _with_store(engine, tmp_path / "c")
+    cold = engine.generate(job, progress=False)
+    warm = engine.generate(job, progress=False)
+    assert _missed(warm) == set()
+    assert len(cold.targets) == 1 + len(cold.frames)
+    assert all(a.equals(b) for a, b in zip(cold.targets, warm.targets))
+    record = JobRecord(engine.device)
+    frames, image = engine.prepare_pose(job, record, progress=False)
+    drawn = draw_poses(record.targets, *image.size)
+    assert np.array_equal(drawn, frames.permute(0, 2, 3, 1).numpy())

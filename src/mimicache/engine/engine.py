@@ -268,7 +268,13 @@ class MimicMotion:
         if progress and not bars:
             record.log_stages(label)
         return GenerationResult(
-            frames, case.fps, record.timings, record.events, record.people, self.platform()
+            frames,
+            case.fps,
+            record.timings,
+            record.events,
+            record.people,
+            self.platform(),
+            record.targets,
         )
 
     def prepare_pose(
@@ -282,8 +288,9 @@ class MimicMotion:
     ) -> tuple[torch.Tensor, ReferenceImage]:
         """The pose stages: pose frames (1+F,3,H,W) uint8 and the fitted reference image.
 
-        ``record.people`` gets who was seen in the video and who drives the pose. When the
-        drawn frames are cached (with that report), nothing else is read: no keypoints."""
+        ``record.people`` gets who was seen in the video and who drives the pose,
+        ``record.targets`` the poses drawn. When the drawn frames are cached (with both),
+        nothing else is read: no keypoints."""
         keys = keys or self.keys(case)
         image = ReferenceImage(Path(case.ref_image_path), case.resolution)
         looked: dict[str, float] = {}  # a look-up that missed: counted once the steps ran
@@ -298,10 +305,10 @@ class MimicMotion:
                     CACHED_STAGES[step], keys, compute, subject, record
                 ),
             )  # fmt: skip
-            drawn, image = DrawnPose(pose.frames, pose.people), pose.image
+            drawn, image = DrawnPose(pose.frames, pose.people, pose.targets), pose.image
         for name, seconds in looked.items():  # after the steps, so timings keep the run order
             record.timings[name] = record.timings.get(name, 0.0) + seconds
-        record.people = drawn.people
+        record.people, record.targets = drawn.people, drawn.targets
         # uint8 (1+F,3,H,W) view: the pipeline converts per chunk, no float copy of the video
         return torch.from_numpy(drawn.frames).permute(0, 3, 1, 2), image
 

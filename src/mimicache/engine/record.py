@@ -14,7 +14,7 @@ import torch
 
 from mimicache.cache import CacheEvent
 from mimicache.pipeline.timing import StageTimer
-from mimicache.pose import PeopleReport
+from mimicache.pose import PeopleReport, PoseSequence
 
 logger = logging.getLogger(__name__)
 
@@ -37,13 +37,15 @@ ProgressObserver = Callable[[ProgressEvent], None]
 class JobRecord:
     """``timings`` in seconds by stage name (insertion order = run order); ``events`` the
     cache events (hits and misses with reasons); ``people`` who was seen in the driving video
-    and who drives the pose (a ``pose.PeopleReport``). ``device`` is waited for before a
-    stage's clock stops, so GPU work is counted where it happens."""
+    and who drives the pose (a ``pose.PeopleReport``); ``targets`` the poses drawn (a
+    ``pose.PoseSequence``, 1+F). ``device`` is waited for before a stage's clock stops, so GPU
+    work is counted where it happens."""
 
     device: torch.device | None = None
     timings: dict[str, float] = field(default_factory=dict)
     events: list[Any] = field(default_factory=list)
     people: Any = None
+    targets: Any = None
 
     def time(self, stage: str, *, wait: bool = True) -> StageTimer:
         """A context that adds its block's seconds to ``timings[stage]``."""
@@ -63,6 +65,8 @@ class GenerationResult:
     cache_events: list[CacheEvent] = field(default_factory=list)
     people: PeopleReport | None = None  # who was seen in the driving video, who was used
     platform: dict = field(default_factory=dict)  # where it was computed (engine.platform)
+    # the poses the pose frames show (1+F, normalised to the output; frame 0 the reference)
+    targets: PoseSequence | None = None
 
 
 def published_reference_image(image_pixels: torch.Tensor) -> PIL.Image.Image:

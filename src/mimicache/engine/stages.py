@@ -45,7 +45,9 @@ from mimicache.pose.preprocess import DrawnPose
 
 # Bump when alignment or drawing changes what they produce (DWPose's own version is
 # pose.dwpose.KEYPOINTS_VERSION).
-DRAWING_VERSION = 2  # 2: the entry keeps who was seen, so a hit needs no keypoints
+# 2: the entry keeps who was seen, so a hit needs no keypoints; 3: and the poses it drew,
+# so a clip can be scored against them
+DRAWING_VERSION = 3
 
 
 def video_keypoints_key(
@@ -196,6 +198,7 @@ VIDEO_KEYPOINTS_STAGE = Stage(
 
 
 PEOPLE = "people"  # the pose frames entry's report of who was seen
+TARGETS = "targets."  # the prefix of the poses it drew (a PoseSequence's tensors)
 
 
 def json_tensor(value: Any) -> torch.Tensor:
@@ -210,17 +213,21 @@ def tensor_json(tensor: torch.Tensor) -> Any:
 
 
 def pack_drawn(drawn: DrawnPose) -> dict[str, torch.Tensor]:
-    """The drawn frames (``pack_frames``) and who was seen, as JSON bytes."""
+    """The drawn frames (``pack_frames``), who was seen (JSON bytes) and the poses drawn."""
     tensors = pack_frames(drawn.frames)
     if drawn.people is not None:
         tensors[PEOPLE] = json_tensor(dataclasses.asdict(drawn.people))
+    if drawn.targets is not None:
+        tensors.update({TARGETS + k: v for k, v in drawn.targets.to_tensors().items()})
     return tensors
 
 
 def unpack_drawn(tensors: Mapping[str, torch.Tensor]) -> DrawnPose:
     stored = tensors.get(PEOPLE)
     people = PeopleReport(**tensor_json(stored)) if stored is not None else None
-    return DrawnPose(unpack_frames(tensors), people)
+    targets = {k.removeprefix(TARGETS): v for k, v in tensors.items() if k.startswith(TARGETS)}
+    poses = PoseSequence.from_tensors(targets) if targets else None
+    return DrawnPose(unpack_frames(tensors), people, poses)
 
 
 POSE_FRAMES_STAGE = Stage(POSE_FRAMES, encode=pack_drawn, decode=unpack_drawn)

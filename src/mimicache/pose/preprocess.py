@@ -41,6 +41,7 @@ __all__ = [
     "PreparedPose",
     "ReferenceImage",
     "VideoPoses",
+    "draw_poses",
     "extract_image_pose",
     "extract_video_poses",
     "log_people",
@@ -48,6 +49,7 @@ __all__ = [
     "preprocess",
     "render_pose_frames",
     "select_person",
+    "target_poses",
 ]
 
 logger = logging.getLogger(__name__)
@@ -147,7 +149,7 @@ def log_people(report: PeopleReport, video_path: str | Path | None = None) -> No
         logger.log(level, "driving video%s: %s", where, report.summary())
 
 
-def render_pose_frames(
+def target_poses(
     ref_pose: PoseFrame,
     video: VideoPoses,
     height: int,
@@ -156,10 +158,11 @@ def render_pose_frames(
     video_path: str | Path | None = None,
     image_path: str | Path | None = None,
     retarget: str = PUBLISHED,
-) -> np.ndarray:
-    """(1+F, height, width, 3) uint8: the reference pose, then the aligned video poses, drawn.
+) -> PoseSequence:
+    """The poses the pose frames show, 1+F of them in coordinates normalised to the output
+    (``height`` x ``width``): the reference pose, then the aligned video poses.
 
-    ``retarget="graft"`` grafts each aligned video pose onto the reference pose before drawing
+    ``retarget="graft"`` grafts each aligned video pose onto the reference pose
     (:func:`mimicache.pose.retarget.graft_poses`); frame 0 is the reference pose either way.
     """
     check_mode(retarget)
@@ -174,11 +177,39 @@ def render_pose_frames(
     aligned = retarget_poses(
         retarget, ref_pose, aligned, video_path=video_path, image_path=image_path
     )
-    out = np.empty((1 + len(aligned), height, width, 3), dtype=np.uint8)
-    out[0] = draw_pose(ref_pose, height, width)
-    for i, pose in enumerate(aligned, start=1):
+    return PoseSequence([ref_pose, *aligned])
+
+
+def draw_poses(poses: PoseSequence, height: int, width: int) -> np.ndarray:
+    """(len(poses), height, width, 3) uint8: each pose drawn."""
+    out = np.empty((len(poses), height, width, 3), dtype=np.uint8)
+    for i, pose in enumerate(poses):
         out[i] = draw_pose(pose, height, width)
     return out
+
+
+def render_pose_frames(
+    ref_pose: PoseFrame,
+    video: VideoPoses,
+    height: int,
+    width: int,
+    *,
+    video_path: str | Path | None = None,
+    image_path: str | Path | None = None,
+    retarget: str = PUBLISHED,
+) -> np.ndarray:
+    """(1+F, height, width, 3) uint8: the ``target_poses`` drawn (the reference pose, then the
+    aligned video poses)."""
+    poses = target_poses(
+        ref_pose,
+        video,
+        height,
+        width,
+        video_path=video_path,
+        image_path=image_path,
+        retarget=retarget,
+    )
+    return draw_poses(poses, height, width)
 
 
 def to_model_pixels(frames: np.ndarray) -> torch.Tensor:
@@ -208,22 +239,26 @@ class ReferenceImage:
 
 @dataclass
 class DrawnPose:
-    """The pose frames step's value: the drawn frames (1+F,H,W,3) uint8 and who was seen in
-    the video, kept together so a job whose drawn frames are cached needs no keypoints
-    (``people=None``: an entry without the report)."""
+    """The pose frames step's value: the drawn frames (1+F,H,W,3) uint8, who was seen in the
+    video and the poses drawn (``target_poses``, 1+F), kept together so a job whose drawn
+    frames are cached needs no keypoints, and a clip can be scored against what it was asked
+    for (``people``/``targets`` None: an entry without them)."""
 
     frames: np.ndarray
     people: PeopleReport | None
+    targets: PoseSequence | None = None
 
 
 @dataclass
 class PreparedPose:
     """What the pose steps give one job: the drawn pose frames (1+F,H,W,3) uint8 (frame 0 the
-    reference pose), the fitted reference image and who was seen in the video."""
+    reference pose), the fitted reference image, who was seen in the video and the poses
+    drawn (1+F, normalised to the output size)."""
 
     frames: np.ndarray
     image: ReferenceImage
     people: PeopleReport
+    targets: PoseSequence | None = None
 
 
 def _run_directly(step: str, compute: Callable, subject: Path):
@@ -271,22 +306,22 @@ def pose_steps(
     # Cheap, so it runs even when the drawn frames come from a cache: the report says who
     # drives the pose either way.
     video, people = select_person(video, person, video_path=video_path)
-    drawn: DrawnPose = run_step(
-        POSE_FRAMES,
-        lambda: DrawnPose(
-            render_pose_frames(
-                ref_pose,
-                video,
-                *image.size,
-                video_path=video_path,
-                image_path=image_path,
-                retarget=retarget,
-            ),
-            people,
-        ),
-        video_path,
-    )
-    return PreparedPose(drawn.frames, image, people)
+
+    def draw() -> DrawnPose:
+        height, width = image.size
+        poses = target_poses(
+            ref_pose,
+            video,
+            height,
+            width,
+            video_path=video_path,
+            image_path=image_path,
+            retarget=retarget,
+        )
+        return DrawnPose(draw_poses(poses, height, width), people, poses)
+
+    drawn: DrawnPose = run_step(POSE_FRAMES, draw, video_path)
+    return PreparedPose(drawn.frames, image, people, drawn.targets)
 
 
 def preprocess(
