@@ -24,11 +24,11 @@ LAYERS = {
     "config": 3,
     "pose": 4,
     "pipeline": 4,
-    "engine": 5,
-    "quality": 5,
-    "testing": 5,
-    "batch": 6,
-    "cli": 7,
+    "quality": 5,  # scores of finished clips: pose keypoints in, no models
+    "engine": 6,
+    "testing": 6,
+    "batch": 7,
+    "cli": 8,
 }
 
 
