@@ -8,7 +8,8 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
-from mimicache.pipeline.mimicmotion import _resize_with_antialiasing, tile_indices, tile_weights
+from mimicache.pipeline.clip import _resize_with_antialiasing
+from mimicache.pipeline.mimicmotion import tile_indices, tile_weights
 from mimicache.pipeline.schedulers import SchedulerOptions, build_scheduler
 from tests.lcm_reference import PublishedLCMSampler
 

@@ -11,7 +11,6 @@ import functools
 import logging
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +18,10 @@ import numpy as np
 import PIL.Image
 import torch
 
-from mimicache.cache import FeatureStore, content_fact, file_digest
+from mimicache.cache import FeatureStore
 from mimicache.config import DEFAULT_PERSON, InferenceConfig, TestCase, person_choice
-from mimicache.engine.fingerprints import ModelFingerprints, model_files
+from mimicache.engine.fingerprints import ModelFingerprints
 from mimicache.engine.loaded import LoadedModels, load_models, load_pose_models
-from mimicache.engine.platform import dwpose_platform, engine_platform, torch_platform
 from mimicache.engine.progress import ProgressLog
 from mimicache.engine.record import (
     GenerationResult,
@@ -34,14 +32,13 @@ from mimicache.engine.record import (
 )
 from mimicache.engine.settings import EngineSettings
 from mimicache.engine.speed import BatchPlanner
+from mimicache.engine.stage_runner import StageRunner
 from mimicache.engine.stages import (
     CACHED_STAGES,
     CLIP_EMBEDDINGS_STAGE,
     POSE_FRAMES,
     VAE_LATENTS_STAGE,
     JobKeys,
-    Stage,
-    compute_with_warnings,
     replay_warnings,
 )
 from mimicache.pipeline import StageTimer
@@ -61,7 +58,7 @@ logger = logging.getLogger(__name__)
 PIPELINE_FPS = 7
 
 
-class MimicMotion:
+class MimicMotion(StageRunner):
     """The loaded models plus an optional feature cache; ``generate()`` runs one job.
 
     Build one with ``from_config`` (or ``for_pose``: DWPose alone, for the pose stages and
@@ -157,69 +154,6 @@ class MimicMotion:
         models, settings = load_pose_models(config, _settings(settings, options), device)
         return cls(models, settings, cache=cache)
 
-    @property
-    def model_files(self) -> dict[str, str]:
-        return model_files(self.dwpose, self.base_files, self.ckpt_path)
-
-    def platform(self) -> dict:
-        """Where this engine computes now (threads read at the call): ``engine.platform``."""
-        return engine_platform(self.device, self.dtype, self.dwpose)
-
-    def _key_platform(self, part: str) -> dict:
-        """The platform of ``part`` ("models" or "dwpose") in the keys: none when the store
-        reuses entries across platforms."""
-        if self.cache is not None and self.cache.any_platform:
-            return {}
-        if part == "models":
-            return torch_platform(self.device, self.dtype)
-        d = self.dwpose
-        return dwpose_platform(d.backend, d.device, d.threads)
-
-    # -- the cache ------------------------------------------------------------------------------
-    def keys(self, case: TestCase) -> JobKeys:
-        """The job's cache keys, computed on first use."""
-        memo = self.cache.memo if self.cache is not None else None
-        return JobKeys(
-            case,
-            digest=self.cache.file_digest if self.cache is not None else file_digest,
-            fact=functools.partial(content_fact, memo=memo),
-            fingerprints=self.fingerprints,
-            retarget=self.pose_retarget,
-            dtype=self.dtype,
-            device=self.device,
-            person=self.person,
-            pose_platform=lambda: self._key_platform("dwpose"),
-            model_platform=lambda: self._key_platform("models"),
-        )
-
-    def _uses_cache(self, stage: Stage) -> bool:
-        """The one place that decides whether a stage reads and writes the cache."""
-        on = self.cache is not None and self.cache.enabled
-        return on and (self.cache_pipeline_features or not stage.pipeline_feature)
-
-    def _run_stage(
-        self,
-        stage: Stage,
-        keys: JobKeys,
-        compute: Callable[[], Any],
-        subject: Path,
-        record: JobRecord,
-    ) -> Any:
-        """One stage's value: from the cache (decoded) or computed, timed under its name."""
-        if not self._uses_cache(stage):
-            with record.time(stage.name):
-                return compute()
-        with record.time("digest"):
-            key = getattr(keys, stage.name)
-        with record.time(stage.name):
-            tensors, event = self.cache.get_or_compute(
-                stage.name, key, lambda: compute_with_warnings(stage, compute), subject=str(subject)
-            )
-        record.events.append(event)
-        tensors = replay_warnings(stage, tensors, hit=event.hit)
-        with record.time("unpack"):
-            return stage.decode(tensors)
-
     # -- one job --------------------------------------------------------------------------------
     def generate(
         self,
@@ -296,13 +230,13 @@ class MimicMotion:
         looked: dict[str, float] = {}  # a look-up that missed: counted once the steps ran
         drawn = self._cached_drawing(keys, Path(case.ref_video_path), record, looked)
         if drawn is None:
-            # Steps 1-4 of generate(), in pose_steps' order; each cached one through _run_stage.
+            # Steps 1-4 of generate(), in pose_steps' order; each cached one through run_stage.
             pose = pose_steps(
                 case.ref_video_path, case.ref_image_path, case.resolution, case.sample_stride,
                 self.dwpose, retarget=self.pose_retarget, person=self.person, progress=progress,
                 desc=f"{label}: DWPose" if label else "DWPose",
-                run_step=lambda step, compute, subject: self._run_stage(
-                    CACHED_STAGES[step], keys, compute, subject, record
+                run_step=lambda step, compute, subject: self.run_stage(
+                    CACHED_STAGES[step], lambda: getattr(keys, step), compute, subject, record
                 ),
             )  # fmt: skip
             drawn, image = DrawnPose(pose.frames, pose.people, pose.targets), pose.image
@@ -317,7 +251,7 @@ class MimicMotion:
         """The drawn pose frames and who drives them when the cache holds both (a full hit needs
         no keypoint stage); else None, the steps run, and ``looked`` holds this look-up's time."""
         stage = CACHED_STAGES[POSE_FRAMES]
-        if not self._uses_cache(stage) or not self.cache.mode.reads:
+        if not self.uses_cache(stage) or not self.cache.mode.reads:
             return None
         with record.time("digest"):
             key = keys.pose_frames
@@ -354,17 +288,17 @@ class MimicMotion:
 
         image_path = Path(case.ref_image_path)
         # 5. CLIP embedding                                          [clip_embeddings]
-        embeddings = self._run_stage(
+        embeddings = self.run_stage(
             CLIP_EMBEDDINGS_STAGE,
-            keys,
+            lambda: keys.clip_embeddings,
             lambda: pipe.encode_image(reference(), device),
             image_path,
             record,
         )
         # 6. VAE latent of the augmented image, from the seed's own first draw [vae_latents]
-        latent = self._run_stage(
+        latent = self.run_stage(
             VAE_LATENTS_STAGE,
-            keys,
+            lambda: keys.vae_latents,
             lambda: pipe.encode_reference_latent(
                 reference(),
                 *image.size,

@@ -23,8 +23,8 @@ from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPVisionModelWithProjection
-from transformers.utils import logging as hf_logging
 
+from mimicache.pipeline.clip import clip_embeddings, frame_pixels
 from mimicache.pipeline.speed import (
     EXACT,
     FAST,
@@ -37,22 +37,9 @@ from mimicache.pipeline.speed import (
 from mimicache.pipeline.tiles import batched, tile_indices, tile_passes, tile_weights, unet_passes
 from mimicache.pipeline.timing import StageTimer
 
-# diffusers' SVD module imports transformers' torchvision-backed CLIP processor, which only
-# warns that it falls back to PIL; we never use that processor for tensors.
-_verbosity = hf_logging.get_verbosity()
-hf_logging.set_verbosity_error()
-try:
-    from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import (
-        _resize_with_antialiasing,
-    )
-finally:
-    hf_logging.set_verbosity(_verbosity)
-
 if TYPE_CHECKING:  # pipeline.loading builds this pipeline; import the classes for hints only
     from mimicache.models.pose_net import PoseNet
     from mimicache.models.unet import MimicMotionUNet
-
-CLIP_INPUT_SIZE = (224, 224)
 
 
 @dataclass
@@ -87,18 +74,20 @@ class MimicMotionPipeline(DiffusionPipeline):
     # -- stage 1: CLIP --------------------------------------------------------------------------
     @torch.no_grad()
     def encode_image(self, image, device: torch.device | str) -> torch.Tensor:
-        """Reference image -> CLIP ``image_embeds`` (1,D) in the encoder's dtype."""
-        dtype = next(self.image_encoder.parameters()).dtype
-        if not isinstance(image, torch.Tensor):
-            pixels = self.image_processor.numpy_to_pt(self.image_processor.pil_to_numpy(image))
-            # SVD resizes in [-1,1] with its own antialiasing filter, then normalises for CLIP.
-            pixels = _resize_with_antialiasing(pixels * 2.0 - 1.0, CLIP_INPUT_SIZE)
-            pixels = (pixels + 1.0) / 2.0
-            mean = torch.tensor(self.feature_extractor.image_mean, dtype=pixels.dtype)
-            std = torch.tensor(self.feature_extractor.image_std, dtype=pixels.dtype)
-            image = (pixels - mean[:, None, None]) / std[:, None, None]
-        image = image.to(device=device, dtype=dtype)
-        return self.image_encoder(image).image_embeds
+        """Reference image (PIL) -> CLIP ``image_embeds`` (1,D) in the encoder's dtype (a
+        tensor is taken as already normalised for the encoder)."""
+        if isinstance(image, torch.Tensor):
+            dtype = next(self.image_encoder.parameters()).dtype
+            return self.image_encoder(image.to(device=device, dtype=dtype)).image_embeds
+        pixels = self.image_processor.numpy_to_pt(self.image_processor.pil_to_numpy(image))
+        return clip_embeddings(self.image_encoder, self.feature_extractor, pixels, device)
+
+    def encode_frames(self, frames: np.ndarray, device: torch.device | str) -> torch.Tensor:
+        """(N,H,W,3) uint8 frames -> CLIP ``image_embeds`` (N,D), as ``encode_image`` does
+        for the reference (so the two compare: a clip's identity)."""
+        return clip_embeddings(
+            self.image_encoder, self.feature_extractor, frame_pixels(frames), device
+        )
 
     # -- stage 2: VAE ---------------------------------------------------------------------------
     def prepare_image(self, image, height: int, width: int, device) -> torch.Tensor:
