@@ -11,6 +11,7 @@ import functools
 import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,8 @@ class MimicMotion(StageRunner):
 
     # What the engine has loaded and how it computes, by name.
     pipeline = property(lambda self: self.models.pipeline)
+    # CLIP as SVD uses it: the pipeline's, or one loaded alone to score clips (for_scoring)
+    image_encoder = property(lambda self: self.models.encoder or self.models.pipeline)
     dwpose = property(lambda self: self.models.dwpose)
     base_files = property(lambda self: self.models.base_files)
     ckpt_path = property(lambda self: self.models.ckpt_path)
@@ -281,20 +284,10 @@ class MimicMotion(StageRunner):
         cache unless pipeline features are not cached; the image is read only on a miss."""
         keys = keys or self.keys(case)
         pipe, device = self.pipeline, self.device
-
-        @functools.cache
-        def reference() -> PIL.Image.Image:  # as the published script hands it to the pipeline
-            return published_reference_image(to_model_pixels(image.pixels[None]))
-
-        image_path = Path(case.ref_image_path)
+        reference = functools.cache(lambda: published_reference(image))
         # 5. CLIP embedding                                          [clip_embeddings]
-        embeddings = self.run_stage(
-            CLIP_EMBEDDINGS_STAGE,
-            lambda: keys.clip_embeddings,
-            lambda: pipe.encode_image(reference(), device),
-            image_path,
-            record,
-        )
+        embeddings = self.reference_embedding(case, image, record, keys=keys, reference=reference)
+        image_path = Path(case.ref_image_path)
         # 6. VAE latent of the augmented image, from the seed's own first draw [vae_latents]
         latent = self.run_stage(
             VAE_LATENTS_STAGE,
@@ -310,6 +303,27 @@ class MimicMotion(StageRunner):
             record,
         )
         return embeddings, latent
+
+    def reference_embedding(
+        self,
+        case: TestCase,
+        image: ReferenceImage,
+        record: JobRecord,
+        *,
+        keys: JobKeys | None = None,
+        reference: Callable[[], PIL.Image.Image] | None = None,
+    ) -> torch.Tensor:
+        """The reference image's CLIP embedding (1,D) [clip_embeddings]; ``reference`` gives
+        the published reference image when the caller makes it anyway."""
+        keys = keys or self.keys(case)
+        encoder, make = self.image_encoder, reference or (lambda: published_reference(image))
+        return self.run_stage(
+            CLIP_EMBEDDINGS_STAGE,
+            lambda: keys.clip_embeddings,
+            lambda: encoder.encode_image(make(), self.device),
+            Path(case.ref_image_path),
+            record,
+        )
 
     def run_pipeline(
         self,
@@ -354,6 +368,11 @@ class MimicMotion(StageRunner):
         )
         video = (output.frames.cpu() * 255.0).to(torch.uint8)
         return video[0, 1:].permute(0, 2, 3, 1).numpy()
+
+
+def published_reference(image: ReferenceImage) -> PIL.Image.Image:
+    """The reference image as the published script hands it to the pipeline."""
+    return published_reference_image(to_model_pixels(image.pixels[None]))
 
 
 def _settings(settings: EngineSettings | None, options: dict[str, Any]) -> EngineSettings:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -23,7 +24,8 @@ __all__ = ["LoadedModels", "load_models", "load_pose_models"]
 
 @dataclass(frozen=True)
 class LoadedModels:
-    """What an engine has loaded and where it runs; ``pipeline`` None: DWPose only."""
+    """What an engine has loaded and where it runs; ``pipeline`` None: DWPose only (and
+    ``encoder``, CLIP alone, to score clips that exist)."""
 
     pipeline: MimicMotionPipeline | None
     dwpose: DWPose
@@ -31,6 +33,7 @@ class LoadedModels:
     ckpt_path: Path
     device: torch.device
     dtype: torch.dtype
+    encoder: Any = None
 
 
 def load_pose_models(

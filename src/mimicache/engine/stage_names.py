@@ -11,9 +11,12 @@ __all__ = [
     "CLIP_EMBEDDINGS",
     "IMAGE_KEYPOINTS",
     "JOB_STEPS",
+    "OUTPUT_EMBEDDINGS",
+    "OUTPUT_KEYPOINTS",
     "PIPELINE_STAGES",
     "POSE_FRAMES",
     "POSE_STAGES",
+    "SCORE_STAGES",
     "STAGES",
     "STAGE_COLORS",
     "STEP_COLORS",
@@ -28,9 +31,12 @@ IMAGE_KEYPOINTS = "image_keypoints"
 POSE_FRAMES = "pose_frames"
 CLIP_EMBEDDINGS = "clip_embeddings"
 VAE_LATENTS = "vae_latents"
+OUTPUT_KEYPOINTS = "output_keypoints"  # DWPose on a finished clip's scored frames
+OUTPUT_EMBEDDINGS = "output_embeddings"  # CLIP of them
 POSE_STAGES = (VIDEO_KEYPOINTS, IMAGE_KEYPOINTS, POSE_FRAMES)
 PIPELINE_STAGES = (CLIP_EMBEDDINGS, VAE_LATENTS)
-STAGES = POSE_STAGES + PIPELINE_STAGES
+SCORE_STAGES = (OUTPUT_KEYPOINTS, OUTPUT_EMBEDDINGS)
+STAGES = POSE_STAGES + PIPELINE_STAGES + SCORE_STAGES
 
 STAGE_COLORS = {
     VIDEO_KEYPOINTS: "#2171b5",
@@ -38,6 +44,8 @@ STAGE_COLORS = {
     POSE_FRAMES: "#9ecae1",
     CLIP_EMBEDDINGS: "#fd8d3c",
     VAE_LATENTS: "#e6550d",
+    OUTPUT_KEYPOINTS: "#756bb1",
+    OUTPUT_EMBEDDINGS: "#bcbddc",
 }
 # Timed steps the cache does not touch, in run order (their cold/warm differences are
 # run-to-run noise), then the steps timed around a job, with their colours in reports.
@@ -48,7 +56,7 @@ UNCACHED_STEPS = {
     "denoise": "#31a354",
     "decode": "#a1d99b",
 }
-JOB_STEPS = {"write": "#969696", "preview": "#c994c7"}
+JOB_STEPS = {"score": "#54278f", "write": "#969696", "preview": "#c994c7"}
 # The seed's three totals: sums of the steps above, so they get no bar segment of their own.
 TOTALS = ("preprocess", "pipeline", "total")
 STEP_COLORS = {**STAGE_COLORS, **UNCACHED_STEPS, **JOB_STEPS}

@@ -28,7 +28,10 @@ _BATCH = 16  # frames per encoder call: a few hundred MB of activations at most
 def frame_pixels(frames: np.ndarray) -> torch.Tensor:
     """(N, H, W, 3) uint8 -> (N, 3, H, W) float32 in [0, 1] (as diffusers' image processor
     turns a PIL image into a tensor)."""
-    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
+    frames = np.ascontiguousarray(frames)
+    if not frames.flags.writeable:  # torch wants to be able to write what it wraps
+        frames = frames.copy()
+    return torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0
 
 
 @torch.no_grad()

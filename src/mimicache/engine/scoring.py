@@ -1,0 +1,199 @@
+"""A finished clip's scores (``quality``), measured with the engine's own DWPose and CLIP.
+
+The poses found in the scored frames (``output_keypoints``) and their CLIP embeddings
+(``output_embeddings``) are cached stages keyed by those frames' bytes and the models, so
+scoring a clip again costs nothing; the reference's embedding is the ``clip_embeddings``
+entry the job used. The targets are the poses its pose frames show (``GenerationResult
+.targets``, or for a clip made before, the drawn frames' entry). Frames: (F,H,W,3) uint8.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from mimicache.cache import StageKey, bytes_digest
+from mimicache.config import TestCase
+from mimicache.engine.record import JobRecord
+from mimicache.engine.stage_names import OUTPUT_EMBEDDINGS, OUTPUT_KEYPOINTS
+from mimicache.engine.stages import Stage
+from mimicache.errors import InputError
+from mimicache.pose import PoseSequence
+from mimicache.pose.dwpose import KEYPOINTS_VERSION
+from mimicache.pose.preprocess import ReferenceImage
+from mimicache.quality.keypoints import matching_points, person_points, sequence_points
+from mimicache.quality.metrics import body_scale
+from mimicache.quality.score import DEFAULT_THRESHOLDS, ClipScore, score_clip, scored_frames
+
+if TYPE_CHECKING:
+    from mimicache.engine.engine import MimicMotion
+
+__all__ = [
+    "CPU_SCORE_FRAMES",
+    "OUTPUT_EMBEDDINGS_STAGE",
+    "OUTPUT_KEYPOINTS_STAGE",
+    "ScoreOptions",
+    "score_frames",
+    "score_result",
+]
+
+CPU_SCORE_FRAMES = 16
+"""Frames scored where DWPose runs on the CPU (about 4 s a frame with the real models), evenly
+spaced with the first and last; a GPU (about 30 frames/s) scores every frame."""
+
+OUTPUT_KEYPOINTS_STAGE = Stage(
+    OUTPUT_KEYPOINTS,
+    encode=lambda poses: poses.to_tensors(),
+    decode=PoseSequence.from_tensors,
+)
+OUTPUT_EMBEDDINGS_STAGE = Stage(
+    OUTPUT_EMBEDDINGS,
+    encode=lambda embeds: {"image_embeds": embeds},
+    decode=lambda tensors: tensors["image_embeds"],
+    pipeline_feature=True,
+)
+
+
+@dataclass(frozen=True)
+class ScoreOptions:
+    """``frames``: how many evenly spaced frames to score (None: every frame; "auto":
+    ``CPU_SCORE_FRAMES`` where DWPose runs on the CPU, every frame elsewhere); ``thresholds``
+    of the verdict (``quality.score``)."""
+
+    frames: int | str | None = "auto"
+    thresholds: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
+
+
+def score_frames(engine: MimicMotion, options: ScoreOptions) -> int | None:
+    """The number of frames ``options`` scores with this engine (None: all)."""
+    if options.frames == "auto":
+        return CPU_SCORE_FRAMES if str(engine.dwpose.device).startswith("cpu") else None
+    return options.frames  # type: ignore[return-value]
+
+
+def _frames_inputs(frames: np.ndarray) -> dict:
+    return {"frames": bytes_digest(frames.tobytes()), "shape": list(frames.shape)}
+
+
+def output_keypoints_key(frames: np.ndarray, detector: str, platform: dict) -> StageKey:
+    """DWPose on these (n,H,W,3) uint8 frames: their bytes, the detector, the platform."""
+    return StageKey(
+        inputs=_frames_inputs(frames),
+        models={"dwpose": detector},
+        params={"code": KEYPOINTS_VERSION},
+        platform=dict(platform),
+    )
+
+
+def output_embeddings_key(
+    frames: np.ndarray, encoder: str, dtype: str, device_type: str, platform: dict
+) -> StageKey:
+    """CLIP of these (n,H,W,3) uint8 frames (as the reference's, ``clip_embeddings_key``)."""
+    return StageKey(
+        inputs=_frames_inputs(frames),
+        models={"image_encoder": encoder},
+        params={"dtype": dtype, "device": device_type},
+        platform=dict(platform),
+    )
+
+
+def score_result(
+    engine: MimicMotion,
+    case: TestCase,
+    frames: np.ndarray,
+    targets: PoseSequence | None,
+    record: JobRecord,
+    *,
+    options: ScoreOptions | None = None,
+    subject: str,
+) -> ClipScore:
+    """The scores of a clip (``frames``, the reference frame dropped) made for ``case``.
+
+    Args:
+        engine: DWPose (and CLIP, for the identity score) and the feature cache.
+        case: the job (its reference image gives the identity's reference embedding).
+        frames: (F, H, W, 3) uint8, the written clip.
+        targets: the 1+F poses its pose frames show (frame 0 the reference pose).
+        record: the job's record: stage timings (``output_keypoints``,
+            ``output_embeddings``, "score") and cache events.
+        options: the frames to score and the thresholds.
+        subject: what the cache entries are listed under (the clip's path).
+
+    Returns:
+        The judged ``ClipScore``.
+
+    Raises:
+        InputError: the targets do not match the clip (a clip not made from these poses).
+    """
+    options = options or ScoreOptions()
+    if targets is None or len(targets) != 1 + len(frames):
+        count = max(len(targets) - 1, 0) if targets is not None else 0
+        raise InputError(
+            f"{subject}: the clip has {len(frames)} frames but its pose frames show {count}; "
+            "it was not made from these inputs and settings"
+        )
+    picked = scored_frames(len(frames), score_frames(engine, options))
+    chosen = np.ascontiguousarray(frames[picked])
+    height, width = frames.shape[1:3]
+    found: PoseSequence = engine.run_stage(
+        OUTPUT_KEYPOINTS_STAGE,
+        lambda: output_keypoints_key(
+            chosen, engine.fingerprints.dwpose, engine.key_platform("dwpose")
+        ),
+        lambda: PoseSequence(engine.dwpose.detect_many(list(chosen), progress=False)),
+        subject,
+        record,
+    )
+    reference_embedding, frame_embeddings = _embeddings(engine, case, chosen, record, subject)
+    with record.time("score"):
+        wanted = sequence_points([targets[i + 1] for i in picked], height, width)
+        outputs = np.stack(
+            [matching_points(pose, want, height, width) for pose, want in zip(found, wanted)]
+        )
+        reference = person_points(targets[0], 0, height, width)
+        return score_clip(
+            targets=wanted,
+            outputs=outputs,
+            scale=body_scale(reference, fallback=height / 4),
+            frames=picked,
+            clip=frames,
+            reference_embedding=reference_embedding,
+            frame_embeddings=frame_embeddings,
+            thresholds=options.thresholds,
+        )
+
+
+def _embeddings(
+    engine: MimicMotion, case: TestCase, chosen: np.ndarray, record: JobRecord, subject: str
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The reference's and the chosen frames' CLIP embeddings (float64), or (None, None) for
+    an engine without CLIP."""
+    encoder = engine.image_encoder
+    if encoder is None:
+        return None, None
+    dtype = str(engine.dtype).removeprefix("torch.")
+    reference = engine.reference_embedding(
+        case, ReferenceImage(case.ref_image_path, case.resolution), record
+    )
+    embeds: torch.Tensor = engine.run_stage(
+        OUTPUT_EMBEDDINGS_STAGE,
+        lambda: output_embeddings_key(
+            chosen,
+            engine.fingerprints.image_encoder,
+            dtype,
+            engine.device.type,
+            engine.key_platform("models"),
+        ),
+        lambda: encoder.encode_frames(chosen, engine.device).cpu(),
+        subject,
+        record,
+    )
+    return _float64(reference)[0], _float64(embeds)
+
+
+def _float64(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().float().cpu().numpy().astype(np.float64)
