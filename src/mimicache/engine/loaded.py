@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from mimicache.config import InferenceConfig
+from mimicache.config import HubFile, InferenceConfig
 from mimicache.engine.devices import pose_parts
 from mimicache.engine.settings import EngineSettings
 from mimicache.engine.speed import prepare_models
@@ -30,7 +30,7 @@ class LoadedModels:
     pipeline: MimicMotionPipeline | None
     dwpose: DWPose
     base_files: BaseModelFiles | None
-    ckpt_path: Path
+    ckpt_path: Path | HubFile
     device: torch.device
     dtype: torch.dtype
     encoder: Any = None
@@ -44,7 +44,8 @@ def load_pose_models(
     device, dwpose, pose_retarget, person = pose_parts(
         config, device, settings.pose_retarget, settings.person, settings.dwpose_device
     )
-    models = LoadedModels(None, dwpose, None, Path(config.ckpt_path), device, torch.float32)
+    # the checkpoint as the config names it: a hub reference is resolved only when read
+    models = LoadedModels(None, dwpose, None, config.ckpt_path, device, torch.float32)
     return models, settings.replace(pose_retarget=pose_retarget, person=person)
 
 

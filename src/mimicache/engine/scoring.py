@@ -16,14 +16,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from mimicache.cache import StageKey, bytes_digest
 from mimicache.config import TestCase
 from mimicache.engine.record import JobRecord
-from mimicache.engine.stage_names import OUTPUT_EMBEDDINGS, OUTPUT_KEYPOINTS
-from mimicache.engine.stages import Stage
+from mimicache.engine.stages import (
+    OUTPUT_EMBEDDINGS_STAGE,
+    OUTPUT_KEYPOINTS_STAGE,
+    output_embeddings_key,
+    output_keypoints_key,
+)
 from mimicache.errors import InputError
 from mimicache.pose import PoseSequence
-from mimicache.pose.dwpose import KEYPOINTS_VERSION
 from mimicache.pose.preprocess import ReferenceImage
 from mimicache.quality.keypoints import matching_points, person_points, sequence_points
 from mimicache.quality.metrics import body_scale
@@ -34,8 +36,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CPU_SCORE_FRAMES",
-    "OUTPUT_EMBEDDINGS_STAGE",
-    "OUTPUT_KEYPOINTS_STAGE",
     "ScoreOptions",
     "score_frames",
     "score_result",
@@ -44,18 +44,6 @@ __all__ = [
 CPU_SCORE_FRAMES = 16
 """Frames scored where DWPose runs on the CPU (about 4 s a frame with the real models), evenly
 spaced with the first and last; a GPU (about 30 frames/s) scores every frame."""
-
-OUTPUT_KEYPOINTS_STAGE = Stage(
-    OUTPUT_KEYPOINTS,
-    encode=lambda poses: poses.to_tensors(),
-    decode=PoseSequence.from_tensors,
-)
-OUTPUT_EMBEDDINGS_STAGE = Stage(
-    OUTPUT_EMBEDDINGS,
-    encode=lambda embeds: {"image_embeds": embeds},
-    decode=lambda tensors: tensors["image_embeds"],
-    pipeline_feature=True,
-)
 
 
 @dataclass(frozen=True)
@@ -73,32 +61,6 @@ def score_frames(engine: MimicMotion, options: ScoreOptions) -> int | None:
     if options.frames == "auto":
         return CPU_SCORE_FRAMES if str(engine.dwpose.device).startswith("cpu") else None
     return options.frames  # type: ignore[return-value]
-
-
-def _frames_inputs(frames: np.ndarray) -> dict:
-    return {"frames": bytes_digest(frames.tobytes()), "shape": list(frames.shape)}
-
-
-def output_keypoints_key(frames: np.ndarray, detector: str, platform: dict) -> StageKey:
-    """DWPose on these (n,H,W,3) uint8 frames: their bytes, the detector, the platform."""
-    return StageKey(
-        inputs=_frames_inputs(frames),
-        models={"dwpose": detector},
-        params={"code": KEYPOINTS_VERSION},
-        platform=dict(platform),
-    )
-
-
-def output_embeddings_key(
-    frames: np.ndarray, encoder: str, dtype: str, device_type: str, platform: dict
-) -> StageKey:
-    """CLIP of these (n,H,W,3) uint8 frames (as the reference's, ``clip_embeddings_key``)."""
-    return StageKey(
-        inputs=_frames_inputs(frames),
-        models={"image_encoder": encoder},
-        params={"dtype": dtype, "device": device_type},
-        platform=dict(platform),
-    )
 
 
 def score_result(

@@ -8,8 +8,6 @@ tensors in the model dtype.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -19,14 +17,23 @@ from typing import Any
 
 import numpy as np
 import torch
-import zstandard
 
-from mimicache.cache import StageKey
+from mimicache.cache import StageKey, bytes_digest
 from mimicache.config import TestCase
+from mimicache.engine.codecs import (  # noqa: F401 (pack_frames, unpack_frames re-exported)
+    json_tensor,
+    pack_drawn,
+    pack_frames,
+    tensor_json,
+    unpack_drawn,
+    unpack_frames,
+)
 from mimicache.engine.stage_names import (  # noqa: F401 (re-exported for the stages' users)
     CLIP_EMBEDDINGS,
     IMAGE_KEYPOINTS,
     JOB_STEPS,
+    OUTPUT_EMBEDDINGS,
+    OUTPUT_KEYPOINTS,
     PIPELINE_STAGES,
     POSE_FRAMES,
     POSE_STAGES,
@@ -39,9 +46,8 @@ from mimicache.engine.stage_names import (  # noqa: F401 (re-exported for the st
     VIDEO_KEYPOINTS,
 )
 from mimicache.media import effective_stride, missing_file, probe_video
-from mimicache.pose import PeopleReport, PoseSequence, VideoPoses
+from mimicache.pose import PoseSequence, VideoPoses
 from mimicache.pose.dwpose import KEYPOINTS_VERSION
-from mimicache.pose.preprocess import DrawnPose
 
 # Bump when alignment or drawing changes what they produce (DWPose's own version is
 # pose.dwpose.KEYPOINTS_VERSION).
@@ -141,31 +147,31 @@ def vae_latents_key(
     )
 
 
-# --------------------------------------------------------------------------- codecs
+def _frames_inputs(frames: np.ndarray) -> dict:
+    return {"frames": bytes_digest(frames.tobytes()), "shape": list(frames.shape)}
 
 
-def pack_frames(frames: np.ndarray) -> dict[str, torch.Tensor]:
-    """uint8 frames -> zstd bytes + shape. Drawn poses are mostly black, so they shrink ~50x
-    and decompress far faster than they draw."""
-    frames = np.ascontiguousarray(frames)
-    packed = zstandard.ZstdCompressor(level=3, threads=-1).compress(frames.tobytes())
-    return {
-        "zstd": torch.frombuffer(bytearray(packed), dtype=torch.uint8),
-        "shape": torch.tensor(frames.shape, dtype=torch.int64),
-    }
+def output_keypoints_key(frames: np.ndarray, detector: str, platform: dict) -> StageKey:
+    """DWPose on a clip's scored (n,H,W,3) uint8 frames: their bytes, the detector, the
+    platform (as the video's keypoints)."""
+    return StageKey(
+        inputs=_frames_inputs(frames),
+        models={"dwpose": detector},
+        params={"code": KEYPOINTS_VERSION},
+        platform=dict(platform),
+    )
 
 
-def unpack_frames(tensors: Mapping[str, torch.Tensor]) -> np.ndarray:
-    shape = tuple(int(x) for x in tensors["shape"].tolist())
-    frames = np.empty(shape, dtype=np.uint8)
-    view = memoryview(frames).cast("B")
-    filled = 0
-    with zstandard.ZstdDecompressor().stream_reader(tensors["zstd"].numpy().tobytes()) as reader:
-        while filled < frames.nbytes and (count := reader.readinto(view[filled:])):
-            filled += count
-    if filled != frames.nbytes:
-        raise ValueError(f"pose frames entry holds {filled} bytes, expected {frames.nbytes}")
-    return frames
+def output_embeddings_key(
+    frames: np.ndarray, encoder: str, dtype: str, device_type: str, platform: dict
+) -> StageKey:
+    """CLIP of a clip's scored (n,H,W,3) uint8 frames (as the reference's)."""
+    return StageKey(
+        inputs=_frames_inputs(frames),
+        models={"image_encoder": encoder},
+        params={"dtype": dtype, "device": device_type},
+        platform=dict(platform),
+    )
 
 
 @dataclass(frozen=True)
@@ -197,39 +203,6 @@ VIDEO_KEYPOINTS_STAGE = Stage(
 )
 
 
-PEOPLE = "people"  # the pose frames entry's report of who was seen
-TARGETS = "targets."  # the prefix of the poses it drew (a PoseSequence's tensors)
-
-
-def json_tensor(value: Any) -> torch.Tensor:
-    """``value`` as UTF-8 JSON bytes, uint8 (a tensor an entry can hold)."""
-    text = json.dumps(value, sort_keys=True, ensure_ascii=False).encode("utf-8")
-    return torch.frombuffer(bytearray(text), dtype=torch.uint8)
-
-
-def tensor_json(tensor: torch.Tensor) -> Any:
-    """The value ``json_tensor`` made."""
-    return json.loads(tensor.numpy().tobytes().decode("utf-8"))
-
-
-def pack_drawn(drawn: DrawnPose) -> dict[str, torch.Tensor]:
-    """The drawn frames (``pack_frames``), who was seen (JSON bytes) and the poses drawn."""
-    tensors = pack_frames(drawn.frames)
-    if drawn.people is not None:
-        tensors[PEOPLE] = json_tensor(dataclasses.asdict(drawn.people))
-    if drawn.targets is not None:
-        tensors.update({TARGETS + k: v for k, v in drawn.targets.to_tensors().items()})
-    return tensors
-
-
-def unpack_drawn(tensors: Mapping[str, torch.Tensor]) -> DrawnPose:
-    stored = tensors.get(PEOPLE)
-    people = PeopleReport(**tensor_json(stored)) if stored is not None else None
-    targets = {k.removeprefix(TARGETS): v for k, v in tensors.items() if k.startswith(TARGETS)}
-    poses = PoseSequence.from_tensors(targets) if targets else None
-    return DrawnPose(unpack_frames(tensors), people, poses)
-
-
 POSE_FRAMES_STAGE = Stage(POSE_FRAMES, encode=pack_drawn, decode=unpack_drawn)
 CLIP_EMBEDDINGS_STAGE = Stage(
     CLIP_EMBEDDINGS,
@@ -243,6 +216,18 @@ VAE_LATENTS_STAGE = Stage(
     decode=lambda tensors: tensors["latent"],
     pipeline_feature=True,
 )
+# A finished clip's scored frames: the poses found in them, their CLIP embeddings
+OUTPUT_KEYPOINTS_STAGE = Stage(
+    OUTPUT_KEYPOINTS,
+    encode=lambda poses: poses.to_tensors(),
+    decode=PoseSequence.from_tensors,
+)
+OUTPUT_EMBEDDINGS_STAGE = Stage(
+    OUTPUT_EMBEDDINGS,
+    encode=lambda embeds: {"image_embeds": embeds},
+    decode=lambda tensors: tensors["image_embeds"],
+    pipeline_feature=True,
+)
 CACHED_STAGES = {
     stage.name: stage
     for stage in (
@@ -251,6 +236,8 @@ CACHED_STAGES = {
         POSE_FRAMES_STAGE,
         CLIP_EMBEDDINGS_STAGE,
         VAE_LATENTS_STAGE,
+        OUTPUT_KEYPOINTS_STAGE,
+        OUTPUT_EMBEDDINGS_STAGE,
     )
 }
 
