@@ -18,6 +18,7 @@ from pathlib import Path
 from mimicache.cli.console import call_command, setup_logging
 from mimicache.cli.fmt import format_size, plural, text_table
 from mimicache.cli.options import add_engine_flags
+from mimicache.config.hub import HUB_FILES, HubFile, hub_repo
 from mimicache.errors import MimicacheError
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
@@ -27,12 +28,7 @@ LOW_SPACE = 2 * 10**9
 # up to that size, the memory options are worth knowing
 SMALL_GPU = 24 * 2**30
 TORCH_CUDA = "pip install torch --index-url https://download.pytorch.org/whl/cu126"
-# the hub repositories of the published weight files, by file name
-_HUB_FILES = {
-    "MimicMotion_1-1.pth": "tencent/MimicMotion",
-    "yolox_l.onnx": "yzd-v/DWPose",
-    "dw-ll_ucoco_384.onnx": "yzd-v/DWPose",
-}
+DOWNLOAD_FIX = "mimicache download (fetches every weight file and writes a config naming them)"
 
 
 @dataclass(frozen=True)
@@ -210,16 +206,39 @@ def config_checks(path: Path, *, digests: bool) -> Iterator[Check]:
             f"fix ref_image_path / ref_video_path in {path}",
         )  # fmt: skip
     yield from base_model_checks(config.base_model_path, digests=digests)
-    check = weight_check("checkpoint", Path(config.ckpt_path), "ckpt_path", digests)
+    check, local = model_file_check("checkpoint", config.ckpt_path, "ckpt_path", digests)
     if check.status == OK:
         unet_config = _unet_config(config.base_model_path)
-        check = _opened(check, checkpoint_check(Path(config.ckpt_path), unet_config))
+        check = _opened(check, checkpoint_check(local, unet_config))
     yield check
     for key, file in (("det_model_path", config.dwpose_det_path), ("pose_model_path", config.dwpose_pose_path)):  # fmt: skip
-        check = weight_check("DWPose", Path(file), f"dwpose.{key}", digests)
+        check, local = model_file_check("DWPose", file, f"dwpose.{key}", digests)
         if check.status == OK:
-            check = _opened(check, onnx_check(Path(file), f"dwpose.{key}"))
+            check = _opened(check, onnx_check(local, f"dwpose.{key}"))
         yield check
+
+
+def model_file_check(
+    area: str, file: Path | HubFile, key: str, digests: bool
+) -> tuple[Check, Path]:
+    """A weight file of the config, and the local file to open: a hub reference is fine when
+    the hub cache holds its file (checked like any file), else the first run downloads it,
+    which fails offline. Doctor never downloads."""
+    if not isinstance(file, HubFile):
+        return weight_check(area, Path(file), key, digests), Path(file)
+    from huggingface_hub import is_offline_mode
+
+    local = file.cached()
+    if local is not None:
+        check = weight_check(area, local, key, digests)
+        if check.status == OK:
+            check = Check(area, OK, f"{file} (hub cache) {check.detail}")
+        return check, local
+    if is_offline_mode():
+        detail = f"{file} is not in the hub cache and HF_HUB_OFFLINE is set"
+        return Check(area, FAIL, detail, f"{DOWNLOAD_FIX}, or go online once"), Path()
+    detail = f"{file} is not in the hub cache: the first run downloads it"
+    return Check(area, WARN, detail, DOWNLOAD_FIX), Path()
 
 
 def _opened(found: Check, opened: Check) -> Check:
@@ -277,6 +296,10 @@ def onnx_check(path: Path, key: str) -> Check:
 def base_model_checks(base: str | Path, *, digests: bool) -> Iterator[Check]:
     from mimicache.pipeline.loading import resolve_base_model
 
+    repo = hub_repo(base)
+    if repo is not None:  # hf://OWNER/REPO[@REVISION]
+        yield hub_model_check(*repo)
+        return
     root = Path(base).expanduser()
     if not root.exists() and str(base).count("/") == 1:
         yield hub_model_check(str(base))
@@ -291,14 +314,17 @@ def base_model_checks(base: str | Path, *, digests: bool) -> Iterator[Check]:
         yield weight_check("base model", component, "base_model_path", digests)
 
 
-def hub_model_check(repo: str) -> Check:
+def hub_model_check(repo: str, revision: str | None = None) -> Check:
     """A hub id is fine when the local hub cache holds it; otherwise the first run downloads
     it, which fails offline."""
     from huggingface_hub import snapshot_download
 
     try:
-        local = snapshot_download(repo, allow_patterns=["model_index.json"], local_files_only=True)
-        return Check("base model", OK, f"{repo} (in the local hub cache: {local})")
+        local = snapshot_download(
+            repo, revision=revision, allow_patterns=["model_index.json"], local_files_only=True
+        )
+        shown = f"{repo}@{revision}" if revision else repo
+        return Check("base model", OK, f"{shown} (in the local hub cache: {local})")
     except Exception:
         offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
         fix = f"hf download {repo} (gated: accept the licence, then hf auth login)"
@@ -313,9 +339,9 @@ def weight_check(area: str, path: Path, key: str, digests: bool) -> Check:
     path = path.expanduser()
     if not path.is_file():
         fix = f"set {key} in the config to an existing file"
-        if path.name in _HUB_FILES:
-            repo = _HUB_FILES[path.name]
-            fix = f"hf download {repo} {path.name} --local-dir {path.parent}"
+        if path.name in HUB_FILES:
+            repo = HUB_FILES[path.name]
+            fix = f"hf download {repo} {path.name} --local-dir {path.parent}, or {DOWNLOAD_FIX}"
         return Check(area, FAIL, f"{path} missing (config key {key})", fix)
     detail = f"{path} {format_size(path.stat().st_size)}"
     if digests:

@@ -13,6 +13,7 @@ from mimicache.cli.cache import add_cache_commands
 from mimicache.cli.console import call_command
 from mimicache.cli.demo import add_demo_command
 from mimicache.cli.doctor import add_doctor_command
+from mimicache.cli.download import add_download_command
 from mimicache.cli.pose import add_pose_command
 from mimicache.cli.run import RUN_DEFAULTS, add_run_arguments, run_command
 from mimicache.cli.ui import add_ui_command
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_cache_commands(commands)
     add_demo_command(commands)
     add_doctor_command(commands)
+    add_download_command(commands)
     add_ui_command(commands)
     return parser
 

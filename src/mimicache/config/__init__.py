@@ -28,11 +28,16 @@ The YAML layout (``configs/test.yaml``)::
       person: auto                  # which dancer drives the pose: auto (published: everyone
                                     # drawn), largest, center, or N (0 = first to appear)
 
+``ckpt_path`` and the DWPose files may be hub references, ``hf://OWNER/REPO/PATH/IN/REPO`` (or
+``hf://OWNER/REPO@REVISION/PATH``), and ``base_model_path`` ``hf://OWNER/REPO[@REVISION]``:
+they are kept as written (``HubFile``) and resolved through the hub cache when a file is used.
+
 The file is read with OmegaConf, like the published scripts, so ``${...}`` interpolations work.
 Relative paths resolve against the working directory at load time (the published scripts open
 them relative to the working directory); loaded configs hold absolute paths.
 """
 
+from mimicache.config.hub import HubFile, hub_file, local_file
 from mimicache.config.keys import (
     BATCH_KEYS,
     DEFAULT_DWPOSE_DET_PATH,
@@ -64,11 +69,14 @@ __all__ = [
     "RETARGET_MODES",
     "TEST_CASE_KEYS",
     "TOP_LEVEL_KEYS",
+    "HubFile",
     "InferenceConfig",
     "TestCase",
     "case_to_dict",
     "check_dwpose_files",
     "config_to_dict",
+    "hub_file",
     "load_config",
+    "local_file",
     "person_choice",
 ]

@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from mimicache.config.hub import HubFile
 from mimicache.config.keys import (
     _PATH_FIELDS,
     BATCH_KEYS,
@@ -34,6 +35,7 @@ from mimicache.config.validation import (
     _is_path_string,
     _join_problems,
     _line_map,
+    _model_file,
     _resolve_path,
     _show,
     _yaml_error_text,
@@ -121,25 +123,26 @@ def _build_config(
     base_model, ckpt = _model_paths(raw, root, add)
     cases = _cases_section(raw.get("test_case"), root, add) if "test_case" in raw else []
     batch_folder = _batch_section(raw.get("batch"), root, add)
-    det, pose, dwpose_backend = _dwpose_section(raw.get("dwpose"), add)
+    det, pose, dwpose_backend = _dwpose_section(raw.get("dwpose"), root, add)
     retarget, person = _pose_section(raw.get("pose"), add)
-    if problems or base_model is None or ckpt is None:
+    if problems or base_model is None or ckpt is None or det is None or pose is None:
         return None
     return InferenceConfig(
         base_model_path=base_model,
         ckpt_path=ckpt,
         test_case=cases,
         batch_video_folder=batch_folder,
-        dwpose_det_path=_resolve_path(det, root),
-        dwpose_pose_path=_resolve_path(pose, root),
+        dwpose_det_path=det,
+        dwpose_pose_path=pose,
         dwpose_backend=dwpose_backend,
         pose_retarget=retarget,
         pose_person=person,
     )
 
 
-def _model_paths(raw: Mapping, root: Path, add) -> tuple[str | Path | None, Path | None]:
-    """``base_model_path`` (hub id or folder) and ``ckpt_path``; None where missing or bad."""
+def _model_paths(raw: Mapping, root: Path, add) -> tuple[str | Path | None, Path | HubFile | None]:
+    """``base_model_path`` (hub id, ``hf://`` repository or folder) and ``ckpt_path`` (a file
+    or an ``hf://`` file reference); None where missing or bad."""
     base_model: str | Path | None = None
     if "base_model_path" in raw:
         value = raw["base_model_path"]
@@ -151,11 +154,11 @@ def _model_paths(raw: Mapping, root: Path, add) -> tuple[str | Path | None, Path
                 f"must be a hub id or a folder path, got {_show(value)}",
                 ("base_model_path",),
             )
-    ckpt: Path | None = None
+    ckpt: Path | HubFile | None = None
     if "ckpt_path" in raw:
         value = raw["ckpt_path"]
         if _is_path_string(value):
-            ckpt = _resolve_path(value, root)
+            ckpt = _model_file(value, root, "ckpt_path", ("ckpt_path",), add)
         else:
             add("ckpt_path", f"must be a file path, got {_show(value)}", ("ckpt_path",))
     return base_model, ckpt
@@ -199,10 +202,14 @@ def _batch_section(batch: Any, root: Path, add) -> Path | None:
     return _resolve_path(folder, root)
 
 
-def _dwpose_section(dwpose: Any, add) -> tuple[Path, Path, str]:
-    """The two ONNX paths as written (defaults where absent; resolved by the caller) and the
-    backend."""
-    det, pose, backend = DEFAULT_DWPOSE_DET_PATH, DEFAULT_DWPOSE_POSE_PATH, "auto"
+def _dwpose_section(
+    dwpose: Any, root: Path, add
+) -> tuple[Path | HubFile | None, Path | HubFile | None, str]:
+    """The two ONNX files (defaults where absent; paths resolved, hub references kept; None
+    when malformed) and the backend."""
+    det: Path | HubFile | None = _resolve_path(DEFAULT_DWPOSE_DET_PATH, root)
+    pose: Path | HubFile | None = _resolve_path(DEFAULT_DWPOSE_POSE_PATH, root)
+    backend = "auto"
     if dwpose is None:
         return det, pose, backend
     if not isinstance(dwpose, Mapping):
@@ -221,9 +228,11 @@ def _dwpose_section(dwpose: Any, add) -> tuple[Path, Path, str]:
                 ("dwpose", key),
             )
     if _is_path_string(dwpose.get("det_model_path")):
-        det = Path(dwpose["det_model_path"])
+        key, loc = "dwpose.det_model_path", ("dwpose", "det_model_path")
+        det = _model_file(dwpose["det_model_path"], root, key, loc, add)
     if _is_path_string(dwpose.get("pose_model_path")):
-        pose = Path(dwpose["pose_model_path"])
+        key, loc = "dwpose.pose_model_path", ("dwpose", "pose_model_path")
+        pose = _model_file(dwpose["pose_model_path"], root, key, loc, add)
     if dwpose.get("backend", "auto") in DWPOSE_BACKENDS:
         backend = dwpose.get("backend", "auto")
     else:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mimicache.cache.fetch import input_url
+from mimicache.config.hub import HubFile
 from mimicache.config.keys import (
     _FLOAT_FIELDS,
     _INT_FIELDS,
@@ -90,16 +91,18 @@ class TestCase:
 @dataclass
 class InferenceConfig:
     """A loaded inference config. ``base_model_path`` is a ``Path`` when it names an existing
-    local folder, else a hub id ``str``. ``pose_retarget`` / ``pose_person`` None: not set in
-    the file (the command's default applies); ``pose_person`` is canonical ("auto", "largest",
-    "center" or a whole number as text)."""
+    local folder, else a hub id ``str`` (or ``hf://OWNER/REPO[@REVISION]``). ``ckpt_path`` and
+    the DWPose files are paths or ``HubFile`` references (``hf://...``), which become local
+    files of the hub cache when used as paths (``Path(ref)``). ``pose_retarget`` /
+    ``pose_person`` None: not set in the file (the command's default applies); ``pose_person``
+    is canonical ("auto", "largest", "center" or a whole number as text)."""
 
     base_model_path: str | Path
-    ckpt_path: Path
+    ckpt_path: Path | HubFile
     test_case: list[TestCase]
     batch_video_folder: Path | None = None
-    dwpose_det_path: Path = DEFAULT_DWPOSE_DET_PATH
-    dwpose_pose_path: Path = DEFAULT_DWPOSE_POSE_PATH
+    dwpose_det_path: Path | HubFile = DEFAULT_DWPOSE_DET_PATH
+    dwpose_pose_path: Path | HubFile = DEFAULT_DWPOSE_POSE_PATH
     dwpose_backend: str = "auto"
     pose_retarget: str | None = None
     pose_person: str | None = None

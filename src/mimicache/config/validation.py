@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from mimicache.cache.fetch import input_url
+from mimicache.config.hub import HubFile, hub_file, hub_repo, is_hub_reference, local_file
 from mimicache.config.keys import (
     _FLOAT_FIELDS,
     _HUB_ID,
@@ -23,7 +24,7 @@ from mimicache.config.keys import (
     DWPOSE_HF_REPO,
     PERSON_MODES,
 )
-from mimicache.errors import ModelLoadError
+from mimicache.errors import ConfigError, ModelLoadError
 
 # --------------------------------------------------------------------------- model files
 
@@ -38,8 +39,10 @@ def check_dwpose_files(
 ) -> None:
     """Raise ModelLoadError naming the first of the two DWPose ONNX files that is not there,
     where to download it and how to give its path: ``how[role]`` ("detector", "pose"), by
-    default the config key. A path check only: it runs before anything is loaded."""
-    for role, path in (("detector", Path(det_model_path)), ("pose", Path(pose_model_path))):
+    default the config key. A path check only: it runs before anything is loaded (a hub
+    reference is resolved here: fetched into the hub cache unless it is there)."""
+    for role, path in (("detector", det_model_path), ("pose", pose_model_path)):
+        path = local_file(path)
         if path.is_file():
             continue
         key, default = _DWPOSE_FILES[role]
@@ -221,8 +224,26 @@ def _resolve_path(value: str | Path, root: Path) -> Path:
     return path if path.is_absolute() else root / path
 
 
+def _model_file(value: str | Path, root: Path, key: str, loc: tuple, add) -> Path | HubFile | None:
+    """A model file's path (resolved like any path), or its hub reference as written (resolved
+    to the hub cache when the file is used); None with a problem added when malformed."""
+    try:
+        ref = hub_file(value)
+    except ConfigError as exc:
+        add(key, str(exc), loc)
+        return None
+    return ref if ref is not None else _resolve_path(value, root)
+
+
 def _base_model(value: str | Path, root: Path, add) -> str | Path | None:
     text = str(value)
+    if is_hub_reference(text):  # hf://OWNER/REPO[@REVISION]: kept as written
+        try:
+            hub_repo(text)
+        except ConfigError as exc:
+            add("base_model_path", str(exc), ("base_model_path",))
+            return None
+        return text.rstrip("/")
     local = _resolve_path(text, root)
     if local.exists():
         if not local.is_dir():

@@ -1,8 +1,10 @@
 """Strict loading of the SVD base folder and the MimicMotion checkpoint into a pipeline.
 
-A base model is a local diffusers folder or a hub id (fetched only when named, only the files
-inference needs). The checkpoint's ``unet.*`` / ``pose_net.*`` keys must match exactly: a wrong
-file fails loudly here instead of leaving a randomly initialised UNet.
+A base model is a local diffusers folder, a hub id or ``hf://OWNER/REPO[@REVISION]`` (fetched
+only when named, only the files inference needs); the checkpoint is a file or an
+``hf://OWNER/REPO[@REVISION]/PATH`` reference (resolved through the hub cache). The
+checkpoint's ``unet.*`` / ``pose_net.*`` keys must match exactly: a wrong file fails loudly
+here instead of leaving a randomly initialised UNet.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ try:  # transformers >= 5 names the torchvision-free processor explicitly
 except ImportError:  # pragma: no cover - older transformers
     from transformers import CLIPImageProcessor as _CLIPProcessor
 
+from mimicache.config.hub import BASE_MODEL_PATTERNS, hub_error, hub_repo, local_file
 from mimicache.errors import ModelLoadError
 from mimicache.models.pose_net import PoseNet
 from mimicache.models.unet import MimicMotionUNet
@@ -34,17 +37,6 @@ from mimicache.pipeline.schedulers import SchedulerOptions, build_scheduler
 
 logger = logging.getLogger(__name__)
 
-# What inference reads from a base folder; the base UNet's weights are never needed.
-_HUB_PATTERNS = [
-    "model_index.json",
-    "unet/config.json",
-    "vae/config.json",
-    "vae/*.safetensors",
-    "image_encoder/config.json",
-    "image_encoder/*.safetensors",
-    "scheduler/*.json",
-    "feature_extractor/*.json",
-]
 _WEIGHT_NAMES = {
     "vae": "diffusion_pytorch_model",
     "image_encoder": "model",
@@ -87,8 +79,10 @@ def _find_weights(root: Path, component: str) -> tuple[Path, str | None]:
 
 
 def resolve_base_model(base_model_path: str | Path) -> BaseModelFiles:
-    """A local folder, or a hub id fetched (or taken from the local hub cache) on demand."""
-    root = Path(base_model_path).expanduser()
+    """A local folder, or a hub id / ``hf://`` repository fetched (or taken from the local hub
+    cache) on demand."""
+    repo = hub_repo(base_model_path)
+    root = _download(*repo) if repo is not None else Path(base_model_path).expanduser()
     if not root.exists():
         text = str(base_model_path)
         if text.count("/") != 1 or text.startswith((".", "/", "~")):
@@ -111,16 +105,19 @@ def resolve_base_model(base_model_path: str | Path) -> BaseModelFiles:
     )
 
 
-def _download(repo_id: str) -> Path:
+def _download(repo_id: str, revision: str | None = None) -> Path:
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=_HUB_PATTERNS))
+        return Path(
+            snapshot_download(repo_id, revision=revision, allow_patterns=list(BASE_MODEL_PATTERNS))
+        )
     except Exception as exc:  # offline, unknown repo, gated repo, network down
+        reason = hub_error(exc, repo_id, repo_id)
         raise ModelLoadError(
-            f"could not fetch base model {repo_id!r} from the hub ({type(exc).__name__}: {exc}). "
-            "Download it once with network access (hf download "
-            f"{repo_id}) or set base_model_path to a local folder."
+            f"could not fetch base model {repo_id!r} from the hub: {reason}. Or set "
+            "base_model_path to a local folder (`mimicache download` fetches one and writes a "
+            "config that names it)."
         ) from exc
 
 
@@ -133,7 +130,7 @@ def check_model_paths(base_model_path: str | Path, ckpt_path: str | Path) -> Bas
 
 
 def _checkpoint_file(path: str | Path) -> Path:
-    path = Path(path).expanduser()
+    path = local_file(path)  # a hub reference becomes the hub cache's file
     if not path.is_file():
         raise ModelLoadError(
             f"checkpoint {path} not found; set ckpt_path in the config to MimicMotion_1-1.pth "
@@ -233,7 +230,7 @@ def checked_checkpoint(
     """The checkpoint read safely and compared strictly with the model built from ``unet_config``
     (on the meta device); ModelLoadError naming every mismatch. Without a config, only the
     reading and the unet./pose_net. split are checked. ``mimicache doctor`` runs the same checks."""
-    ckpt_path = Path(ckpt_path).expanduser()
+    ckpt_path = _checkpoint_file(ckpt_path)
     unet_state, pose_state = _split_checkpoint(ckpt_path, read_checkpoint(ckpt_path))
     if unet_config is None:
         return None, None, unet_state, pose_state

@@ -17,7 +17,12 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from mimicache.config import DEFAULT_DWPOSE_DET_PATH, DEFAULT_DWPOSE_POSE_PATH, check_dwpose_files
+from mimicache.config import (
+    DEFAULT_DWPOSE_DET_PATH,
+    DEFAULT_DWPOSE_POSE_PATH,
+    check_dwpose_files,
+    local_file,
+)
 from mimicache.pose.backends import open_model, resolve_backend
 from mimicache.pose.keypoints import PoseFrame
 from mimicache.pose.signatures import (
@@ -277,7 +282,8 @@ class DWPose:
     returns the published dict layout; ``detect`` a :class:`PoseFrame`; ``detect_many`` runs a
     sequence with a progress bar, ``chunk_size`` frames at a time: the detector over the chunk's
     letterboxed frames and the pose model over all their boxes in one call each when the model's
-    batch allows it (one at a time otherwise; the results are identical).
+    batch allows it (one at a time otherwise; the results are identical). The two files may be
+    hub references (``hf://yzd-v/DWPose/yolox_l.onnx``), resolved through the hub cache.
     """
 
     def __init__(
@@ -289,8 +295,9 @@ class DWPose:
         backend: str = "auto",
         chunk_size: int = 8,
     ) -> None:
-        self.det_model_path = Path(det_model_path)
-        self.pose_model_path = Path(pose_model_path)
+        # a hub reference (hf://...) becomes its file in the hub cache: what the keys fingerprint
+        self.det_model_path = local_file(det_model_path)
+        self.pose_model_path = local_file(pose_model_path)
         self.device = str(device)
         self.chunk_size = max(1, int(chunk_size))
         resolved = resolve_backend(backend, self.device)
