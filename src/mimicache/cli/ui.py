@@ -23,7 +23,7 @@ from mimicache.cli.extras import require
 from mimicache.cli.options import add_engine_flags, engine_spec
 from mimicache.cli.ui_session import Inputs, Settings, UiSession
 from mimicache.config import PERSON_MODES, RETARGET_MODES, load_config
-from mimicache.config.keys import SPEEDS
+from mimicache.config.fields import SPEEDS
 from mimicache.config.sampler import SCHEDULER_NAMES
 from mimicache.errors import MimicacheError
 

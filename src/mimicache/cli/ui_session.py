@@ -41,7 +41,7 @@ from mimicache.config import (
     TestCase,
     person_choice,
 )
-from mimicache.config.keys import SPEEDS
+from mimicache.config.fields import SPEEDS
 from mimicache.config.sampler import SCHEDULER_NAMES, SchedulerOptions
 from mimicache.errors import ConfigError, InputError, MimicacheError
 from mimicache.media import write_video

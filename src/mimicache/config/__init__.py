@@ -37,8 +37,7 @@ Relative paths resolve against the working directory at load time (the published
 them relative to the working directory); loaded configs hold absolute paths.
 """
 
-from mimicache.config.hub import HubFile, hub_file, local_file
-from mimicache.config.keys import (
+from mimicache.config.fields import (
     BATCH_KEYS,
     DEFAULT_DWPOSE_DET_PATH,
     DEFAULT_DWPOSE_POSE_PATH,
@@ -52,6 +51,7 @@ from mimicache.config.keys import (
     TEST_CASE_KEYS,
     TOP_LEVEL_KEYS,
 )
+from mimicache.config.hub import HubFile, hub_file, local_file
 from mimicache.config.loading import load_config
 from mimicache.config.schema import InferenceConfig, TestCase, case_to_dict, config_to_dict
 from mimicache.config.validation import check_dwpose_files, person_choice

@@ -18,7 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 from urllib.parse import quote, unquote
 
-from mimicache.config.keys import DEFAULT_DWPOSE_DET_PATH, DEFAULT_DWPOSE_POSE_PATH, DWPOSE_HF_REPO
+from mimicache.config.fields import (
+    DEFAULT_DWPOSE_DET_PATH,
+    DEFAULT_DWPOSE_POSE_PATH,
+    DWPOSE_HF_REPO,
+)
 from mimicache.errors import ConfigError, ModelLoadError
 
 HUB_PREFIX = "hf://"

@@ -9,8 +9,7 @@ from typing import Any
 
 import yaml
 
-from mimicache.config.hub import HubFile
-from mimicache.config.keys import (
+from mimicache.config.fields import (
     _PATH_FIELDS,
     BATCH_KEYS,
     DEFAULT_DWPOSE_DET_PATH,
@@ -23,6 +22,7 @@ from mimicache.config.keys import (
     TEST_CASE_KEYS,
     TOP_LEVEL_KEYS,
 )
+from mimicache.config.hub import HubFile
 from mimicache.config.schema import (
     InferenceConfig,
     TestCase,

@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mimicache.cache.fetch import input_url
-from mimicache.config.hub import HubFile
-from mimicache.config.keys import (
+from mimicache.config.fields import (
     _FLOAT_FIELDS,
     _INT_FIELDS,
     _PATH_FIELDS,
@@ -17,6 +16,7 @@ from mimicache.config.keys import (
     DEFAULT_DWPOSE_POSE_PATH,
     TEST_CASE_KEYS,
 )
+from mimicache.config.hub import HubFile
 from mimicache.config.validation import (
     _check_case,
     _join_problems,

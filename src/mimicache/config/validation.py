@@ -12,8 +12,7 @@ from typing import Any
 import yaml
 
 from mimicache.cache.fetch import input_url
-from mimicache.config.hub import HubFile, hub_file, hub_repo, is_hub_reference, local_file
-from mimicache.config.keys import (
+from mimicache.config.fields import (
     _FLOAT_FIELDS,
     _HUB_ID,
     _INT_FIELDS,
@@ -24,6 +23,7 @@ from mimicache.config.keys import (
     DWPOSE_HF_REPO,
     PERSON_MODES,
 )
+from mimicache.config.hub import HubFile, hub_file, hub_repo, is_hub_reference, local_file
 from mimicache.errors import ConfigError, ModelLoadError
 
 # --------------------------------------------------------------------------- model files

@@ -32,18 +32,18 @@ from pathlib import Path, PurePosixPath
 import yaml
 
 from mimicache.cache.fs import atomic_write
+from mimicache.config.fields import (
+    _PATH_FIELDS,
+    DEFAULT_DWPOSE_DET_PATH,
+    DEFAULT_DWPOSE_POSE_PATH,
+    DWPOSE_HF_REPO,
+)
 from mimicache.config.hub import (
     BASE_MODEL_PATTERNS,
     BASE_MODEL_REPO,
     CHECKPOINT_FILE,
     CHECKPOINT_REPO,
     hub_error,
-)
-from mimicache.config.keys import (
-    _PATH_FIELDS,
-    DEFAULT_DWPOSE_DET_PATH,
-    DEFAULT_DWPOSE_POSE_PATH,
-    DWPOSE_HF_REPO,
 )
 from mimicache.config.schema import TestCase
 from mimicache.errors import ConfigError, ModelLoadError

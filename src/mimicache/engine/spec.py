@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from mimicache.config import DWPOSE_BACKENDS, RETARGET_MODES, InferenceConfig, person_choice
-from mimicache.config.keys import OFFLOADS, SPEEDS
+from mimicache.config.fields import OFFLOADS, SPEEDS
 from mimicache.config.options import Flag, option
 from mimicache.config.sampler import SchedulerOptions
 

@@ -12,7 +12,7 @@ import logging
 
 import torch
 
-from mimicache.config.keys import OFFLOADS
+from mimicache.config.fields import OFFLOADS
 from mimicache.errors import ModelLoadError, setting
 
 logger = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mimicache.config.keys import SPEEDS
+from mimicache.config.fields import SPEEDS
 from mimicache.errors import setting
 
 logger = logging.getLogger(__name__)

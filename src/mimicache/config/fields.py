@@ -1,4 +1,4 @@
-"""The config schema's key names, defaults and the allowed values of its choices."""
+"""The config's fields: key names, defaults and the allowed values of its choices."""
 
 from __future__ import annotations
 
