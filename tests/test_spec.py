@@ -21,7 +21,7 @@ from mimicache.config.sampler import SchedulerOptions
 from mimicache.engine.spec import EngineSpec
 
 CONFIG = InferenceConfig(base_model_path="", ckpt_path=Path(), test_case=[])
-SPEC_MODULES = ("engine/spec.py", "config/options.py", "config/sampler.py", "config/keys.py")
+SPEC_MODULES = ("engine/spec.py", "config/options.py", "config/sampler.py", "config/fields.py")
 
 
 def _parse(argv: list[str], defaults: dict = RUN_DEFAULTS) -> argparse.Namespace:
