@@ -15,7 +15,7 @@ from mimicache.batch.run import JobResult
 from mimicache.cache.modes import CacheEvent
 from mimicache.cache.store import FeatureStore
 from mimicache.config import InferenceConfig, TestCase
-from mimicache.engine.stages import STAGES
+from mimicache.engine.stages import JOB_STAGES
 
 FIRST_CALL = 5.0  # seconds the stand-in's first generation costs on top
 
@@ -86,7 +86,7 @@ def test_the_warm_up_runs_uncached_first_and_is_not_timed(tmp_path):
     assert [mode for _, mode in engine.calls[1:]] == ["refresh"] * 2 + ["read-write"] * 2
     assert not list((tmp_path / "out").glob("*warm-up*"))  # the warm-up writes no output
     # the keys (and the engine's model fingerprints) made once, through the run's own store
-    assert engine.made_keys == [(stage, "read-write") for stage in STAGES]
+    assert engine.made_keys == [(stage, "read-write") for stage in JOB_STAGES]
     # the one-off cost went to the warm-up, not to the cold run
     assert (report.whole.cold, report.whole.warm) == (2 * 3.02, 2 * 1.03)
     assert report.cached.cold == 2 * 2.02 and report.cached.warm == 2 * 0.03

@@ -98,6 +98,11 @@ def test_local_run_with_inputs_manifest_and_outputs_in_the_bucket(
     assert any(n.endswith(".log") for n in uploaded) and any(
         n.endswith(".report.html") for n in uploaded
     )
+    # the report shows the object's frames (fetched once), named by its URL
+    (report,) = [n for n in uploaded if n.endswith(".report.html")]
+    page = fs.cat_file(f"{out}/{report}").decode()
+    assert page.count('<img alt="frames of walk"') == 1 and f"output: s3://{mp4}" in page
+    assert "no thumbnails" not in page
     # nothing written locally but the staging copies and the fetched inputs
     assert not (tmp_path / "s3:").exists()
 

@@ -104,7 +104,7 @@ def test_any_platform_shares_entries_across_thread_counts_and_says_so(config, tm
     assert {e.hit for e in strict_first.cache_events} == {False}
     over_strict = run(1, True)  # the strict entries of this very platform: not another's
     assert {e.reason for e in over_strict.cache_events} == {
-        "only a strict entry (keyed by its platform), which --cache_platform any never uses"
+        "only a strict entry (keyed by its platform), which cache_platform='any' never uses"
     }
     with caplog.at_level("WARNING"):
         shared = run(2, True)
@@ -112,7 +112,7 @@ def test_any_platform_shares_entries_across_thread_counts_and_says_so(config, tm
     assert "shared across numeric platforms" in caplog.text
     strict = run(2, False)  # the opt-in's entries never reach a strict run
     assert {e.reason for e in strict.cache_events} == {
-        "only an entry of --cache_platform any, which strict runs never use"
+        "only an entry of cache_platform='any', which strict runs never use"
     }
     assert np.array_equal(strict.frames, _generate(config, 2, None).frames)
 

@@ -78,7 +78,9 @@ def test_targets_that_do_not_match_the_clip_are_named(engine):
     with pytest.raises(InputError, match="the clip has 4 frames but its pose frames show 0"):
         score_result(engine, case, clip, PoseSequence([]), JobRecord(), subject="x.mp4")
     short = PoseSequence(engine.dwpose.detect_many(list(clip[:3]), progress=False))
-    with pytest.raises(InputError, match=r"x\.mp4: the clip has 4 frames but its pose frames show 2"):
+    with pytest.raises(
+        InputError, match=r"x\.mp4: the clip has 4 frames but its pose frames show 2"
+    ):
         score_result(engine, case, clip, short, JobRecord(), subject="x.mp4")
 
 

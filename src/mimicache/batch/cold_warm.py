@@ -30,7 +30,7 @@ from mimicache.batch.report import text_table
 from mimicache.batch.run import Engine, run_jobs
 from mimicache.cache.store import FeatureStore
 from mimicache.config import InferenceConfig
-from mimicache.engine.stage_names import STAGES, TOTALS, UNCACHED_STEPS
+from mimicache.engine.stage_names import JOB_STAGES, STAGES, TOTALS, UNCACHED_STEPS
 
 # Rows of the table: the cached stages, the stages the cache does not touch, then the totals.
 UNCACHED = tuple(UNCACHED_STEPS)
@@ -201,7 +201,7 @@ def _make_keys(engine: CachedEngine, job: Job) -> None:
     if keys is None:  # an engine without cache keys has nothing to make
         return
     job_keys = keys(fetched(job.case))
-    for stage in STAGES:
+    for stage in JOB_STAGES:
         getattr(job_keys, stage)
 
 

@@ -1,7 +1,11 @@
 """``report.html``: one self-contained page per run (inline CSS, images as base64 data URIs, no
 script, nothing fetched): the parameters, a row per job with its status and per-stage timing
 bar (seconds), the cache hits and misses with their reasons (seconds, MB), a thumbnail strip of
-each output, and the failures with their messages. Frames in are (N,H,W,3) uint8 RGB."""
+each output, and the failures with their messages. Frames in are (N,H,W,3) uint8 RGB.
+
+An output in object storage is fetched once for its strip (a temporary file); when the store
+cannot give it, the job says so plainly and the other objects are not asked for. A result the
+store refused, kept on this machine, shows the kept mp4's strip."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import base64
 import html
 import io
 import logging
+import tempfile
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,7 +21,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mimicache.batch.output_root import fetch_object, location
+from mimicache.batch.store_faults import fault_of
 from mimicache.cache.fs import atomic_write, printable
+from mimicache.cache.remote import remote_url
 from mimicache.engine.stage_names import STEP_COLORS, TOTALS
 from mimicache.media import iter_frames, probe_video
 
@@ -55,7 +63,9 @@ pre.plain{background:#f6f6f6}
 @dataclass
 class ReportJob:
     """One row of the report. ``timings`` in seconds; ``frames`` (N,H,W,3) uint8 for the strip
-    (None: read from ``output`` when it is a video); ``notes`` extra lines (e.g. people)."""
+    (None: read from ``output`` when it is a video, fetched when it is a URL, else from
+    ``kept``); ``notes`` extra lines (e.g. people); ``kept``: the mp4 of a result the output
+    store refused, kept on this machine."""
 
     name: str
     status: str
@@ -66,6 +76,7 @@ class ReportJob:
     parameters: dict[str, Any] = field(default_factory=dict)
     frames: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
+    kept: Path | None = None
 
 
 def report_job(result: JobResult, *, label: str = "") -> ReportJob:
@@ -82,6 +93,7 @@ def report_job(result: JobResult, *, label: str = "") -> ReportJob:
         error=result.error,
         parameters=case_to_dict(result.job.case),
         notes=[f"people: {people.summary()}"] if people is not None else [],
+        kept=result.kept,
     )
 
 
@@ -186,7 +198,8 @@ def render_report(
         out += [
             f"<h3>{_e(j.name)}</h3><pre>{_e(j.error or 'unknown error')}</pre>" for j in failures
         ]
-    out += [_job_section(i, j) for i, j in enumerate(jobs, start=1)]
+    strips = _Strips()
+    out += [_job_section(i, j, strips) for i, j in enumerate(jobs, start=1)]
     for heading, text in sections:
         out.append(f'<h2>{_e(heading)}</h2><pre class="plain">{_e(text)}</pre>')
     for caption, image in images:
@@ -272,7 +285,7 @@ def _jobs_table(jobs: Sequence[ReportJob], longest: float) -> str:
             f'<td class="num">{"-" if total is None else f"{total:.2f} s"}</td>'
             f'<td style="width:34%">{_bar(job.timings, longest)}</td>'
             f"<td>{_e(_cache_counts(job.cache_events))}</td>"
-            f"<td>{_e(job.output) if job.output else '-'}</td></tr>"
+            f"<td>{_e(location(job.output)) if job.output else '-'}</td></tr>"
         )
     return f'<table style="width:100%"><tr>{head}</tr>{"".join(rows)}</table>'
 
@@ -289,14 +302,20 @@ def _legend(jobs: Sequence[ReportJob]) -> str:
     return f'<div class="legend muted">{items}</div>' if items else ""
 
 
-def _job_section(number: int, job: ReportJob) -> str:
+def _job_section(number: int, job: ReportJob, strips: _Strips) -> str:
     parts = [f'<div class="job" id="job{number}"><h3>{number}. {_e(job.name)} · ']
     parts.append(f'<span class="{_e(job.status)}">{_e(job.status)}</span></h3>')
     if job.output:
-        parts.append(f'<div class="muted">output: {_e(job.output)}</div>')
-    strip = _thumbnail_uri(job)
+        parts.append(f'<div class="muted">output: {_e(location(job.output))}</div>')
+    if job.kept:
+        parts.append(
+            f'<div class="muted">kept on this machine, not published: {_e(job.kept)}</div>'
+        )
+    strip, missing = strips.uri(job)
     if strip:
         parts.append(f'<img alt="frames of {_e(job.name)}" src="{strip}">')
+    elif missing:
+        parts.append(f'<div class="muted">{_e(missing)}</div>')
     parts += [f"<div>{_e(note)}</div>" for note in job.notes]
     if job.error:
         parts.append(f"<pre>{_e(job.error)}</pre>")
@@ -328,13 +347,45 @@ def _job_section(number: int, job: ReportJob) -> str:
 # --------------------------------------------------------------------------- images
 
 
-def _thumbnail_uri(job: ReportJob) -> str | None:
-    frames = job.frames
-    if frames is None and job.status == "ok" and job.output is not None:
-        frames = _sample_video(job.output)
-    if frames is None or len(frames) == 0:
-        return None
-    return _png_uri(thumbnail_strip(frames))
+class _Strips:
+    """Each job's thumbnail strip: from its frames, its local mp4, its object (fetched once to
+    a temporary file) or its kept mp4. After an object could not be fetched, the others are
+    not asked for: a store that failed once would make every job wait for its retries."""
+
+    def __init__(self) -> None:
+        self.store_failed: str | None = None
+
+    def uri(self, job: ReportJob) -> tuple[str | None, str | None]:
+        """(the strip as a data URI, or None and why there is none when it should have one)."""
+        frames, missing = job.frames, None
+        if frames is None and job.status == "ok" and job.output is not None:
+            if remote_url(job.output) is None:
+                frames = _sample_video(job.output)
+            else:
+                frames, missing = self._fetched(job.output)
+        elif frames is None and job.kept is not None:
+            frames = _sample_video(job.kept)
+        if frames is None or len(frames) == 0:
+            return None, missing
+        return _png_uri(thumbnail_strip(frames)), None
+
+    def _fetched(self, output: Path) -> tuple[np.ndarray | None, str | None]:
+        url = location(output)
+        if self.store_failed is not None:
+            return None, f"no thumbnails: the output store failed ({self.store_failed})"
+        with tempfile.TemporaryDirectory(prefix="mimicache-report-") as folder:
+            try:
+                local = fetch_object(output, Path(folder) / Path(output).name)
+            except Exception as exc:  # a report never fails a run
+                self.store_failed = fault_of(exc).detail
+                logger.warning(
+                    "report: no thumbnails of the outputs in object storage: %s could not be "
+                    "fetched (%s)",
+                    url,
+                    self.store_failed,
+                )
+                return None, f"no thumbnails: {url} could not be fetched ({self.store_failed})"
+            return _sample_video(local), None
 
 
 def _sample_video(path: Path) -> np.ndarray | None:

@@ -18,7 +18,9 @@ class JobResult:
     ``total`` and per-stage keys); ``error`` a one-line message for failed jobs; "skipped":
     ``--resume`` found the job's result (``output``) from an earlier run; "interrupted": the run
     was stopped (Ctrl-C) before the job finished; ``people`` who was
-    seen in the driving video and who drove the pose (``pose.PeopleReport``)."""
+    seen in the driving video and who drove the pose (``pose.PeopleReport``); ``kept``: a
+    "failed" job whose video the output store refused, kept on this machine (``unpublished``)
+    for ``--resume`` to publish."""
 
     job: Job
     status: Literal["ok", "failed", "skipped", "interrupted"]
@@ -31,6 +33,8 @@ class JobResult:
     result_key: Any = None  # a batch.resume.ResultKey; None for jobs not run here
     output_bytes: int | None = None  # the mp4's size and BLAKE3 digest, as published
     output_blake3: str | None = None
+    # a failed job whose output store refused its files: the mp4 kept on this machine
+    kept: Path | None = None
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:

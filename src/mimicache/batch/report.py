@@ -15,6 +15,7 @@ from mimicache.batch.output_root import location
 from mimicache.cache.fs import atomic_write, printable
 from mimicache.cache.keys import to_json_value
 from mimicache.config import InferenceConfig, case_to_dict
+from mimicache.errors import setting
 
 if TYPE_CHECKING:
     from mimicache.batch.outcome import JobResult
@@ -114,12 +115,13 @@ def format_summary(results: Sequence[JobResult] | Iterable[JobResult]) -> str:
     """A text table: job, status, the three timings (seconds, 2 decimals) and the output
     (failed jobs: a short error), then ``"N succeeded, M failed"`` (``, K interrupted`` when
     Ctrl-C stopped the run, ``, K skipped (done)`` when ``--resume`` found results of an
-    earlier run)."""
+    earlier run); outputs are named as given (``s3://...``). Then, when an output store
+    refused some results, the folders on this machine they are kept in."""
     results = list(results)
     rows = [_SUMMARY_HEADER]
     for r in results:
         if r.done:
-            last = str(r.output if r.output is not None else r.job.output_path)
+            last = str(location(r.output if r.output is not None else r.job.output_path))
         elif r.status == "interrupted":
             last = "-"
         else:
@@ -143,6 +145,13 @@ def format_summary(results: Sequence[JobResult] | Iterable[JobResult]) -> str:
         summary += f", {stopped} interrupted"
     if skipped:
         summary += f", {skipped} skipped (done)"
+    kept = [r.kept for r in results if r.kept is not None]
+    if kept:
+        folders = ", ".join(sorted({str(path.parent) for path in kept}))
+        summary += (
+            f"\n{len(kept)} result(s) not published (the output store refused them), kept on "
+            f"this machine in {folders}: a run with {setting('resume', True)} publishes them"
+        )
     return printable(text_table(rows, right=(0, 3, 4, 5)) + "\n" + summary)
 
 

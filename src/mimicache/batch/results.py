@@ -1,5 +1,6 @@
 """``results.jsonl`` at the output root: one JSON line per job (inputs, manifest row, parameters,
-output, status, result key, per-stage timings, cache hits, platform, error), appended as each
+output, status, result key, per-stage timings, cache hits, platform, error, and ``kept``: where
+a result the output store refused is kept on this machine), appended as each
 job finishes so a crash keeps the finished rows, and completed at the end of the run with the
 jobs that never reached the loop (skipped, bad manifest rows, interrupted). Every run appends;
 ``run`` tells the runs apart. ``read_results`` gives the rows back for ``--resume``."""
@@ -56,6 +57,10 @@ def result_row(result: JobResult, *, run: str) -> dict[str, Any]:
         values = job.source.get("values", {})
         row["ref_image"] = values.get("ref_image", values.get("ref_image_path"))
         row["video"] = values.get("video", values.get("ref_video_path"))
+    if result.kept is not None:  # refused by the output store: on this machine, not published
+        row["kept"] = str(result.kept)
+        row["output_bytes"] = result.output_bytes
+        row["output_blake3"] = result.output_blake3
     if result.done and result.output is not None:
         row["sidecar"] = location(result.output.with_suffix(".json"))
         # resume checks the mp4 against these, as it does with a sidecar's

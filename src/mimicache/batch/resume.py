@@ -17,8 +17,9 @@ from typing import Any
 
 from mimicache.batch.inputs import fetched
 from mimicache.batch.outcome import JobResult
-from mimicache.batch.output_root import object_sidecars, object_size
+from mimicache.batch.output_root import location, object_sidecars, object_size
 from mimicache.batch.plan import Job
+from mimicache.batch.unpublished import find_kept, publish_kept
 from mimicache.cache import StageKey, file_digest, fingerprint_files
 from mimicache.cache.remote import remote_url
 from mimicache.config import TestCase, case_to_dict
@@ -137,27 +138,36 @@ def split_done(
     keys: Sequence[ResultKey | None],
     records: Iterable[Mapping[str, Any]] = (),
 ) -> tuple[list[JobResult], list[Job]]:
-    """(results "skipped" for the jobs whose result exists, the jobs still to run). Earlier
-    results are found by their sidecars and by ``records`` (``results.jsonl`` rows). An
-    earlier result stands for one job only, so a plan asking twice for the same result runs it
-    twice unless two earlier results exist. Each job to run is logged with why it is redone."""
+    """(results of the jobs not to run, the jobs still to run). Earlier results are found by
+    their sidecars and by ``records`` (``results.jsonl`` rows): such a job is "skipped". An
+    earlier result stands for one job only, so a plan asking twice for the same result runs
+    it twice unless two earlier results exist. A result an earlier run kept on this machine
+    because the output store refused it (``unpublished``) is published now: "skipped" too, or
+    "failed" when the store still refuses. Each job to run is logged with why it is redone."""
     digests = [k.digest if k is not None else None for k in keys]
-    sidecars = _earlier({job.output_path.parent for job in jobs}, records)
-    done, damage = find_done(sidecars, {d for d in digests if d is not None})
+    folders = {job.output_path.parent for job in jobs}
+    sidecars = _earlier(folders, records)
+    wanted = {d for d in digests if d is not None}
+    done, damage = find_done(sidecars, wanted)
+    kept = find_kept(folders, wanted)
     skipped: list[JobResult] = []
     todo: list[Job] = []
     for job, key, digest in zip(jobs, keys, digests, strict=True):
         earlier = done.get(digest) if digest is not None else None
         if earlier:
             found = earlier.pop(0)
-            logger.info("%s: skipped (done): %s", job.name, found.output)
+            logger.info("%s: skipped (done): %s", job.name, location(found.output))
             skipped.append(
                 JobResult(job, "skipped", found.output, result_key=key,
                           output_bytes=found.output_bytes, output_blake3=found.output_blake3)
             )  # fmt: skip
-        else:
-            logger.info("%s: redone: %s", job.name, redo_reason(job, key, sidecars, damage))
-            todo.append(job)
+            continue
+        published = publish_kept(job, key, kept.get(digest, [])) if digest is not None else None
+        if published is not None:
+            skipped.append(published)
+            continue
+        logger.info("%s: redone: %s", job.name, redo_reason(job, key, sidecars, damage))
+        todo.append(job)
     return skipped, todo
 
 
@@ -180,7 +190,7 @@ def redo_reason(
         and data["job"].get("case_index") == job.case_index
     ]
     if not mine:
-        return f"no sidecar of an earlier result in {job.output_path.parent}"
+        return f"no sidecar of an earlier result in {location(job.output_path.parent)}"
     same = [(s, d) for s, d in mine if d.get("result_key") == key.digest]
     for _, data in same:
         video = Path(data["output"])
@@ -188,7 +198,8 @@ def redo_reason(
         if wrong is not None:
             return wrong
     if same:  # intact, but it stands for an earlier job of this plan with the same result
-        return f"its earlier result {same[0][0].with_suffix('.mp4')} stands for another job"
+        earlier = location(same[0][0].with_suffix(".mp4"))
+        return f"its earlier result {earlier} stands for another job"
     sidecar, data = mine[-1]
     recorded = data.get("result_fields")
     if not isinstance(recorded, dict):
@@ -243,19 +254,20 @@ def _damage(video: Path, data: dict[str, Any]) -> str | None:
     An object's bytes are not read back: a create-only put publishes it whole or not at all,
     so its size tells an object that is there from one that is not."""
     remote = remote_url(video) is not None
+    named = location(video)
     try:
         size = object_size(video) if remote else video.stat().st_size
         if size == 0:
-            return f"the mp4 {video} is empty"
+            return f"the mp4 {named} is empty"
         if size != data.get("output_bytes"):
             recorded = data.get("output_bytes")
-            return f"the mp4 {video} is damaged ({size} bytes, its sidecar says {recorded})"
+            return f"the mp4 {named} is damaged ({size} bytes, its sidecar says {recorded})"
         if not remote and file_digest(video) != data.get("output_blake3"):
-            return f"the mp4 {video} is damaged (its BLAKE3 digest differs from the sidecar's)"
+            return f"the mp4 {named} is damaged (its BLAKE3 digest differs from the sidecar's)"
     except FileNotFoundError:
-        return f"the mp4 {video} is missing"
+        return f"the mp4 {named} is missing"
     except OSError as exc:
-        return f"the mp4 {video} is unreadable ({exc.strerror or exc})"
+        return f"the mp4 {named} is unreadable ({exc.strerror or exc})"
     return None
 
 

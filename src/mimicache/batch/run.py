@@ -24,6 +24,8 @@ from mimicache.batch.outputs import publish_output
 from mimicache.batch.plan import Job
 from mimicache.batch.report import sidecar_bytes
 from mimicache.batch.resume import ResultKey
+from mimicache.batch.store_faults import StoreError
+from mimicache.batch.unpublished import keep, kept_message
 from mimicache.cache import bytes_digest
 from mimicache.config import InferenceConfig, TestCase
 from mimicache.errors import MimicacheError, OutputError
@@ -82,7 +84,9 @@ def finish_job(
 
     Each file appears whole or not at all (``publish_output``): a video that cannot be written
     (the folder became unwritable, the disk is full) fails the job with one line naming the
-    folder, and a failed job's sidecar that cannot be written is a warning.
+    folder, and a failed job's sidecar that cannot be written is a warning. An object store
+    that still refuses the files after the retries fails the job too, but its mp4 and sidecar
+    are kept on this machine (``unpublished.keep``), named in the error, for ``--resume``.
     """
     if outcome.error is not None:
         return _publish_failure(job, JobResult.failure(job, outcome.error, outcome.timings), info)
@@ -114,6 +118,8 @@ def finish_job(
         video = encode_video(outcome.frames, outcome.fps, job.name)
         digest = bytes_digest(video)
         output = publish_output(folder, job.base_stem, video, sidecar, _ours(job, info, "ok"))
+    except StoreError as exc:  # the output store refused it even after the retries
+        return _kept(job, outcome, exc, video, sidecar, number=number, total=total)
     except OSError as exc:
         error = OutputError(
             f"cannot write the video of {job.name} to {location(folder)} "
@@ -253,6 +259,33 @@ def _ours(job: Job, info: SidecarInfo, status: str) -> Callable[[bytes], bool]:
     return check
 
 
+def _kept(
+    job: Job,
+    outcome: Outcome,
+    error: StoreError,
+    video: bytes,
+    sidecar: Callable[[Path], bytes],
+    *,
+    number: int,
+    total: int,
+) -> JobResult:
+    """A finished job whose files the output store refused: kept on this machine, failed
+    with the store's reason and where they are (no failure sidecar: the store refuses)."""
+    try:
+        kept = keep(job.output_path.parent, job.base_stem, video, sidecar, error)
+    except OSError as exc:
+        message = f"{error}; nor can it be kept on this machine ({exc.strerror or exc})"
+        logger.error("[%d/%d] %s failed: %s", number, total, job.name, message)
+        return JobResult.failure(job, message, outcome.timings)
+    message = kept_message(error, kept)
+    logger.error("[%d/%d] %s failed: %s", number, total, job.name, message)
+    return JobResult(
+        job, "failed", None, dict(outcome.timings), message, cache_events=outcome.cache_events,
+        people=outcome.people, platform=outcome.platform, result_key=outcome.result_key,
+        output_bytes=len(video), output_blake3=bytes_digest(video), kept=kept,
+    )  # fmt: skip
+
+
 def _publish_failure(job: Job, result: JobResult, info: SidecarInfo) -> JobResult:
     """A failed job's sidecar under a free name (the mp4 name stays free); one that cannot be
     written is a warning, not a second failure."""
@@ -263,4 +296,6 @@ def _publish_failure(job: Job, result: JobResult, info: SidecarInfo) -> JobResul
         )  # fmt: skip
     except OSError as exc:
         logger.warning("could not write the sidecar of %s: %s", job.name, exc.strerror or exc)
+    except StoreError as exc:
+        logger.warning("the sidecar of %s is not written: %s", job.name, exc)
     return result

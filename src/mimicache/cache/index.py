@@ -38,9 +38,9 @@ class MissReason(str, enum.Enum):
     PLATFORM_CHANGED = "computed on another platform"
     # The same inputs under the other platform rule: not another platform's entry.
     STRICT_ONLY = (
-        "only a strict entry (keyed by its platform), which --cache_platform any never uses"
+        "only a strict entry (keyed by its platform), which cache_platform='any' never uses"
     )
-    SHARED_ONLY = "only an entry of --cache_platform any, which strict runs never use"
+    SHARED_ONLY = "only an entry of cache_platform='any', which strict runs never use"
     CORRUPT = "corrupt"
     FORCED = "forced"
     DISABLED = "disabled"

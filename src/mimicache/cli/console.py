@@ -25,11 +25,14 @@ FLAGS = {
         name: f"--{name}"
         for name in (
             "batch_folder",
+            "cache_platform",
             "compile",
+            "config",
             "decode_chunk_size",
             "device",
             "dwpose_backend",
             "executor",
+            "force",
             "gpus_per_worker",
             "inference_config",
             "lcm_num_train_timesteps",
@@ -39,6 +42,7 @@ FLAGS = {
             "plot",
             "pose_retarget",
             "ray_address",
+            "resume",
             "scheduler",
             "scheduler_s_noise",
             "speed",

@@ -29,7 +29,7 @@ from mimicache.batch.output_root import UPLOAD_EVERY_S, OutputRoot, open_output_
 from mimicache.batch.plan import shard_jobs
 from mimicache.batch.results import RESULTS_FILE, ResultsLog, read_results
 from mimicache.batch.run import INTERRUPTED_EXIT
-from mimicache.cli.console import call_command, setup_logging
+from mimicache.cli.console import call_command, flag_words, setup_logging
 from mimicache.cli.extras import check_run_extras
 from mimicache.cli.flags import RUN_DEFAULTS, SEED_DEFAULTS, add_run_arguments
 from mimicache.cli.options import engine_spec
@@ -88,13 +88,15 @@ def run_command(args: argparse.Namespace) -> int:
         results = executor.run(jobs, config=config, resume=resume)
     results = sorted([*rejected, *results], key=lambda r: r.job.index)  # bad manifest rows
     log.finish(results)
-    summary = format_summary(results)
+    summary = flag_words(format_summary(results))
     print(summary)
     logger.debug("summary\n%s", summary)
     report = _write_report(args, log_file, executor.spec, executor.engine, results, bench)
     own_log = log_file if log_file.parent == root.staging else None  # not a --log_file
-    for staged in (log.path, report, own_log):  # a URL root: the driver's files go up
-        root.upload(staged)
+    # a URL root: the driver's files go up; each one that cannot stays here, named
+    left = [p for p in (log.path, report, own_log) if p is not None and not root.upload(p)]
+    if left:
+        print(f"not uploaded to {root.url}; on this machine: {', '.join(map(str, left))}")
     code = exit_code(results)
     if executor.cache is not None and code != INTERRUPTED_EXIT:  # Ctrl-C: stop now
         _prune_cache(args, executor.cache)

@@ -46,7 +46,7 @@ from mimicache.config.hub import (
     hub_error,
 )
 from mimicache.config.schema import TestCase
-from mimicache.errors import ConfigError, ModelLoadError
+from mimicache.errors import ConfigError, ModelLoadError, setting
 
 PLACEHOLDER_IMAGE = "path/to/reference_image.png"
 PLACEHOLDER_VIDEO = "path/to/driving_video.mp4"
@@ -403,7 +403,8 @@ def check_config_target(path: Path, force: bool) -> None:
     """
     if path.exists() and not force:
         raise ConfigError(
-            f"{path} exists; pass --force to replace it, or --config OTHER.yaml to write another"
+            f"{path} exists; pass {setting('force', True)} to replace it, or "
+            f"{setting('config', 'OTHER.yaml')} to write another"
         )
 
 

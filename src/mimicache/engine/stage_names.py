@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "CLIP_EMBEDDINGS",
     "IMAGE_KEYPOINTS",
+    "JOB_STAGES",
     "JOB_STEPS",
     "OUTPUT_EMBEDDINGS",
     "OUTPUT_KEYPOINTS",
@@ -35,8 +36,9 @@ OUTPUT_KEYPOINTS = "output_keypoints"  # DWPose on a finished clip's scored fram
 OUTPUT_EMBEDDINGS = "output_embeddings"  # CLIP of them
 POSE_STAGES = (VIDEO_KEYPOINTS, IMAGE_KEYPOINTS, POSE_FRAMES)
 PIPELINE_STAGES = (CLIP_EMBEDDINGS, VAE_LATENTS)
-SCORE_STAGES = (OUTPUT_KEYPOINTS, OUTPUT_EMBEDDINGS)
-STAGES = POSE_STAGES + PIPELINE_STAGES + SCORE_STAGES
+JOB_STAGES = POSE_STAGES + PIPELINE_STAGES  # keyed by a job's inputs (``stages.JobKeys``)
+SCORE_STAGES = (OUTPUT_KEYPOINTS, OUTPUT_EMBEDDINGS)  # keyed by a finished clip's frames
+STAGES = JOB_STAGES + SCORE_STAGES
 
 STAGE_COLORS = {
     VIDEO_KEYPOINTS: "#2171b5",
@@ -45,7 +47,7 @@ STAGE_COLORS = {
     CLIP_EMBEDDINGS: "#fd8d3c",
     VAE_LATENTS: "#e6550d",
     OUTPUT_KEYPOINTS: "#756bb1",
-    OUTPUT_EMBEDDINGS: "#bcbddc",
+    OUTPUT_EMBEDDINGS: "#dadaeb",
 }
 # Timed steps the cache does not touch, in run order (their cold/warm differences are
 # run-to-run noise), then the steps timed around a job, with their colours in reports.

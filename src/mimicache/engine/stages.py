@@ -31,6 +31,7 @@ from mimicache.engine.codecs import (  # noqa: F401 (pack_frames, unpack_frames 
 from mimicache.engine.stage_names import (  # noqa: F401 (re-exported for the stages' users)
     CLIP_EMBEDDINGS,
     IMAGE_KEYPOINTS,
+    JOB_STAGES,
     JOB_STEPS,
     OUTPUT_EMBEDDINGS,
     OUTPUT_KEYPOINTS,
