@@ -55,12 +55,14 @@ import torch
 
 import mimicache
 from mimicache.cache import keys
-from mimicache.cache.keys import DigestMemo, file_digest
-from mimicache.cache.store import CacheEvent, FeatureStore, format_size
+from mimicache.cache.digests import DigestMemo
+from mimicache.cache.store import CacheEvent, FeatureStore
 from mimicache.config import InferenceConfig, TestCase
 from mimicache.engine import JobRecord, MimicMotion, stages
 from mimicache.media import fit_image, probe_video, read_image, write_video
 from mimicache.pose.preprocess import to_model_pixels
+from mimicache.storage.digests import file_digest
+from mimicache.storage.sizes import format_size
 from mimicache.testing.dwpose import make_figure_frame, write_tiny_dwpose
 from mimicache.testing.models import (
     CLIP_PREPROCESSOR_CONFIG,

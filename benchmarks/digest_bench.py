@@ -17,8 +17,9 @@ import time
 from pathlib import Path
 
 from mimicache.cache import keys
-from mimicache.cache.keys import DigestMemo, file_digest
-from mimicache.cache.store import format_size, parse_size
+from mimicache.cache.digests import DigestMemo
+from mimicache.storage.digests import file_digest
+from mimicache.storage.sizes import format_size, parse_size
 
 
 def evict(path: Path) -> bool:

@@ -12,23 +12,25 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 # Lower layers never import higher ones; components on one layer never import each other.
-# cli -> batch -> engine -> pose / pipeline -> config -> models / media -> cache -> errors / lazy
-# The cache imports nothing but errors, so it sits at the bottom: media and batch write
-# their files with its atomic_write.
+# cli -> batch -> engine -> quality -> pose / pipeline -> config -> models / media -> cache
+#   -> storage -> errors / lazy
+# The cache stores tensors and knows nothing above it; files and URLs (atomic writes, object
+# stores, digests) are storage's, below it, so config, media and batch never need the cache.
 LAYERS = {
     "errors": 0,
     "lazy": 0,  # a package's lazy exports; imports nothing of mimicache
-    "cache": 1,
-    "media": 2,
-    "models": 2,
-    "config": 3,
-    "pose": 4,
-    "pipeline": 4,
-    "quality": 5,  # scores of finished clips: pose keypoints in, no models
-    "engine": 6,
-    "testing": 6,
-    "batch": 7,
-    "cli": 8,
+    "storage": 1,  # files and URLs: atomic writes, locks, object stores, fetch, digests, sizes
+    "cache": 2,
+    "media": 3,
+    "models": 3,
+    "config": 4,
+    "pose": 5,
+    "pipeline": 5,
+    "quality": 6,  # scores of finished clips: pose keypoints in, no models
+    "engine": 7,
+    "testing": 7,
+    "batch": 8,
+    "cli": 9,
 }
 
 
@@ -151,16 +153,30 @@ def test_no_import_cycles():
     assert cycles == []
 
 
-def test_the_cache_imports_nothing_but_errors():
+def test_the_cache_imports_nothing_but_errors_and_storage():
     graph = import_graph()
     outside = sorted(
         f"{m} -> {t}"
         for m, targets in graph.items()
         if _component(m) == "cache"
         for t in targets
-        if _component(t) not in ("cache", "errors")
+        if _component(t) not in ("cache", "errors", "storage")
     )
     assert outside == []
+
+
+def test_nothing_reaches_into_the_cache_for_files_or_urls():
+    """config, media and batch take file and URL helpers from storage: below them, the
+    cache is the feature store alone."""
+    graph = import_graph()
+    wrong = sorted(
+        f"{m} -> {t}"
+        for m, targets in graph.items()
+        if _component(m) in ("config", "media")
+        for t in targets
+        if _component(t) == "cache"
+    )
+    assert wrong == []
 
 
 def upward_imports(graph: dict[str, set[str]]) -> list[str]:
@@ -240,11 +256,11 @@ def test_the_checker_sees_dynamic_imports():
     assert "mimicache.pipeline.loading" in source_imports(
         through_importlib, "mimicache.models", True
     )
-    assert "mimicache.batch.run" in source_imports(through_dunder, "mimicache.cache.fs", False)
+    assert "mimicache.batch.run" in source_imports(through_dunder, "mimicache.storage.files", False)
     assert "mimicache.pipeline.loading" in source_imports(lazy_table, "mimicache.models", True)
     assert not any(t.startswith("mimicache") for t in source_imports(hinted, "mimicache.x", False))
     # a string that merely names a module is not an import without a lazy __getattr__
-    assert source_imports("NOTE = 'mimicache.cli'\n", "mimicache.cache.fs", False) == set()
+    assert source_imports("NOTE = 'mimicache.cli'\n", "mimicache.storage.files", False) == set()
 
 
 def test_the_layer_rule_fails_on_a_lazy_upward_alias(tmp_path, monkeypatch):

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from mimicache.cache.store import FeatureStore, format_size
+from mimicache.cache.store import FeatureStore
 from mimicache.cli.cache import add_cache_commands, main, run_cache_command
+from mimicache.storage.sizes import format_size
 from tests.cache_helpers import make_key, simulate_read_only_mount
 
 

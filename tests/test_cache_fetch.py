@@ -8,9 +8,9 @@ from pathlib import Path
 import fsspec
 import pytest
 
-from mimicache.cache.digests import file_digest
-from mimicache.cache.fetch import fetch, input_url
-from mimicache.errors import CacheError
+from mimicache.errors import StorageError
+from mimicache.storage.digests import file_digest
+from mimicache.storage.fetch import fetch, input_url
 from tests import s3_fixtures
 from tests.engine_fixtures import figure_video
 
@@ -39,7 +39,7 @@ def test_fetched_once_keyed_by_content(s3_url, tmp_path, caplog):
     url = f"{s3_url}/inputs/walk.mp4"
     _upload(url, video.read_bytes())
     folder = tmp_path / "inputs"
-    with caplog.at_level(logging.INFO, logger="mimicache.cache.fetch"):
+    with caplog.at_level(logging.INFO, logger="mimicache.storage.fetch"):
         local = fetch(url, folder=folder)
         assert local.name == "walk.mp4" and local.is_relative_to(folder)
         assert local.read_bytes() == video.read_bytes()
@@ -60,7 +60,7 @@ def test_fetched_once_keyed_by_content(s3_url, tmp_path, caplog):
 
 
 def test_missing_object_names_the_url(s3_url, tmp_path):
-    with pytest.raises(CacheError, match=r"s3://.*/nothing\.png does not exist"):
+    with pytest.raises(StorageError, match=r"s3://.*/nothing\.png does not exist"):
         fetch(f"{s3_url}/nothing.png", folder=tmp_path)
 
 

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from mimicache.cache import CacheMode, FeatureStore, MissReason, StageKey, atomic_write
+from mimicache.cache import CacheMode, FeatureStore, MissReason, StageKey
 from mimicache.cache.database import cannot_write, sqlite_error_code
+from mimicache.storage.files import atomic_write
 from tests.cache_helpers import make_key, sample_tensors
 
 OLD_ENTRY = Path(__file__).parent / "data" / "entry_v1_mimicache-0.1.0.safetensors"
@@ -179,7 +180,7 @@ def test_plan_says_what_it_frees_and_execute_what_it_did(tmp_path: Path) -> None
     assert [e.path for e in store.entries()] == [stuck]  # the index kept its row
 
 
-def test_the_cache_needs_nothing_of_mimicache_but_errors(tmp_path: Path) -> None:
+def test_the_cache_needs_nothing_of_mimicache_but_errors_and_storage(tmp_path: Path) -> None:
     """With the top-level package's __init__ (which loads the engine) kept out, the cache
     still works and records the installed version."""
     src = Path(__file__).parents[1] / "src" / "mimicache"
@@ -195,7 +196,8 @@ def test_the_cache_needs_nothing_of_mimicache_but_errors(tmp_path: Path) -> None
         "with safe_open(str(s.entries()[0].path), 'pt') as f:\n"
         "    version = f.metadata()['mimicache_version']\n"
         "outside = sorted(m for m in sys.modules if m.startswith('mimicache.') and\n"
-        "                 not m.startswith(('mimicache.cache', 'mimicache.errors')))\n"
+        "                 not m.startswith(('mimicache.cache', 'mimicache.errors',\n"
+        "                                   'mimicache.storage')))\n"
         "print(outside, version == importlib.metadata.version('mimicache'))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

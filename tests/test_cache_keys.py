@@ -13,26 +13,29 @@ import pytest
 import torch
 
 from mimicache.cache import digests
-from mimicache.cache.digests import DigestMemo, file_digest
-from mimicache.cache.keys import StageKey, canonical_json, fingerprint_files, key_digest
+from mimicache.cache.digests import DigestMemo
+from mimicache.cache.keys import StageKey, fingerprint_files, key_digest
+from mimicache.storage import digests as hashing
+from mimicache.storage.digests import file_digest
+from mimicache.storage.json_values import canonical_json
 
 
 @pytest.fixture
 def no_racy_window(monkeypatch: pytest.MonkeyPatch) -> None:
     """Freshly written test files may be memoised at once."""
-    monkeypatch.setattr(digests, "RACY_WINDOW_NS", 0)
+    monkeypatch.setattr(hashing, "RACY_WINDOW_NS", 0)
 
 
 @pytest.fixture
 def count_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
-    real = digests._hash_fd
+    real = hashing._hash_fd
 
     def counting(fd: int, size: int) -> str:
         calls.append(size)
         return real(fd, size)
 
-    monkeypatch.setattr(digests, "_hash_fd", counting)
+    monkeypatch.setattr(hashing, "_hash_fd", counting)
     return calls
 
 
@@ -96,8 +99,8 @@ def test_file_digest_is_blake3_of_bytes_and_path_independent(tmp_path: Path) -> 
 def test_file_digest_large_file_path_overlaps_reads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(digests, "_THREADED_MIN", 1 << 16)
-    monkeypatch.setattr(digests, "_CHUNK", 1 << 16)
+    monkeypatch.setattr(hashing, "_THREADED_MIN", 1 << 16)
+    monkeypatch.setattr(hashing, "_CHUNK", 1 << 16)
     data = os.urandom(1_000_003)  # many chunks, last one partial
     path = tmp_path / "big.bin"
     path.write_bytes(data)
@@ -164,7 +167,7 @@ def test_replaced_file_with_restored_mtime_is_noticed(
     path = tmp_path / "ref.png"
     path.write_bytes(b"A" * 4096)
     old = path.stat()
-    time.sleep(digests.RACY_WINDOW_NS / 1e9 + 0.01)  # no longer "racy": the digest is memoised
+    time.sleep(hashing.RACY_WINDOW_NS / 1e9 + 0.01)  # no longer "racy": the digest is memoised
     memo = DigestMemo(tmp_path / "memo.sqlite")
     digest_a = file_digest(path, memo)
     assert file_digest(path, memo) == digest_a

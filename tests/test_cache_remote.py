@@ -15,9 +15,10 @@ import torch
 
 import mimicache
 from mimicache.cache.entry import decode_entry
-from mimicache.cache.remote import RemoteTier, local_file_root, remote_url
+from mimicache.cache.remote import RemoteTier
 from mimicache.cache.store import CacheMode, FeatureStore
 from mimicache.errors import CacheError
+from mimicache.storage.objects import local_file_root, remote_url
 from tests import s3_fixtures
 from tests.cache_helpers import make_key, sample_tensors
 

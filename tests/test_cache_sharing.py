@@ -14,8 +14,8 @@ import torch
 
 from mimicache.cache import sharing
 from mimicache.cache.database import connect_sqlite, journal_mode
-from mimicache.cache.fs import atomic_write
 from mimicache.cache.store import FeatureStore
+from mimicache.storage.files import atomic_write
 from tests.cache_helpers import make_key, sample_tensors
 
 STAGE = "stage_a"

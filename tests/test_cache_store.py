@@ -19,14 +19,9 @@ from safetensors import safe_open
 from mimicache.cache import digests as digests_mod
 from mimicache.cache import index as index_mod
 from mimicache.cache.entry import tensor_checksum
-from mimicache.cache.store import (
-    CacheEvent,
-    FeatureStore,
-    StageKey,
-    format_size,
-    parse_size,
-)
-from mimicache.errors import CacheError
+from mimicache.cache.store import CacheEvent, FeatureStore, StageKey
+from mimicache.errors import CacheError, StorageError
+from mimicache.storage.sizes import format_size, parse_size
 from tests.cache_helpers import (
     concurrent_worker,
     count_lines,
@@ -679,7 +674,7 @@ def test_parse_size(text: str, expected: int) -> None:
 
 @pytest.mark.parametrize("text", ["", "abc", "-5", "10XB", "1..5G", "GB", "5 i", "1e3"])
 def test_parse_size_rejects(text: str) -> None:
-    with pytest.raises(CacheError, match="invalid size"):
+    with pytest.raises(StorageError, match="invalid size"):
         parse_size(text)
 
 

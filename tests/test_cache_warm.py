@@ -11,12 +11,13 @@ import pytest
 import torch
 
 from mimicache.cache import database, sharing
-from mimicache.cache import digests as digests_mod
 from mimicache.cache import entry as entry_mod
 from mimicache.cache import index as index_mod
-from mimicache.cache.digests import DigestMemo, content_fact, file_digest
+from mimicache.cache.digests import DigestMemo, content_fact
 from mimicache.cache.modes import CacheMode
 from mimicache.cache.store import FeatureStore
+from mimicache.storage import digests as hashing
+from mimicache.storage.digests import file_digest
 from tests.cache_helpers import make_key, sample_tensors
 
 STAGE = "stage_a"
@@ -155,7 +156,7 @@ def test_held_hits_are_written_by_a_hit_after_the_delay(tmp_path, monkeypatch):
 
 
 def test_a_digest_or_fact_looked_up_once_runs_no_more_sql(tmp_path, monkeypatch):
-    monkeypatch.setattr(digests_mod, "RACY_WINDOW_NS", 0)
+    monkeypatch.setattr(hashing, "RACY_WINDOW_NS", 0)
     file = tmp_path / "in.bin"
     file.write_bytes(b"x" * 100)
     memo = DigestMemo(tmp_path / "memo.sqlite")

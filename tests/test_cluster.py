@@ -25,10 +25,10 @@ from mimicache.batch.manifest import plan_manifest, read_manifest
 from mimicache.batch.output_root import location
 from mimicache.batch.ray_executor import RayExecutor
 from mimicache.batch.results import RESULTS_FILE
-from mimicache.cache import bytes_digest
 from mimicache.cli import main
 from mimicache.config import load_config
 from mimicache.engine.spec import EngineSpec
+from mimicache.storage.digests import bytes_digest
 from tests import s3_fixtures
 from tests.engine_fixtures import figure_video, reference_image, write_config
 

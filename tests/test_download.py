@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from mimicache.cache import format_size
 from mimicache.cli.main import main
 from mimicache.config import HubFile, config_to_dict, hub_file, load_config
 from mimicache.config.hub import BASE_MODEL_REPO, CHECKPOINT_REPO, DWPOSE_HF_REPO
 from mimicache.config.weights import base_model_files
 from mimicache.errors import ConfigError, ModelLoadError
+from mimicache.storage.sizes import format_size
 from tests.hub_server import FakeHub, Repo, real_repos
 
 TOKEN = "hf_test_token"

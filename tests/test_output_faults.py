@@ -12,15 +12,15 @@ import socket
 
 import pytest
 
-from mimicache.batch import store_faults
 from mimicache.batch.output_root import location, open_output_root
 from mimicache.batch.outputs import publish_output
 from mimicache.batch.results import RESULTS_FILE
-from mimicache.batch.store_faults import Retry, StoreError
 from mimicache.batch.unpublished import kept_folder
-from mimicache.cache import bytes_digest
 from mimicache.cli import main
 from mimicache.errors import OutputError
+from mimicache.storage import faults as store_faults
+from mimicache.storage.digests import bytes_digest
+from mimicache.storage.faults import Retry, StoreError
 from tests import s3_fixtures
 from tests.engine_fixtures import figure_video, reference_image, write_config
 

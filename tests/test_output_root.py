@@ -11,9 +11,9 @@ import pytest
 from mimicache.batch.output_root import location, object_sidecars, open_output_root
 from mimicache.batch.outputs import publish_output
 from mimicache.batch.results import RESULTS_FILE
-from mimicache.cache import bytes_digest
 from mimicache.cli import main
 from mimicache.errors import OutputError
+from mimicache.storage.digests import bytes_digest
 from tests import s3_fixtures
 from tests.engine_fixtures import figure_video, reference_image, write_config
 

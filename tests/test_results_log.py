@@ -14,11 +14,11 @@ import pytest
 from mimicache.batch import run_jobs
 from mimicache.batch.manifest import plan_manifest, read_manifest
 from mimicache.batch.results import RESULTS_FILE, ResultsLog, read_results
-from mimicache.cache import file_digest
 from mimicache.cli import main
 from mimicache.config import load_config
 from mimicache.engine.build import build_engine
 from mimicache.engine.spec import EngineSpec
+from mimicache.storage.digests import file_digest
 from tests.engine_fixtures import figure_video, reference_image, write_config
 
 

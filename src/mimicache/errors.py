@@ -21,8 +21,13 @@ class ConfigError(MimicacheError):
     """An inference config or command-line value is wrong."""
 
 
-class CacheError(MimicacheError):
-    """The feature cache cannot be used as asked (bad size string, unknown stage...)."""
+class StorageError(MimicacheError):
+    """A file, URL or object store cannot be used as asked (a missing object, a library to
+    install, a size that is not one)."""
+
+
+class CacheError(StorageError):
+    """The feature cache cannot be used as asked (unknown stage, bad metadata...)."""
 
 
 class OutputError(MimicacheError):

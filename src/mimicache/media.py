@@ -22,8 +22,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mimicache.cache.fs import atomic_write
 from mimicache.errors import InputError, MimicacheError
+from mimicache.storage.files import atomic_write
 
 if TYPE_CHECKING:
     import numpy as np

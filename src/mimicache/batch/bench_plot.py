@@ -8,9 +8,9 @@ from pathlib import Path
 
 from mimicache.batch.cold_warm import ROWS, Speedup, speedups
 from mimicache.batch.outcome import JobResult
-from mimicache.cache.fs import atomic_write
 from mimicache.engine.stage_names import UNCACHED_STEPS
 from mimicache.errors import MimicacheError, setting
+from mimicache.storage.files import atomic_write
 
 COLD_COLOR = "#2171b5"
 WARM_COLOR = "#fd8d3c"

@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mimicache.batch.output_root import fetch_object, location
-from mimicache.batch.store_faults import fault_of
-from mimicache.cache.fs import atomic_write, printable
-from mimicache.cache.remote import remote_url
 from mimicache.engine.stage_names import STEP_COLORS, TOTALS
 from mimicache.media import iter_frames, probe_video
+from mimicache.storage.faults import fault_of
+from mimicache.storage.files import atomic_write, printable
+from mimicache.storage.objects import remote_url
 
 if TYPE_CHECKING:  # numpy and PIL load when a report is drawn, not when the CLI starts
     import numpy as np

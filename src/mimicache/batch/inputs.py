@@ -6,13 +6,13 @@ bytes go to the node that needs them and never through the driver."""
 
 from __future__ import annotations
 
-from mimicache.cache.fetch import fetch, input_url
 from mimicache.config import TestCase
+from mimicache.storage.fetch import fetch, input_url
 
 
 def fetched(case: TestCase) -> TestCase:
     """``case`` with its URL inputs replaced by local files (the case itself when it has
-    none). A missing or unreadable object raises CacheError naming its URL."""
+    none). A missing or unreadable object raises StorageError naming its URL."""
     image, video = case.ref_image_path, case.ref_video_path
     if input_url(image) is None and input_url(video) is None:
         return case

@@ -21,9 +21,9 @@ from typing import Any
 from mimicache.batch.outputs import STEM_MAX, candidates, fit_stem, in_use
 from mimicache.batch.plan import Job, override_tag
 from mimicache.batch.run import JobResult
-from mimicache.cache.fetch import fetch, input_url
 from mimicache.config import TEST_CASE_KEYS, TestCase
-from mimicache.errors import CacheError, ConfigError, InputError
+from mimicache.errors import ConfigError, InputError, StorageError
+from mimicache.storage.fetch import fetch, input_url
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 # Short column names a dataset table is likely to use, beside the config's own key names.
@@ -55,7 +55,7 @@ def resolve_local(text: str) -> Path:
     if input_url(text) is not None:
         try:
             return fetch(text)
-        except CacheError as exc:
+        except StorageError as exc:
             raise InputError(str(exc)) from None
     raise InputError(
         f"{text} is a {url.scheme}:// URL, which this build cannot fetch; download it and "

@@ -30,16 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mimicache.batch.store_faults import (
-    Retry,
-    StoreError,
-    endpoint_of,
-    fault_of,
-    with_retries,
-)
-from mimicache.cache.fetch import input_url
-from mimicache.cache.remote import local_cache_base, open_filesystem, put_new, remote_url
-from mimicache.errors import CacheError, OutputError, setting
+from mimicache.errors import OutputError, StorageError, setting
+from mimicache.storage.faults import Retry, StoreError, endpoint_of, fault_of, with_retries
+from mimicache.storage.fetch import input_url
+from mimicache.storage.objects import local_cache_base, open_filesystem, put_new, remote_url
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +51,7 @@ def location(path: str | os.PathLike[str] | None) -> str | None:
 def _filesystem(url: str) -> tuple[Any, str]:
     try:
         return open_filesystem(url)
-    except CacheError as exc:  # names the extra to install
+    except StorageError as exc:  # names the extra to install
         raise OutputError(
             f"{setting('output_dir', url)}: {str(exc).removeprefix(url + ': ')}"
         ) from None

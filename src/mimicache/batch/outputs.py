@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from mimicache.cache.fs import atomic_write
-from mimicache.cache.remote import remote_url
 from mimicache.errors import OutputError
+from mimicache.storage.files import atomic_write
+from mimicache.storage.objects import remote_url
 
 # A file name may hold NAME_MAX (255) bytes on the usual Linux/macOS file systems; a stem is
 # kept to STEM_MAX so that ``_NNNN`` and the longest suffix (``.json``) always fit.

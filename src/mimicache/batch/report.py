@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mimicache.batch.output_root import location
-from mimicache.cache.fs import atomic_write, printable
-from mimicache.cache.keys import to_json_value
 from mimicache.config import InferenceConfig, case_to_dict
 from mimicache.errors import setting
+from mimicache.storage.files import atomic_write, printable
+from mimicache.storage.json_values import to_json_value
 
 if TYPE_CHECKING:
     from mimicache.batch.outcome import JobResult

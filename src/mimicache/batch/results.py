@@ -16,10 +16,10 @@ from typing import Any
 
 from mimicache.batch.output_root import location
 from mimicache.batch.run import JobResult
-from mimicache.cache import file_digest
-from mimicache.cache.keys import to_json_value
-from mimicache.cache.remote import remote_url
 from mimicache.config import case_to_dict
+from mimicache.storage.digests import file_digest
+from mimicache.storage.json_values import to_json_value
+from mimicache.storage.objects import remote_url
 
 logger = logging.getLogger(__name__)
 

@@ -20,11 +20,12 @@ from mimicache.batch.outcome import JobResult
 from mimicache.batch.output_root import location, object_sidecars, object_size
 from mimicache.batch.plan import Job
 from mimicache.batch.unpublished import find_kept, publish_kept
-from mimicache.cache import StageKey, file_digest, fingerprint_files
-from mimicache.cache.remote import remote_url
+from mimicache.cache import StageKey, fingerprint_files
 from mimicache.config import TestCase, case_to_dict
 from mimicache.engine.stage_names import PIPELINE_STAGES, POSE_FRAMES
 from mimicache.errors import MimicacheError
+from mimicache.storage.digests import file_digest
+from mimicache.storage.objects import remote_url
 
 logger = logging.getLogger(__name__)
 

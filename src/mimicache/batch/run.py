@@ -24,12 +24,12 @@ from mimicache.batch.outputs import publish_output
 from mimicache.batch.plan import Job
 from mimicache.batch.report import sidecar_bytes
 from mimicache.batch.resume import ResultKey
-from mimicache.batch.store_faults import StoreError
 from mimicache.batch.unpublished import keep, kept_message
-from mimicache.cache import bytes_digest
 from mimicache.config import InferenceConfig, TestCase
 from mimicache.errors import MimicacheError, OutputError
 from mimicache.media import encode_video
+from mimicache.storage.digests import bytes_digest
+from mimicache.storage.faults import StoreError
 
 logger = logging.getLogger(__name__)
 

@@ -24,10 +24,10 @@ from mimicache.batch.outcome import JobResult
 from mimicache.batch.output_root import location, staging_base
 from mimicache.batch.outputs import publish_output
 from mimicache.batch.plan import Job
-from mimicache.batch.store_faults import StoreError
-from mimicache.cache import bytes_digest
-from mimicache.cache.remote import remote_url
 from mimicache.errors import setting
+from mimicache.storage.digests import bytes_digest
+from mimicache.storage.faults import StoreError
+from mimicache.storage.objects import remote_url
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any, Protocol
 
-import mimicache.cache.fs as fs
+import mimicache.storage.files as fs
 from mimicache.cache.digests import DigestMemo
 from mimicache.cache.entry import entry_damage, read_metadata
 from mimicache.cache.index import Index, json_dict, number_or

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from mimicache.cache.database import cannot_write, close_sqlite, connect_sqlite
-from mimicache.cache.keys import StageKey, canonical_json
+from mimicache.cache.keys import StageKey
+from mimicache.storage.json_values import canonical_json
 
 __all__ = ["HIT_REASON", "MISS_REASONS", "Index", "IndexRow", "MissReason"]
 

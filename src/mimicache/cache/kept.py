@@ -18,8 +18,8 @@ from collections import OrderedDict
 from pathlib import Path
 
 from mimicache.cache.entry import head_metadata
-from mimicache.cache.sizes import parse_size
 from mimicache.errors import CacheError
+from mimicache.storage.sizes import parse_size
 
 logger = logging.getLogger(__name__)
 

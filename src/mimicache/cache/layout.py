@@ -20,13 +20,28 @@ from pathlib import Path
 
 from mimicache.cache.entry import ENTRY_SUFFIX, SCHEMA
 from mimicache.errors import CacheError
+from mimicache.storage.files import atomic_write
 
-__all__ = ["Layout", "Scan", "check_stage", "is_key"]
+__all__ = ["CACHEDIR_TAG", "Layout", "Scan", "check_stage", "is_key", "write_cachedir_tag"]
 
 _STAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _KEY_RE = re.compile(r"^[0-9a-f]{64}$")
 _TEMP_RE = re.compile(r"^\.([0-9a-f]{64})\.\d+\.[0-9a-f]+\.tmp$")
 _ROOT_TEMP_RE = re.compile(r"^\..+\.(\d+)\.[0-9a-f]+\.tmp$")  # fs.atomic_write's temp names
+
+
+CACHEDIR_TAG = (
+    "Signature: 8a477f597d28d172789f06886806bc55\n"
+    "# This file is a cache directory tag created by mimicache (feature cache).\n"
+    "# For information about cache directory tags see https://bford.info/cachedir/\n"
+)
+
+
+def write_cachedir_tag(root: Path) -> None:
+    """Tag ``root`` as a cache directory (once; backup tools then skip it)."""
+    tag = root / "CACHEDIR.TAG"
+    if not tag.exists():
+        atomic_write(tag, CACHEDIR_TAG.encode("ascii"))
 
 
 def is_key(text: str) -> bool:

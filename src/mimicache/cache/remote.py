@@ -20,92 +20,26 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from pathlib import Path
-from typing import Any
 
 import blake3
 
 from mimicache.cache.entry import ENTRY_SUFFIX, SCHEMA, CorruptEntry, Entry, decode_entry
 from mimicache.cache.keys import StageKey
-from mimicache.cache.sharing import user_cache_dir
-from mimicache.cache.sizes import parse_size
-from mimicache.errors import CacheError
+from mimicache.errors import CacheError, StorageError
+from mimicache.storage.objects import local_cache_base, open_filesystem, put_new
+from mimicache.storage.sizes import parse_size
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "DEFAULT_LOCAL_SIZE",
-    "INSTALL_HINT",
-    "DamagedRemote",
-    "RemoteTier",
-    "local_cache_base",
-    "local_file_root",
-    "local_tier_dir",
-    "local_tier_size",
-    "open_filesystem",
-    "put_new",
-    "remote_url",
-]
+__all__ = ["DEFAULT_LOCAL_SIZE", "DamagedRemote", "RemoteTier", "local_tier_dir", "local_tier_size"]
 
 DEFAULT_LOCAL_SIZE = 10 * 1024**3
 """Default cap of a local tier in bytes (sccache's default, too)."""
 
-INSTALL_HINT = 'pip install "mimicache[s3]"'
-
-# Protocols of object stores. ``Path("s3://b/p")`` collapses the double slash to "s3:/b/p",
-# so one slash is accepted too; a scheme needs two letters (never a Windows drive letter).
-OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl"})
-_URL_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):/+(.*)$")
-
 
 class DamagedRemote(Exception):
     """A remote object that is not a sound entry of its stage and key; says why."""
-
-
-def _split(root: str | os.PathLike[str]) -> tuple[str, str] | None:
-    match = _URL_RE.match(os.fspath(root))
-    return (match.group(1).lower(), match.group(2)) if match else None
-
-
-def remote_url(
-    root: str | os.PathLike[str], protocols: frozenset[str] = OBJECT_STORES
-) -> str | None:
-    """``root`` as a normalised URL (``s3://bucket/prefix``) when it names object storage
-    (one of ``protocols``), else None (a local path, or a ``file://`` URL)."""
-    parts = _split(root)
-    if parts is None or parts[0] not in protocols:
-        return None
-    return f"{parts[0]}://{parts[1].rstrip('/')}"
-
-
-def local_file_root(root: str | os.PathLike[str]) -> Path | None:
-    """The path of a ``file://`` URL (``file:///data/cache`` -> ``/data/cache``), else None."""
-    parts = _split(root)
-    if parts is None or parts[0] != "file":
-        return None
-    return Path("/" + parts[1].lstrip("/"))
-
-
-def open_filesystem(url: str) -> tuple[Any, str]:
-    """(fsspec file system, path inside it) for ``url``; a CacheError names the extra to
-    install when fsspec or the protocol's library is missing."""
-    try:
-        import fsspec
-
-        return fsspec.core.url_to_fs(url)
-    except ImportError as exc:
-        raise CacheError(
-            f"{url}: object storage needs the optional libraries ({exc}): {INSTALL_HINT} "
-            "(gs:// also needs gcsfs, az:// adlfs)"
-        ) from None
-
-
-def local_cache_base() -> Path:
-    """The folder of this machine's local tiers (and fetched inputs)."""
-    base = os.environ.get("MIMICACHE_LOCAL_CACHE_DIR")
-    folder = Path(base).expanduser() if base else user_cache_dir() / "mimicache" / "tiers"
-    return folder.absolute()
 
 
 def local_tier_dir(url: str) -> Path:
@@ -118,7 +52,10 @@ def local_tier_size(size: int | str | None = None) -> int:
     DEFAULT_LOCAL_SIZE. A bad value raises CacheError carrying it."""
     if size is None:
         size = os.environ.get("MIMICACHE_LOCAL_CACHE_SIZE") or DEFAULT_LOCAL_SIZE
-    return parse_size(size)
+    try:
+        return parse_size(size)
+    except StorageError as exc:
+        raise CacheError(f"the local tier's cap: {exc}") from None
 
 
 class RemoteTier:
@@ -188,21 +125,3 @@ class RemoteTier:
         except Exception as exc:
             self._failed("written", exc)
             return False
-
-
-def put_new(fs: Any, path: str, data: bytes, *, conditional: bool = True) -> tuple[bool, bool]:
-    """Put ``data`` at ``path`` unless an object is there: (whether this call wrote it,
-    whether the store takes conditional puts). ``conditional`` False, or a store without them:
-    check, then put (a narrow race remains)."""
-    if conditional:
-        try:
-            fs.pipe_file(path, data, mode="create")
-            return True, True
-        except FileExistsError:
-            return False, True
-        except (TypeError, NotImplementedError, ValueError):
-            pass  # this store has no conditional put
-    if fs.exists(path):
-        return False, False
-    fs.pipe_file(path, data)
-    return True, False

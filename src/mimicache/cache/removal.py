@@ -10,8 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import PurePath
 
-from mimicache.cache.fs import remove
 from mimicache.errors import CacheError, setting
+from mimicache.storage.files import remove
 
 logger = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 from mimicache.cache.admin import CacheAdmin
 from mimicache.cache.modes import CacheMode
-from mimicache.cache.remote import remote_url
 from mimicache.cache.store import FeatureStore
+from mimicache.storage.objects import remote_url
 
 __all__ = ["open_admin"]
 

@@ -26,13 +26,14 @@ from pathlib import Path
 
 import blake3
 
+from mimicache.storage.files import user_cache_dir
+
 __all__ = [
     "NETWORK_FILESYSTEMS",
     "filesystem_type",
     "index_folder",
     "is_network_filesystem",
     "machine_id",
-    "user_cache_dir",
     "wal_allowed",
     "wal_known",
     "wal_usable",
@@ -101,12 +102,6 @@ def machine_id() -> str:
             if text:
                 return text
     return socket.gethostname()
-
-
-def user_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME``, else ``~/.cache``."""
-    base = os.environ.get("XDG_CACHE_HOME")
-    return Path(base) if base else Path.home() / ".cache"
 
 
 def index_folder(root: Path) -> Path:

@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import mimicache.cache.fs as cache_fs
-from mimicache.cache.digests import DigestMemo, file_digest
+import mimicache.storage.files as cache_fs
+from mimicache.cache.digests import DigestMemo
 from mimicache.cache.entry import (
     CorruptEntry,
     Entry,
@@ -31,17 +31,18 @@ from mimicache.cache.entry import (
     encode_entry,
     prepare_tensors,
 )
-from mimicache.cache.fs import atomic_write, errno_text, key_lock, write_blocker, write_cachedir_tag
 from mimicache.cache.index import HIT_REASON, Index, MissReason
 from mimicache.cache.kept import KeptEntries, memory_max_bytes
 from mimicache.cache.keys import StageKey, fingerprint_files
-from mimicache.cache.layout import Layout, check_stage
+from mimicache.cache.layout import Layout, check_stage, write_cachedir_tag
 from mimicache.cache.local_admin import LocalAdmin
 from mimicache.cache.modes import CacheEvent, CacheMode, package_version
-from mimicache.cache.remote import local_file_root, local_tier_dir, remote_url
+from mimicache.cache.remote import local_tier_dir
 from mimicache.cache.sharing import index_folder
-from mimicache.cache.sizes import format_size, parse_size  # callers import them from here too
 from mimicache.cache.tiers import Tiers
+from mimicache.storage.digests import file_digest
+from mimicache.storage.files import atomic_write, errno_text, key_lock, write_blocker
+from mimicache.storage.objects import local_file_root, remote_url
 
 if TYPE_CHECKING:
     import torch
@@ -58,9 +59,7 @@ __all__ = [
     "CacheMode",
     "FeatureStore",
     "StageKey",
-    "format_size",
     "package_version",
-    "parse_size",
 ]
 
 

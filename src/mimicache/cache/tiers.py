@@ -13,9 +13,9 @@ import logging
 
 import mimicache.cache.admin as admin
 from mimicache.cache.entry import Lookup
-from mimicache.cache.fs import atomic_write
 from mimicache.cache.keys import StageKey
 from mimicache.cache.remote import DamagedRemote, RemoteTier, local_tier_size
+from mimicache.storage.files import atomic_write
 
 logger = logging.getLogger(__name__)
 

@@ -18,16 +18,16 @@ from typing import Any, TextIO
 
 from mimicache.cache.admin import CacheAdmin
 from mimicache.cache.layout import Layout, check_stage
-from mimicache.cache.remote import remote_url
 from mimicache.cache.removal import Removal, RemovalFailure
 from mimicache.cache.roots import open_admin
-from mimicache.cache.sizes import format_size
 from mimicache.cli.console import flag_words
 from mimicache.cli.fmt import plural, size_arg, text_table
 from mimicache.engine.platform import describe
 from mimicache.engine.spec import DEFAULT_CACHE_DIR
 from mimicache.engine.stage_names import STAGES
 from mimicache.errors import CacheError, MimicacheError
+from mimicache.storage.objects import remote_url
+from mimicache.storage.sizes import format_size
 
 __all__ = ["DEFAULT_CACHE_DIR", "add_cache_commands", "main", "run_cache_command"]
 

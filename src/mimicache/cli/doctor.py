@@ -334,7 +334,7 @@ def hub_model_check(repo: str, revision: str | None = None) -> Check:
 
 
 def weight_check(area: str, path: Path, key: str, digests: bool) -> Check:
-    from mimicache.cache import file_digest
+    from mimicache.storage.digests import file_digest
 
     path = path.expanduser()
     if not path.is_file():

@@ -82,7 +82,7 @@ def download_main(argv) -> int:
 
 
 def _check_inputs(images: list[str], videos: list[str]) -> None:
-    from mimicache.cache.fetch import input_url
+    from mimicache.storage.fetch import input_url
 
     for flag, values in (("--ref_image", images), ("--video", videos)):
         for value in values:

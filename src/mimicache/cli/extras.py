@@ -8,8 +8,8 @@ import argparse
 import importlib
 from dataclasses import dataclass
 
-from mimicache.cache.remote import remote_url
 from mimicache.errors import MimicacheError
+from mimicache.storage.objects import remote_url
 
 S3 = frozenset({"s3"})  # the protocols the s3 extra serves
 

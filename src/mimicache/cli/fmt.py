@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 
 from mimicache.batch.report import text_table
-from mimicache.cache import format_size, parse_size
-from mimicache.errors import CacheError
+from mimicache.errors import StorageError
+from mimicache.storage.sizes import format_size, parse_size
 
 __all__ = ["format_size", "parse_size", "plural", "size_arg", "text_table"]
 
@@ -21,5 +21,5 @@ def size_arg(text: str) -> int:
     """argparse type for sizes such as ``20GB``, ``500M``, ``1.5GiB`` (bytes)."""
     try:
         return parse_size(text)
-    except CacheError as exc:
+    except StorageError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None

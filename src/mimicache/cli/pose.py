@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 from mimicache.batch import check_log_file, check_output_folder
 from mimicache.batch.html_report import ReportJob, report_path, write_report
 from mimicache.batch.outputs import candidates
-from mimicache.cache.fs import atomic_write
 from mimicache.cli.console import setup_logging
 from mimicache.cli.extras import check_run_extras
 from mimicache.cli.options import add_engine_flags, engine_spec
@@ -33,6 +32,7 @@ from mimicache.config import (
 )
 from mimicache.errors import ConfigError, MimicacheError
 from mimicache.media import write_video
+from mimicache.storage.files import atomic_write
 
 if TYPE_CHECKING:
     from mimicache.cache.store import FeatureStore

@@ -32,7 +32,6 @@ from mimicache.batch import (
     plan_jobs,
     run_jobs,
 )
-from mimicache.cache.sizes import parse_size
 from mimicache.cli.cache import run_cache_command
 from mimicache.config import (
     DEFAULT_PERSON,
@@ -45,6 +44,7 @@ from mimicache.config.fields import SPEEDS
 from mimicache.config.sampler import SCHEDULER_NAMES, SchedulerOptions
 from mimicache.errors import ConfigError, InputError, MimicacheError
 from mimicache.media import write_video
+from mimicache.storage.sizes import parse_size
 
 if TYPE_CHECKING:
     import PIL.Image

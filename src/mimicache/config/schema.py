@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mimicache.cache.fetch import input_url
 from mimicache.config.fields import (
     _FLOAT_FIELDS,
     _INT_FIELDS,
@@ -24,6 +23,7 @@ from mimicache.config.validation import (
     _unknown_hint,
 )
 from mimicache.errors import ConfigError
+from mimicache.storage.fetch import input_url
 
 # --------------------------------------------------------------------------- value objects
 

@@ -11,7 +11,6 @@ from typing import Any
 
 import yaml
 
-from mimicache.cache.fetch import input_url
 from mimicache.config.fields import (
     _FLOAT_FIELDS,
     _HUB_ID,
@@ -25,6 +24,7 @@ from mimicache.config.fields import (
 )
 from mimicache.config.hub import HubFile, hub_file, hub_repo, is_hub_reference, local_file
 from mimicache.errors import ConfigError, ModelLoadError
+from mimicache.storage.fetch import input_url
 
 # --------------------------------------------------------------------------- model files
 

@@ -31,7 +31,6 @@ from pathlib import Path, PurePosixPath
 
 import yaml
 
-from mimicache.cache.fs import atomic_write
 from mimicache.config.fields import (
     _PATH_FIELDS,
     DEFAULT_DWPOSE_DET_PATH,
@@ -47,6 +46,7 @@ from mimicache.config.hub import (
 )
 from mimicache.config.schema import TestCase
 from mimicache.errors import ConfigError, ModelLoadError, setting
+from mimicache.storage.files import atomic_write
 
 PLACEHOLDER_IMAGE = "path/to/reference_image.png"
 PLACEHOLDER_VIDEO = "path/to/driving_video.mp4"

@@ -9,12 +9,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mimicache.cache import FeatureStore, StageKey, content_fact, file_digest
+from mimicache.cache import FeatureStore, StageKey, content_fact
 from mimicache.config import TestCase
 from mimicache.engine.fingerprints import ModelFingerprints, model_files
 from mimicache.engine.platform import dwpose_platform, engine_platform, torch_platform
 from mimicache.engine.record import JobRecord
 from mimicache.engine.stages import JobKeys, Stage, compute_with_warnings, replay_warnings
+from mimicache.storage.digests import file_digest
 
 __all__ = ["StageRunner"]
 

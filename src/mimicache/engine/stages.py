@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mimicache.cache import StageKey, bytes_digest
+from mimicache.cache import StageKey
 from mimicache.config import TestCase
 from mimicache.engine.codecs import (  # noqa: F401 (pack_frames, unpack_frames re-exported)
     json_tensor,
@@ -49,6 +49,7 @@ from mimicache.engine.stage_names import (  # noqa: F401 (re-exported for the st
 from mimicache.media import effective_stride, missing_file, probe_video
 from mimicache.pose import PoseSequence, VideoPoses
 from mimicache.pose.dwpose import KEYPOINTS_VERSION
+from mimicache.storage.digests import bytes_digest
 
 # Bump when alignment or drawing changes what they produce (DWPose's own version is
 # pose.dwpose.KEYPOINTS_VERSION).

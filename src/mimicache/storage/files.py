@@ -1,4 +1,4 @@
-"""Files that are never seen half-written, per-key locks, the cache-directory tag.
+"""Files that are never seen half-written, file locks, and the small facts about files.
 
 ``atomic_write(path, data)`` writes a temp file in the same folder, fsyncs it, gives it the
 mode a plain ``open()`` would (0o666 minus the umask) and renames it over ``path``.
@@ -20,7 +20,6 @@ from typing import BinaryIO
 import filelock
 
 __all__ = [
-    "CACHEDIR_TAG",
     "atomic_write",
     "current_umask",
     "errno_text",
@@ -29,15 +28,10 @@ __all__ = [
     "remove",
     "tree_size",
     "try_lock",
+    "user_cache_dir",
     "write_blocker",
-    "write_cachedir_tag",
 ]
 
-CACHEDIR_TAG = (
-    "Signature: 8a477f597d28d172789f06886806bc55\n"
-    "# This file is a cache directory tag created by mimicache (feature cache).\n"
-    "# For information about cache directory tags see https://bford.info/cachedir/\n"
-)
 _UMASK_LOCK = threading.Lock()
 
 
@@ -154,13 +148,6 @@ def _write_all(
         view = view[written:]
 
 
-def write_cachedir_tag(root: Path) -> None:
-    """Tag ``root`` as a cache directory (once; backup tools then skip it)."""
-    tag = root / "CACHEDIR.TAG"
-    if not tag.exists():
-        atomic_write(tag, CACHEDIR_TAG.encode("ascii"))
-
-
 @contextlib.contextmanager
 def key_lock(path: Path, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
     """Hold the exclusive file lock ``path`` (created with its folder); ``on_wait`` is called
@@ -245,3 +232,9 @@ def printable(text: str) -> str:
         return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     except UnicodeEncodeError:  # a lone surrogate that no file name decoding makes
         return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def user_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME``, else ``~/.cache``."""
+    base = os.environ.get("XDG_CACHE_HOME")
+    return Path(base) if base else Path.home() / ".cache"

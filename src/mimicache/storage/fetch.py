@@ -8,7 +8,7 @@ URL (``<folder>/urls/<url digest>.json``: ETag, size, digest) lets the next call
 same URL, while the object's ETag and size are unchanged, return the file without a download.
 
 Default folder: ``<local cache base>/inputs`` (``MIMICACHE_LOCAL_CACHE_DIR``, else
-``$XDG_CACHE_HOME/mimicache/tiers``). Errors raise CacheError carrying the URL.
+``$XDG_CACHE_HOME/mimicache/tiers``). Errors raise StorageError carrying the URL.
 """
 
 from __future__ import annotations
@@ -23,16 +23,16 @@ from typing import Any
 
 import blake3
 
-from mimicache.cache.digests import file_digest
-from mimicache.cache.fs import atomic_write
-from mimicache.cache.remote import (
+from mimicache.errors import StorageError
+from mimicache.storage.digests import file_digest
+from mimicache.storage.files import atomic_write
+from mimicache.storage.objects import (
     OBJECT_STORES,
     local_cache_base,
     local_file_root,
     open_filesystem,
     remote_url,
 )
-from mimicache.errors import CacheError
 
 logger = logging.getLogger(__name__)
 
@@ -73,9 +73,9 @@ def fetch(url: str | os.PathLike[str], *, folder: str | os.PathLike[str] | None 
     try:
         version = _version(fs.info(path))
     except FileNotFoundError:
-        raise CacheError(f"{normalised} does not exist (no such object)") from None
+        raise StorageError(f"{normalised} does not exist (no such object)") from None
     except Exception as exc:
-        raise CacheError(f"cannot read {normalised}: {type(exc).__name__}: {exc}") from None
+        raise StorageError(f"cannot read {normalised}: {type(exc).__name__}: {exc}") from None
     record_path = base / "urls" / f"{blake3.blake3(normalised.encode()).hexdigest()[:32]}.json"
     known = _known(record_path, version)
     if known is not None:
@@ -111,7 +111,7 @@ def _download(fs: Any, path: str, url: str, base: Path, name: str) -> Path:
         try:
             fs.get_file(path, str(tmp))
         except Exception as exc:
-            raise CacheError(f"cannot download {url}: {type(exc).__name__}: {exc}") from None
+            raise StorageError(f"cannot download {url}: {type(exc).__name__}: {exc}") from None
         digest = file_digest(tmp)
         final = base / digest[:2] / digest / name
         final.parent.mkdir(parents=True, exist_ok=True)

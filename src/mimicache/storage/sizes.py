@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from mimicache.errors import CacheError
+from mimicache.errors import StorageError
 
 __all__ = ["format_size", "parse_size"]
 
@@ -15,21 +15,21 @@ _SIZE_POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4, "p": 5}
 def parse_size(text: str | int) -> int:
     """Bytes from ``"123"``, ``"500M"``, ``"10GB"`` (powers of 1000) or ``"1.5GiB"`` (1024).
 
-    Case-insensitive; the ``B`` is optional. Raises CacheError for anything else.
+    Case-insensitive; the ``B`` is optional. Raises StorageError for anything else.
     """
     if isinstance(text, int) and not isinstance(text, bool):
         if text < 0:
-            raise CacheError(f"invalid size {text!r}: must not be negative")
+            raise StorageError(f"invalid size {text!r}: must not be negative")
         return text
     match = _SIZE_RE.match(str(text))
     if not match:
-        raise CacheError(
+        raise StorageError(
             f"invalid size {text!r}: use a number of bytes with an optional unit, "
             "e.g. 123, 500M, 10GB or 1.5GiB"
         )
     number, unit, binary, _ = match.groups()
     if binary and not unit:
-        raise CacheError(f"invalid size {text!r}: 'i' needs a unit letter, e.g. 1.5GiB")
+        raise StorageError(f"invalid size {text!r}: 'i' needs a unit letter, e.g. 1.5GiB")
     base = 1024 if binary else 1000
     return round(float(number) * base ** _SIZE_POWERS[unit.lower()])
 
