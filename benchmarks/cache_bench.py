@@ -55,7 +55,7 @@ import torch
 
 import mimicache
 from mimicache.cache import keys
-from mimicache.cache.digests import DigestMemo
+from mimicache.cache.digest_memo import DigestMemo
 from mimicache.cache.store import CacheEvent, FeatureStore
 from mimicache.config import InferenceConfig, TestCase
 from mimicache.engine import JobRecord, MimicMotion, stages
@@ -63,7 +63,6 @@ from mimicache.media import fit_image, probe_video, read_image, write_video
 from mimicache.pose.preprocess import to_model_pixels
 from mimicache.storage.digests import file_digest
 from mimicache.storage.sizes import format_size
-from mimicache.testing.dwpose import make_figure_frame, write_tiny_dwpose
 from mimicache.testing.models import (
     CLIP_PREPROCESSOR_CONFIG,
     CLIP_VIT_H_CONFIG,
@@ -75,6 +74,7 @@ from mimicache.testing.models import (
     build_vae,
     tiny_checkpoint_state,
 )
+from mimicache.testing.tiny_dwpose import make_figure_frame, write_tiny_dwpose
 
 logger = logging.getLogger("cache_bench")
 

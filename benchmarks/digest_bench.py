@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from mimicache.cache import keys
-from mimicache.cache.digests import DigestMemo
+from mimicache.cache.digest_memo import DigestMemo
 from mimicache.storage.digests import file_digest
 from mimicache.storage.sizes import format_size, parse_size
 

@@ -45,10 +45,10 @@ def _modes(tmp: Path, jobs_count: int) -> dict[str, dict[str, float]]:
     import ray
 
     from mimicache.batch import plan_jobs
-    from mimicache.batch.outcome import Outcome
-    from mimicache.batch.results import ResultsLog
-    from mimicache.batch.run import SidecarInfo, finish_job
-    from mimicache.batch.workers import GenerationWorker
+    from mimicache.batch.executing.job_loop import RunInfo, finish_job
+    from mimicache.batch.executing.workers import GenerationWorker
+    from mimicache.batch.job import Outcome
+    from mimicache.batch.reporting.results import ResultsLog
     from mimicache.config import load_config
     from mimicache.engine.spec import EngineSpec
 
@@ -59,7 +59,7 @@ def _modes(tmp: Path, jobs_count: int) -> dict[str, dict[str, float]]:
     try:
         worker = ray.remote(GenerationWorker).options(num_cpus=1).remote(spec)
         info = ray.get(worker.info.remote())
-        sidecar_info = SidecarInfo(config, info["model_files"], info["pose_retarget"])
+        sidecar_info = RunInfo(config, info["model_files"], info["pose_retarget"])
         info_ref = ray.put(sidecar_info)
         figures: dict[str, dict[str, float]] = {}
         for mode in ("frames", "record", "frames", "record"):  # the second round is warm

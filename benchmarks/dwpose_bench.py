@@ -54,7 +54,7 @@ def main() -> None:
     import torch
 
     from mimicache.pose import DWPose
-    from mimicache.testing.dwpose import make_figure_frame
+    from mimicache.testing.tiny_dwpose import make_figure_frame
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--width", type=float, default=1.0)

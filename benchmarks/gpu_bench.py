@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mimicache.pipeline.speed import FAST, kernel_choice
+from mimicache.pipeline.fast import FAST, kernel_choice
 
 REDUCED_UNET = {
     "block_out_channels": (64, 128, 256, 256),
@@ -161,7 +161,7 @@ def prepare(pipe, mode: str, device: torch.device, compile_mode: str | None) -> 
     if mode != "exact":
         prepare_models(pipe, SpeedOptions(FAST), device)
     if mode == "fast+compile":
-        from mimicache.pipeline.speed import compile_models
+        from mimicache.pipeline.fast import compile_models
 
         if not compile_models(pipe, device, mode=compile_mode):
             raise RuntimeError("torch.compile is unavailable here (see the warning)")
@@ -279,7 +279,7 @@ def kernel_checks(pipe, shape, device, dtype) -> dict:
     out = {"fast order": timed(kernel_choice(FAST, device))}
     for backend in ("FLASH_ATTENTION", "CUDNN_ATTENTION", "EFFICIENT_ATTENTION"):
         out[backend] = timed(sdpa_kernel([getattr(SDPBackend, backend)]))
-    from mimicache.pipeline.speed import use_channels_last
+    from mimicache.pipeline.fast import use_channels_last
 
     use_channels_last(pipe.unet)
     out["unet channels-last, fast order"] = timed(kernel_choice(FAST, device))
@@ -316,8 +316,8 @@ def offload_modes(args, results: dict, save) -> None:
 
 def dwpose(args, results: dict, save) -> None:
     from mimicache.pose import DWPose
-    from mimicache.testing.dwpose import make_figure_frame
     from mimicache.testing.pose_models import write_rtmpose_onnx, write_yolox_onnx
+    from mimicache.testing.tiny_dwpose import make_figure_frame
 
     width = 1.0 if args.size == "published" else 0.25
     out = results["dwpose"] = {"model_width": width, "frames": args.pose_frames}

@@ -20,9 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from mimicache.batch.manifest import plan_manifest, read_manifest
-from mimicache.batch.results import ResultsLog
-from mimicache.batch.run import JobResult
+from mimicache.batch.job import JobResult
+from mimicache.batch.planning.manifest import plan_manifest, read_manifest
+from mimicache.batch.reporting.results import ResultsLog
 from mimicache.config import TestCase
 
 

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from mimicache.pose import DWPose, draw_pose
-from mimicache.testing.dwpose import make_figure_frame, write_tiny_dwpose
+from mimicache.testing.tiny_dwpose import make_figure_frame, write_tiny_dwpose
 
 
 def main() -> None:

@@ -45,8 +45,8 @@ def workspace(tmp: Path, jobs: int, frames: int) -> tuple[Path, Path]:
     from PIL import Image
 
     from mimicache.media import write_video
-    from mimicache.testing.dwpose import make_figure_frame
     from mimicache.testing.models import write_tiny_bundle
+    from mimicache.testing.tiny_dwpose import make_figure_frame
 
     bundle = write_tiny_bundle(tmp / "bundle")
     clips = tmp / "clips"
@@ -123,8 +123,8 @@ def main() -> None:
     import torch
 
     from mimicache.batch import run_jobs
-    from mimicache.batch.executor import ExecutorSettings
-    from mimicache.batch.ray_executor import RayExecutor
+    from mimicache.batch.executing.executor import ExecutorSettings
+    from mimicache.batch.executing.ray_executor import RayExecutor
     from mimicache.engine.build import build_engine
 
     cores = os.cpu_count() or 1
@@ -281,7 +281,7 @@ def _metered(base):
     start-up and in the dispatch loop, the pickled bytes of each worker's answer, and the
     driver's CPU seconds in ``finish_job`` (encode and write); the bench's own pickling is
     taken out of the loop's count."""
-    import mimicache.batch.ray_executor as module
+    import mimicache.batch.executing.ray_executor as module
 
     class Metered(base):
         def __init__(self, *args, **kwargs):
@@ -349,7 +349,7 @@ def _published(ray, shape: tuple[int, ...], fps: float, repeats: int = 3) -> dic
     from PIL import Image
 
     from mimicache.media import encode_video
-    from mimicache.testing.dwpose import make_figure_frame
+    from mimicache.testing.tiny_dwpose import make_figure_frame
 
     count, height, width, _ = shape
     # The encoder's cost and the mp4's size follow the content: a moving figure over a smooth

@@ -51,8 +51,8 @@ def write_case(workdir: Path, size: str) -> Path:
     from PIL import Image
 
     from mimicache.media import write_video
-    from mimicache.testing.dwpose import make_figure_frame
     from mimicache.testing.models import TinyBundle, write_tiny_bundle
+    from mimicache.testing.tiny_dwpose import make_figure_frame
 
     # written once: rewritten files are too new for the digest memo, so every process would
     # hash them again and time that instead of a warm job

@@ -25,7 +25,7 @@ def tiny_base(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_pipeline(tiny_base):
-    from mimicache.pipeline.loading import load_pipeline
+    from mimicache.pipeline.weights import load_pipeline
 
     base, ckpt = tiny_base
     return load_pipeline(base, ckpt, dtype=torch.float32, device="cpu")

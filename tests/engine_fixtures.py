@@ -9,7 +9,7 @@ import yaml
 from PIL import Image
 
 from mimicache.media import write_video
-from mimicache.testing.dwpose import make_figure_frame
+from mimicache.testing.tiny_dwpose import make_figure_frame
 
 RESOLUTION = 64
 

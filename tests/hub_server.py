@@ -302,7 +302,7 @@ def real_repos(folder: Path) -> list[Repo]:
     ``folder``), short byte strings elsewhere."""
     import torch
 
-    from mimicache.testing.dwpose import write_tiny_dwpose
+    from mimicache.testing.tiny_dwpose import write_tiny_dwpose
 
     det, pose = write_tiny_dwpose(folder)
     checkpoint = io.BytesIO()

@@ -9,7 +9,7 @@ import pytest
 
 from mimicache.media import write_video
 from mimicache.pose import DWPose
-from mimicache.testing.dwpose import make_figure_frame, write_tiny_dwpose
+from mimicache.testing.tiny_dwpose import make_figure_frame, write_tiny_dwpose
 
 
 @pytest.fixture(scope="module")

@@ -238,12 +238,12 @@ def test_the_checker_sees_dynamic_imports():
     through_importlib = (
         "import importlib\n"
         "def load():\n"
-        "    return importlib.import_module('mimicache.pipeline.loading')\n"
+        "    return importlib.import_module('mimicache.pipeline.weights')\n"
     )
-    through_dunder = "x = __import__('mimicache.batch.run')\n"
+    through_dunder = "x = __import__('mimicache.batch.executing.job_loop')\n"
     lazy_table = (
         "import importlib\n"
-        "_MOVED = {'load_pipeline': 'mimicache.pipeline.loading'}\n"
+        "_MOVED = {'load_pipeline': 'mimicache.pipeline.weights'}\n"
         "def __getattr__(name):\n"
         "    return getattr(importlib.import_module(_MOVED[name]), name)\n"
     )
@@ -253,33 +253,35 @@ def test_the_checker_sees_dynamic_imports():
         "    import importlib\n"
         "    importlib.import_module('mimicache.cli')\n"
     )
-    assert "mimicache.pipeline.loading" in source_imports(
+    assert "mimicache.pipeline.weights" in source_imports(
         through_importlib, "mimicache.models", True
     )
-    assert "mimicache.batch.run" in source_imports(through_dunder, "mimicache.storage.files", False)
-    assert "mimicache.pipeline.loading" in source_imports(lazy_table, "mimicache.models", True)
+    assert "mimicache.batch.executing.job_loop" in source_imports(
+        through_dunder, "mimicache.storage.files", False
+    )
+    assert "mimicache.pipeline.weights" in source_imports(lazy_table, "mimicache.models", True)
     assert not any(t.startswith("mimicache") for t in source_imports(hinted, "mimicache.x", False))
     # a string that merely names a module is not an import without a lazy __getattr__
     assert source_imports("NOTE = 'mimicache.cli'\n", "mimicache.storage.files", False) == set()
 
 
 def test_the_layer_rule_fails_on_a_lazy_upward_alias(tmp_path, monkeypatch):
-    """The alias models -> pipeline.loading, through importlib, is an upward import."""
+    """The alias models -> pipeline.weights, through importlib, is an upward import."""
     fake = tmp_path / "mimicache"
     (fake / "models").mkdir(parents=True)
     (fake / "pipeline").mkdir()
     (fake / "__init__.py").write_text("")
     (fake / "pipeline" / "__init__.py").write_text("")
-    (fake / "pipeline" / "loading.py").write_text("import mimicache.models\n")
+    (fake / "pipeline" / "weights.py").write_text("import mimicache.models\n")
     (fake / "models" / "__init__.py").write_text(
         "import importlib\n"
         "def __getattr__(name):\n"
-        "    return getattr(importlib.import_module('mimicache.pipeline.loading'), name)\n"
+        "    return getattr(importlib.import_module('mimicache.pipeline.weights'), name)\n"
     )
     monkeypatch.setattr(sys.modules[__name__], "SRC", tmp_path)
     graph = import_graph()
-    assert "mimicache.pipeline.loading" in graph["mimicache.models"]
-    assert "mimicache.models -> mimicache.pipeline.loading" in upward_imports(graph)
+    assert "mimicache.pipeline.weights" in graph["mimicache.models"]
+    assert "mimicache.models -> mimicache.pipeline.weights" in upward_imports(graph)
 
 
 DOC = SRC.parent / "docs" / "architecture.md"

@@ -67,7 +67,7 @@ def test_missing_object_names_the_url(s3_url, tmp_path):
 def test_an_input_that_cannot_be_fetched_has_no_result_key(s3_url):
     """``--resume`` keys every job before any runs: a missing object gives that job no key
     (it is redone, and its run reports the error) instead of stopping the whole run."""
-    from mimicache.batch.resume import ResultKeys
+    from mimicache.batch.executing.resume import ResultKeys
     from mimicache.config import TestCase
 
     case = TestCase(ref_video_path=f"{s3_url}/gone.mp4", ref_image_path=f"{s3_url}/gone.png")

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from mimicache.cache import digests
-from mimicache.cache.digests import DigestMemo
+from mimicache.cache import digest_memo as digests
+from mimicache.cache.digest_memo import DigestMemo
 from mimicache.cache.keys import StageKey, fingerprint_files, key_digest
 from mimicache.storage import digests as hashing
 from mimicache.storage.digests import file_digest
@@ -209,7 +209,7 @@ def test_unusable_memo_db_just_computes(
     bad.write_bytes(b"this is not a sqlite database" * 100)
     for db in (tmp_path / "dir.sqlite", bad, tmp_path / "missing" / "memo.sqlite"):
         memo = DigestMemo(db)
-        with caplog.at_level(logging.WARNING, logger="mimicache.cache.digests"):
+        with caplog.at_level(logging.WARNING, logger="mimicache.cache.digest_memo"):
             caplog.clear()
             assert file_digest(path, memo) == blake3.blake3(b"data").hexdigest()
             assert file_digest(path, memo) == blake3.blake3(b"data").hexdigest()

@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from mimicache.cache import digests as digests_mod
+from mimicache.cache import digest_memo as digests_mod
 from mimicache.cache import index as index_mod
 from mimicache.cache.entry import tensor_checksum
 from mimicache.cache.store import CacheEvent, FeatureStore, StageKey

@@ -13,7 +13,7 @@ import torch
 from mimicache.cache import database, sharing
 from mimicache.cache import entry as entry_mod
 from mimicache.cache import index as index_mod
-from mimicache.cache.digests import DigestMemo, content_fact
+from mimicache.cache.digest_memo import DigestMemo, content_fact
 from mimicache.cache.modes import CacheMode
 from mimicache.cache.store import FeatureStore
 from mimicache.storage import digests as hashing

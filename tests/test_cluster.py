@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 
 from mimicache.batch import JobResult, make_timestamp
-from mimicache.batch.executor import ExecutorSettings
-from mimicache.batch.manifest import plan_manifest, read_manifest
-from mimicache.batch.output_root import location
-from mimicache.batch.ray_executor import RayExecutor
-from mimicache.batch.results import RESULTS_FILE
+from mimicache.batch.executing.executor import ExecutorSettings
+from mimicache.batch.executing.ray_executor import RayExecutor
+from mimicache.batch.outputs.root import location
+from mimicache.batch.planning.manifest import plan_manifest, read_manifest
+from mimicache.batch.reporting.results import RESULTS_FILE
 from mimicache.cli import main
 from mimicache.config import load_config
 from mimicache.engine.spec import EngineSpec

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from mimicache.batch import Job
-from mimicache.batch.cold_warm import Speedup, run_benchmark, speedups
-from mimicache.batch.run import JobResult
+from mimicache.batch.bench.cold_warm import Speedup, run_benchmark, speedups
+from mimicache.batch.job import JobResult
 from mimicache.cache.modes import CacheEvent
 from mimicache.cache.store import FeatureStore
 from mimicache.config import InferenceConfig, TestCase
@@ -65,6 +65,11 @@ class SlowStart:
         return Generated(frames, 8, timings, events)
 
 
+def _stores(root: Path):
+    """The run's store in each mode, as the composition root opens it."""
+    return lambda mode: FeatureStore(root, mode=mode)
+
+
 def _plan(tmp_path: Path):
     case = TestCase(ref_video_path=tmp_path / "walk.mp4", ref_image_path=tmp_path / "ref.png")
 
@@ -81,7 +86,9 @@ def test_the_warm_up_runs_uncached_first_and_is_not_timed(tmp_path):
     root = tmp_path / "cache"
     engine = SlowStart(FeatureStore(root))
     config = InferenceConfig(base_model_path="", ckpt_path=Path(), test_case=[])
-    report = run_benchmark(engine, config, _plan(tmp_path), progress=False)
+    report = run_benchmark(
+        engine, config, _plan(tmp_path), open_store=_stores(root), progress=False
+    )
     assert engine.calls[0] == ("walk (warm-up)", "off")
     assert [mode for _, mode in engine.calls[1:]] == ["refresh"] * 2 + ["read-write"] * 2
     assert not list((tmp_path / "out").glob("*warm-up*"))  # the warm-up writes no output
@@ -133,7 +140,7 @@ def test_speedups_count_only_the_stages_the_cache_served_and_jobs_done_twice(tmp
 
 
 def test_the_charts_legend_covers_no_label_and_the_title_gives_both_figures(tmp_path, monkeypatch):
-    import mimicache.batch.bench_plot as bench_plot
+    import mimicache.batch.bench.plot as bench_plot
 
     timings = {
         "video_keypoints": 2.0, "digest": 0.02, "denoise": 1.0, "decode": 1.0,
@@ -192,7 +199,8 @@ class NoisyHit(SlowStart):
 def test_the_cached_stages_figure_takes_each_jobs_fastest(tmp_path):
     engine = NoisyHit(FeatureStore(tmp_path / "cache"))
     config = InferenceConfig(base_model_path="", ckpt_path=Path(), test_case=[])
-    report = run_benchmark(engine, config, _plan(tmp_path), progress=False)
+    stores = _stores(tmp_path / "cache")
+    report = run_benchmark(engine, config, _plan(tmp_path), open_store=stores, progress=False)
     # two jobs, each timed alone three times more: cold (forced refresh), then warm (hits)
     assert engine.alone == ["refresh"] * 6 + ["read-write"] * 6
     # warm: the fastest of (0.52, 0.03, 0.03, 0.03) and of (0.03, ...); the noisy 0.5 s is out

@@ -20,7 +20,7 @@ import pytest
 from mimicache.cli.main import main
 from mimicache.config import HubFile, config_to_dict, hub_file, load_config
 from mimicache.config.hub import BASE_MODEL_REPO, CHECKPOINT_REPO, DWPOSE_HF_REPO
-from mimicache.config.weights import base_model_files
+from mimicache.config.hub_weights import base_model_files
 from mimicache.errors import ConfigError, ModelLoadError
 from mimicache.storage.sizes import format_size
 from tests.hub_server import FakeHub, Repo, real_repos
@@ -111,7 +111,7 @@ def _served(hub: FakeHub, repo_id: str, name: str) -> bytes:
 def test_download_fetches_what_a_run_needs_and_writes_a_config_that_loads(
     hub, tmp_path, capsys, monkeypatch
 ):
-    from mimicache.pipeline.loading import resolve_base_model
+    from mimicache.pipeline.weights import resolve_base_model
 
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     code, out, err = _download(capsys, *_inputs(tmp_path))
@@ -285,7 +285,7 @@ def _hub_config(tmp_path: Path, commit: str) -> Path:
 
 def test_hub_references_resolve_through_the_hub_cache_and_offline(hub, tmp_path, monkeypatch):
     from mimicache.cache import fingerprint_files
-    from mimicache.pipeline.loading import checked_checkpoint
+    from mimicache.pipeline.weights import checked_checkpoint
     from mimicache.pose import DWPose
 
     commit = hub.repos[DWPOSE_HF_REPO].commit
@@ -336,7 +336,7 @@ def test_hub_references_resolve_through_the_hub_cache_and_offline(hub, tmp_path,
 
 
 def test_base_model_hub_reference_fetches_only_what_inference_reads(hub, monkeypatch):
-    from mimicache.pipeline.loading import resolve_base_model
+    from mimicache.pipeline.weights import resolve_base_model
 
     reference = f"hf://{BASE_MODEL_REPO}@{hub.repos[BASE_MODEL_REPO].commit}"
     with pytest.raises(ModelLoadError) as gated:  # no token yet

@@ -23,8 +23,8 @@ from mimicache.engine import (
     stages,
     unpack_frames,
 )
-from mimicache.testing.dwpose import write_tiny_dwpose
 from mimicache.testing.models import TinyBundle
+from mimicache.testing.tiny_dwpose import write_tiny_dwpose
 from tests.engine_fixtures import figure_video, reference_image, write_config
 
 ALL = {"image_keypoints", "video_keypoints", "pose_frames", "clip_embeddings", "vae_latents"}

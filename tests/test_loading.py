@@ -7,7 +7,7 @@ from safetensors.torch import save_file
 from mimicache.errors import ModelLoadError
 from mimicache.models import MimicMotionUNet, PoseNet
 from mimicache.pipeline import MimicMotionPipeline
-from mimicache.pipeline.loading import load_pipeline, resolve_base_model
+from mimicache.pipeline.weights import load_pipeline, resolve_base_model
 from mimicache.testing.models import tiny_checkpoint_state
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from mimicache.batch.manifest import plan_manifest, read_manifest, resolve_local
-from mimicache.batch.output_root import location
+from mimicache.batch.outputs.root import location
+from mimicache.batch.planning.manifest import plan_manifest, read_manifest, resolve_local
 from mimicache.config import InferenceConfig, TestCase
 from mimicache.errors import InputError
 

@@ -12,10 +12,10 @@ import socket
 
 import pytest
 
-from mimicache.batch.output_root import location, open_output_root
-from mimicache.batch.outputs import publish_output
-from mimicache.batch.results import RESULTS_FILE
-from mimicache.batch.unpublished import kept_folder
+from mimicache.batch.outputs.publish import publish_output
+from mimicache.batch.outputs.root import location, open_output_root
+from mimicache.batch.outputs.unpublished import kept_folder
+from mimicache.batch.reporting.results import RESULTS_FILE
 from mimicache.cli import main
 from mimicache.errors import OutputError
 from mimicache.storage import faults as store_faults

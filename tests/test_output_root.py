@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from mimicache.batch.output_root import location, object_sidecars, open_output_root
-from mimicache.batch.outputs import publish_output
-from mimicache.batch.results import RESULTS_FILE
+from mimicache.batch.outputs.publish import publish_output
+from mimicache.batch.outputs.root import location, object_sidecars, open_output_root
+from mimicache.batch.reporting.results import RESULTS_FILE
 from mimicache.cli import main
 from mimicache.errors import OutputError
 from mimicache.storage.digests import bytes_digest
@@ -117,8 +117,8 @@ def test_local_run_with_inputs_manifest_and_outputs_in_the_bucket(
 
 def test_results_jsonl_goes_up_as_jobs_finish_then_whole_at_the_end(s3_url, tmp_path, monkeypatch):
     from mimicache.batch import JobResult
-    from mimicache.batch.plan import Job
-    from mimicache.batch.results import ResultsLog
+    from mimicache.batch.job import Job
+    from mimicache.batch.reporting.results import ResultsLog
     from mimicache.config import TestCase
 
     monkeypatch.setenv("MIMICACHE_LOCAL_CACHE_DIR", str(tmp_path / "tier"))

@@ -119,7 +119,7 @@ def test_any_platform_shares_entries_across_thread_counts_and_says_so(config, tm
 
 def test_a_warning_of_the_computing_run_is_repeated_on_a_hit(tiny_bundle, tmp_path, caplog):
     from mimicache.media import write_video
-    from mimicache.testing.dwpose import make_figure_frame
+    from mimicache.testing.tiny_dwpose import make_figure_frame
 
     frames = [make_figure_frame(72, 96, i / 4) for i in range(3)]
     video = write_video(tmp_path / "gap.mp4", np.stack([*frames, frames[0] * 0]), 24.0)

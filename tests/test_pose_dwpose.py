@@ -18,7 +18,7 @@ from mimicache.pose.dwpose import (
     to_openpose,
     to_pose_frame,
 )
-from mimicache.testing.dwpose import make_figure_frame, write_tiny_dwpose
+from mimicache.testing.tiny_dwpose import make_figure_frame, write_tiny_dwpose
 from tests import pose_fixtures
 
 # shared fixtures

@@ -27,7 +27,7 @@ from mimicache.pose import (
 )
 from mimicache.pose.dwpose import to_openpose, to_pose_frame
 from mimicache.pose.people import box_iou, person_boxes, person_pose, video_boxes
-from mimicache.testing.dwpose import keypoint_template, make_figure_frame, make_people_frame
+from mimicache.testing.tiny_dwpose import keypoint_template, make_figure_frame, make_people_frame
 from tests import pose_fixtures
 
 dwpose = pose_fixtures.dwpose

@@ -16,7 +16,7 @@ from mimicache.pose import (
     preprocess,
     render_pose_frames,
 )
-from mimicache.testing.dwpose import make_figure_frame
+from mimicache.testing.tiny_dwpose import make_figure_frame
 from tests import pose_fixtures
 from tests.pose_fixtures import figure_video
 

@@ -22,7 +22,7 @@ from mimicache.pose import (
     retarget_poses,
 )
 from mimicache.pose.retarget import graft_poses
-from mimicache.testing.dwpose import make_figure_frame
+from mimicache.testing.tiny_dwpose import make_figure_frame
 from tests import pose_fixtures
 from tests.pose_fixtures import figure_video
 

@@ -17,8 +17,8 @@ from mimicache.pose import DWPose, draw_pose
 from mimicache.pose.backends import resolve_backend
 from mimicache.pose.onnx_ops import UnsupportedOnnxOp
 from mimicache.pose.onnx_torch import OnnxTorchModule
-from mimicache.testing.dwpose import make_figure_frame
 from mimicache.testing.pose_models import write_rtmpose_onnx, write_yolox_onnx
+from mimicache.testing.tiny_dwpose import make_figure_frame
 from tests import pose_fixtures
 
 tiny_models = pose_fixtures.tiny_models

@@ -16,7 +16,7 @@ from mimicache.errors import ModelLoadError
 from mimicache.pose import DWPose, backends
 from mimicache.pose.onnx_ops import UnsupportedOnnxOp
 from mimicache.pose.onnx_torch import OnnxTorchModule
-from mimicache.testing.dwpose import make_figure_frame
+from mimicache.testing.tiny_dwpose import make_figure_frame
 from tests import pose_fixtures
 from tests.test_pose_torch_backend import _both, _graph_file
 

@@ -32,7 +32,7 @@ from mimicache.engine.preview import (
 from mimicache.errors import InputError
 from mimicache.media import write_video
 from mimicache.pose import DWPose, preprocess
-from mimicache.testing.dwpose import make_people_frame
+from mimicache.testing.tiny_dwpose import make_people_frame
 from tests.engine_fixtures import RESOLUTION, figure_video, reference_image, write_config
 
 POSE_STAGES = {"image_keypoints", "video_keypoints", "pose_frames"}

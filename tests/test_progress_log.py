@@ -100,7 +100,7 @@ def test_a_job_without_a_terminal_logs_its_progress(tiny_bundle, tmp_path, caplo
 def test_a_ray_worker_reports_progress_as_lines_for_the_driver(tiny_bundle, tmp_path, capfd):
     """The worker class Ray runs, called here in-process: its job's log lines (which the
     driver logs again) hold the progress; nothing is drawn on its stderr."""
-    from mimicache.batch.workers import GenerationWorker
+    from mimicache.batch.executing.workers import GenerationWorker
     from mimicache.config import load_config
     from mimicache.engine.spec import EngineSpec
     from tests.engine_fixtures import figure_video, reference_image, write_config

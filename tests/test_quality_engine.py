@@ -17,7 +17,7 @@ from mimicache.engine.scoring import (
 from mimicache.errors import InputError
 from mimicache.pose import PoseSequence
 from mimicache.quality.score import scored_frames
-from mimicache.testing.dwpose import make_figure_frame
+from mimicache.testing.tiny_dwpose import make_figure_frame
 from tests.engine_fixtures import figure_video, reference_image, write_config
 
 

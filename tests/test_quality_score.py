@@ -7,8 +7,8 @@ import pytest
 
 from mimicache.errors import ConfigError
 from mimicache.pose import PoseFrame
-from mimicache.quality.keypoints import matching_points, person_points, sequence_points
 from mimicache.quality.metrics import NUM_POINTS, PARTS
+from mimicache.quality.points import matching_points, person_points, sequence_points
 from mimicache.quality.score import (
     DEFAULT_THRESHOLDS,
     ClipScore,

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mimicache.batch.results import RESULTS_FILE, read_results
+from mimicache.batch.reporting.results import RESULTS_FILE, read_results
 from mimicache.media import probe_video
 from tests.engine_fixtures import figure_video, reference_image, write_config
 

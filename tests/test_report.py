@@ -14,12 +14,12 @@ import pytest
 from PIL import Image
 
 from mimicache.batch import Job, JobResult
-from mimicache.batch.bench_plot import plot_cold_warm, stage_seconds
-from mimicache.batch.html_report import (
+from mimicache.batch.bench.plot import plot_cold_warm, stage_seconds
+from mimicache.batch.reporting.html import (
     THUMB_HEIGHT,
     render_report,
-    report_job,
     report_path,
+    report_row,
     thumbnail_strip,
     write_report,
 )
@@ -29,7 +29,7 @@ from mimicache.config import TestCase
 from mimicache.engine.stages import UNCACHED_STEPS, VIDEO_KEYPOINTS_STAGE
 from mimicache.errors import MimicacheError
 from mimicache.media import write_video
-from mimicache.testing.dwpose import make_figure_frame
+from mimicache.testing.tiny_dwpose import make_figure_frame
 from tests.engine_fixtures import figure_video, reference_image, write_config
 
 
@@ -91,7 +91,7 @@ def _results(tmp_path: Path) -> list[JobResult]:
 def test_report_parses_and_holds_every_job_and_the_failure(tmp_path):
     results = _results(tmp_path)
     text = render_report(
-        [report_job(r) for r in results], title="mimicache run", parameters={"seed": 42}
+        [report_row(r) for r in results], title="mimicache run", parameters={"seed": 42}
     )
     page = Page(text)
     assert page.open == []  # every element closed, in order
@@ -120,7 +120,7 @@ def test_report_parses_and_holds_every_job_and_the_failure(tmp_path):
 
 def test_report_is_self_contained(tmp_path):
     text = render_report(
-        [report_job(r) for r in _results(tmp_path)], title="t", parameters={"a": "b"}
+        [report_row(r) for r in _results(tmp_path)], title="t", parameters={"a": "b"}
     )
     page = Page(text)
     assert "http://" not in text and "https://" not in text
@@ -221,7 +221,7 @@ def test_sidecar_and_report_say_who_drove_the_pose(tmp_path):
         "chosen": 1,
         "chosen_frames": 7,
     }
-    words = Page(render_report([report_job(ok)], title="t", parameters={})).words
+    words = Page(render_report([report_row(ok)], title="t", parameters={})).words
     assert "person 1 used (person='largest'), seen in 7 frames" in words
     assert "several in 2 (3, 4)" in words
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from mimicache.batch import run_jobs
-from mimicache.batch.manifest import plan_manifest, read_manifest
-from mimicache.batch.results import RESULTS_FILE, ResultsLog, read_results
+from mimicache.batch.planning.manifest import plan_manifest, read_manifest
+from mimicache.batch.reporting.results import RESULTS_FILE, ResultsLog, read_results
 from mimicache.cli import main
 from mimicache.config import load_config
 from mimicache.engine.build import build_engine

@@ -18,15 +18,15 @@ import torch
 import mimicache.engine.engine
 import mimicache.engine.loaded
 from mimicache.batch import Job, JobResult, override_tag, publish_output, reserve_log
-from mimicache.batch.cold_warm import format_table
+from mimicache.batch.bench.cold_warm import format_table
 from mimicache.cli import build_parser, main, seed_script_main
 from mimicache.config import TestCase
 from mimicache.errors import InputError, ModelLoadError
 from mimicache.media import probe_video, write_video
-from mimicache.pipeline.loading import read_checkpoint
+from mimicache.pipeline.weights import read_checkpoint
 from mimicache.pose.align import align_poses
 from mimicache.pose.keypoints import PoseFrame
-from mimicache.testing.dwpose import make_figure_frame
+from mimicache.testing.tiny_dwpose import make_figure_frame
 from tests.engine_fixtures import figure_video, reference_image, write_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -396,7 +396,7 @@ def test_broken_and_looping_links_in_the_batch_folder_fail_their_jobs_alone(
 
 
 def test_long_video_names_get_short_distinct_output_names(workspace, tmp_path):
-    from mimicache.batch.plan import plan_jobs
+    from mimicache.batch.planning.plan import plan_jobs
     from mimicache.config import load_config
 
     clips = tmp_path / "clips"
@@ -498,17 +498,18 @@ def test_a_retried_job_adopts_its_own_earlier_publication(tmp_path):
 def test_a_retried_job_whose_files_stand_finishes_as_done(tmp_path):
     """The retry of a job whose first attempt published and then died publishes nothing
     new and still comes back done, naming the files that stand."""
-    from mimicache.batch.outcome import Outcome
-    from mimicache.batch.run import SidecarInfo, finish_job
+    from mimicache.batch.executing.job_loop import RunInfo, finish_job
+    from mimicache.batch.job import Outcome
     from mimicache.config import InferenceConfig
+    from mimicache.engine.record import GenerationResult
 
     case = TestCase(ref_video_path=tmp_path / "walk.mp4", ref_image_path=tmp_path / "ref.png")
     job = Job(0, 0, case, case.ref_video_path, tmp_path / "out" / "walk_x.mp4")
     config = InferenceConfig(base_model_path="", ckpt_path=Path(), test_case=[case])
-    info = SidecarInfo(config, {})
+    info = RunInfo(config, {})
     frames = np.zeros((2, 16, 16, 3), dtype=np.uint8)
-    first = finish_job(job, Outcome(frames, 8), info, number=1, total=1)
-    again = finish_job(job, Outcome(frames, 8), info, number=1, total=1)  # the retry
+    first = finish_job(job, Outcome(GenerationResult(frames, 8, {})), info, number=1, total=1)
+    again = finish_job(job, Outcome(GenerationResult(frames, 8, {})), info, number=1, total=1)
     assert first.ok and again.ok and again.output == first.output
     assert (again.output_bytes, again.output_blake3) == (first.output_bytes, first.output_blake3)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["walk_x.json", "walk_x.mp4"]

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from mimicache.batch import JobResult, plan_jobs, ray_executor
-from mimicache.batch.executor import ExecutorSettings
-from mimicache.batch.plan import shard_jobs
-from mimicache.batch.ray_executor import RayExecutor
-from mimicache.batch.results import RESULTS_FILE, read_results
+from mimicache.batch import JobResult, plan_jobs
+from mimicache.batch.executing import ray_executor
+from mimicache.batch.executing.executor import ExecutorSettings
+from mimicache.batch.executing.ray_executor import RayExecutor
+from mimicache.batch.planning.plan import shard_jobs
+from mimicache.batch.reporting.results import RESULTS_FILE, read_results
 from mimicache.cache import FeatureStore
 from mimicache.cli import main
 from mimicache.cli.scale import shard_arg
@@ -193,7 +194,7 @@ def test_resume_runs_only_the_missing_jobs(workspace, local_run, tmp_path, capsy
     (out / "clips" / "v5_20000101000000.mp4").write_bytes(b"")  # a killed run's empty claim
     (out / "clips" / "v5_20000101000000.json").write_bytes(b"")
     capsys.readouterr()
-    with caplog.at_level(logging.INFO, logger="mimicache.batch.resume"):
+    with caplog.at_level(logging.INFO, logger="mimicache.batch.executing.resume"):
         assert main(_argv(workspace, out, cache, "--resume")) == 0
     redone = {m.split(":")[0]: m for m in caplog.messages if ": redone: " in m}
     assert sorted(redone) == ["v1", "v3", "v4", "v5"]  # one line each, with why
@@ -213,8 +214,8 @@ def test_resume_runs_only_the_missing_jobs(workspace, local_run, tmp_path, capsy
 
 
 def test_resume_logs_why_each_job_is_redone(tmp_path, caplog):
-    from mimicache.batch.plan import Job
-    from mimicache.batch.resume import ResultKey, split_done
+    from mimicache.batch.executing.resume import ResultKey, split_done
+    from mimicache.batch.job import Job
 
     out = tmp_path / "out"
     out.mkdir()
@@ -243,7 +244,7 @@ def test_resume_logs_why_each_job_is_redone(tmp_path, caplog):
     earlier(jobs[2], keys[2], b"")
     earlier(jobs[3], keys[3], None)
     earlier(jobs[4], keys[4], b"mp4")
-    with caplog.at_level(logging.INFO, logger="mimicache.batch.resume"):
+    with caplog.at_level(logging.INFO, logger="mimicache.batch.executing.resume"):
         skipped, todo = split_done(jobs, [*keys[:4], keys[4]])
     assert [r.job.name for r in skipped] == ["done"]
     assert [j.name for j in todo] == ["fresh", "reseeded", "empty", "gone"]
@@ -253,7 +254,7 @@ def test_resume_logs_why_each_job_is_redone(tmp_path, caplog):
     assert "pose_frames" not in redone["reseeded"]  # only the fields that differ
     assert f"the mp4 {out / 'empty_1.mp4'} is empty" in redone["empty"]
     assert f"the mp4 {out / 'gone_1.mp4'} is missing" in redone["gone"]
-    with caplog.at_level(logging.INFO, logger="mimicache.batch.resume"):
+    with caplog.at_level(logging.INFO, logger="mimicache.batch.executing.resume"):
         assert split_done(jobs[:1], [None])[1] == jobs[:1]
     assert "no result key (an input cannot be read)" in caplog.messages[-1]
 

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from mimicache.batch.executor import ExecutorSettings
-from mimicache.batch.executors import EXECUTORS
-from mimicache.batch.local_executor import LocalExecutor
-from mimicache.batch.ray_executor import RayExecutor
+from mimicache.batch.executing.executor import ExecutorSettings
+from mimicache.batch.executing.local_executor import LocalExecutor
+from mimicache.batch.executing.ray_executor import RayExecutor
+from mimicache.batch.executing.registry import EXECUTORS
+from mimicache.cli.engine_flags import ENGINE_FLAGS, engine_spec
 from mimicache.cli.flags import RUN_DEFAULTS, SEED_DEFAULTS, add_run_arguments
-from mimicache.cli.options import ENGINE_FLAGS, engine_spec
 from mimicache.config import InferenceConfig
 from mimicache.config.sampler import SchedulerOptions
 from mimicache.engine.spec import EngineSpec

@@ -13,8 +13,8 @@ from mimicache.cache.store import FeatureStore
 from mimicache.config import load_config
 from mimicache.engine import MimicMotion, SpeedOptions
 from mimicache.errors import ConfigError, ModelLoadError
-from mimicache.pipeline import offload, speed
-from mimicache.pipeline.speed import BatchPlan, decode_groups, plan_batches
+from mimicache.pipeline import fast, offload
+from mimicache.pipeline.fast import BatchPlan, decode_groups, plan_batches
 from mimicache.pipeline.tiles import UNetPass, tile_indices, tile_passes, unet_passes
 from tests.engine_fixtures import figure_video, reference_image, write_config
 
@@ -227,7 +227,7 @@ def test_channels_last_converts_only_2d_convolutions(tiny_pipeline):
     import copy
 
     decoder = copy.deepcopy(tiny_pipeline.vae.decoder)
-    converted = speed.use_channels_last(decoder)
+    converted = fast.use_channels_last(decoder)
     convs = [m for m in decoder.modules() if isinstance(m, torch.nn.Conv2d)]
     assert converted == len(convs) > 0
     assert all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
@@ -242,18 +242,18 @@ def test_channels_last_converts_only_2d_convolutions(tiny_pipeline):
 def test_compile_problem_names_the_fix(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     monkeypatch.setenv("CXX", "no-such-compiler")
-    problem = speed.compile_problem("cpu")
+    problem = fast.compile_problem("cpu")
     assert "C++ compiler" in problem and "g++" in problem
-    assert speed.compile_problem("cpu", backend="eager") is None
+    assert fast.compile_problem("cpu", backend="eager") is None
 
 
 def test_compile_falls_back_with_a_warning(monkeypatch, caplog):
-    monkeypatch.setattr(speed, "compile_problem", lambda device, backend: "no compiler here")
+    monkeypatch.setattr(fast, "compile_problem", lambda device, backend: "no compiler here")
 
     class Pipe:  # compile_models must not touch the models when it cannot compile
         unet = vae = None
 
-    assert speed.compile_models(Pipe(), "cpu") is False
+    assert fast.compile_models(Pipe(), "cpu") is False
     assert "compile=True is off: no compiler here" in caplog.text
 
 

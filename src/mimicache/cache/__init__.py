@@ -8,7 +8,7 @@ Files, URLs, digests and sizes are ``mimicache.storage``'s.
 """
 
 from mimicache.cache.admin import CacheAdmin, EntryInfo, Problem, VerifyReport
-from mimicache.cache.digests import DigestMemo, content_fact
+from mimicache.cache.digest_memo import DigestMemo, content_fact
 from mimicache.cache.entry import SCHEMA
 from mimicache.cache.index import MISS_REASONS, MissReason
 from mimicache.cache.keys import StageKey, fingerprint_files, key_digest

@@ -17,7 +17,7 @@ from pathlib import Path, PurePath
 from typing import Any, Protocol
 
 import mimicache.storage.files as fs
-from mimicache.cache.digests import DigestMemo
+from mimicache.cache.digest_memo import DigestMemo
 from mimicache.cache.entry import entry_damage, read_metadata
 from mimicache.cache.index import Index, json_dict, number_or
 from mimicache.cache.layout import Layout, Scan, check_stage

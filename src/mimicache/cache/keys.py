@@ -17,7 +17,7 @@ from typing import Any
 
 import blake3
 
-from mimicache.cache.digests import DigestMemo
+from mimicache.cache.digest_memo import DigestMemo
 from mimicache.storage.digests import file_digest
 from mimicache.storage.json_values import canonical_json
 

@@ -6,7 +6,7 @@ from pathlib import PurePath
 
 import mimicache.cache.admin as admin
 from mimicache.cache.admin import EntryInfo, VerifyReport
-from mimicache.cache.digests import DigestMemo
+from mimicache.cache.digest_memo import DigestMemo
 from mimicache.cache.index import Index
 from mimicache.cache.layout import Layout
 from mimicache.cache.removal import Removal, RemovalPlan

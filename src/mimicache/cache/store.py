@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import mimicache.storage.files as cache_fs
-from mimicache.cache.digests import DigestMemo
+from mimicache.cache.digest_memo import DigestMemo
 from mimicache.cache.entry import (
     CorruptEntry,
     Entry,

@@ -33,7 +33,7 @@ def write_demo_media(folder: Path) -> tuple[Path, Path]:
     from PIL import Image
 
     from mimicache.media import write_video
-    from mimicache.testing.dwpose import make_figure_frame
+    from mimicache.testing.tiny_dwpose import make_figure_frame
 
     videos = folder / "videos"
     videos.mkdir(parents=True, exist_ok=True)

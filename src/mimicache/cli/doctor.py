@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mimicache.cli.console import call_command, setup_logging
+from mimicache.cli.engine_flags import add_engine_flags
 from mimicache.cli.fmt import format_size, plural, text_table
-from mimicache.cli.options import add_engine_flags
 from mimicache.config.hub import HUB_FILES, HubFile, hub_repo
 from mimicache.errors import MimicacheError
 
@@ -105,7 +105,7 @@ def report(checks: list[Check]) -> str:
 def torch_checks(device_arg: str | None) -> Iterator[Check]:
     import torch
 
-    from mimicache.pipeline.speed import compile_problem
+    from mimicache.pipeline.fast import compile_problem
 
     build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU-only build"
     yield Check("torch", OK, f"{torch.__version__} ({build})")
@@ -251,7 +251,7 @@ def _opened(found: Check, opened: Check) -> Check:
 def checkpoint_check(path: Path, unet_config: Path | None) -> Check:
     """Opens the checkpoint as a run would: safe loading, then the strict key comparison with
     the model (skipped when the base model's UNet config is not on this machine)."""
-    from mimicache.pipeline.loading import checked_checkpoint
+    from mimicache.pipeline.weights import checked_checkpoint
 
     try:
         _, _, unet_state, pose_state = checked_checkpoint(unet_config, path)
@@ -269,7 +269,7 @@ def checkpoint_check(path: Path, unet_config: Path | None) -> Check:
 
 
 def _unet_config(base: str | Path) -> Path | None:
-    from mimicache.pipeline.loading import resolve_base_model
+    from mimicache.pipeline.weights import resolve_base_model
 
     root = Path(base).expanduser()
     if not root.exists():  # a hub id: resolving it could download, which doctor never does
@@ -294,7 +294,7 @@ def onnx_check(path: Path, key: str) -> Check:
 
 
 def base_model_checks(base: str | Path, *, digests: bool) -> Iterator[Check]:
-    from mimicache.pipeline.loading import resolve_base_model
+    from mimicache.pipeline.weights import resolve_base_model
 
     repo = hub_repo(base)
     if repo is not None:  # hf://OWNER/REPO[@REVISION]

@@ -4,7 +4,7 @@ and a config that points at them.
 Fetches the Stable Video Diffusion img2vid-xt-1-1 files inference reads (gated: accept the
 licence, `hf auth login`), ``MimicMotion_1-1.pth`` and the two DWPose ONNX files; each file is
 checked against the hub's listing (size, sha256). A re-run skips what is complete; see
-``mimicache.config.weights`` for what is resumed. Exit 0 when everything is in place and the
+``mimicache.config.hub_weights`` for what is resumed. Exit 0 when everything is in place and the
 config is written, 2 on any problem (one ``error:`` line that says what to do).
 """
 
@@ -100,7 +100,7 @@ def download_command(args: argparse.Namespace) -> int:
         ConfigError: a bad --ref_image / --video, or --config exists without --force.
         ModelLoadError: the hub refused or could not be reached, or a file is damaged.
     """
-    from mimicache.config.weights import (
+    from mimicache.config.hub_weights import (
         VerifiedFiles,
         check_config_target,
         example_cases,

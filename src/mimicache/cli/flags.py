@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from mimicache.cli.engine_flags import add_engine_flags
 from mimicache.cli.fmt import size_arg
-from mimicache.cli.options import add_engine_flags
 from mimicache.cli.scale import add_scale_arguments
 from mimicache.config.sampler import SchedulerOptions
 

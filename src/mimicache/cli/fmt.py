@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from mimicache.batch.report import text_table
+from mimicache.batch.reporting.report import text_table
 from mimicache.errors import StorageError
 from mimicache.storage.sizes import format_size, parse_size
 

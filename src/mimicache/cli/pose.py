@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mimicache.batch import check_log_file, check_output_folder
-from mimicache.batch.html_report import ReportJob, report_path, write_report
-from mimicache.batch.outputs import candidates
+from mimicache.batch.outputs.publish import candidates
+from mimicache.batch.reporting.html import ReportRow, report_path, write_report
 from mimicache.cli.console import setup_logging
+from mimicache.cli.engine_flags import add_engine_flags, engine_spec
 from mimicache.cli.extras import check_run_extras
-from mimicache.cli.options import add_engine_flags, engine_spec
 from mimicache.config import (
     DEFAULT_DWPOSE_DET_PATH,
     DEFAULT_DWPOSE_POSE_PATH,
@@ -134,7 +134,7 @@ def pose_command(args: argparse.Namespace) -> int:
     if args.inference_config:
         parameters["config"] = f"{args.inference_config} (test case {args.case})"
     shown = ("ref_image_path", "ref_video_path", "resolution", "sample_stride", "fps")
-    job = ReportJob(
+    job = ReportRow(
         name=case.ref_video_path.stem,
         status="failed",
         parameters={k: v for k, v in case_to_dict(case).items() if k in shown},
@@ -274,7 +274,7 @@ def _save_png(image, path: Path) -> None:
     atomic_write(path, lambda fh: image.save(fh, format="PNG"))
 
 
-def _report(log_file: Path, job: ReportJob, parameters: dict, sheet: Path | None) -> None:
+def _report(log_file: Path, job: ReportRow, parameters: dict, sheet: Path | None) -> None:
     images = [("Contact sheet", sheet)] if sheet is not None else []
     try:
         path = write_report(

@@ -22,24 +22,24 @@ from mimicache.batch import (
     plan_jobs,
     reserve_log,
 )
-from mimicache.batch.executor import Executor, ExecutorSettings, Resume
-from mimicache.batch.html_report import write_run_report
-from mimicache.batch.manifest import plan_manifest, read_manifest
-from mimicache.batch.output_root import UPLOAD_EVERY_S, OutputRoot, open_output_root
-from mimicache.batch.plan import shard_jobs
-from mimicache.batch.results import RESULTS_FILE, ResultsLog, read_results
-from mimicache.batch.run import INTERRUPTED_EXIT
+from mimicache.batch.executing.executor import Executor, ExecutorSettings, Resume
+from mimicache.batch.executing.job_loop import INTERRUPTED_EXIT
+from mimicache.batch.outputs.root import UPLOAD_EVERY_S, OutputRoot, open_output_root
+from mimicache.batch.planning.manifest import plan_manifest, read_manifest
+from mimicache.batch.planning.plan import shard_jobs
+from mimicache.batch.reporting.html import write_run_report
+from mimicache.batch.reporting.results import RESULTS_FILE, ResultsLog, read_results
 from mimicache.cli.console import call_command, flag_words, setup_logging
+from mimicache.cli.engine_flags import engine_spec
 from mimicache.cli.extras import check_run_extras
 from mimicache.cli.flags import RUN_DEFAULTS, SEED_DEFAULTS, add_run_arguments
-from mimicache.cli.options import engine_spec
 from mimicache.cli.scale import check_executor_flags, select_shard
 from mimicache.config import InferenceConfig, load_config
 from mimicache.engine.spec import EngineSpec
 from mimicache.errors import MimicacheError
 
 if TYPE_CHECKING:
-    from mimicache.batch.cold_warm import BenchReport
+    from mimicache.batch.bench.cold_warm import BenchReport
     from mimicache.cache.store import FeatureStore
     from mimicache.engine import MimicMotion
 
@@ -209,7 +209,7 @@ def _engine_spec(
 def _executor(args: argparse.Namespace, spec: EngineSpec, log: ResultsLog) -> Executor:
     """The executor ``--executor`` names (``batch.executors``), with the scale-out flags; each
     result it writes goes to ``results.jsonl`` (``log``)."""
-    from mimicache.batch.executors import EXECUTORS
+    from mimicache.batch.executing.registry import EXECUTORS
 
     settings = ExecutorSettings(
         workers=args.workers,
@@ -231,12 +231,19 @@ def _benchmark(
 ) -> tuple[list[JobResult], BenchReport]:
     """Cold then warm with the comparison table (``--benchmark_cache``) on the executor's
     engine; ``bench --plot`` draws the comparison."""
-    from mimicache.batch.cold_warm import run_benchmark
+    from mimicache.batch.bench.cold_warm import run_benchmark
+    from mimicache.engine.build import open_cache
 
-    report = run_benchmark(executor.load(), config, plan, progress=not args.quiet)
+    report = run_benchmark(
+        executor.load(),
+        config,
+        plan,
+        open_store=lambda mode: open_cache(executor.spec, mode),
+        progress=not args.quiet,
+    )
     print(report.table)
     if getattr(args, "plot", None):
-        from mimicache.batch.bench_plot import plot_cold_warm
+        from mimicache.batch.bench.plot import plot_cold_warm
 
         try:
             figures = (report.cached, report.whole)

@@ -9,10 +9,10 @@ import logging
 import math
 
 from mimicache.batch import Job
-from mimicache.batch.executor import ExecutorSettings
-from mimicache.batch.executors import DEFAULT_EXECUTOR, EXECUTORS
-from mimicache.batch.plan import shard_jobs
-from mimicache.cli.options import add_engine_flags
+from mimicache.batch.executing.executor import ExecutorSettings
+from mimicache.batch.executing.registry import DEFAULT_EXECUTOR, EXECUTORS
+from mimicache.batch.planning.plan import shard_jobs
+from mimicache.cli.engine_flags import add_engine_flags
 from mimicache.errors import ConfigError
 
 logger = logging.getLogger(__name__)

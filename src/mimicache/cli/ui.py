@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from mimicache.batch import check_output_folder, make_timestamp, reserve_log
 from mimicache.cli.console import flag_words, setup_logging
+from mimicache.cli.engine_flags import add_engine_flags, engine_spec
 from mimicache.cli.extras import require
-from mimicache.cli.options import add_engine_flags, engine_spec
 from mimicache.cli.ui_session import Inputs, Settings, UiSession
 from mimicache.config import PERSON_MODES, RETARGET_MODES, load_config
 from mimicache.config.fields import SPEEDS
@@ -91,7 +91,7 @@ def ui_command(args: argparse.Namespace) -> int:
     logger.info("log file: %s", log_file)
     config = load_config(args.inference_config)
     from mimicache.engine.build import resolve
-    from mimicache.pipeline.loading import check_model_paths
+    from mimicache.pipeline.weights import check_model_paths
 
     check_model_paths(config.base_model_path, config.ckpt_path)  # as run would, before serving
 

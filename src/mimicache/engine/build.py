@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from mimicache.cache.store import FeatureStore
+from mimicache.cache.store import CacheMode, FeatureStore
 from mimicache.engine.devices import default_device
 from mimicache.engine.engine import MimicMotion
 from mimicache.engine.record import ProgressObserver
@@ -22,12 +22,14 @@ from mimicache.pipeline.schedulers import SchedulerOptions, build_scheduler
 logger = logging.getLogger(__name__)
 
 
-def open_cache(spec: EngineSpec) -> FeatureStore | None:
-    """The spec's feature store (None when it names no cache folder)."""
+def open_cache(spec: EngineSpec, mode: CacheMode | None = None) -> FeatureStore | None:
+    """The spec's feature store (None when it names no cache folder); ``mode`` instead of the
+    one the spec's flags give (the cache benchmark's cold, warm and off runs)."""
     if spec.cache_dir is None:
         return None
     return FeatureStore(
         spec.cache_dir,
+        mode=mode,
         enabled=spec.cache_enabled,
         force_refresh=spec.cache_force_refresh,
         any_platform=spec.cache_any_platform,

@@ -15,8 +15,8 @@ from mimicache.engine.devices import pose_parts
 from mimicache.engine.settings import EngineSettings
 from mimicache.engine.speed import prepare_models
 from mimicache.pipeline import MimicMotionPipeline
-from mimicache.pipeline.loading import BaseModelFiles, load_pipeline, resolve_base_model
 from mimicache.pipeline.offload import apply_offload, offload_applies, require_accelerate
+from mimicache.pipeline.weights import BaseModelFiles, load_pipeline, resolve_base_model
 from mimicache.pose import DWPose
 
 __all__ = ["LoadedModels", "load_models", "load_pose_models"]

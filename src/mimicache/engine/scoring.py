@@ -27,8 +27,8 @@ from mimicache.engine.stages import (
 from mimicache.errors import InputError
 from mimicache.pose import PoseSequence
 from mimicache.pose.preprocess import ReferenceImage
-from mimicache.quality.keypoints import matching_points, person_points, sequence_points
 from mimicache.quality.metrics import body_scale
+from mimicache.quality.points import matching_points, person_points, sequence_points
 from mimicache.quality.score import DEFAULT_THRESHOLDS, ClipScore, score_clip, scored_frames
 
 if TYPE_CHECKING:

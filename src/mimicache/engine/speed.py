@@ -14,8 +14,7 @@ from mimicache.config import TestCase
 from mimicache.engine.spec import EngineSpec
 from mimicache.errors import ConfigError, setting
 from mimicache.pipeline import MimicMotionPipeline, tile_indices
-from mimicache.pipeline.offload import OFFLOAD_NONE, check_offload
-from mimicache.pipeline.speed import (
+from mimicache.pipeline.fast import (
     EXACT,
     FAST,
     BatchPlan,
@@ -24,6 +23,7 @@ from mimicache.pipeline.speed import (
     plan_batches,
     use_channels_last,
 )
+from mimicache.pipeline.offload import OFFLOAD_NONE, check_offload
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import torch
 
 from mimicache.cache import StageKey
 from mimicache.config import TestCase
-from mimicache.engine.codecs import (  # noqa: F401 (pack_frames, unpack_frames re-exported)
+from mimicache.engine.codecs import (  # noqa: F401 - pack_frames, unpack_frames re-exported
     json_tensor,
     pack_drawn,
     pack_frames,
@@ -28,7 +28,7 @@ from mimicache.engine.codecs import (  # noqa: F401 (pack_frames, unpack_frames 
     unpack_drawn,
     unpack_frames,
 )
-from mimicache.engine.stage_names import (  # noqa: F401 (re-exported for the stages' users)
+from mimicache.engine.stage_names import (  # noqa: F401 - re-exported for the stages users
     CLIP_EMBEDDINGS,
     IMAGE_KEYPOINTS,
     JOB_STAGES,

@@ -1,12 +1,5 @@
 """The MimicMotion pipeline (which owns the random-draw order), its loader and its samplers."""
 
-from mimicache.pipeline.loading import (
-    BaseModelFiles,
-    build_mimicmotion_modules,
-    load_pipeline,
-    read_checkpoint,
-    resolve_base_model,
-)
 from mimicache.pipeline.mimicmotion import (
     MimicMotionPipeline,
     MimicMotionPipelineOutput,
@@ -20,6 +13,13 @@ from mimicache.pipeline.schedulers import (
     build_scheduler,
 )
 from mimicache.pipeline.timing import StageTimer
+from mimicache.pipeline.weights import (
+    BaseModelFiles,
+    build_mimicmotion_modules,
+    load_pipeline,
+    read_checkpoint,
+    resolve_base_model,
+)
 
 __all__ = [
     "SCHEDULER_NAMES",

@@ -25,7 +25,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPVisionModelWithProjection
 
 from mimicache.pipeline.clip import clip_embeddings, frame_pixels
-from mimicache.pipeline.speed import (
+from mimicache.pipeline.fast import (
     EXACT,
     FAST,
     BatchPlan,

@@ -184,7 +184,7 @@ def tiny_checkpoint_state() -> dict[str, torch.Tensor]:
 
 def write_tiny_bundle(directory: str | Path) -> TinyBundle:
     """Write (or rewrite, identically) the tiny bundle under ``directory``."""
-    from mimicache.testing.dwpose import write_tiny_dwpose
+    from mimicache.testing.tiny_dwpose import write_tiny_dwpose
 
     root = Path(directory)
     base = write_base_model(root / "svd-tiny")

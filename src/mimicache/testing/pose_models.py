@@ -304,7 +304,7 @@ def _calibrate_head(model: _YoloX) -> None:
     box offsets of std 0.5 (finite boxes), objectness and class logits of std 1 with a low
     objectness prior and a person-class prior, so only a few anchors per frame pass as people."""
     from mimicache.pose.dwpose import letterbox
-    from mimicache.testing.dwpose import make_figure_frame
+    from mimicache.testing.tiny_dwpose import make_figure_frame
 
     convs = [*model.reg_preds, *model.obj_preds, *model.cls_preds]
     seen: dict[int, torch.Tensor] = {}

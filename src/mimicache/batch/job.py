@@ -1,5 +1,8 @@
-"""What became of a job: ``Outcome`` (what an executor hands over: the frames (F,H,W,3)
-uint8 or the error) and ``JobResult`` (what the run reports: status, output, timings)."""
+"""A job and what became of it, the one vocabulary from a finished generation to a report row:
+``Job`` (a test case and where its mp4 goes), ``Outcome`` (what running it gave: the engine's
+``GenerationResult`` or the error, and its result key) and ``JobResult`` (what the run
+reports and records: status, output, timings, cache events, score). A report row is
+``reporting.html.ReportRow``."""
 
 from __future__ import annotations
 
@@ -7,7 +10,38 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from mimicache.batch.plan import Job
+from mimicache.config import TestCase
+
+
+@dataclass
+class Job:
+    """One generation: a test case (with its driving video) and where its mp4 goes.
+
+    ``output_path`` is the name planned when the run started; the name really written is
+    published only when the job's result is ready (``publish_output``), so a concurrent run that
+    took the planned name in the meantime pushes this job to the next free ``_N``.
+    """
+
+    index: int  # 0-based position in the plan
+    case_index: int  # index into config.test_case
+    case: TestCase
+    video_path: Path
+    output_path: Path
+    base_stem: str = ""  # the output name before any ``_N``; defaults to output_path's stem
+    # a manifest job's origin: {"path": manifest path or URL, "row": n, "values": {...}}
+    source: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        self.base_stem = self.base_stem or self.output_path.stem
+
+    @property
+    def name(self) -> str:
+        return self.video_path.stem
+
+    @property
+    def sidecar_path(self) -> Path:
+        return self.output_path.with_suffix(".json")
+
 
 STATUSES = ("ok", "failed", "skipped", "interrupted")
 
@@ -63,26 +97,15 @@ def error_text(error: BaseException | str) -> str:
 
 @dataclass
 class Outcome:
-    """One job as an executor hands it to ``finish_job``: the frames, or the error."""
+    """What running a job gave ``run.finish_job``: the engine's result (``generated``, an
+    ``engine.GenerationResult``: frames (F,H,W,3) uint8, timings, cache events, who was seen,
+    where it ran, the poses drawn) or the ``error`` text; the job's ``result_key`` (a
+    ``ResultKey``, for ``--resume``)."""
 
-    frames: Any = None  # (F,H,W,3) uint8; None when the job failed
-    fps: int = 0
-    timings: dict[str, float] = field(default_factory=dict)
-    cache_events: list[Any] = field(default_factory=list)
+    generated: Any = None
     error: str | None = None
-    result_key: Any = None  # a batch.resume.ResultKey, recorded in the sidecar
-    people: Any = None  # pose.PeopleReport of the driving video
-    platform: dict = field(default_factory=dict)  # engine.platform of the engine that made it
+    result_key: Any = None
 
-    @classmethod
-    def generated(cls, result: Any, result_key: Any = None) -> Outcome:
-        """The outcome of a job that ran: ``result`` is what ``engine.generate`` returned."""
-        return cls(
-            result.frames,
-            result.fps,
-            dict(result.timings),
-            list(result.cache_events),
-            result_key=result_key,
-            people=getattr(result, "people", None),
-            platform=dict(getattr(result, "platform", {})),
-        )
+    @property
+    def timings(self) -> dict[str, float]:
+        return dict(self.generated.timings) if self.generated is not None else {}

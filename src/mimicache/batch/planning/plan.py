@@ -5,12 +5,12 @@ written and no model is loaded."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from mimicache.batch.outputs import candidates, fit_stem, in_use
+from mimicache.batch.job import Job
+from mimicache.batch.outputs.publish import candidates, fit_stem, in_use
 from mimicache.config import InferenceConfig, TestCase
 from mimicache.errors import InputError, setting
 from mimicache.media import link_fault
@@ -53,36 +53,6 @@ def list_videos(folder: str | Path) -> list[Path]:
             "case; hidden files are skipped)"
         )
     return sorted(videos, key=lambda p: p.name)
-
-
-@dataclass
-class Job:
-    """One generation: a test case (with its driving video) and where its mp4 goes.
-
-    ``output_path`` is the name planned when the run started; the name really written is
-    published only when the job's result is ready (``publish_output``), so a concurrent run that
-    took the planned name in the meantime pushes this job to the next free ``_N``.
-    """
-
-    index: int  # 0-based position in the plan
-    case_index: int  # index into config.test_case
-    case: TestCase
-    video_path: Path
-    output_path: Path
-    base_stem: str = ""  # the output name before any ``_N``; defaults to output_path's stem
-    # a manifest job's origin: {"path": manifest path or URL, "row": n, "values": {...}}
-    source: dict[str, Any] | None = None
-
-    def __post_init__(self) -> None:
-        self.base_stem = self.base_stem or self.output_path.stem
-
-    @property
-    def name(self) -> str:
-        return self.video_path.stem
-
-    @property
-    def sidecar_path(self) -> Path:
-        return self.output_path.with_suffix(".json")
 
 
 def plan_jobs(

@@ -7,11 +7,10 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from mimicache.batch.executor import ExecutorBase, Resume
-from mimicache.batch.outcome import JobResult
-from mimicache.batch.plan import Job
-from mimicache.batch.resume import ResultKeys, split_done
-from mimicache.batch.run import run_jobs
+from mimicache.batch.executing.executor import ExecutorBase, Resume
+from mimicache.batch.executing.job_loop import run_jobs
+from mimicache.batch.executing.resume import ResultKeys, split_done
+from mimicache.batch.job import Job, JobResult
 from mimicache.config import InferenceConfig
 
 logger = logging.getLogger(__name__)

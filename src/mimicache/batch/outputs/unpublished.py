@@ -20,10 +20,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from mimicache.batch.outcome import JobResult
-from mimicache.batch.output_root import location, staging_base
-from mimicache.batch.outputs import publish_output
-from mimicache.batch.plan import Job
+from mimicache.batch.job import Job, JobResult
+from mimicache.batch.outputs.publish import publish_output
+from mimicache.batch.outputs.root import location, staging_base
 from mimicache.errors import setting
 from mimicache.storage.digests import bytes_digest
 from mimicache.storage.faults import StoreError

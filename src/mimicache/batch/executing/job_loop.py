@@ -17,14 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from mimicache.batch.inputs import fetched
-from mimicache.batch.outcome import JobResult, Outcome, error_text
-from mimicache.batch.output_root import location
-from mimicache.batch.outputs import publish_output
-from mimicache.batch.plan import Job
-from mimicache.batch.report import sidecar_bytes
-from mimicache.batch.resume import ResultKey
-from mimicache.batch.unpublished import keep, kept_message
+from mimicache.batch.executing.resume import ResultKey
+from mimicache.batch.job import Job, JobResult, Outcome, error_text
+from mimicache.batch.outputs.publish import publish_output
+from mimicache.batch.outputs.root import location
+from mimicache.batch.outputs.unpublished import keep, kept_message
+from mimicache.batch.planning.inputs import fetched
+from mimicache.batch.reporting.report import sidecar_bytes
 from mimicache.config import InferenceConfig, TestCase
 from mimicache.errors import MimicacheError, OutputError
 from mimicache.media import encode_video
@@ -37,7 +36,8 @@ INTERRUPTED_EXIT = 130  # what a shell reports for a command stopped by SIGINT (
 
 
 class Generated(Protocol):
-    """One job's result as an engine returns it (``mimicache.engine.GenerationResult``)."""
+    """One job's result as an engine returns it (``mimicache.engine.GenerationResult``; a
+    stand-in may leave out its ``people``, ``platform`` and ``targets``)."""
 
     frames: Any  # (F,H,W,3) uint8 RGB
     fps: int
@@ -67,7 +67,7 @@ def exit_code(results: Iterable[JobResult]) -> int:
 
 
 @dataclass(frozen=True)
-class SidecarInfo:
+class RunInfo:
     """What every sidecar of a run records about the models."""
 
     config: InferenceConfig
@@ -77,9 +77,7 @@ class SidecarInfo:
     run: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
-def finish_job(
-    job: Job, outcome: Outcome, info: SidecarInfo, *, number: int, total: int
-) -> JobResult:
+def finish_job(job: Job, outcome: Outcome, info: RunInfo, *, number: int, total: int) -> JobResult:
     """Publish the job's mp4 and its sidecar under a free name; the job's result.
 
     Each file appears whole or not at all (``publish_output``): a video that cannot be written
@@ -90,6 +88,7 @@ def finish_job(
     """
     if outcome.error is not None:
         return _publish_failure(job, JobResult.failure(job, outcome.error, outcome.timings), info)
+    generated = outcome.generated
     folder = job.output_path.parent
     start = time.perf_counter()
     published: list[JobResult] = []  # the result its sidecar records, once one is written
@@ -97,10 +96,17 @@ def finish_job(
     def result_at(output: Path) -> JobResult:
         timings = dict(outcome.timings, write=time.perf_counter() - start)
         return JobResult(
-            job, "ok", output, timings, cache_events=outcome.cache_events,
-            people=outcome.people, platform=outcome.platform, result_key=outcome.result_key,
-            output_bytes=len(video), output_blake3=digest,
-        )  # fmt: skip
+            job,
+            "ok",
+            output,
+            timings,
+            cache_events=list(generated.cache_events),
+            people=getattr(generated, "people", None),
+            platform=dict(getattr(generated, "platform", {})),
+            result_key=outcome.result_key,
+            output_bytes=len(video),
+            output_blake3=digest,
+        )
 
     def sidecar(output: Path) -> bytes:
         result = result_at(output)
@@ -115,7 +121,7 @@ def finish_job(
         return _sidecar(job, result, info, extra)
 
     try:
-        video = encode_video(outcome.frames, outcome.fps, job.name)
+        video = encode_video(generated.frames, generated.fps, job.name)
         digest = bytes_digest(video)
         output = publish_output(folder, job.base_stem, video, sidecar, _ours(job, info, "ok"))
     except StoreError as exc:  # the output store refused it even after the retries
@@ -165,7 +171,7 @@ def run_jobs(
     come back "interrupted" (no files, so ``--resume`` redoes them), so the caller can still
     write the summary and the report.
     """
-    info = SidecarInfo(config, engine.model_files, getattr(engine, "pose_retarget", None))
+    info = RunInfo(config, engine.model_files, getattr(engine, "pose_retarget", None))
     results: list[JobResult] = []
     try:
         for number, job in enumerate(jobs, start=1):
@@ -175,7 +181,7 @@ def run_jobs(
             )
             result = finish_job(job, outcome, info, number=number, total=len(jobs))
             if on_frames is not None and result.ok:
-                on_frames(job, outcome.frames)
+                on_frames(job, outcome.generated.frames)
             results.append(result)
             if on_result is not None:
                 on_result(result)
@@ -231,17 +237,17 @@ def generate_outcome(
     except Exception as exc:  # a bug or a runtime fault (out of memory...): isolate the job
         logger.exception("[%d/%d] %s failed unexpectedly", number, total, job.name)
         return Outcome(error=error_text(exc))
-    return Outcome.generated(generated, result_key(case) if result_key is not None else None)
+    return Outcome(generated, result_key=result_key(case) if result_key is not None else None)
 
 
-def _sidecar(job: Job, result: JobResult, info: SidecarInfo, extra: dict[str, Any]) -> bytes:
+def _sidecar(job: Job, result: JobResult, info: RunInfo, extra: dict[str, Any]) -> bytes:
     return sidecar_bytes(
         job, result, config=info.config, model_files=info.model_files,
         pose_retarget=info.pose_retarget, extra={"run": info.run, **extra},
     )  # fmt: skip
 
 
-def _ours(job: Job, info: SidecarInfo, status: str) -> Callable[[bytes], bool]:
+def _ours(job: Job, info: RunInfo, status: str) -> Callable[[bytes], bool]:
     """Whether a sidecar is this job's own, from this run (an earlier attempt of it)."""
 
     def check(data: bytes) -> bool:
@@ -279,14 +285,24 @@ def _kept(
         return JobResult.failure(job, message, outcome.timings)
     message = kept_message(error, kept)
     logger.error("[%d/%d] %s failed: %s", number, total, job.name, message)
+    generated = outcome.generated
     return JobResult(
-        job, "failed", None, dict(outcome.timings), message, cache_events=outcome.cache_events,
-        people=outcome.people, platform=outcome.platform, result_key=outcome.result_key,
-        output_bytes=len(video), output_blake3=bytes_digest(video), kept=kept,
-    )  # fmt: skip
+        job,
+        "failed",
+        None,
+        outcome.timings,
+        message,
+        cache_events=list(generated.cache_events),
+        people=getattr(generated, "people", None),
+        platform=dict(getattr(generated, "platform", {})),
+        result_key=outcome.result_key,
+        output_bytes=len(video),
+        output_blake3=bytes_digest(video),
+        kept=kept,
+    )
 
 
-def _publish_failure(job: Job, result: JobResult, info: SidecarInfo) -> JobResult:
+def _publish_failure(job: Job, result: JobResult, info: RunInfo) -> JobResult:
     """A failed job's sidecar under a free name (the mp4 name stays free); one that cannot be
     written is a warning, not a second failure."""
     try:

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from mimicache.batch.output_root import location
-from mimicache.batch.run import JobResult
+from mimicache.batch.job import JobResult
+from mimicache.batch.outputs.root import location
 from mimicache.config import case_to_dict
 from mimicache.storage.digests import file_digest
 from mimicache.storage.json_values import to_json_value

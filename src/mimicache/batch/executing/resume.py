@@ -15,11 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mimicache.batch.inputs import fetched
-from mimicache.batch.outcome import JobResult
-from mimicache.batch.output_root import location, object_sidecars, object_size
-from mimicache.batch.plan import Job
-from mimicache.batch.unpublished import find_kept, publish_kept
+from mimicache.batch.job import Job, JobResult
+from mimicache.batch.outputs.root import location, object_sidecars, object_size
+from mimicache.batch.outputs.unpublished import find_kept, publish_kept
+from mimicache.batch.planning.inputs import fetched
 from mimicache.cache import StageKey, fingerprint_files
 from mimicache.config import TestCase, case_to_dict
 from mimicache.engine.stage_names import PIPELINE_STAGES, POSE_FRAMES
@@ -103,7 +102,7 @@ class ResultKeys:
 
 
 @dataclass(frozen=True)
-class DoneResult:
+class _Found:
     """An earlier run's finished job: its mp4 (as checked: its size and BLAKE3 digest), its
     sidecar."""
 
@@ -115,12 +114,12 @@ class DoneResult:
 
 def find_done(
     earlier: Iterable[tuple[Path, dict[str, Any]]], keys: set[str]
-) -> tuple[dict[str, list[DoneResult]], dict[Path, str | None]]:
+) -> tuple[dict[str, list[_Found]], dict[Path, str | None]]:
     """The ``earlier`` results (``_earlier``: sidecars and ``results.jsonl`` rows) by result
     key, only keys in ``keys`` and only those whose mp4 is there with the recorded size and
     BLAKE3 digest (an mp4 that both name counts once); and what is wrong with each mp4 checked
     (None: nothing), so that no mp4 is read twice."""
-    found: dict[str, list[DoneResult]] = {}
+    found: dict[str, list[_Found]] = {}
     damage: dict[Path, str | None] = {}
     for sidecar, data in earlier:
         key = data.get("result_key")
@@ -129,7 +128,7 @@ def find_done(
             continue
         damage[video] = _damage(video, data)
         if damage[video] is None:
-            done = DoneResult(video, sidecar, data.get("output_bytes"), data.get("output_blake3"))
+            done = _Found(video, sidecar, data.get("output_bytes"), data.get("output_blake3"))
             found.setdefault(key, []).append(done)
     return found, damage
 

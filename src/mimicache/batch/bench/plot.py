@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from mimicache.batch.cold_warm import ROWS, Speedup, speedups
-from mimicache.batch.outcome import JobResult
+from mimicache.batch.bench.cold_warm import ROWS, Speedup, speedups
+from mimicache.batch.job import JobResult
 from mimicache.engine.stage_names import UNCACHED_STEPS
 from mimicache.errors import MimicacheError, setting
 from mimicache.storage.files import atomic_write

@@ -23,12 +23,11 @@ from typing import Protocol
 
 import numpy as np
 
-from mimicache.batch.inputs import fetched
-from mimicache.batch.outcome import JobResult
-from mimicache.batch.plan import Job
-from mimicache.batch.report import text_table
-from mimicache.batch.run import Engine, run_jobs
-from mimicache.cache.store import FeatureStore
+from mimicache.batch.executing.job_loop import Engine, run_jobs
+from mimicache.batch.job import Job, JobResult
+from mimicache.batch.planning.inputs import fetched
+from mimicache.batch.reporting.report import text_table
+from mimicache.cache import CacheMode, FeatureStore
 from mimicache.config import InferenceConfig
 from mimicache.engine.stage_names import JOB_STAGES, STAGES, TOTALS, UNCACHED_STEPS
 
@@ -89,26 +88,31 @@ def frames_digest(frames: np.ndarray) -> str:
     return hashlib.blake2b(np.ascontiguousarray(frames).tobytes(), digest_size=16).hexdigest()
 
 
+StoreOpener = Callable[[CacheMode], FeatureStore]
+"""The run's feature store in a given mode (the composition root's ``engine.build.open_cache``
+with that mode): the benchmark never builds a store of its own."""
+
+_RUNS = (("cold", CacheMode.REFRESH), ("warm", CacheMode.READ_WRITE))
+
+
 def run_benchmark(
     engine: CachedEngine,
     config: InferenceConfig,
     plan: Callable[[str], Sequence[Job]],
     *,
+    open_store: StoreOpener,
     progress: bool = True,
 ) -> BenchReport:
-    """Runs ``plan("cold")`` then ``plan("warm")`` (the label ends the output names) on
-    ``engine``'s cache root, forced refresh then cached, and compares the outputs."""
+    """Runs ``plan("cold")`` then ``plan("warm")`` (the label ends the output names) on the
+    run's cache, forced refresh then cached (``open_store``), and compares the outputs."""
     original = engine.cache
-    root = original.root
     digests: dict[str, dict[int, str]] = {"cold": {}, "warm": {}}
     runs: dict[str, list[JobResult]] = {}
     jobs = {name: plan(name) for name in ("cold", "warm")}
     try:
-        warmup = warm_up(engine, jobs["cold"], root)
-        for name, force in (("cold", True), ("warm", False)):
-            with FeatureStore(
-                root, force_refresh=force, any_platform=original.any_platform
-            ) as store:
+        warmup = warm_up(engine, jobs["cold"], open_store)
+        for name, mode in _RUNS:
+            with open_store(mode) as store:
                 engine.cache = store
                 runs[name] = run_jobs(
                     engine,
@@ -127,8 +131,10 @@ def run_benchmark(
     identical = bool(digests["cold"]) and digests["cold"] == digests["warm"]
     done = {r.job.index for r in warm if r.ok} & {r.job.index for r in cold if r.ok}
     retimes = {
-        name: retime_stages(engine, [r.job for r in runs[name] if r.job.index in done], root, force)
-        for name, force in (("cold", True), ("warm", False))
+        name: retime_stages(
+            engine, [r.job for r in runs[name] if r.job.index in done], open_store, mode
+        )
+        for name, mode in _RUNS
     }
     cached, whole = speedups(cold, warm, retimes)
     table = format_table(cold, warm, identical, digests)
@@ -136,7 +142,7 @@ def run_benchmark(
     return BenchReport(cold, warm, identical, table, cached, whole)
 
 
-def warm_up(engine: CachedEngine, jobs: Sequence[Job], root) -> str:
+def warm_up(engine: CachedEngine, jobs: Sequence[Job], open_store: StoreOpener) -> str:
     """Generates the first job once with the cache off (it reads and fills nothing) and
     writes nothing, so the cold run is not charged the process's first-call costs. Returns
     what was done, for the headline."""
@@ -145,7 +151,7 @@ def warm_up(engine: CachedEngine, jobs: Sequence[Job], root) -> str:
     job = jobs[0]
     start = time.perf_counter()
     original = engine.cache
-    with FeatureStore(root, enabled=False) as off:
+    with open_store(CacheMode.OFF) as off:
         engine.cache = off
         try:
             engine.generate(fetched(job.case), progress=False, label=f"{job.name} (warm-up)")
@@ -162,11 +168,11 @@ def warm_up(engine: CachedEngine, jobs: Sequence[Job], root) -> str:
 
 
 def retime_stages(
-    engine: CachedEngine, jobs: Sequence[Job], root, force: bool
+    engine: CachedEngine, jobs: Sequence[Job], open_store: StoreOpener, mode: CacheMode
 ) -> dict[int, list[dict[str, float]]]:
     """Each job's cached stages alone (``prepare_pose``, then ``reference_features`` when they
-    are cached), ``STAGE_REPEATS`` times on a store at ``root`` (``force``: forced refresh, as
-    the cold run), as the runs time them; {} for an engine without them."""
+    are cached), ``STAGE_REPEATS`` times on the run's store in ``mode`` (a forced refresh, as
+    the cold run, or reading), as the runs time them; {} for an engine without them."""
     from mimicache.engine.record import JobRecord
 
     prepare, features = (getattr(engine, n, None) for n in ("prepare_pose", "reference_features"))
@@ -175,7 +181,7 @@ def retime_stages(
     with_features = getattr(engine, "cache_pipeline_features", True)
     original = engine.cache
     out: dict[int, list[dict[str, float]]] = {}
-    with FeatureStore(root, force_refresh=force, any_platform=original.any_platform) as store:
+    with open_store(mode) as store:
         engine.cache = store
         try:
             for job in jobs:

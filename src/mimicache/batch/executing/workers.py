@@ -20,11 +20,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from mimicache.batch.inputs import fetched
-from mimicache.batch.outcome import JobResult, Outcome, error_text
-from mimicache.batch.plan import Job
-from mimicache.batch.resume import ResultKey, ResultKeys
-from mimicache.batch.run import SidecarInfo, finish_job
+from mimicache.batch.executing.job_loop import RunInfo, finish_job
+from mimicache.batch.executing.resume import ResultKey, ResultKeys
+from mimicache.batch.job import Job, JobResult, Outcome, error_text
+from mimicache.batch.planning.inputs import fetched
 from mimicache.config import TestCase
 from mimicache.engine.progress import ProgressLog
 from mimicache.engine.spec import EngineSpec
@@ -157,7 +156,7 @@ class GenerationWorker:
     def run_job(
         self,
         job: Job,
-        info: SidecarInfo,
+        info: RunInfo,
         number: int,
         total: int,
         ahead: tuple[list[Any], float] | list[Any] | None = None,
@@ -170,8 +169,9 @@ class GenerationWorker:
             ahead = _pose_ahead(ahead[0])
         if ahead is not None and outcome.error is None:
             events, seconds = ahead
-            outcome.cache_events = [*events, *outcome.cache_events]
-            outcome.timings = {"pose_ahead": seconds, **outcome.timings}
+            generated = outcome.generated
+            generated.cache_events = [*events, *generated.cache_events]
+            generated.timings = {"pose_ahead": seconds, **generated.timings}
         if self.live is not None:  # its progress reaches the driver before its result
             self.live.handlers[0].flush()
         level = logging.DEBUG if self.spec.verbose else logging.INFO
@@ -195,7 +195,7 @@ class GenerationWorker:
             except Exception as exc:  # a bug or out of memory: the job fails, the worker lives
                 logger.exception("%s failed unexpectedly", label)
                 return Outcome(error=error_text(exc)), lines
-            outcome = Outcome.generated(generated, self.keys(case))
+            outcome = Outcome(generated, result_key=self.keys(case))
         return outcome, lines
 
 

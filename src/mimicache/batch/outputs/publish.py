@@ -109,7 +109,7 @@ def publish_output(
     """
     url = remote_url(folder)
     if url is not None:  # an object-storage root: the same rule with conditional puts
-        from mimicache.batch.output_root import Bucket
+        from mimicache.batch.outputs.root import Bucket
 
         store: Any = Bucket(url)
     else:

@@ -12,8 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from mimicache.batch.outcome import JobResult
-from mimicache.batch.plan import Job
+from mimicache.batch.job import Job, JobResult
 from mimicache.config import InferenceConfig
 from mimicache.engine.spec import EngineSpec
 

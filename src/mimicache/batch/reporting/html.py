@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mimicache.batch.output_root import fetch_object, location
+from mimicache.batch.outputs.root import fetch_object, location
 from mimicache.engine.stage_names import STEP_COLORS, TOTALS
 from mimicache.media import iter_frames, probe_video
 from mimicache.storage.faults import fault_of
@@ -33,8 +33,8 @@ if TYPE_CHECKING:  # numpy and PIL load when a report is drawn, not when the CLI
     import PIL.Image
 
 if TYPE_CHECKING:
-    from mimicache.batch.cold_warm import BenchReport
-    from mimicache.batch.outcome import JobResult
+    from mimicache.batch.bench.cold_warm import BenchReport
+    from mimicache.batch.job import JobResult
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ pre.plain{background:#f6f6f6}
 
 
 @dataclass
-class ReportJob:
+class ReportRow:
     """One row of the report. ``timings`` in seconds; ``frames`` (N,H,W,3) uint8 for the strip
     (None: read from ``output`` when it is a video, fetched when it is a URL, else from
     ``kept``); ``notes`` extra lines (e.g. people); ``kept``: the mp4 of a result the output
@@ -79,12 +79,12 @@ class ReportJob:
     kept: Path | None = None
 
 
-def report_job(result: JobResult, *, label: str = "") -> ReportJob:
+def report_row(result: JobResult, *, label: str = "") -> ReportRow:
     """A batch result as a report row (``label``: e.g. ``cold``/``warm``, added to the name)."""
     from mimicache.config import case_to_dict
 
     people = getattr(result, "people", None)
-    return ReportJob(
+    return ReportRow(
         name=result.job.name + (f" ({label})" if label else ""),
         status=result.status,
         output=result.output,
@@ -117,10 +117,10 @@ def write_run_report(
     sections: list[tuple[str, str]] = []
     images: list[tuple[str, Path | PIL.Image.Image]] = []
     if bench is None:
-        jobs = [report_job(r) for r in results]
+        jobs = [report_row(r) for r in results]
     else:
-        jobs = [report_job(r, label="cold") for r in bench.cold]
-        jobs += [report_job(r, label="warm") for r in bench.warm]
+        jobs = [report_row(r, label="cold") for r in bench.cold]
+        jobs += [report_row(r, label="warm") for r in bench.warm]
         sections.append(("Cold vs warm", bench.table))
         if plot and Path(plot).is_file():
             images.append(("Cold vs warm per stage", Path(plot)))
@@ -146,7 +146,7 @@ def write_run_report(
 
 def write_report(
     path: str | Path,
-    jobs: Sequence[ReportJob],
+    jobs: Sequence[ReportRow],
     *,
     title: str,
     parameters: Mapping[str, Any],
@@ -164,7 +164,7 @@ def write_report(
 
 
 def render_report(
-    jobs: Sequence[ReportJob],
+    jobs: Sequence[ReportRow],
     *,
     title: str,
     parameters: Mapping[str, Any],
@@ -271,7 +271,7 @@ def _cache_counts(events: Sequence[Any]) -> str:
     return f"{hits} hit(s), {len(events) - hits} miss(es)" if events else "not used"
 
 
-def _jobs_table(jobs: Sequence[ReportJob], longest: float) -> str:
+def _jobs_table(jobs: Sequence[ReportRow], longest: float) -> str:
     head = "".join(
         f"<th>{h}</th>" for h in ("#", "job", "status", "total", "stages", "cache", "output")
     )
@@ -290,7 +290,7 @@ def _jobs_table(jobs: Sequence[ReportJob], longest: float) -> str:
     return f'<table style="width:100%"><tr>{head}</tr>{"".join(rows)}</table>'
 
 
-def _legend(jobs: Sequence[ReportJob]) -> str:
+def _legend(jobs: Sequence[ReportRow]) -> str:
     names: list[str] = []
     for job in jobs:
         names += [n for n, _ in _stages(job.timings) if n not in names]
@@ -302,7 +302,7 @@ def _legend(jobs: Sequence[ReportJob]) -> str:
     return f'<div class="legend muted">{items}</div>' if items else ""
 
 
-def _job_section(number: int, job: ReportJob, strips: _Strips) -> str:
+def _job_section(number: int, job: ReportRow, strips: _Strips) -> str:
     parts = [f'<div class="job" id="job{number}"><h3>{number}. {_e(job.name)} · ']
     parts.append(f'<span class="{_e(job.status)}">{_e(job.status)}</span></h3>')
     if job.output:
@@ -355,7 +355,7 @@ class _Strips:
     def __init__(self) -> None:
         self.store_failed: str | None = None
 
-    def uri(self, job: ReportJob) -> tuple[str | None, str | None]:
+    def uri(self, job: ReportRow) -> tuple[str | None, str | None]:
         """(the strip as a data URI, or None and why there is none when it should have one)."""
         frames, missing = job.frames, None
         if frames is None and job.status == "ok" and job.output is not None:

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from mimicache.batch.outputs import STEM_MAX, candidates, fit_stem, in_use
-from mimicache.batch.plan import Job, override_tag
-from mimicache.batch.run import JobResult
+from mimicache.batch.job import Job, JobResult
+from mimicache.batch.outputs.publish import STEM_MAX, candidates, fit_stem, in_use
+from mimicache.batch.planning.plan import override_tag
 from mimicache.config import TEST_CASE_KEYS, TestCase
 from mimicache.errors import ConfigError, InputError, StorageError
 from mimicache.storage.fetch import fetch, input_url

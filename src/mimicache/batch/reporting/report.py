@@ -11,15 +11,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mimicache.batch.output_root import location
+from mimicache.batch.outputs.root import location
 from mimicache.config import InferenceConfig, case_to_dict
 from mimicache.errors import setting
 from mimicache.storage.files import atomic_write, printable
 from mimicache.storage.json_values import to_json_value
 
 if TYPE_CHECKING:
-    from mimicache.batch.outcome import JobResult
-    from mimicache.batch.plan import Job
+    from mimicache.batch.job import Job, JobResult
 
 SIDECAR_SCHEMA = 1
 _SURROGATE = re.compile("[\ud800-\udfff]")

@@ -25,12 +25,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mimicache.batch.executor import ExecutorBase, Resume
-from mimicache.batch.outcome import JobResult, Outcome
-from mimicache.batch.plan import Job
-from mimicache.batch.resume import split_done
-from mimicache.batch.run import SidecarInfo, finish_job, log_start
-from mimicache.batch.workers import GenerationWorker, PoseWorker, ProgressRelay, replay_logs
+from mimicache.batch.executing.executor import ExecutorBase, Resume
+from mimicache.batch.executing.job_loop import RunInfo, finish_job, log_start
+from mimicache.batch.executing.resume import split_done
+from mimicache.batch.executing.workers import (
+    GenerationWorker,
+    PoseWorker,
+    ProgressRelay,
+    replay_logs,
+)
+from mimicache.batch.job import Job, JobResult, Outcome
 from mimicache.config import InferenceConfig
 from mimicache.errors import MimicacheError, setting
 
@@ -226,7 +230,7 @@ class RayExecutor(ExecutorBase):
         import ray
         from tqdm import tqdm
 
-        sidecar = SidecarInfo(config, self.info["model_files"], self.info["pose_retarget"])
+        sidecar = RunInfo(config, self.info["model_files"], self.info["pose_retarget"])
         info = ray.put(sidecar)  # sent once, not with every job
         order = {job.index: n for n, job in enumerate(jobs, start=1)}
         queue: deque[tuple[Job, int]] = deque((job, 0) for job in jobs)
