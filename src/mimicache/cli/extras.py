@@ -8,6 +8,7 @@ import argparse
 import importlib
 from dataclasses import dataclass
 
+from mimicache.batch.executing.registry import EXECUTORS
 from mimicache.errors import MimicacheError
 from mimicache.storage.objects import remote_url
 
@@ -68,8 +69,9 @@ def url_paths(args: argparse.Namespace) -> dict[str, str]:
 
 def check_run_extras(args: argparse.Namespace) -> None:
     """``run`` / ``bench`` / ``pose``: every extra their flags need is installed."""
-    if getattr(args, "executor", None) == "ray":
-        require("ray", "--executor ray")
+    executor = getattr(args, "executor", None)
+    if executor is not None and (extra := EXECUTORS[executor].extra) is not None:
+        require(extra, f"--executor {executor}")
     if getattr(args, "plot", None):
         require("plot", "bench --plot")
     for flag, url in url_paths(args).items():

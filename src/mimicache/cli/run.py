@@ -22,7 +22,7 @@ from mimicache.batch import (
     plan_jobs,
     reserve_log,
 )
-from mimicache.batch.executing.executor import Executor, ExecutorSettings, Resume
+from mimicache.batch.executing.executor import Executor, Resume
 from mimicache.batch.executing.job_loop import INTERRUPTED_EXIT
 from mimicache.batch.outputs.root import UPLOAD_EVERY_S, OutputRoot, open_output_root
 from mimicache.batch.planning.manifest import plan_manifest, read_manifest
@@ -33,7 +33,7 @@ from mimicache.cli.console import call_command, flag_words, setup_logging
 from mimicache.cli.engine_flags import engine_spec
 from mimicache.cli.extras import check_run_extras
 from mimicache.cli.flags import RUN_DEFAULTS, SEED_DEFAULTS, add_run_arguments
-from mimicache.cli.scale import check_executor_flags, select_shard
+from mimicache.cli.scale import check_executor_flags, executor_settings, select_shard
 from mimicache.config import InferenceConfig, load_config
 from mimicache.engine.spec import EngineSpec
 from mimicache.errors import MimicacheError
@@ -211,13 +211,7 @@ def _executor(args: argparse.Namespace, spec: EngineSpec, log: ResultsLog) -> Ex
     result it writes goes to ``results.jsonl`` (``log``)."""
     from mimicache.batch.executing.registry import EXECUTORS
 
-    settings = ExecutorSettings(
-        workers=args.workers,
-        address=args.ray_address,
-        gpus_per_worker=args.gpus_per_worker,
-        pose_workers=args.pose_workers,
-        max_retries=args.max_retries,
-    )
+    settings = executor_settings(args)
     return EXECUTORS[args.executor](
         spec, settings, progress=not args.quiet, on_result=lambda result, _: log.add(result)
     )

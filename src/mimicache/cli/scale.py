@@ -18,15 +18,19 @@ from mimicache.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 MAX_RETRIES = ExecutorSettings().max_retries
-# The flags only Ray's executor reads, with their defaults: given to another executor, they
-# would be dropped without a word.
-RAY_FLAGS = {
-    "workers": None,
-    "ray_address": None,
-    "gpus_per_worker": None,
-    "pose_workers": None,
-    "max_retries": MAX_RETRIES,
+# ExecutorSettings' fields by the flag that sets each
+SETTING_FLAGS = {
+    "workers": "workers",
+    "address": "ray_address",
+    "gpus_per_worker": "gpus_per_worker",
+    "pose_workers": "pose_workers",
+    "max_retries": "max_retries",
 }
+
+
+def executor_settings(args: argparse.Namespace) -> ExecutorSettings:
+    """The scale-out flags as the executor's settings."""
+    return ExecutorSettings(**{field: getattr(args, flag) for field, flag in SETTING_FLAGS.items()})
 
 
 def add_scale_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,21 +87,26 @@ def add_scale_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def check_executor_flags(args: argparse.Namespace) -> None:
-    """A Ray-only flag with another executor is an error before any work: a run that quietly
-    ignored ``--workers 8`` would take hours on one process where minutes were meant."""
-    if args.executor == "ray":
-        return
+    """A flag the chosen executor does not read is an error before any work (the registry
+    says which settings each reads): a run that quietly ignored ``--workers 8`` would take
+    hours on one process where minutes were meant."""
+    chosen = EXECUTORS[args.executor]
+    defaults = ExecutorSettings()
     given = [
-        f"--{flag} {getattr(args, flag)}"
-        for flag, default in RAY_FLAGS.items()
-        if getattr(args, flag, default) != default
+        field
+        for field, flag in SETTING_FLAGS.items()
+        if field not in chosen.reads and getattr(args, flag, None) != getattr(defaults, field)
     ]
-    if given:
-        raise ConfigError(
-            f"{', '.join(given)}: only --executor ray reads "
-            f"{'this flag' if len(given) == 1 else 'these flags'}; add --executor ray or "
-            f"drop {'it' if len(given) == 1 else 'them'} (--executor {args.executor})"
-        )
+    if not given:
+        return
+    flags = ", ".join(f"--{SETTING_FLAGS[f]} {getattr(args, SETTING_FLAGS[f])}" for f in given)
+    readers = sorted({name for name, cls in EXECUTORS.items() if set(given) <= set(cls.reads)})
+    use = " or ".join(f"--executor {name}" for name in readers) or "another executor"
+    raise ConfigError(
+        f"{flags}: only {use} {'reads' if len(readers) < 2 else 'read'} "
+        f"{'this flag' if len(given) == 1 else 'these flags'}; add {use} or drop "
+        f"{'it' if len(given) == 1 else 'them'} (--executor {args.executor})"
+    )
 
 
 def shard_arg(text: str) -> tuple[int, int]:

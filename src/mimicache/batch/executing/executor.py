@@ -51,6 +51,8 @@ class Executor(Protocol):
     ``spec``: the spec the engines were built from (its device resolved once loaded)."""
 
     in_process: bool
+    extra: str | None
+    reads: tuple[str, ...]
     spec: EngineSpec
     engine: Any
     cache: Any
@@ -77,9 +79,13 @@ class Executor(Protocol):
 
 class ExecutorBase:
     """What every executor keeps: the spec its engines are built from, its settings, whether
-    it shows progress, and who hears of each written result."""
+    it shows progress, and who hears of each written result. ``extra``: the package extra it
+    needs installed (``mimicache[...]``); ``reads``: the ``ExecutorSettings`` fields it uses
+    (a setting given to an executor that ignores it is an error, not a silent no-op)."""
 
     in_process = False
+    extra: str | None = None
+    reads: tuple[str, ...] = ()
     engine: Any = None
     cache: Any = None
 

@@ -90,6 +90,9 @@ class RayExecutor(ExecutorBase):
     on the driver after each job is written. The models live in the workers: ``engine`` and
     ``cache`` stay None here."""
 
+    extra = "ray"
+    reads = ("workers", "address", "gpus_per_worker", "pose_workers", "max_retries")
+
     def __init__(self, *args: Any, **kwargs: Any):
         """``ExecutorBase``'s arguments; the worker pool starts empty (``run`` fills it)."""
         super().__init__(*args, **kwargs)
