@@ -1,8 +1,8 @@
-"""Seed-compatible entry: raw batch inference with the feature cache on (see `mimicache run -h`)."""
+"""The original script's entry: raw batch inference with the feature cache on (see `mimicache run -h`)."""
 
 import sys
 
-from mimicache.cli import seed_script_main
+from mimicache.cli import original_script_main
 
 if __name__ == "__main__":
-    sys.exit(seed_script_main(cache=True))
+    sys.exit(original_script_main(cache=True))

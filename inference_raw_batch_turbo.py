@@ -1,8 +1,8 @@
-"""Seed-compatible entry: the same flags with the feature cache off (the original behaviour)."""
+"""The original script's entry: the same flags with the feature cache off (the original behaviour)."""
 
 import sys
 
-from mimicache.cli import seed_script_main
+from mimicache.cli import original_script_main
 
 if __name__ == "__main__":
-    sys.exit(seed_script_main(cache=False))
+    sys.exit(original_script_main(cache=False))

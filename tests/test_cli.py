@@ -1,4 +1,4 @@
-"""`mimicache run` end to end on the tiny bundle, and the seed-compatible scripts."""
+"""`mimicache run` end to end on the tiny bundle, and the original scripts."""
 
 import json
 import subprocess
@@ -10,7 +10,7 @@ import pytest
 
 import mimicache.engine.engine
 import mimicache.engine.loaded
-from mimicache.cli import build_parser, main, seed_script_main
+from mimicache.cli import build_parser, main, original_script_main
 from mimicache.errors import MimicacheError
 from tests.engine_fixtures import figure_video, reference_image, write_config
 
@@ -111,13 +111,13 @@ def test_steps_override_and_seed_scripts(workspace, tmp_path, monkeypatch):
     assert not (tmp_path / "cache").exists()
 
 
-def test_seed_script_defaults():
+def test_original_script_defaults():
     import argparse
 
-    from mimicache.cli.run import SEED_DEFAULTS, add_run_arguments
+    from mimicache.cli.flags import ORIGINAL_SCRIPT_DEFAULTS, add_run_arguments
 
     parser = argparse.ArgumentParser()
-    add_run_arguments(parser, SEED_DEFAULTS)
+    add_run_arguments(parser, ORIGINAL_SCRIPT_DEFAULTS)
     args = parser.parse_args([])
     assert args.num_inference_steps == 4 and args.scheduler == "AnimateLCM_SVD"
     assert (
@@ -139,7 +139,7 @@ def test_seed_script_defaults():
 
 def test_benchmark_cache_runs_cold_then_warm(workspace, tmp_path, capsys):
     out = tmp_path / "out"
-    code = seed_script_main(
+    code = original_script_main(
         [
             "--inference_config", str(workspace["config"]), "--output_dir", str(out),
             "--feature_cache_dir", str(tmp_path / "cache"), "--benchmark_cache", "--disable_feature_cache",
@@ -215,7 +215,7 @@ def test_pose_retarget_precedence(
     argv = ["--inference_config", str(config), "--output_dir", str(tmp_path / "o"), "--quiet"]
     if flag is not None:
         argv += ["--pose_retarget", flag]
-    code = seed_script_main(argv, cache=True) if seed_script else main(["run", *argv])
+    code = original_script_main(argv, cache=True) if seed_script else main(["run", *argv])
     assert code == 2 and seen == [expected]
 
 

@@ -24,7 +24,10 @@ FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9_-]+")
 # (module, flag) -> why the literal may stay outside cli/
 ALLOWED = {
     ("cache/store.py", "--fix"): "a whole command to run (`mimicache cache verify --fix`)",
-    ("batch/executing/ray_executor.py", "--head"): "Ray's own command (`ray start --head`), not ours",
+    (
+        "batch/executing/ray_executor.py",
+        "--head",
+    ): "Ray's own command (`ray start --head`), not ours",
 }
 
 

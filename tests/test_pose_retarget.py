@@ -1,4 +1,4 @@
-"""The seed's "graft" retargeting: hand-computed cases, people counts, errors, the staged API."""
+"""The original scripts' "graft" retargeting: hand-computed cases, people counts, errors, the staged API."""
 
 from __future__ import annotations
 

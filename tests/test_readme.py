@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from mimicache.cli import build_parser
-from mimicache.cli.flags import SEED_DEFAULTS, add_run_arguments
+from mimicache.cli.flags import ORIGINAL_SCRIPT_DEFAULTS, add_run_arguments
 from tests.engine_fixtures import figure_video, reference_image, write_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,7 +26,7 @@ def blocks(language: str) -> list[str]:
 
 
 def commands() -> list[str]:
-    """Each `mimicache ...` / seed script line of the bash blocks, continuations joined and
+    """Each `mimicache ...` / original script line of the bash blocks, continuations joined and
     trailing comments dropped."""
     found = []
     for block in blocks("bash"):
@@ -48,7 +48,7 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
 
 def _seed_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seed")
-    add_run_arguments(parser, SEED_DEFAULTS)
+    add_run_arguments(parser, ORIGINAL_SCRIPT_DEFAULTS)
     return parser
 
 

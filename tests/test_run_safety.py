@@ -19,7 +19,7 @@ import mimicache.engine.engine
 import mimicache.engine.loaded
 from mimicache.batch import Job, JobResult, override_tag, publish_output, reserve_log
 from mimicache.batch.bench.cold_warm import format_table
-from mimicache.cli import build_parser, main, seed_script_main
+from mimicache.cli import build_parser, main, original_script_main
 from mimicache.config import TestCase
 from mimicache.errors import InputError, ModelLoadError
 from mimicache.media import probe_video, write_video
@@ -335,7 +335,7 @@ def test_help_documents_scheduler_flags_and_never_says_none(capsys):
         parser.parse_args(["bench", "--help"])
     assert "cold" in capsys.readouterr().out.split("options:")[0]
     with pytest.raises(SystemExit):
-        seed_script_main(["--help"], cache=True)
+        original_script_main(["--help"], cache=True)
     assert "(default: None)" not in capsys.readouterr().out
 
 

@@ -15,7 +15,7 @@ from mimicache.batch.executing.local_executor import LocalExecutor
 from mimicache.batch.executing.ray_executor import RayExecutor
 from mimicache.batch.executing.registry import EXECUTORS
 from mimicache.cli.engine_flags import ENGINE_FLAGS, engine_spec
-from mimicache.cli.flags import RUN_DEFAULTS, SEED_DEFAULTS, add_run_arguments
+from mimicache.cli.flags import ORIGINAL_SCRIPT_DEFAULTS, RUN_DEFAULTS, add_run_arguments
 from mimicache.config import InferenceConfig
 from mimicache.config.sampler import SchedulerOptions
 from mimicache.engine.spec import EngineSpec
@@ -83,10 +83,10 @@ def test_every_spec_field_but_the_config_and_worker_ones_has_a_flag():
 
 
 def test_a_command_sets_its_own_defaults_and_help_words():
-    seed = _parse([], SEED_DEFAULTS)
+    seed = _parse([], ORIGINAL_SCRIPT_DEFAULTS)
     assert engine_spec(seed, CONFIG).scheduler.name == "AnimateLCM_SVD"
     parser = argparse.ArgumentParser()
-    add_run_arguments(parser, SEED_DEFAULTS)
+    add_run_arguments(parser, ORIGINAL_SCRIPT_DEFAULTS)
     assert "else graft)" in " ".join(parser.format_help().split())
 
 

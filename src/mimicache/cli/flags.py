@@ -1,5 +1,5 @@
-"""The flags of ``mimicache run`` / ``bench`` and of the seed-compatible scripts, in groups;
-``SEED_DEFAULTS`` / ``RUN_DEFAULTS`` are where the two kinds of command differ."""
+"""The flags of ``mimicache run`` / ``bench`` and of the original scripts, in groups;
+``ORIGINAL_SCRIPT_DEFAULTS`` / ``RUN_DEFAULTS`` are where the two kinds of command differ."""
 
 from __future__ import annotations
 
@@ -10,7 +10,11 @@ from mimicache.cli.fmt import size_arg
 from mimicache.cli.scale import add_scale_arguments
 from mimicache.config.sampler import SchedulerOptions
 
-SEED_DEFAULTS = {"num_inference_steps": 4, "scheduler": "AnimateLCM_SVD", "pose_retarget": "graft"}
+ORIGINAL_SCRIPT_DEFAULTS = {
+    "num_inference_steps": 4,
+    "scheduler": "AnimateLCM_SVD",
+    "pose_retarget": "graft",
+}
 RUN_DEFAULTS = {
     "num_inference_steps": None,
     "scheduler": SchedulerOptions().name,
@@ -21,7 +25,7 @@ RUN_DEFAULTS = {
 def add_run_arguments(
     parser: argparse.ArgumentParser, defaults: dict, *, benchmark_flag: bool = True
 ) -> None:
-    """The flags of ``run`` / ``bench`` and of the seed-compatible scripts."""
+    """The flags of ``run`` / ``bench`` and of the original scripts."""
     parser.set_defaults(command_defaults=defaults)
     _add_io_arguments(parser)
     _add_generation_arguments(parser, defaults)

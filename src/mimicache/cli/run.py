@@ -1,4 +1,4 @@
-"""``mimicache run`` / ``bench`` and the seed scripts: the run flags, and the composition
+"""``mimicache run`` / ``bench`` and the original scripts: the run flags, and the composition
 root that turns them into a config, a plan, an engine and a feature store, then runs."""
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from mimicache.batch.reporting.results import RESULTS_FILE, ResultsLog, read_res
 from mimicache.cli.console import call_command, flag_words, setup_logging
 from mimicache.cli.engine_flags import engine_spec
 from mimicache.cli.extras import check_run_extras
-from mimicache.cli.flags import RUN_DEFAULTS, SEED_DEFAULTS, add_run_arguments
+from mimicache.cli.flags import RUN_DEFAULTS, add_run_arguments
 from mimicache.cli.scale import check_executor_flags, executor_settings, select_shard
 from mimicache.config import InferenceConfig, load_config
 from mimicache.engine.spec import EngineSpec
@@ -45,14 +45,14 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# The seed scripts default to the 4-step AnimateLCM "turbo" set-up and the graft pose
+# The original scripts default to the 4-step AnimateLCM "turbo" set-up and the graft pose
 # retargeting; `mimicache run` to the published behaviour (config steps, SVD's Euler, published
 # poses). The pose retargeting default applies only when the config has no pose.retarget.
 # --------------------------------------------------------------------------- the run itself
 
 
 def run_command(args: argparse.Namespace) -> int:
-    """``mimicache run`` / ``bench`` and the seed scripts: check every path we write, load the
+    """``mimicache run`` / ``bench`` and the original scripts: check every path we write, load the
     config with the flags' overrides, plan (this shard's jobs), run them here (models loaded
     once) or on Ray workers, or cold + warm; print the summary, prune the cache if asked; the
     exit code of the jobs."""
@@ -294,20 +294,4 @@ def run_main(argv: Sequence[str], *, prog: str = "mimicache run") -> int:
     """``mimicache run ARGV`` without the other sub-commands (for callers inside the CLI)."""
     parser = argparse.ArgumentParser(prog=prog)
     add_run_arguments(parser, RUN_DEFAULTS)
-    return call_command(run_command, parser.parse_args(argv))
-
-
-def seed_script_main(argv: Sequence[str] | None = None, *, cache: bool) -> int:
-    """The seed's ``inference_raw_batch_{cache,turbo}.py``: the run flags, seed defaults."""
-    name = "inference_raw_batch_cache.py" if cache else "inference_raw_batch_turbo.py"
-    parser = argparse.ArgumentParser(
-        prog=name,
-        description="MimicMotion raw batch inference"
-        + (" with the feature cache." if cache else " (feature cache off).")
-        + " Seed defaults: 4 steps, AnimateLCM_SVD, and the graft pose retargeting (unless the "
-        "config sets pose.retarget); `mimicache run` defaults to the published pose frames.",
-    )
-    add_run_arguments(parser, SEED_DEFAULTS)
-    if not cache:
-        parser.set_defaults(disable_feature_cache=True)
     return call_command(run_command, parser.parse_args(argv))

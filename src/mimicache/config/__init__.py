@@ -16,15 +16,15 @@ The YAML layout (``configs/test.yaml``)::
         sample_stride: 2
         fps: 15                     # frame rate of the written mp4
         seed: 42                    # 0 <= seed < 2**64
-    batch:                          # optional (the seed scripts' key)
+    batch:                          # optional (the original scripts' key)
       video_folder: assets/videos   # or null
     dwpose:                         # optional (mimicache's key)
       det_model_path: models/DWPose/yolox_l.onnx
       pose_model_path: models/DWPose/dw-ll_ucoco_384.onnx
       backend: auto                 # auto | onnxruntime | torch
     pose:                           # optional (mimicache's key)
-      retarget: published           # or graft (the seed scripts' pose frames); unset: the
-                                    # command's default (run: published, seed scripts: graft)
+      retarget: published           # or graft (the original scripts' pose frames); unset: the
+                                    # command's default (run: published, original scripts: graft)
       person: auto                  # which dancer drives the pose: auto (published: everyone
                                     # drawn), largest, center, or N (0 = first to appear)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-# pose.retarget: the published alignment alone, or the seed scripts' graft onto the reference
+# pose.retarget: the published alignment alone, or the original scripts' graft onto the reference
 RETARGET_MODES = ("published", "graft")
 # pose.person: which person of the driving video drives the pose. "auto" is the published
 # behaviour (every person drawn); a whole number N >= 0 is the N-th person to appear (0-based).

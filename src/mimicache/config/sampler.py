@@ -20,7 +20,7 @@ def _lcm_float(name: str, default: float, text: str):
 
 @dataclass(frozen=True)
 class SchedulerOptions:
-    """The seed scripts' scheduler flags (``--scheduler_<field>``, ``--lcm_num_train_timesteps``);
+    """The original scripts' scheduler flags (``--scheduler_<field>``, ``--lcm_num_train_timesteps``);
     all but ``name`` are AnimateLCM_SVD's settings."""
 
     name: str = option(

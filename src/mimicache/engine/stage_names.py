@@ -59,6 +59,6 @@ UNCACHED_STEPS = {
     "decode": "#a1d99b",
 }
 JOB_STEPS = {"score": "#54278f", "write": "#969696", "preview": "#c994c7"}
-# The seed's three totals: sums of the steps above, so they get no bar segment of their own.
+# The original scripts' three totals: sums of the steps above, so they get no bar segment of their own.
 TOTALS = ("preprocess", "pipeline", "total")
 STEP_COLORS = {**STAGE_COLORS, **UNCACHED_STEPS, **JOB_STEPS}

@@ -338,7 +338,7 @@ def preprocess(
     """The published preprocess: ``(pose_pixels (1+F,3,H,W), image_pixels (1,3,H,W))`` float32.
 
     DWPose runs once on the fitted reference image (the published code runs it twice with the
-    same result) and once per sampled video frame. ``retarget="graft"`` gives the seed scripts'
+    same result) and once per sampled video frame. ``retarget="graft"`` gives the original scripts'
     pose frames (see :func:`render_pose_frames`); ``person`` picks one dancer
     (:func:`select_person`; "auto": everyone, as published).
     """

@@ -1,4 +1,4 @@
-"""Pose retargeting after the published rescale: "published" (none) or the seed's "graft".
+"""Pose retargeting after the published rescale: "published" (none) or the original scripts' "graft".
 
 Graft (made for sign language): the reference person keeps its own body; only the arms, the
 hands and the face follow the driving pose. PoseFrames in (normalised float64 coordinates, the

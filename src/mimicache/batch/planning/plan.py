@@ -20,7 +20,7 @@ TIMESTAMP_FORMAT = "%Y%m%d%H%M%S"
 
 
 def make_timestamp(now: datetime | None = None) -> str:
-    """``YYYYmmddHHMMSS`` of ``now`` (default: the local time now), as the seed scripts name
+    """``YYYYmmddHHMMSS`` of ``now`` (default: the local time now), as the original scripts name
     their outputs."""
     return (now or datetime.now()).strftime(TIMESTAMP_FORMAT)
 
