@@ -10,8 +10,8 @@ Files, URLs, digests and sizes are ``mimicache.storage``'s.
 from mimicache.cache.admin import CacheAdmin, EntryInfo, Problem, VerifyReport
 from mimicache.cache.digest_memo import DigestMemo, content_fact
 from mimicache.cache.entry import SCHEMA
-from mimicache.cache.index import MISS_REASONS, MissReason
 from mimicache.cache.keys import StageKey, fingerprint_files, key_digest
+from mimicache.cache.modes import MISS_REASONS, MissReason
 from mimicache.cache.removal import Removal, RemovalFailure, RemovalPlan, RemovalResult
 from mimicache.cache.roots import open_admin
 from mimicache.cache.store import CacheEvent, CacheMode, FeatureStore

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import enum
 import json
 import os
 import sqlite3
@@ -24,37 +23,12 @@ from typing import Any
 
 from mimicache.cache.database import cannot_write, close_sqlite, connect_sqlite
 from mimicache.cache.keys import StageKey
+from mimicache.cache.modes import MissReason
 from mimicache.storage.json_values import canonical_json
 
-__all__ = ["HIT_REASON", "MISS_REASONS", "Index", "IndexRow", "MissReason"]
+__all__ = ["Index", "IndexRow"]
 
 
-class MissReason(str, enum.Enum):
-    """Why ``get_or_compute`` computed; the values are the words the logs use."""
-
-    ABSENT = "absent"
-    INPUT_CHANGED = "input changed"
-    MODEL_CHANGED = "model changed"
-    PARAMS_CHANGED = "parameters changed"
-    PLATFORM_CHANGED = "computed on another platform"
-    # The same inputs under the other platform rule: not another platform's entry.
-    STRICT_ONLY = (
-        "only a strict entry (keyed by its platform), which cache_platform='any' never uses"
-    )
-    SHARED_ONLY = "only an entry of cache_platform='any', which strict runs never use"
-    CORRUPT = "corrupt"
-    FORCED = "forced"
-    DISABLED = "disabled"
-
-    def __str__(self) -> str:
-        return self.value
-
-    def __format__(self, spec: str) -> str:
-        return format(self.value, spec)
-
-
-MISS_REASONS = tuple(r.value for r in MissReason)
-HIT_REASON = "hit"
 _GROUP_REASONS = {
     "inputs": MissReason.INPUT_CHANGED,
     "models": MissReason.MODEL_CHANGED,
@@ -236,9 +210,15 @@ class Index:
     # ------------------------------------------------------------------ runs
 
     def record(
-        self, stage: str, key: str, meta: Mapping[str, str], size: int, subject: str | None, *,
+        self,
+        stage: str,
+        key: str,
+        meta: Mapping[str, str],
+        size: int,
+        subject: str | None,
+        *,
         hit: bool,
-    ) -> None:  # fmt: skip
+    ) -> None:
         """Note a hit (last use) or a new entry, and ``subject``'s latest key for ``stage``.
 
         A new entry is written now; a hit later (``HIT_WRITE_DELAY_S``), or not at all when
@@ -290,8 +270,17 @@ class Index:
             ).rowcount
         if not updated:
             created = number_or(use.meta.get("created"), use.when)
-            self._put(conn, "REPLACE", use.stage, use.key, use.meta.get("subject") or None,
-                      use.size, created, use.when, fields_json)  # fmt: skip
+            self._put(
+                conn,
+                "REPLACE",
+                use.stage,
+                use.key,
+                use.meta.get("subject") or None,
+                use.size,
+                created,
+                use.when,
+                fields_json,
+            )
         if use.subject is not None:
             conn.execute(
                 "INSERT OR REPLACE INTO subjects (stage, subject, key, fields, updated) "
@@ -353,14 +342,30 @@ class Index:
         created = number_or(meta.get("created"), mtime)
         with self.use(write=True) as conn:
             if conn is not None:
-                self._put(conn, "IGNORE", stage, key, meta.get("subject") or None, size,
-                          created, mtime, meta.get("fields", "{}"))  # fmt: skip
+                self._put(
+                    conn,
+                    "IGNORE",
+                    stage,
+                    key,
+                    meta.get("subject") or None,
+                    size,
+                    created,
+                    mtime,
+                    meta.get("fields", "{}"),
+                )
 
     @staticmethod
     def _put(
-        conn: sqlite3.Connection, conflict: str, stage: str, key: str, subject: str | None,
-        size: int, created: float, last_used: float, fields_json: str,
-    ) -> None:  # fmt: skip
+        conn: sqlite3.Connection,
+        conflict: str,
+        stage: str,
+        key: str,
+        subject: str | None,
+        size: int,
+        created: float,
+        last_used: float,
+        fields_json: str,
+    ) -> None:
         inputs = json_dict(fields_json).get("inputs", {})
         conn.execute(
             f"INSERT OR {conflict} INTO entries "

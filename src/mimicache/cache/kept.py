@@ -76,9 +76,14 @@ class KeptEntries:
             return kept[2], kept[3]
 
     def keep(
-        self, stage: str, key: str, path: Path, st: os.stat_result, data: bytes,
+        self,
+        stage: str,
+        key: str,
+        path: Path,
+        st: os.stat_result,
+        data: bytes,
         meta: dict[str, str],
-    ) -> None:  # fmt: skip
+    ) -> None:
         """Keep ``data`` (verified, with its ``meta``), the file at ``path`` as ``st`` says."""
         with self._lock:
             self._drop((stage, key))

@@ -1,4 +1,5 @@
-"""What a store may do (``CacheMode``), what one call did (``CacheEvent``), the code version.
+"""What a store may do (``CacheMode``), what one call did (``CacheEvent``) and why it missed
+(``MissReason``), the code version.
 
 A CacheEvent's ``reason`` is "hit" or a MissReason; ``seconds`` float, ``bytes`` int >= 0.
 """
@@ -10,7 +11,7 @@ import functools
 import importlib.metadata
 from dataclasses import dataclass
 
-__all__ = ["CacheEvent", "CacheMode", "package_version"]
+__all__ = ["HIT_REASON", "MISS_REASONS", "CacheEvent", "CacheMode", "MissReason", "package_version"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -20,6 +21,34 @@ def package_version() -> str:
         return importlib.metadata.version("mimicache")
     except importlib.metadata.PackageNotFoundError:
         return "unknown"
+
+
+class MissReason(str, enum.Enum):
+    """Why ``get_or_compute`` computed; the values are the words the logs use."""
+
+    ABSENT = "absent"
+    INPUT_CHANGED = "input changed"
+    MODEL_CHANGED = "model changed"
+    PARAMS_CHANGED = "parameters changed"
+    PLATFORM_CHANGED = "computed on another platform"
+    # The same inputs under the other platform rule: not another platform's entry.
+    STRICT_ONLY = (
+        "only a strict entry (keyed by its platform), which cache_platform='any' never uses"
+    )
+    SHARED_ONLY = "only an entry of cache_platform='any', which strict runs never use"
+    CORRUPT = "corrupt"
+    FORCED = "forced"
+    DISABLED = "disabled"
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+MISS_REASONS = tuple(r.value for r in MissReason)
+HIT_REASON = "hit"
 
 
 class CacheMode(enum.Enum):

@@ -144,10 +144,17 @@ class RemoteCache:
             inputs = fields.get("inputs", {})
             out.append(
                 RemoteEntryInfo(
-                    st, key, meta.get("subject") or None, inputs if isinstance(inputs, dict) else {},
-                    obj.size, obj.mtime, obj.mtime, PurePosixPath(obj.path), fields,
+                    st,
+                    key,
+                    meta.get("subject") or None,
+                    inputs if isinstance(inputs, dict) else {},
+                    obj.size,
+                    obj.mtime,
+                    obj.mtime,
+                    PurePosixPath(obj.path),
+                    fields,
                 )
-            )  # fmt: skip
+            )
         out.sort(key=lambda e: (e.stage, -e.last_used, e.key))
         return out
 

@@ -31,12 +31,12 @@ from mimicache.cache.entry import (
     encode_entry,
     prepare_tensors,
 )
-from mimicache.cache.index import HIT_REASON, Index, MissReason
+from mimicache.cache.index import Index
 from mimicache.cache.kept import KeptEntries, memory_max_bytes
 from mimicache.cache.keys import StageKey, fingerprint_files
 from mimicache.cache.layout import Layout, check_stage, write_cachedir_tag
 from mimicache.cache.local_admin import LocalAdmin
-from mimicache.cache.modes import CacheEvent, CacheMode, package_version
+from mimicache.cache.modes import HIT_REASON, CacheEvent, CacheMode, MissReason, package_version
 from mimicache.cache.remote import local_tier_dir
 from mimicache.cache.sharing import index_folder
 from mimicache.cache.tiers import Tiers
@@ -50,9 +50,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _NO_LOCKS = frozenset(
-    getattr(errno, name) for name in ("ENOLCK", "EOPNOTSUPP", "ENOTSUP", "ENOSYS")
+    getattr(errno, name)
+    for name in ("ENOLCK", "EOPNOTSUPP", "ENOTSUP", "ENOSYS")
     if hasattr(errno, name)
-)  # fmt: skip
+)
 
 __all__ = [
     "CacheEvent",
@@ -89,9 +90,9 @@ class FeatureStore(LocalAdmin):
         local_dir: str | os.PathLike[str] | None = None,
         local_max_size: int | str | None = None,
     ) -> None:
-        self.mode = mode if mode is not None else CacheMode.from_flags(
-            enabled, read, write, force_refresh
-        )  # fmt: skip
+        self.mode = (
+            mode if mode is not None else CacheMode.from_flags(enabled, read, write, force_refresh)
+        )
         self.url = remote_url(root)
         if self.url is not None:
             root = local_dir if local_dir is not None else local_tier_dir(self.url)
@@ -198,8 +199,12 @@ class FeatureStore(LocalAdmin):
             self._warned_write = True
             reads = self._usable and self.mode.reads
             then = "read-only: entries are read, nothing new is written" if reads else None
-            logger.warning("feature cache at %s is not writable (%s): %s", self.root,
-                           errno_text(exc), then or "running without caching")  # fmt: skip
+            logger.warning(
+                "feature cache at %s is not writable (%s): %s",
+                self.root,
+                errno_text(exc),
+                then or "running without caching",
+            )
 
     def _index_broken(self, exc: BaseException) -> None:
         if not self._warned_index and not self._warned_write:
@@ -279,8 +284,13 @@ class FeatureStore(LocalAdmin):
         self.index.record(stage, key.digest, meta, size, subject, hit=False)
         return tensors, event(False, reason, size)
 
-    def get(self, stage: str, key: StageKey, *, subject: str | None = None,
-            ) -> tuple[dict[str, torch.Tensor], CacheEvent] | None:  # fmt: skip
+    def get(
+        self,
+        stage: str,
+        key: StageKey,
+        *,
+        subject: str | None = None,
+    ) -> tuple[dict[str, torch.Tensor], CacheEvent] | None:
         """``get_or_compute``'s hit alone: the tensors and the hit when the cache holds the
         entry (recorded and logged as a hit), else None: nothing computed, nothing logged."""
         subject, label, event = self._call(stage, key, subject)
@@ -311,9 +321,14 @@ class FeatureStore(LocalAdmin):
         return self.index.miss_reason(stage, key, subject)
 
     def _hit(
-        self, stage: str, key: StageKey, entry: Entry, subject: str | None, label: str,
+        self,
+        stage: str,
+        key: StageKey,
+        entry: Entry,
+        subject: str | None,
+        label: str,
         event: Callable[[bool, str, int], CacheEvent],
-    ) -> tuple[dict[str, torch.Tensor], CacheEvent]:  # fmt: skip
+    ) -> tuple[dict[str, torch.Tensor], CacheEvent]:
         self.index.record(stage, key.digest, entry.metadata, entry.size, subject, hit=True)
         ev = event(True, HIT_REASON, entry.size)
         logger.info(
@@ -356,9 +371,15 @@ class FeatureStore(LocalAdmin):
         return Lookup(corrupt=True)
 
     def _write_entry(
-        self, stage: str, key: StageKey, tensors: dict[str, torch.Tensor], subject: str | None,
-        metadata: Mapping[str, str] | None, *, replace: bool = False,
-    ) -> tuple[dict[str, str], int] | None:  # fmt: skip
+        self,
+        stage: str,
+        key: StageKey,
+        tensors: dict[str, torch.Tensor],
+        subject: str | None,
+        metadata: Mapping[str, str] | None,
+        *,
+        replace: bool = False,
+    ) -> tuple[dict[str, str], int] | None:
         """Publish the entry file. An entry is never replaced once there (another machine
         may be reading it), unless it is being refreshed or was corrupt."""
         version = self._version or package_version()

@@ -80,15 +80,28 @@ def add_cache_commands(subparsers: Any) -> argparse.ArgumentParser:
         "recently used entries until the cache fits --max-size",
     )
     p.add_argument(
-        "--max-size", "--max_size", dest="max_size", type=size_arg, metavar="SIZE",
+        "--max-size",
+        "--max_size",
+        dest="max_size",
+        type=size_arg,
+        metavar="SIZE",
         help="keep at most this much, e.g. 10GB, 500M, 1.5GiB",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--older-than", "--older_than", dest="older_than", type=_days_arg, metavar="DAYS",
+        "--older-than",
+        "--older_than",
+        dest="older_than",
+        type=_days_arg,
+        metavar="DAYS",
         help="remove entries not used for more than DAYS days",
-    )  # fmt: skip
-    p.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
-                   help="only show what would be removed")  # fmt: skip
+    )
+    p.add_argument(
+        "--dry-run",
+        "--dry_run",
+        dest="dry_run",
+        action="store_true",
+        help="only show what would be removed",
+    )
     p = action("clear", "remove all entries (or one stage's)")
     p.add_argument("--stage", help="only this stage")
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")

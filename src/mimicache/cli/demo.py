@@ -119,14 +119,19 @@ def run_demo(workdir: Path) -> int:
     outputs = workdir / "outputs"
     code = run_main(
         [
-            "--inference_config", str(config),
-            "--batch_folder", str(videos),
-            "--output_dir", str(outputs),
-            "--feature_cache_dir", str(workdir / "cache"),
-            "--device", "cpu",
+            "--inference_config",
+            str(config),
+            "--batch_folder",
+            str(videos),
+            "--output_dir",
+            str(outputs),
+            "--feature_cache_dir",
+            str(workdir / "cache"),
+            "--device",
+            "cpu",
             "--benchmark_cache",
         ]
-    )  # fmt: skip
+    )
     cmd = mimicache_command()
     print(
         f"\nDemo finished in {time.perf_counter() - start:.1f} s (exit code {code}).\n"

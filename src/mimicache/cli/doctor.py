@@ -117,9 +117,11 @@ def torch_checks(device_arg: str | None) -> Iterator[Check]:
         detail = f"{props.name}, {memory}, compute {props.major}.{props.minor}"
         if props.total_memory < SMALL_GPU:
             yield Check(
-                "GPU", WARN, f"{detail}: 72-frame tiles may run out of memory",
+                "GPU",
+                WARN,
+                f"{detail}: 72-frame tiles may run out of memory",
                 "add --offload model (and --decode_chunk_size 4) to mimicache run",
-            )  # fmt: skip
+            )
         else:
             yield Check("GPU", OK, detail)
     elif device_arg and device_arg.startswith("cuda"):
@@ -135,9 +137,11 @@ def torch_checks(device_arg: str | None) -> Iterator[Check]:
         yield Check("torch.compile", OK, f"available on {device} (--speed fast --compile)")
     if importlib.util.find_spec("accelerate") is None:
         yield Check(
-            "offload", WARN, "accelerate missing: --offload model|sequential cannot run",
+            "offload",
+            WARN,
+            "accelerate missing: --offload model|sequential cannot run",
             "pip install 'accelerate>=0.26'",
-        )  # fmt: skip
+        )
     else:
         yield Check("offload", OK, "accelerate installed (--offload model|sequential)")
 
@@ -172,9 +176,11 @@ def video_checks() -> Iterator[Check]:
             missing.append(f"{name} ({'encoder' if mode == 'w' else 'decoder'})")
     if missing:
         yield Check(
-            "PyAV", FAIL, f"{av.__version__}: missing {', '.join(missing)}",
+            "PyAV",
+            FAIL,
+            f"{av.__version__}: missing {', '.join(missing)}",
             "pip install --force-reinstall av (the PyPI wheels bundle FFmpeg with libx264)",
-        )  # fmt: skip
+        )
     else:
         yield Check("PyAV", OK, f"{av.__version__}: libx264 encoder, h264 decoder")
 
@@ -202,16 +208,21 @@ def config_checks(path: Path, *, digests: bool) -> Iterator[Check]:
     missing = sorted(str(p) for p in inputs if not p.expanduser().is_file())
     if missing:
         yield Check(
-            "inputs", FAIL, f"{plural(len(missing), 'missing file')}: {', '.join(missing[:3])}",
+            "inputs",
+            FAIL,
+            f"{plural(len(missing), 'missing file')}: {', '.join(missing[:3])}",
             f"fix ref_image_path / ref_video_path in {path}",
-        )  # fmt: skip
+        )
     yield from base_model_checks(config.base_model_path, digests=digests)
     check, local = model_file_check("checkpoint", config.ckpt_path, "ckpt_path", digests)
     if check.status == OK:
         unet_config = _unet_config(config.base_model_path)
         check = _opened(check, checkpoint_check(local, unet_config))
     yield check
-    for key, file in (("det_model_path", config.dwpose_det_path), ("pose_model_path", config.dwpose_pose_path)):  # fmt: skip
+    for key, file in (
+        ("det_model_path", config.dwpose_det_path),
+        ("pose_model_path", config.dwpose_pose_path),
+    ):
         check, local = model_file_check("DWPose", file, f"dwpose.{key}", digests)
         if check.status == OK:
             check = _opened(check, onnx_check(local, f"dwpose.{key}"))

@@ -70,8 +70,11 @@ def run_command(args: argparse.Namespace) -> int:
         kept = {job.index for job in shard_jobs([r.job for r in rejected], *args.shard)}
         rejected = [r for r in rejected if r.job.index in kept]
     # a URL root: results.jsonl kept in the staging folder, uploaded as jobs finish
-    log = ResultsLog(root.download(RESULTS_FILE), run=timestamp,
-                     after_write=lambda path: root.upload(path, every=UPLOAD_EVERY_S))  # fmt: skip
+    log = ResultsLog(
+        root.download(RESULTS_FILE),
+        run=timestamp,
+        after_write=lambda path: root.upload(path, every=UPLOAD_EVERY_S),
+    )
     executor = _executor(args, _engine_spec(args, config, pose_retarget), log)
     if args.benchmark_cache and (not executor.in_process or args.resume or args.shard):
         raise MimicacheError(

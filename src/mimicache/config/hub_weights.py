@@ -81,9 +81,10 @@ def _base_selection(repo_id: str, commit: str, names: list[str]) -> list[str]:
     chosen = base_model_files(names)
     lacking = [f for f in _BASE_REQUIRED if f not in chosen]
     lacking += [
-        f"{part}/ weights" for part in ("vae", "image_encoder")
+        f"{part}/ weights"
+        for part in ("vae", "image_encoder")
         if not any(n.startswith(f"{part}/") and n.endswith(".safetensors") for n in chosen)
-    ]  # fmt: skip
+    ]
     if lacking:
         raise ModelLoadError(
             f"{repo_id} at commit {commit[:8]} lacks {', '.join(lacking)}: it is not a Stable "
@@ -213,13 +214,15 @@ def plan_weights(folder: str | os.PathLike[str]) -> WeightsPlan:
             lfs = sibling.lfs
             files.append(
                 WeightFile(
-                    repo_id, name, commit,
+                    repo_id,
+                    name,
+                    commit,
                     size=lfs.size if lfs else sibling.size,
                     sha256=lfs.sha256 if lfs else None,
                     blob_id=None if lfs else sibling.blob_id,
                     folder=folder / sub if sub != "." else folder,
                 )
-            )  # fmt: skip
+            )
     return WeightsPlan(folder, tuple(files), tuple(gated))
 
 

@@ -235,13 +235,19 @@ class MimicMotion(StageRunner):
         if drawn is None:
             # Steps 1-4 of generate(), in pose_steps' order; each cached one through run_stage.
             pose = pose_steps(
-                case.ref_video_path, case.ref_image_path, case.resolution, case.sample_stride,
-                self.dwpose, retarget=self.pose_retarget, person=self.person, progress=progress,
+                case.ref_video_path,
+                case.ref_image_path,
+                case.resolution,
+                case.sample_stride,
+                self.dwpose,
+                retarget=self.pose_retarget,
+                person=self.person,
+                progress=progress,
                 desc=f"{label}: DWPose" if label else "DWPose",
                 run_step=lambda step, compute, subject: self.run_stage(
                     CACHED_STAGES[step], lambda: getattr(keys, step), compute, subject, record
                 ),
-            )  # fmt: skip
+            )
             drawn, image = DrawnPose(pose.frames, pose.people, pose.targets), pose.image
         for name, seconds in looked.items():  # after the steps, so timings keep the run order
             record.timings[name] = record.timings.get(name, 0.0) + seconds
@@ -249,8 +255,9 @@ class MimicMotion(StageRunner):
         # uint8 (1+F,3,H,W) view: the pipeline converts per chunk, no float copy of the video
         return torch.from_numpy(drawn.frames).permute(0, 3, 1, 2), image
 
-    def _cached_drawing(self, keys: JobKeys, video: Path, record: JobRecord,
-                        looked: dict[str, float]) -> DrawnPose | None:  # fmt: skip
+    def _cached_drawing(
+        self, keys: JobKeys, video: Path, record: JobRecord, looked: dict[str, float]
+    ) -> DrawnPose | None:
         """The drawn pose frames and who drives them when the cache holds both (a full hit needs
         no keypoint stage); else None, the steps run, and ``looked`` holds this look-up's time."""
         stage = CACHED_STAGES[POSE_FRAMES]

@@ -405,9 +405,15 @@ class MimicMotionPipeline(DiffusionPipeline):
         tiles = tile_indices(num_frames, tile_size, tile_overlap)
         if batch_plan is None:
             batch_plan = plan_batches(
-                speed, device, dtype, tiles, latents.shape, self.vae_scale_factor,
-                decode_chunk_size, guided,
-            )  # fmt: skip
+                speed,
+                device,
+                dtype,
+                tiles,
+                latents.shape,
+                self.vae_scale_factor,
+                decode_chunk_size,
+                guided,
+            )
         with StageTimer(timings, "denoise", device), kernel_choice(speed, device):
             latents = self.denoise(
                 latents,

@@ -169,6 +169,9 @@ def open_model(
         logger.warning(
             "DWPose model %s uses ONNX operator(s) %s that the torch backend lacks; running it "
             "on ONNX Runtime (%s) instead (%s)",
-            path, ", ".join(exc.ops), ort_device, setting("dwpose_backend", "auto"),
-        )  # fmt: skip
+            path,
+            ", ".join(exc.ops),
+            ort_device,
+            setting("dwpose_backend", "auto"),
+        )
         return OrtModel(path, ort_device)

@@ -152,8 +152,10 @@ def _lp_pool(node, x):
     begin, end = pads[:rank], pads[rank:]
     sizes = _pool_sizes(t, kernel, strides, begin, end, bool(a.get("ceil_mode", 0)))
     # Zeros to the last window's end, so every window is whole: sum = mean x window area.
-    end = [max(e, (m - 1) * s + k - n - b) for m, s, k, n, b, e in
-           zip(sizes, strides, kernel, t.shape[2:], begin, end)]  # fmt: skip
+    end = [
+        max(e, (m - 1) * s + k - n - b)
+        for m, s, k, n, b, e in zip(sizes, strides, kernel, t.shape[2:], begin, end)
+    ]
     pool = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[rank - 1]
     area = float(torch.tensor(kernel).prod())
     mean = pool(F.pad(t.abs().pow(p), _torch_pad(begin, end)), kernel, strides, 0)

@@ -85,8 +85,12 @@ def _constant_node_value(node: _Node) -> torch.Tensor:
     a = node.attrs
     if "value" in a:
         return a["value"]
-    for key, dtype in (("value_float", torch.float32), ("value_floats", torch.float32),
-                       ("value_int", torch.int64), ("value_ints", torch.int64)):  # fmt: skip
+    for key, dtype in (
+        ("value_float", torch.float32),
+        ("value_floats", torch.float32),
+        ("value_int", torch.int64),
+        ("value_ints", torch.int64),
+    ):
         if key in a:
             return torch.tensor(a[key], dtype=dtype)
     raise UnsupportedOnnxOp(f"Constant node '{node.name}' with attributes {sorted(a)}")
@@ -124,10 +128,16 @@ class OnnxTorchModule(nn.Module):
                 ops=tuple(sorted({f"{n.domain}.{n.op_type}" for n in foreign})),
             )
         self.nodes = [
-            _Node(n.op_type, n.name, list(n.input), list(n.output),
-                  {a.name: _attr_value(a) for a in n.attribute}, opset)
+            _Node(
+                n.op_type,
+                n.name,
+                list(n.input),
+                list(n.output),
+                {a.name: _attr_value(a) for a in n.attribute},
+                opset,
+            )
             for n in graph.node
-        ]  # fmt: skip
+        ]
         missing = unsupported_ops(self.nodes)
         if missing:
             raise UnsupportedOnnxOp(

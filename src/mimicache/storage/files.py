@@ -108,9 +108,10 @@ def atomic_write(
 
 
 _NO_LINKS = frozenset(
-    getattr(errno, name) for name in ("EPERM", "EOPNOTSUPP", "ENOTSUP", "ENOSYS", "EMLINK", "EXDEV")
+    getattr(errno, name)
+    for name in ("EPERM", "EOPNOTSUPP", "ENOTSUP", "ENOSYS", "EMLINK", "EXDEV")
     if hasattr(errno, name)
-)  # fmt: skip
+)
 
 
 def _link(tmp: Path, path: Path) -> bool:

@@ -232,14 +232,17 @@ def speedups(
 
     def fastest(result: JobResult, run: str) -> float:
         again = (retimes or {}).get(run, {}).get(result.job.index, [])
-        return min([seconds(result, parts)] + [
-            sum(t.get(name, 0.0) for name in parts) for t in again
-        ])  # fmt: skip
+        return min(
+            [seconds(result, parts)] + [sum(t.get(name, 0.0) for name in parts) for t in again]
+        )
 
     cached = None
     if served:
-        counts = {1 + len((retimes or {}).get(run, {}).get(c.job.index, [])) for c, _ in pairs
-                  for run in ("cold", "warm")}  # fmt: skip
+        counts = {
+            1 + len((retimes or {}).get(run, {}).get(c.job.index, []))
+            for c, _ in pairs
+            for run in ("cold", "warm")
+        }
         cached = Speedup(
             "cached stages (" + ", ".join(s for s in STAGES if s in served) + "; keys, decoding)",
             sum(fastest(c, "cold") for c, _ in pairs),

@@ -242,9 +242,13 @@ def generate_outcome(
 
 def _sidecar(job: Job, result: JobResult, info: RunInfo, extra: dict[str, Any]) -> bytes:
     return sidecar_bytes(
-        job, result, config=info.config, model_files=info.model_files,
-        pose_retarget=info.pose_retarget, extra={"run": info.run, **extra},
-    )  # fmt: skip
+        job,
+        result,
+        config=info.config,
+        model_files=info.model_files,
+        pose_retarget=info.pose_retarget,
+        extra={"run": info.run, **extra},
+    )
 
 
 def _ours(job: Job, info: RunInfo, status: str) -> Callable[[bytes], bool]:
@@ -307,9 +311,12 @@ def _publish_failure(job: Job, result: JobResult, info: RunInfo) -> JobResult:
     written is a warning, not a second failure."""
     try:
         publish_output(
-            job.output_path.parent, job.base_stem, None,
-            lambda _: _sidecar(job, result, info, {}), _ours(job, info, "failed"),
-        )  # fmt: skip
+            job.output_path.parent,
+            job.base_stem,
+            None,
+            lambda _: _sidecar(job, result, info, {}),
+            _ours(job, info, "failed"),
+        )
     except OSError as exc:
         logger.warning("could not write the sidecar of %s: %s", job.name, exc.strerror or exc)
     except StoreError as exc:

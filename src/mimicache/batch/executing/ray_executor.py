@@ -200,8 +200,11 @@ class RayExecutor(ExecutorBase):
     ) -> list[JobResult]:
         """Every job, in plan order; with ``resume``, jobs whose result exists are "skipped"."""
         spec = self.spec
-        logger.info("%d job(s) on Ray; feature cache %s", len(jobs),
-                    spec.cache_dir if spec.cache_enabled else "off")  # fmt: skip
+        logger.info(
+            "%d job(s) on Ray; feature cache %s",
+            len(jobs),
+            spec.cache_dir if spec.cache_enabled else "off",
+        )
         started = connect(self.settings.address)
         begin = time.perf_counter()
         try:
@@ -275,8 +278,9 @@ class RayExecutor(ExecutorBase):
                     if result is None:
                         continue
                     if isinstance(result, Outcome):  # its worker is gone: the driver records it
-                        result = finish_job(job, result, sidecar, number=order[job.index],
-                                            total=len(jobs))  # fmt: skip
+                        result = finish_job(
+                            job, result, sidecar, number=order[job.index], total=len(jobs)
+                        )
                     results.append(result)
                     bar.update(1)
                     if self.on_result is not None:

@@ -158,9 +158,15 @@ def split_done(
             found = earlier.pop(0)
             logger.info("%s: skipped (done): %s", job.name, location(found.output))
             skipped.append(
-                JobResult(job, "skipped", found.output, result_key=key,
-                          output_bytes=found.output_bytes, output_blake3=found.output_blake3)
-            )  # fmt: skip
+                JobResult(
+                    job,
+                    "skipped",
+                    found.output,
+                    result_key=key,
+                    output_bytes=found.output_bytes,
+                    output_blake3=found.output_blake3,
+                )
+            )
             continue
         published = publish_kept(job, key, kept.get(digest, [])) if digest is not None else None
         if published is not None:

@@ -157,8 +157,14 @@ def plan_manifest(
             name = PurePosixPath(video).stem or f"row {row.number}"
             # a placeholder case: the row's own values could not make one
             source["rejected"] = True
-            job = Job(row.number - 1, 0, manifest.defaults, Path(name), target / f"{name}.mp4",
-                      source=source)  # fmt: skip
+            job = Job(
+                row.number - 1,
+                0,
+                manifest.defaults,
+                Path(name),
+                target / f"{name}.mp4",
+                source=source,
+            )
             rejected.append(JobResult.failure(job, row.error or "bad row"))
             continue
         case = row.case
