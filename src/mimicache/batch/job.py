@@ -84,6 +84,23 @@ class JobResult:
         return self.status in ("ok", "skipped")
 
     @classmethod
+    def from_outcome(cls, job: Job, outcome: Outcome, status: str, **fields: Any) -> JobResult:
+        """A result with what ``outcome``'s generation recorded (timings, cache events, who
+        was seen, where it ran) and its result key; ``fields`` the rest (output, error, the
+        mp4's size and digest, kept) and any timings that replace the generation's."""
+        generated = outcome.generated
+        return cls(
+            job,
+            status,  # type: ignore[arg-type]
+            timings=fields.pop("timings", outcome.timings),
+            cache_events=list(generated.cache_events),
+            people=getattr(generated, "people", None),
+            platform=dict(getattr(generated, "platform", {})),
+            result_key=outcome.result_key,
+            **fields,
+        )
+
+    @classmethod
     def failure(
         cls, job: Job, error: BaseException | str, timings: dict[str, float] | None = None
     ) -> JobResult:

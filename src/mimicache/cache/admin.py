@@ -139,6 +139,15 @@ class VerifyReport:
 # --------------------------------------------------------------------------- listing
 
 
+def relative_to(path: PurePath, base: PurePath) -> PurePath:
+    """``path`` relative to ``base`` where it lies under it, else as it is (what messages
+    show of a cache's files)."""
+    try:
+        return path.relative_to(base)
+    except ValueError:
+        return path
+
+
 def entries(cache: Cache, stage: str | None = None) -> list[EntryInfo]:
     """Every entry on disk (of ``stage``), most recently used first within a stage.
 

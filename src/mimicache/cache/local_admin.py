@@ -42,10 +42,7 @@ class LocalAdmin:
 
     def relative(self, path: PurePath) -> PurePath:
         """``path`` relative to the root where it lies under it (as messages show it)."""
-        try:
-            return path.relative_to(self.root)
-        except ValueError:
-            return path
+        return admin.relative_to(path, self.root)
 
     def plan_prune(
         self, max_size: int | None = None, older_than_days: float | None = None

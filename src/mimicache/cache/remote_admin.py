@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePath, PurePosixPath
 from typing import Any
 
-from mimicache.cache.admin import EntryInfo, Problem, VerifyReport
+from mimicache.cache.admin import EntryInfo, Problem, VerifyReport, relative_to
 from mimicache.cache.entry import ENTRY_SUFFIX, SCHEMA, data_damage, head_metadata, header_length
 from mimicache.cache.index import json_dict
 from mimicache.cache.layout import check_stage, is_key
@@ -80,10 +80,7 @@ class RemoteCache:
 
     def relative(self, path: PurePath) -> PurePath:
         """``path`` relative to the root's prefix where it lies under it."""
-        try:
-            return path.relative_to(self.base)
-        except ValueError:
-            return path
+        return relative_to(path, self.base)
 
     # ------------------------------------------------------------------ listing
 

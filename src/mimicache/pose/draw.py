@@ -139,29 +139,27 @@ def _draw_hands(
             if x1 > EPS and y1 > EPS and x2 > EPS and y2 > EPS:
                 cv2.line(canvas, (x1, y1), (x2, y2), HAND_COLORS[ie] * score, thickness=2)
                 extent.add(min(x1, x2) - 3, min(y1, y2) - 3, max(x1, x2) + 3, max(y1, y2) + 3)
-        for i, point in enumerate(peaks):
-            x, y = point
-            x = int(x * W)
-            y = int(y * H)
-            score = int(scores[i] * 255)
-            if x > EPS and y > EPS:
-                cv2.circle(canvas, (x, y), 4, (0, 0, score), thickness=-1)
-                extent.add(x - 6, y - 6, x + 6, y + 6)
+        for point, score in zip(peaks, scores):
+            level = int(score * 255)
+            _dot(canvas, point, 4, (0, 0, level), extent)
 
 
 def _draw_faces(
     canvas: np.ndarray, faces: np.ndarray, face_scores: np.ndarray, extent: _Extent
 ) -> None:
-    H, W, _ = canvas.shape
     for lmks, scores in zip(faces, face_scores):
         for lmk, score in zip(lmks, scores):
-            x, y = lmk
-            x = int(x * W)
-            y = int(y * H)
             conf = int(score * 255)
-            if x > EPS and y > EPS:
-                cv2.circle(canvas, (x, y), 3, (conf, conf, conf), thickness=-1)
-                extent.add(x - 5, y - 5, x + 5, y + 5)
+            _dot(canvas, lmk, 3, (conf, conf, conf), extent)
+
+
+def _dot(canvas: np.ndarray, point: np.ndarray, radius: int, color: tuple, extent: _Extent) -> None:
+    """A hand or face point (normalised), skipped at x or y <= ~0 as published."""
+    H, W, _ = canvas.shape
+    x, y = int(point[0] * W), int(point[1] * H)
+    if x > EPS and y > EPS:
+        cv2.circle(canvas, (x, y), radius, color, thickness=-1)
+        extent.add(x - radius - 2, y - radius - 2, x + radius + 2, y + radius + 2)
 
 
 _local = threading.local()

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -189,27 +190,11 @@ def draw_poses(poses: PoseSequence, height: int, width: int) -> np.ndarray:
 
 
 def render_pose_frames(
-    ref_pose: PoseFrame,
-    video: VideoPoses,
-    height: int,
-    width: int,
-    *,
-    video_path: str | Path | None = None,
-    image_path: str | Path | None = None,
-    retarget: str = PUBLISHED,
+    ref_pose: PoseFrame, video: VideoPoses, height: int, width: int, **where: Any
 ) -> np.ndarray:
     """(1+F, height, width, 3) uint8: the ``target_poses`` drawn (the reference pose, then the
-    aligned video poses)."""
-    poses = target_poses(
-        ref_pose,
-        video,
-        height,
-        width,
-        video_path=video_path,
-        image_path=image_path,
-        retarget=retarget,
-    )
-    return draw_poses(poses, height, width)
+    aligned video poses); ``where``: ``target_poses``' keywords (paths, ``retarget``)."""
+    return draw_poses(target_poses(ref_pose, video, height, width, **where), height, width)
 
 
 def to_model_pixels(frames: np.ndarray) -> torch.Tensor:

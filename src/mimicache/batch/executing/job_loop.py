@@ -95,15 +95,12 @@ def finish_job(job: Job, outcome: Outcome, info: RunInfo, *, number: int, total:
 
     def result_at(output: Path) -> JobResult:
         timings = dict(outcome.timings, write=time.perf_counter() - start)
-        return JobResult(
+        return JobResult.from_outcome(
             job,
+            outcome,
             "ok",
-            output,
-            timings,
-            cache_events=list(generated.cache_events),
-            people=getattr(generated, "people", None),
-            platform=dict(getattr(generated, "platform", {})),
-            result_key=outcome.result_key,
+            output=output,
+            timings=timings,
             output_bytes=len(video),
             output_blake3=digest,
         )
@@ -289,17 +286,11 @@ def _kept(
         return JobResult.failure(job, message, outcome.timings)
     message = kept_message(error, kept)
     logger.error("[%d/%d] %s failed: %s", number, total, job.name, message)
-    generated = outcome.generated
-    return JobResult(
+    return JobResult.from_outcome(
         job,
+        outcome,
         "failed",
-        None,
-        outcome.timings,
-        message,
-        cache_events=list(generated.cache_events),
-        people=getattr(generated, "people", None),
-        platform=dict(getattr(generated, "platform", {})),
-        result_key=outcome.result_key,
+        error=message,
         output_bytes=len(video),
         output_blake3=bytes_digest(video),
         kept=kept,
