@@ -65,15 +65,22 @@ __all__ = [
 
 
 class FeatureStore(LocalAdmin):
-    """A persistent, content-addressed store of named tensors (see the module docstring);
-    ``LocalAdmin`` lists, verifies, prunes and clears it.
+    """A persistent, content-addressed store of named tensors; ``LocalAdmin`` lists,
+    verifies, prunes and clears it. Problems with the disk never fail a run: they are logged
+    once and the run goes on.
 
-    ``mode`` (a CacheMode), or the older flags: ``enabled=False`` is OFF (reason "disabled"),
-    ``write=False`` READ_ONLY, ``read=False`` or ``force_refresh=True`` REFRESH ("forced").
-    ``version`` is recorded in new entries (default: the installed package's).
-    A URL root (``s3://b/prefix``, ``remote.py``) puts a local tier (``.root``: ``local_dir``,
-    default ``remote.local_tier_dir``; cap ``local_max_size``) in front of it (``tiers.py``).
-    Problems with the disk never fail a run: they are logged once and the run goes on.
+    Args:
+        root: the cache folder, or an object-storage URL (``s3://bucket/prefix``), which puts
+            this machine's local tier (``local_dir``, default ``remote.local_tier_dir``; cap
+            ``local_max_size``) in front of it.
+        mode: what the store may do (``CacheMode``); or the older flags: ``enabled=False``
+            is OFF, ``write=False`` READ_ONLY, ``read=False`` or ``force_refresh=True``
+            REFRESH.
+        version: recorded in new entries (default: the installed package's).
+        any_platform: keys leave the numeric platform out (entries shared across platforms).
+
+    Raises:
+        CacheError: a URL root this build cannot open, or a bad local tier cap.
     """
 
     def __init__(
@@ -239,11 +246,25 @@ class FeatureStore(LocalAdmin):
         subject: str | None = None,
         metadata: Mapping[str, str] | None = None,
     ) -> tuple[dict[str, torch.Tensor], CacheEvent]:
-        """The tensors of ``stage`` under ``key`` (CPU, contiguous), from the cache or ``compute``.
+        """The tensors of ``stage`` under ``key``, from the cache or from ``compute``. A cache
+        that cannot be read or written costs a warning, never a failed call: only
+        ``compute``'s own errors propagate.
 
-        ``subject`` (e.g. the input file's absolute path) names the entry in logs and listings
-        and lets a miss be explained ("input changed" etc.); ``metadata`` adds string fields to
-        the entry file. Never fails because of the cache: only ``compute``'s errors propagate.
+        Args:
+            stage: the stage's name (letters, digits, ``_``, ``-``; at most 64).
+            key: what the tensors depend on (a ``StageKey``: inputs, models, params,
+                platform); its digest names the entry.
+            compute: makes the named tensors on a miss (they are then written).
+            subject: what the entry is about (e.g. the input file's absolute path): names it
+                in logs and listings, and lets a miss be explained ("input changed", ...).
+            metadata: string fields added to the entry file.
+
+        Returns:
+            ``(tensors, event)``: the tensors (CPU, contiguous) and a ``CacheEvent`` (hit or
+            the miss's reason, seconds, bytes).
+
+        Raises:
+            CacheError: an invalid stage name or metadata (checked before computing).
         """
         check_stage(stage)
         check_metadata(metadata)  # before computing anything

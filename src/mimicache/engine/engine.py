@@ -43,6 +43,7 @@ from mimicache.engine.stages import (
     replay_warnings,
 )
 from mimicache.pipeline import StageTimer
+from mimicache.pipeline.clip import ImageEncoder
 from mimicache.pose.preprocess import (
     DrawnPose,
     ReferenceImage,
@@ -90,8 +91,15 @@ class MimicMotion(StageRunner):
 
     # What the engine has loaded and how it computes, by name.
     pipeline = property(lambda self: self.models.pipeline)
-    # CLIP as SVD uses it: the pipeline's, or one loaded alone to score clips (for_scoring)
-    image_encoder = property(lambda self: self.models.encoder or self.models.pipeline)
+
+    @property
+    def image_encoder(self) -> ImageEncoder | None:
+        """CLIP as SVD uses it: the pipeline's, or one loaded alone to score clips."""
+        if self.models.encoder is not None:
+            return self.models.encoder
+        pipe = self.models.pipeline
+        return None if pipe is None else ImageEncoder(pipe.image_encoder, pipe.feature_extractor)
+
     dwpose = property(lambda self: self.models.dwpose)
     base_files = property(lambda self: self.models.base_files)
     ckpt_path = property(lambda self: self.models.ckpt_path)
@@ -166,9 +174,24 @@ class MimicMotion(StageRunner):
         label: str | None = None,
         observer: ProgressObserver | None = None,
     ) -> GenerationResult:
-        """One job. ``progress``: labelled bars (``label``, default the video's name) on a
-        terminal, one log line per stage when stderr is not a terminal; False: neither.
-        ``observer``: this job's progress events (default: the engine's observer)."""
+        """Generate one job's video.
+
+        Args:
+            case: the test case: reference image, driving video and generation values.
+            progress: labelled bars on a terminal, one log line per stage when stderr is not
+                a terminal; False: neither.
+            label: the bars' and lines' label (default: the video's name).
+            observer: this job's progress events (default: the engine's observer).
+
+        Returns:
+            The ``GenerationResult``: ``frames`` (F,H,W,3) uint8 with the reference frame
+            dropped, ``timings`` per stage, ``cache_events``, who was seen (``people``),
+            ``platform`` and the poses drawn (``targets``).
+
+        Raises:
+            InputError: an input cannot be used (missing, corrupt, no person).
+            RuntimeError: the engine holds DWPose only (``for_pose``).
+        """
         tell = observer or self.observer or _ignore
         record = JobRecord(self.device)
         label = label or Path(case.ref_video_path).stem

@@ -64,8 +64,22 @@ class PosePreview:
 def pose_preview(
     engine: MimicMotion, case: TestCase, *, progress: bool = True, label: str | None = None
 ) -> PosePreview:
-    """The case's pose frames (through the engine's cache) and the frames they came from.
-    ``progress``: a DWPose bar on a terminal, one log line per stage otherwise."""
+    """The pose frames a run of ``case`` would get, and the frames they came from.
+
+    Args:
+        engine: an engine (``MimicMotion.for_pose`` is enough: DWPose alone); its cache is
+            used with the keys of ``generate``, so a preview fills what a run then hits.
+        case: the test case: reference image, driving video, resolution, stride, fps.
+        progress: a DWPose bar on a terminal, one log line per stage otherwise.
+        label: the bars' label (default: the video's name).
+
+    Returns:
+        A ``PosePreview``: the pose frames (1+F,H,W,3) uint8, the driving frames and the
+        overlays, who was seen, timings and cache events.
+
+    Raises:
+        InputError: as ``generate`` would for the same inputs.
+    """
     record = JobRecord(engine.device)
     label = label or Path(case.ref_video_path).stem
     bars = progress and sys.stderr.isatty()

@@ -19,7 +19,7 @@ try:
 finally:
     hf_logging.set_verbosity(_verbosity)
 
-__all__ = ["CLIP_INPUT_SIZE", "clip_embeddings", "frame_pixels"]
+__all__ = ["CLIP_INPUT_SIZE", "ImageEncoder", "clip_embeddings", "frame_pixels"]
 
 CLIP_INPUT_SIZE = (224, 224)
 _BATCH = 16  # frames per encoder call: a few hundred MB of activations at most
@@ -32,6 +32,24 @@ def frame_pixels(frames: np.ndarray) -> torch.Tensor:
     if not frames.flags.writeable:  # torch wants to be able to write what it wraps
         frames = frames.copy()
     return torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0
+
+
+class ImageEncoder:
+    """CLIP as SVD uses it, for the reference image and for any frames (so they compare: a
+    clip's identity): the pipeline's encoder and preprocessor, or ones loaded alone."""
+
+    def __init__(self, image_encoder, feature_extractor) -> None:
+        self.image_encoder = image_encoder
+        self.feature_extractor = feature_extractor
+
+    def encode_image(self, image, device: torch.device | str) -> torch.Tensor:
+        """A PIL image -> ``image_embeds`` (1,D) in the encoder's dtype."""
+        return self.encode_frames(np.asarray(image.convert("RGB"))[None], device)
+
+    def encode_frames(self, frames: np.ndarray, device: torch.device | str) -> torch.Tensor:
+        """(N,H,W,3) uint8 frames -> ``image_embeds`` (N,D) in the encoder's dtype."""
+        pixels = frame_pixels(frames)
+        return clip_embeddings(self.image_encoder, self.feature_extractor, pixels, device)
 
 
 @torch.no_grad()

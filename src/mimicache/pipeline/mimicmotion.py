@@ -1,11 +1,6 @@
-"""MimicMotionPipeline: (reference image, pose frames) -> video frames, as the published pipeline.
-
-Inputs: ``image`` a PIL image (or list/tensor as diffusers accepts), ``image_pose`` (N,3,H,W)
-float in [-1,1] (or uint8 in [0,255]) with frame 0 the reference pose. Output frames (B,N,3,H,W) float in [0,1] for
-``output_type="pt"``. Given ``image_embeddings`` (1,D) and ``image_latents`` (1,4,H/8,W/8) skip
-the encoders (``image`` may be None); the augmentation noise is drawn anyway (same draws).
-``speed="fast"`` batches the UNet and decode calls (see ``pipeline.speed``); the draws are the same.
-"""
+"""MimicMotionPipeline: (reference image, pose frames (N,3,H,W) in [-1,1]) -> video frames
+(B,N,3,H,W) in [0,1], as the published pipeline, read top to bottom; precomputed
+``image_embeddings``/``image_latents`` skip the encoders, never the random draws."""
 
 from __future__ import annotations
 
@@ -24,7 +19,7 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPVisionModelWithProjection
 
-from mimicache.pipeline.clip import clip_embeddings, frame_pixels
+from mimicache.pipeline.clip import clip_embeddings
 from mimicache.pipeline.fast import (
     EXACT,
     FAST,
@@ -37,7 +32,7 @@ from mimicache.pipeline.fast import (
 from mimicache.pipeline.tiles import batched, tile_indices, tile_passes, tile_weights, unet_passes
 from mimicache.pipeline.timing import StageTimer
 
-if TYPE_CHECKING:  # pipeline.loading builds this pipeline; import the classes for hints only
+if TYPE_CHECKING:  # pipeline.weights builds this pipeline; import the classes for hints only
     from mimicache.models.pose_net import PoseNet
     from mimicache.models.unet import MimicMotionUNet
 
@@ -81,13 +76,6 @@ class MimicMotionPipeline(DiffusionPipeline):
             return self.image_encoder(image.to(device=device, dtype=dtype)).image_embeds
         pixels = self.image_processor.numpy_to_pt(self.image_processor.pil_to_numpy(image))
         return clip_embeddings(self.image_encoder, self.feature_extractor, pixels, device)
-
-    def encode_frames(self, frames: np.ndarray, device: torch.device | str) -> torch.Tensor:
-        """(N,H,W,3) uint8 frames -> CLIP ``image_embeds`` (N,D), as ``encode_image`` does
-        for the reference (so the two compare: a clip's identity)."""
-        return clip_embeddings(
-            self.image_encoder, self.feature_extractor, frame_pixels(frames), device
-        )
 
     # -- stage 2: VAE ---------------------------------------------------------------------------
     def prepare_image(self, image, height: int, width: int, device) -> torch.Tensor:
@@ -342,12 +330,25 @@ class MimicMotionPipeline(DiffusionPipeline):
         speed: str = EXACT,
         batch_plan: BatchPlan | None = None,
         on_step: Callable[[int, int], None] | None = None,
-    ):
-        """The published pipeline call; ``timings``, when given, receives seconds per stage
-        (clip, vae_encode, pose_net, denoise, decode). ``speed``: "exact" (the published
-        computation) or "fast" (batched calls and faster kernels; float rounding differs);
-        ``batch_plan`` fixes fast's batch sizes (default: planned from the free memory);
-        ``on_step(done, total)`` follows the denoising (see ``denoise``)."""
+    ) -> MimicMotionPipelineOutput | tuple:
+        """The published pipeline call. Its arguments (``height``, ``width``, ``num_frames``,
+        ``tile_size``, ``tile_overlap``, the guidance, ``decode_chunk_size``, ``generator``,
+        ...) work as the published pipeline takes them; these differ or are added:
+
+        Args:
+            image: the reference image (PIL); None when ``image_embeddings`` and
+                ``image_latents`` are both given (precomputed, e.g. by the feature cache).
+            image_pose: the pose frames (1+F,3,H,W) in [-1, 1], frame 0 the reference pose.
+            timings: receives seconds per stage (clip, vae_encode, pose_net, denoise, decode).
+            speed: "exact" (the published computation) or "fast" (batched calls, faster
+                kernels; float rounding differs).
+            batch_plan: fast's batch sizes (default: planned from the free memory).
+            on_step: ``on_step(done, total)`` after each UNet pass (see ``denoise``).
+
+        Returns:
+            The frames, (1,1+F,3,H,W) in [0, 1] for "pt", in a ``MimicMotionPipelineOutput``
+            (a tuple when ``return_dict`` is False).
+        """
         # Long on purpose: the published call read top to bottom in numbered steps, as a
         # diffusers pipeline's __call__ is; each step's work is a method of its own.
         check_speed(speed)

@@ -285,8 +285,24 @@ def load_pipeline(
     device: str | torch.device = "cpu",
     scheduler: SchedulerOptions | None = None,
 ) -> MimicMotionPipeline:
-    """The full pipeline on ``device`` in ``dtype``; ``scheduler`` defaults to the base Euler.
-    ``base_model_path`` may be an already resolved ``BaseModelFiles``."""
+    """Load the MimicMotion pipeline, strictly.
+
+    Args:
+        base_model_path: the SVD img2vid-xt-1-1 folder (diffusers layout), a hub id, an
+            ``hf://OWNER/REPO`` reference, or an already resolved ``BaseModelFiles``.
+        ckpt_path: ``MimicMotion_1-1.pth`` (or ``.safetensors``, or an ``hf://`` reference):
+            its ``unet.*`` and ``pose_net.*`` keys must match the model exactly.
+        dtype: the models' dtype.
+        device: where the pipeline is placed.
+        scheduler: the sampler (default: the base model's Euler scheduler).
+
+    Returns:
+        The ``MimicMotionPipeline`` on ``device``.
+
+    Raises:
+        ModelLoadError: a file is missing, pickled, unreadable, or does not match the model
+            (the message names the file and the keys).
+    """
     if isinstance(base_model_path, BaseModelFiles):
         files = base_model_path
     else:

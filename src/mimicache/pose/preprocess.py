@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -33,6 +33,9 @@ from mimicache.pose.retarget import (
     check_mode,
     retarget_poses,
 )
+
+if TYPE_CHECKING:
+    from mimicache.pose.dwpose import DWPose
 
 __all__ = [
     "IMAGE_KEYPOINTS",
@@ -314,18 +317,35 @@ def preprocess(
     image_path: str | Path,
     resolution: int = 576,
     sample_stride: int = 2,
-    dwpose=None,
+    dwpose: DWPose | None = None,
     *,
     progress: bool = True,
     retarget: str = PUBLISHED,
     person: str = AUTO,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The published preprocess: ``(pose_pixels (1+F,3,H,W), image_pixels (1,3,H,W))`` float32.
+    """The published preprocess: the pose frames and the reference image as the pipeline
+    takes them.
 
     DWPose runs once on the fitted reference image (the published code runs it twice with the
-    same result) and once per sampled video frame. ``retarget="graft"`` gives the original scripts'
-    pose frames (see :func:`render_pose_frames`); ``person`` picks one dancer
-    (:func:`select_person`; "auto": everyone, as published).
+    same result) and once per sampled video frame.
+
+    Args:
+        video_path: the driving video.
+        image_path: the reference image.
+        resolution: the fitted image's short side (576: 576x1024 or 1024x576).
+        sample_stride: every n-th frame (times ``max(1, int(fps / 24))``).
+        dwpose: a ``mimicache.pose.DWPose``.
+        progress: a DWPose progress bar.
+        retarget: "published", or "graft" for the original scripts' pose frames.
+        person: who drives the pose: "auto" (everyone, as published), "largest", "center"
+            or a number (see ``select_person``).
+
+    Returns:
+        ``(pose_pixels, image_pixels)``: (1+F,3,H,W) and (1,3,H,W) float32 in [-1, 1].
+
+    Raises:
+        InputError: no person in the reference image, no frame to align, an unreadable file.
+        ValueError: ``dwpose`` is missing.
     """
     if dwpose is None:
         raise ValueError("preprocess needs a DWPose instance (mimicache.pose.DWPose)")

@@ -78,10 +78,19 @@ def _person_rows(
 def graft_pose(ref: PoseFrame, video: PoseFrame) -> PoseFrame:
     """The reference pose with the driving pose's arms, hands and face grafted on.
 
-    Both poses need a first person (``ValueError`` otherwise). With several people the first
-    person of each is used; every other reference person, the subset and the body scores stay
-    the reference's. Arms and hands are scaled by the shoulder-to-neck distance ratio of their
-    side; face points are mapped box to box.
+    With several people the first person of each is used; every other reference person, the
+    subset and the body scores stay the reference's. Arms and hands are scaled by the
+    shoulder-to-neck distance ratio of their side; face points are mapped box to box.
+
+    Args:
+        ref: the reference image's pose (already fitted to the output).
+        video: one aligned driving pose.
+
+    Returns:
+        The grafted pose (a new ``PoseFrame``; the inputs are not changed).
+
+    Raises:
+        ValueError: either pose has no person.
     """
     if ref.num_people == 0 or video.num_people == 0:
         raise ValueError("graft_pose needs a person in both the reference and the driving pose")

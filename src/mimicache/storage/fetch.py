@@ -63,7 +63,17 @@ def _version(info: dict[str, Any]) -> dict[str, Any]:
 def fetch(url: str | os.PathLike[str], *, folder: str | os.PathLike[str] | None = None) -> Path:
     """The local file holding the object at ``url``, downloaded at most once per version.
 
-    A path that is not a URL is returned unchanged (a ``file://`` URL as its path).
+    Args:
+        url: ``s3://``, ``gs://``, ``az://``, ``http(s)://``; a path that is not a URL is
+            returned unchanged (a ``file://`` URL as its path).
+        folder: where downloads are kept (default: ``inputs_folder()``).
+
+    Returns:
+        The local file, named after the object and filed by its content digest (so its cache
+        keys equal those of the same bytes on a local disk).
+
+    Raises:
+        StorageError: no such object, or it cannot be read (the message names the URL).
     """
     normalised = input_url(url)
     if normalised is None:
