@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -209,12 +210,23 @@ def sample_results(tmp_path: Path) -> list[JobResult]:
 def test_format_summary(tmp_path):
     text = format_summary(sample_results(tmp_path))
     assert text.splitlines() == [
-        "#  job             status  preprocess  pipeline  total  output",
-        f"1  pose1 (case 0)  ok            1.23     45.68  46.91  out/pose1_{TS}.mp4",
-        "2  dance (case 1)  failed        0.50         -   0.50  "
+        "#  job             status  quality  preprocess  pipeline  total  output",
+        f"1  pose1 (case 0)  ok      -              1.23     45.68  46.91  out/pose1_{TS}.mp4",
+        "2  dance (case 1)  failed  -              0.50         -   0.50  "
         "error: InputError: cannot decode dance.mp4: invalid data found",
         "1 succeeded, 1 failed",
     ]
+
+
+def test_the_summary_names_each_clips_verdict_and_counts_the_suspect(tmp_path):
+    ok, bad = sample_results(tmp_path)
+    ok.quality = {"verdict": "suspect", "reasons": ["right hand error 0.50 > 0.40"]}
+    second = dataclasses.replace(ok, quality={"verdict": "ok", "reasons": []})
+    lines = format_summary([ok, second, bad]).splitlines()
+    assert lines[1].split()[5] == "suspect" and lines[2].split()[5] == "ok"
+    assert lines[-1] == (
+        "2 succeeded, 1 failed; 1 suspect (their reasons are in the sidecars and the report)"
+    )
 
 
 def test_format_summary_truncates_long_errors_and_single_case(tmp_path):

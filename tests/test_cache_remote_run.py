@@ -60,8 +60,15 @@ def test_second_machine_hits_every_stage_in_the_bucket(tiny_bundle, s3_url, tmp_
 
     second = _run(config, tmp_path / "out2", s3_url, tmp_path / "machine2")
     events2 = second["sidecar"]["cache_events"]
-    # the drawn frames and the features: with the frames drawn, no keypoints are needed
-    assert {e["stage"] for e in events2} == {"pose_frames", "clip_embeddings", "vae_latents"}
+    # the drawn frames and the features: with the frames drawn, no keypoints are needed; the
+    # same clip's scores come from the bucket too
+    assert {e["stage"] for e in events2} == {
+        "pose_frames",
+        "clip_embeddings",
+        "vae_latents",
+        "output_keypoints",
+        "output_embeddings",
+    }
     assert all(e["hit"] for e in events2)
     # machine 2 holds the very entry files machine 1 computed: the inputs of denoising are equal
     files = [sorted((tmp_path / m).rglob("*.safetensors")) for m in ("machine1", "machine2")]

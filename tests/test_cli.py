@@ -230,7 +230,7 @@ def test_max_size_prunes_after_the_run(workspace, tmp_path):
     cache = tmp_path / "cache"
     args = _run_args(workspace, tmp_path, cache)
     assert main(args) == 0
-    assert len(list(cache.rglob("*.safetensors"))) == 5
+    assert len(list(cache.rglob("*.safetensors"))) == 5 + 2  # the stages and the scores
     assert main([*args, "--feature_cache_max_size", "1"]) == 0
     assert list(cache.rglob("*.safetensors")) == []
 

@@ -362,7 +362,7 @@ def test_pose_retarget_from_config_and_argument(case):
 def test_the_drawn_frames_entry_keeps_the_poses_it_drew(engine, case, tmp_path):
     """What a clip is scored against: the poses the pose frames show, equal on a hit, and
     drawing them again gives the very frames (frame 0 the reference pose)."""
-    from mimicache.pose.preprocess import draw_poses
+    from mimicache.pose.draw import draw_poses
 
     job = case.test_case[0]
     _with_store(engine, tmp_path / "c")

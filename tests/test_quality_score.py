@@ -5,17 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mimicache.config.thresholds import DEFAULT_THRESHOLDS, parse_thresholds
 from mimicache.errors import ConfigError
 from mimicache.pose import PoseFrame
 from mimicache.quality.metrics import NUM_POINTS, PARTS
 from mimicache.quality.points import matching_points, person_points, sequence_points
-from mimicache.quality.score import (
-    DEFAULT_THRESHOLDS,
-    ClipScore,
-    parse_thresholds,
-    score_clip,
-    scored_frames,
-)
+from mimicache.quality.score import ClipScore, score_clip, scored_frames
 
 SCALE = 40.0
 

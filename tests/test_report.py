@@ -15,14 +15,8 @@ from PIL import Image
 
 from mimicache.batch import Job, JobResult
 from mimicache.batch.bench.plot import plot_cold_warm, stage_seconds
-from mimicache.batch.reporting.html import (
-    THUMB_HEIGHT,
-    render_report,
-    report_path,
-    report_row,
-    thumbnail_strip,
-    write_report,
-)
+from mimicache.batch.reporting.html import render_report, report_path, report_row, write_report
+from mimicache.batch.reporting.page import THUMB_HEIGHT, thumbnail_strip
 from mimicache.cache.store import CacheEvent
 from mimicache.cli import main
 from mimicache.config import TestCase
@@ -170,7 +164,10 @@ def test_run_writes_the_report_beside_its_log(tiny_bundle, tmp_path):
     assert "a_walk" in words and "b_broken" in words
     assert "1 succeeded, 1 failed" in words
     assert "InputError" in words or "cannot" in words  # the broken video's message
-    assert sum(t == "img" for t, _ in page.tags) == 1  # the one written video's strip
+    strips = [a for t, a in page.tags if t == "img" and a.get("alt", "").startswith("frames of")]
+    assert len(strips) == 1  # the one written video's strip
+    worst = [a for t, a in page.tags if t == "img" and a.get("alt") == "worst frames"]
+    assert len(worst) == 1  # and its worst scored frames
     assert "pose_frames" in words and "absent" in words  # a cold cache: misses with reasons
 
 
@@ -246,7 +243,7 @@ def test_bench_report_holds_cold_and_warm_rows_and_the_table(tiny_bundle, tmp_pa
     assert "mimicache bench: 1 job(s), cold and warm" in words
     assert "walk (cold)" in words and "walk (warm)" in words
     assert "Cold vs warm" in words and "outputs bit-identical: yes" in words
-    images = sum(t == "img" for t, _ in page.tags)
+    images = sum(t == "img" and a.get("alt") != "worst frames" for t, a in page.tags)
     if importlib.util.find_spec("matplotlib") is not None:
         assert plot.is_file() and images == 3  # two strips and the chart
     else:  # the benchmark ran; the log says how to get the chart

@@ -69,6 +69,8 @@ class JobResult:
     output_blake3: str | None = None
     # a failed job whose output store refused its files: the mp4 kept on this machine
     kept: Path | None = None
+    # the clip's scores (quality.score.ClipScore.to_dict()); None: not scored
+    quality: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -89,6 +91,7 @@ class JobResult:
         was seen, where it ran) and its result key; ``fields`` the rest (output, error, the
         mp4's size and digest, kept) and any timings that replace the generation's."""
         generated = outcome.generated
+        score = getattr(generated, "score", None)
         return cls(
             job,
             status,  # type: ignore[arg-type]
@@ -97,8 +100,14 @@ class JobResult:
             people=getattr(generated, "people", None),
             platform=dict(getattr(generated, "platform", {})),
             result_key=outcome.result_key,
+            quality=None if score is None else score.to_dict(),
             **fields,
         )
+
+    @property
+    def verdict(self) -> str | None:
+        """The clip's quality verdict ("ok", "suspect"); None when it was not scored."""
+        return None if self.quality is None else self.quality.get("verdict")
 
     @classmethod
     def failure(

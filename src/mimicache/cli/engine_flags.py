@@ -42,13 +42,18 @@ def add_engine_flags(
                 kwargs["type"] = _usage_errors(flag.type)
             if flag.metavar is not None:
                 kwargs["metavar"] = flag.metavar
+            if flag.many:
+                kwargs["nargs"] = "+"
         group.add_argument(flag.name, **kwargs)
 
 
 def engine_spec(args: argparse.Namespace, config: InferenceConfig, **changes: Any) -> EngineSpec:
     """The spec the parsed flags describe (flags a command does not have keep their
     defaults); ``changes`` set fields no flag sets."""
-    return EngineSpec(config, **(field_values(EngineSpec, vars(args)) | changes))
+    values = field_values(EngineSpec, vars(args))
+    many = {item.path[0] for item in ENGINE_FLAGS if item.flag.many}
+    values = {k: tuple(v) if k in many and isinstance(v, list) else v for k, v in values.items()}
+    return EngineSpec(config, **(values | changes))
 
 
 def _usage_errors(parse: Callable[[str], Any]) -> Callable[[str], Any]:

@@ -31,6 +31,7 @@ def add_run_arguments(
     _add_generation_arguments(parser, defaults)
     _add_scheduler_arguments(parser, defaults)
     _add_speed_arguments(parser)
+    _add_score_arguments(parser)
     _add_cache_arguments(parser, benchmark_flag=benchmark_flag)
     add_scale_arguments(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
@@ -87,6 +88,11 @@ def _add_generation_arguments(parser: argparse.ArgumentParser, defaults: dict) -
 def _add_scheduler_arguments(parser: argparse.ArgumentParser, defaults: dict) -> None:
     sch = parser.add_argument_group("scheduler")
     add_engine_flags(sch, ("scheduler",), defaults={"scheduler": defaults["scheduler"]})
+
+
+def _add_score_arguments(parser: argparse.ArgumentParser) -> None:
+    scores = parser.add_argument_group("clip scores")
+    add_engine_flags(scores, ("score", "score_frames", "score_thresholds"))
 
 
 def _add_speed_arguments(parser: argparse.ArgumentParser) -> None:

@@ -16,13 +16,15 @@ DEFAULT_DWPOSE_DET_PATH = Path("models/DWPose/yolox_l.onnx")
 DEFAULT_DWPOSE_POSE_PATH = Path("models/DWPose/dw-ll_ucoco_384.onnx")
 DWPOSE_HF_REPO = "yzd-v/DWPose"  # where both ONNX files are published
 
-TOP_LEVEL_KEYS = ("base_model_path", "ckpt_path", "test_case", "batch", "dwpose", "pose")
+TOP_LEVEL_KEYS = ("base_model_path", "ckpt_path", "test_case", "batch", "dwpose", "pose", "score")
 BATCH_KEYS = ("video_folder",)
 DWPOSE_PATH_KEYS = ("det_model_path", "pose_model_path")
 DWPOSE_KEYS = (*DWPOSE_PATH_KEYS, "backend")
 # dwpose.backend: auto = ONNX Runtime when it has the device's provider, otherwise PyTorch
 DWPOSE_BACKENDS = ("auto", "onnxruntime", "torch")
 POSE_KEYS = ("retarget", "person")
+# score: the clip scores' frames (N or "all") and the verdict's thresholds (quality.score)
+SCORE_KEYS = ("frames", "thresholds")
 # How the pipeline computes: exact is the published computation, fast the same mathematics up
 # to float rounding; offload keeps models on the CPU until used (whole models or layer by layer)
 SPEEDS = ("exact", "fast")

@@ -19,6 +19,7 @@ from mimicache.config.fields import (
     DWPOSE_PATH_KEYS,
     POSE_KEYS,
     RETARGET_MODES,
+    SCORE_KEYS,
     TEST_CASE_KEYS,
     TOP_LEVEL_KEYS,
 )
@@ -125,6 +126,7 @@ def _build_config(
     batch_folder = _batch_section(raw.get("batch"), root, add)
     det, pose, dwpose_backend = _dwpose_section(raw.get("dwpose"), root, add)
     retarget, person = _pose_section(raw.get("pose"), add)
+    score_frames, thresholds = _score_section(raw.get("score"), add)
     if problems or base_model is None or ckpt is None or det is None or pose is None:
         return None
     return InferenceConfig(
@@ -137,6 +139,8 @@ def _build_config(
         dwpose_backend=dwpose_backend,
         pose_retarget=retarget,
         pose_person=person,
+        score_frames=score_frames,
+        score_thresholds=thresholds,
     )
 
 
@@ -253,6 +257,47 @@ def _pose_section(pose: Any, add) -> tuple[str | None, str | None]:
         return None, None
     _check_unknown(pose, POSE_KEYS, "pose.", ("pose",), add)
     return _retarget_key(pose, add), _person_key(pose, add)
+
+
+def _score_section(score: Any, add) -> tuple[int | str | None, dict[str, float]]:
+    """``score.frames`` (a whole number >= 2 or "all"; None when absent) and
+    ``score.thresholds`` (names of ``quality.score.DEFAULT_THRESHOLDS`` to numbers >= 0)."""
+    if score is None:
+        return None, {}
+    if not isinstance(score, Mapping):
+        add(
+            "score", f"must be a mapping with frames and thresholds, got {_show(score)}", ("score",)
+        )
+        return None, {}
+    _check_unknown(score, SCORE_KEYS, "score.", ("score",), add)
+    frames = score.get("frames")
+    if (
+        frames is not None
+        and frames != "all"
+        and not (isinstance(frames, int) and not isinstance(frames, bool) and frames >= 2)
+    ):
+        add(
+            "score.frames",
+            f"must be a whole number >= 2 or all, got {_show(frames)}",
+            ("score", "frames"),
+        )
+        frames = None
+    thresholds = score.get("thresholds") or {}
+    if not isinstance(thresholds, Mapping):
+        add(
+            "score.thresholds",
+            f"must be a mapping of name: value, got {_show(thresholds)}",
+            ("score", "thresholds"),
+        )
+        return frames, {}
+    from mimicache.config.thresholds import check_thresholds
+
+    try:
+        check_thresholds(thresholds)
+    except ConfigError as exc:
+        add("score.thresholds", str(exc), ("score", "thresholds"))
+        return frames, {}
+    return frames, {str(k): float(v) for k, v in thresholds.items()}
 
 
 def _retarget_key(pose: Mapping, add) -> str | None:

@@ -17,7 +17,8 @@ _NESTED = "mimicache.nested"
 class Flag:
     """The command-line face of one option field. A bool field is a ``store_true`` flag;
     ``invert``: the flag turns a default-on field off (``--disable_feature_cache``).
-    ``type`` parses the text and raises ``ValueError`` with a one-line reason."""
+    ``type`` parses the text and raises ``ValueError`` with a one-line reason; ``many``: the
+    flag takes one or more values."""
 
     name: str  # "--decode_chunk_size"
     help: str
@@ -26,6 +27,7 @@ class Flag:
     metavar: str | None = None
     dest: str | None = None  # the parsed value's name; default: the flag without dashes
     invert: bool = False
+    many: bool = False  # one or more values (each parsed by ``type``), a tuple
 
     @property
     def key(self) -> str:

@@ -106,6 +106,8 @@ class InferenceConfig:
     dwpose_backend: str = "auto"
     pose_retarget: str | None = None
     pose_person: str | None = None
+    score_frames: int | str | None = None  # None: not set (the command's default)
+    score_thresholds: dict[str, float] = dataclasses.field(default_factory=dict)
     source_path: Path | None = None
 
     @property
@@ -146,4 +148,7 @@ def config_to_dict(config: InferenceConfig) -> dict[str, Any]:
     pose = {"retarget": config.pose_retarget, "person": config.pose_person}
     if any(value is not None for value in pose.values()):
         out["pose"] = {key: value for key, value in pose.items() if value is not None}
+    score = {"frames": config.score_frames, "thresholds": config.score_thresholds or None}
+    if any(value is not None for value in score.values()):
+        out["score"] = {key: value for key, value in score.items() if value is not None}
     return out

@@ -14,6 +14,7 @@ from mimicache.cache.store import CacheMode, FeatureStore
 from mimicache.engine.devices import default_device
 from mimicache.engine.engine import MimicMotion
 from mimicache.engine.record import ProgressObserver
+from mimicache.engine.scoring import ScoreOptions
 from mimicache.engine.settings import EngineSettings
 from mimicache.engine.spec import EngineSpec
 from mimicache.errors import MimicacheError, setting
@@ -58,8 +59,16 @@ def pick_device(device: str | None) -> torch.device:
 
 
 def engine_settings(spec: EngineSpec) -> EngineSettings:
-    """The engine's settings from the spec (pose choices left None come from the config)."""
+    """The engine's settings from the spec (pose choices left None come from the config; the
+    scores' frames and thresholds: flag > config > default)."""
+    config = spec.config
+    frames = spec.score_frames or config.score_frames or "auto"
+    score = ScoreOptions(
+        frames=None if frames == "all" else frames,
+        thresholds={**config.score_thresholds, **dict(spec.score_thresholds)},
+    )
     return EngineSettings.of(
+        score=score if spec.score else None,
         scheduler=spec.scheduler,
         pose_retarget=spec.pose_retarget,
         person=spec.person,

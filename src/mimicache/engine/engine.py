@@ -31,6 +31,7 @@ from mimicache.engine.record import (
     ProgressObserver,
     published_reference_image,
 )
+from mimicache.engine.scoring import score_job
 from mimicache.engine.settings import EngineSettings
 from mimicache.engine.speed import BatchPlanner
 from mimicache.engine.stage_runner import StageRunner
@@ -221,6 +222,8 @@ class MimicMotion(StageRunner):
             frames = self.run_pipeline(
                 case, pose_frames, embeddings, latent, record, on_step=tell, label=label
             )
+        # 8. the clip's scores against the poses it was asked for (a failure only warns)
+        score = score_job(self, case, frames, record, label, embeddings)
         if self.cache is not None:
             self.cache.flush()  # the job's hits, in one transaction, now that it is done
         record.timings["total"] = time.perf_counter() - start
@@ -235,6 +238,7 @@ class MimicMotion(StageRunner):
             record.people,
             self.platform(),
             record.targets,
+            score,
         )
 
     def prepare_pose(

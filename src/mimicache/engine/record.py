@@ -67,6 +67,7 @@ class GenerationResult:
     platform: dict = field(default_factory=dict)  # where it was computed (engine.platform)
     # the poses the pose frames show (1+F, normalised to the output; frame 0 the reference)
     targets: PoseSequence | None = None
+    score: Any = None  # quality.score.ClipScore of the clip; None: not scored
 
 
 def published_reference_image(image_pixels: torch.Tensor) -> PIL.Image.Image:

@@ -9,6 +9,7 @@ entry the job used. The targets are the poses its pose frames show (``Generation
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 
 from mimicache.config import TestCase
+from mimicache.config.thresholds import DEFAULT_THRESHOLDS
 from mimicache.engine.record import JobRecord
 from mimicache.engine.stages import (
     OUTPUT_EMBEDDINGS_STAGE,
@@ -29,15 +31,18 @@ from mimicache.pose import PoseSequence
 from mimicache.pose.preprocess import ReferenceImage
 from mimicache.quality.metrics import body_scale
 from mimicache.quality.points import matching_points, person_points, sequence_points
-from mimicache.quality.score import DEFAULT_THRESHOLDS, ClipScore, score_clip, scored_frames
+from mimicache.quality.score import ClipScore, score_clip, scored_frames
 
 if TYPE_CHECKING:
     from mimicache.engine.engine import MimicMotion
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "CPU_SCORE_FRAMES",
     "ScoreOptions",
     "score_frames",
+    "score_job",
     "score_result",
 ]
 
@@ -72,6 +77,7 @@ def score_result(
     *,
     options: ScoreOptions | None = None,
     subject: str,
+    reference_embedding: torch.Tensor | None = None,
 ) -> ClipScore:
     """The scores of a clip (``frames``, the reference frame dropped) made for ``case``.
 
@@ -84,6 +90,8 @@ def score_result(
             ``output_embeddings``, "score") and cache events.
         options: the frames to score and the thresholds.
         subject: what the cache entries are listed under (the clip's path).
+        reference_embedding: the reference image's CLIP embedding (1,D) when the caller has
+            it (a job just generated); else its ``clip_embeddings`` entry is read.
 
     Returns:
         The judged ``ClipScore``.
@@ -110,7 +118,9 @@ def score_result(
         subject,
         record,
     )
-    reference_embedding, frame_embeddings = _embeddings(engine, case, chosen, record, subject)
+    reference_embedding, frame_embeddings = _embeddings(
+        engine, case, chosen, record, subject, reference_embedding
+    )
     with record.time("score"):
         wanted = sequence_points([targets[i + 1] for i in picked], height, width)
         outputs = np.stack(
@@ -130,7 +140,12 @@ def score_result(
 
 
 def _embeddings(
-    engine: MimicMotion, case: TestCase, chosen: np.ndarray, record: JobRecord, subject: str
+    engine: MimicMotion,
+    case: TestCase,
+    chosen: np.ndarray,
+    record: JobRecord,
+    subject: str,
+    reference: torch.Tensor | None,
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
     """The reference's and the chosen frames' CLIP embeddings (float64), or (None, None) for
     an engine without CLIP."""
@@ -138,9 +153,9 @@ def _embeddings(
     if encoder is None:
         return None, None
     dtype = str(engine.dtype).removeprefix("torch.")
-    reference = engine.reference_embedding(
-        case, ReferenceImage(case.ref_image_path, case.resolution), record
-    )
+    if reference is None:
+        image = ReferenceImage(case.ref_image_path, case.resolution)
+        reference = engine.reference_embedding(case, image, record)
     embeds: torch.Tensor = engine.run_stage(
         OUTPUT_EMBEDDINGS_STAGE,
         lambda: output_embeddings_key(
@@ -159,3 +174,32 @@ def _embeddings(
 
 def _float64(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().float().cpu().numpy().astype(np.float64)
+
+
+def score_job(
+    engine: MimicMotion,
+    case: TestCase,
+    frames: np.ndarray,
+    record: JobRecord,
+    label: str,
+    reference_embedding: torch.Tensor,
+) -> ClipScore | None:
+    """A job's clip scored as ``engine``'s settings ask (None: not asked for); a score that
+    cannot be computed is a warning, never a failed job."""
+    if engine.settings.score is None:
+        return None
+    try:
+        return score_result(
+            engine,
+            case,
+            frames,
+            record.targets,
+            record,
+            options=engine.settings.score,
+            subject=f"{case.ref_video_path} ({label})",
+            reference_embedding=reference_embedding,
+        )
+    except Exception as exc:  # a score is never worth a failed job
+        logger.warning("%s: no clip score (%s: %s)", label, type(exc).__name__, exc)
+        logger.debug("traceback", exc_info=True)
+        return None

@@ -8,6 +8,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from mimicache.engine.scoring import ScoreOptions
 from mimicache.engine.speed import SpeedOptions
 from mimicache.pipeline.schedulers import SchedulerOptions
 
@@ -29,6 +30,7 @@ class EngineSettings:
         dwpose_device: where DWPose runs (None: where the models run).
         speed_options: speed mode, compilation, decode chunk size, offload (``SpeedOptions``).
         cache_pipeline_features: whether the CLIP and VAE stages use the feature cache.
+        score: how each clip is scored (``scoring.ScoreOptions``); None: not scored.
     """
 
     scheduler: SchedulerOptions | None = None
@@ -37,6 +39,7 @@ class EngineSettings:
     dwpose_device: str | None = None
     speed_options: SpeedOptions = field(default_factory=SpeedOptions)
     cache_pipeline_features: bool = True
+    score: ScoreOptions | None = None
 
     @classmethod
     def of(cls, **options: Any) -> EngineSettings:

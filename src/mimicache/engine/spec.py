@@ -18,6 +18,29 @@ DEFAULT_CACHE_DIR = "cache/features"
 CACHE_PLATFORMS = ("strict", "any")
 
 
+def score_frames_arg(text: str) -> int | str:
+    """``--score_frames``: a whole number >= 2, or "all" / "auto" (``ValueError`` saying
+    why not)."""
+    if text in ("all", "auto"):
+        return text
+    value = positive_int(text)
+    if value < 2:
+        raise ValueError("score at least 2 frames (or all)")
+    return value
+
+
+def score_threshold_arg(text: str) -> tuple[str, float]:
+    """``--score_threshold NAME=VALUE``: one threshold of the clip scores' verdict."""
+    from mimicache.config.thresholds import parse_thresholds
+    from mimicache.errors import ConfigError
+
+    try:
+        ((name, value),) = parse_thresholds([text]).items()
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+    return name, value
+
+
 def positive_int(text: str) -> int:
     """A whole number >= 1 (``ValueError`` saying why not)."""
     try:
@@ -158,6 +181,36 @@ class EngineSpec:
             "--disable_pipeline_feature_cache",
             "cache only the pose stages, not the CLIP/VAE features",
             invert=True,
+        ),
+    )
+    score: bool = option(
+        True,
+        flag=Flag(
+            "--no_score",
+            "do not score the clips (pose fidelity per body part, identity, flicker)",
+            invert=True,
+        ),
+    )
+    score_frames: int | str | None = option(
+        None,
+        flag=Flag(
+            "--score_frames",
+            "frames of each clip the scores look at: N evenly spaced, or all (default: the "
+            "config's score.frames, else 16 where DWPose runs on the CPU and all on a GPU)",
+            type=score_frames_arg,
+            metavar="N|all",
+        ),
+    )
+    score_thresholds: tuple[tuple[str, float], ...] = option(
+        (),
+        flag=Flag(
+            "--score_threshold",
+            "a verdict threshold over the config's score.thresholds and the defaults, e.g. "
+            "right_hand=0.2 identity=0.7 (names: body, left_hand, right_hand, face, "
+            "hand_recall, identity, flicker)",
+            type=score_threshold_arg,
+            metavar="NAME=VALUE",
+            many=True,
         ),
     )
     dwpose_device: str | None = option(None, help="where DWPose runs (None: the engine's choice)")

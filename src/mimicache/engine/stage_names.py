@@ -57,8 +57,9 @@ UNCACHED_STEPS = {
     "pose_net": "#74c476",
     "denoise": "#31a354",
     "decode": "#a1d99b",
+    "score": "#54278f",  # the clip scores' measures (their DWPose and CLIP are cached stages)
 }
-JOB_STEPS = {"score": "#54278f", "write": "#969696", "preview": "#c994c7"}
+JOB_STEPS = {"write": "#969696", "preview": "#c994c7"}
 # The original scripts' three totals: sums of the steps above, so they get no bar segment of their own.
 TOTALS = ("preprocess", "pipeline", "total")
 STEP_COLORS = {**STAGE_COLORS, **UNCACHED_STEPS, **JOB_STEPS}

@@ -23,7 +23,7 @@ import torch
 from mimicache.errors import InputError
 from mimicache.media import fit_image, fit_size, image_size, iter_frames, probe_video, read_image
 from mimicache.pose.align import align_poses, no_reference_person, reference_ids
-from mimicache.pose.draw import draw_pose
+from mimicache.pose.draw import draw_poses
 from mimicache.pose.keypoints import PoseFrame, PoseSequence
 from mimicache.pose.people import AUTO, PeopleReport, choose_person
 from mimicache.pose.retarget import (
@@ -45,7 +45,6 @@ __all__ = [
     "PreparedPose",
     "ReferenceImage",
     "VideoPoses",
-    "draw_poses",
     "extract_image_pose",
     "extract_video_poses",
     "log_people",
@@ -182,14 +181,6 @@ def target_poses(
         retarget, ref_pose, aligned, video_path=video_path, image_path=image_path
     )
     return PoseSequence([ref_pose, *aligned])
-
-
-def draw_poses(poses: PoseSequence, height: int, width: int) -> np.ndarray:
-    """(len(poses), height, width, 3) uint8: each pose drawn."""
-    out = np.empty((len(poses), height, width, 3), dtype=np.uint8)
-    for i, pose in enumerate(poses):
-        out[i] = draw_pose(pose, height, width)
-    return out
 
 
 def render_pose_frames(

@@ -10,7 +10,7 @@ import numpy as np
 from mimicache.pose import PoseFrame
 from mimicache.quality.metrics import NUM_POINTS, PARTS, VISIBLE
 
-__all__ = ["matching_points", "person_points", "sequence_points"]
+__all__ = ["matching_points", "person_points", "points_pose", "sequence_points"]
 
 
 def person_points(frame: PoseFrame, person: int, height: int, width: int) -> np.ndarray:
@@ -31,6 +31,32 @@ def person_points(frame: PoseFrame, person: int, height: int, width: int) -> np.
         out[PARTS[part], :2] = points * size
         out[PARTS[part], 2] = scores
     return out
+
+
+def points_pose(points: np.ndarray, height: int, width: int) -> PoseFrame:
+    """One person's (128, 3) points in pixels as a ``PoseFrame`` (normalised; ``subset``
+    from the body points shown), e.g. to draw it."""
+    size = np.array([width, height], dtype=np.float64)
+    pts = np.asarray(points, dtype=np.float64)
+
+    def part(name: str) -> tuple[np.ndarray, np.ndarray]:
+        chosen = pts[PARTS[name]]
+        return chosen[:, :2] / size, chosen[:, 2]
+
+    body, body_score = part("body")
+    left, left_score = part("left_hand")
+    right, right_score = part("right_hand")
+    face, face_score = part("face")
+    subset = np.where(body_score >= VISIBLE, np.arange(18, dtype=np.float64), -1.0)
+    return PoseFrame(
+        candidate=body,
+        subset=subset[None],
+        body_score=body_score[None],
+        faces=face[None],
+        faces_score=face_score[None],
+        hands=np.stack([left, right]),
+        hands_score=np.stack([left_score, right_score]),
+    )
 
 
 def matching_points(frame: PoseFrame, near: np.ndarray, height: int, width: int) -> np.ndarray:

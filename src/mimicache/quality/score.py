@@ -16,12 +16,13 @@ Each reason names the frames where it holds ("right hand error 0.31 > 0.20 in fr
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
+from mimicache.config.thresholds import DEFAULT_THRESHOLDS, check_thresholds
 from mimicache.errors import ConfigError
 from mimicache.quality.metrics import (
     PARTS,
@@ -32,28 +33,10 @@ from mimicache.quality.metrics import (
     part_recall,
 )
 
-__all__ = [
-    "DEFAULT_THRESHOLDS",
-    "SCORER",
-    "ClipScore",
-    "PartScore",
-    "check_thresholds",
-    "parse_thresholds",
-    "score_clip",
-    "scored_frames",
-]
+__all__ = ["SCORER", "ClipScore", "PartScore", "score_clip", "scored_frames"]
 
 SCORER = "mimicache-score/1"  # bump when a measure changes: clips scored before are rescored
 
-DEFAULT_THRESHOLDS: dict[str, float] = {
-    "body": 0.30,
-    "left_hand": 0.40,
-    "right_hand": 0.40,
-    "face": 0.30,
-    "hand_recall": 0.50,
-    "identity": 0.75,
-    "flicker": 0.05,
-}
 _WORDS = {"body": "body", "left_hand": "left hand", "right_hand": "right hand", "face": "face"}
 
 
@@ -91,6 +74,8 @@ class ClipScore:
     verdict: str = "ok"
     reasons: list[str] = field(default_factory=list)
     scorer: str = SCORER
+    # the frames with the largest error (up to WORST): their target and found points, pixels
+    worst: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -130,6 +115,36 @@ class ClipScore:
         self.reasons = reasons
         self.verdict = "suspect" if reasons else "ok"
         return self
+
+
+WORST = 3  # frames a score keeps the points of, to show them beside the clip's frames
+
+
+def _worst(
+    frames: Sequence[int],
+    errors: Mapping[str, np.ndarray],
+    targets: np.ndarray,
+    outputs: np.ndarray,
+) -> list[dict[str, Any]]:
+    """The ``WORST`` frames by their mean part error, with their target and found points
+    (rounded: a tenth of a pixel, a hundredth of a confidence)."""
+    per_frame = np.stack([errors[part] for part in PARTS])  # (parts, n)
+    with np.errstate(invalid="ignore"):
+        mean = np.where(np.all(np.isnan(per_frame), axis=0), -1.0, np.nanmean(per_frame, axis=0))
+    order = [int(i) for i in np.argsort(-mean, kind="stable")[:WORST] if mean[i] >= 0]
+
+    def rounded(points: np.ndarray) -> list[list[float]]:
+        return [[round(float(x), 1), round(float(y), 1), round(float(c), 2)] for x, y, c in points]
+
+    return [
+        {
+            "frame": int(frames[i]),
+            "error": round(float(mean[i]), 4),
+            "target": rounded(targets[i]),
+            "found": rounded(outputs[i]),
+        }
+        for i in order
+    ]
 
 
 def _frames(frames: Sequence[int], values: Sequence[float | None], bad) -> str:
@@ -211,34 +226,6 @@ def score_clip(
         identity_worst_frame=int(frames[worst]) if worst is not None else None,
         identities=[_number(x) for x in sims],
         flicker=float(flicker(clip)),
+        worst=_worst(frames, errors, targets, outputs),
     )
     return score.judge(check_thresholds(thresholds or DEFAULT_THRESHOLDS))
-
-
-def check_thresholds(thresholds: Mapping[str, float]) -> dict[str, float]:
-    """``DEFAULT_THRESHOLDS`` with ``thresholds`` over them; ConfigError naming an unknown
-    name or a value that is not a number >= 0."""
-    out = dict(DEFAULT_THRESHOLDS)
-    for name, value in thresholds.items():
-        if name not in DEFAULT_THRESHOLDS:
-            known = ", ".join(DEFAULT_THRESHOLDS)
-            raise ConfigError(f"unknown score threshold {name!r}; the thresholds are: {known}")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-            raise ConfigError(f"score threshold {name} must be a number >= 0, got {value!r}")
-        out[name] = float(value)
-    return out
-
-
-def parse_thresholds(items: Iterable[str]) -> dict[str, float]:
-    """``NAME=VALUE`` items (``--score_threshold right_hand=0.2``) as a mapping, checked."""
-    given: dict[str, Any] = {}
-    for item in items:
-        name, sep, text = item.partition("=")
-        if not sep:
-            raise ConfigError(f"score threshold {item!r}: write NAME=VALUE, e.g. right_hand=0.2")
-        try:
-            given[name.strip()] = float(text)
-        except ValueError:
-            given[name.strip()] = text
-    check_thresholds(given)
-    return {k: float(v) for k, v in given.items()}

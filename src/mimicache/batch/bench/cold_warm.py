@@ -224,7 +224,10 @@ def speedups(
     pairs = [(c, warm_by_index[c.job.index]) for c in cold if c.ok and c.job.index in warm_by_index]
     if not pairs:
         return None, None
-    served = {e.stage for c, w in pairs for e in (*c.cache_events, *w.cache_events)}
+    events = {e.stage for c, w in pairs for e in (*c.cache_events, *w.cache_events)}
+    # the preprocessing a job's generation takes from the cache; the clip scores' stages are
+    # cached too, but after the generation: they count in the whole job
+    served = events & set(JOB_STAGES)
     parts = [stage for stage in STAGES if stage in served] + list(CACHE_OVERHEAD)
 
     def seconds(result: JobResult, names: Sequence[str]) -> float:
@@ -256,7 +259,7 @@ def speedups(
     # which on a busy or virtual machine outweighs what the cache saves on small jobs: each is
     # counted at its faster time in both runs, so the figure moves with the cache alone.
     timed = {name for pair in pairs for r in pair for name in r.timings}
-    same = [s for s in (*UNCACHED, *STAGES) if s in timed and s not in (*served, *CACHE_OVERHEAD)]
+    same = [s for s in (*UNCACHED, *STAGES) if s in timed and s not in (*events, *CACHE_OVERHEAD)]
 
     def job_total(result: JobResult, other: JobResult) -> float:
         shared = sum(min(result.timings.get(n, 0.0), other.timings.get(n, 0.0)) for n in same)

@@ -75,6 +75,9 @@ def sidecar_bytes(
     people = getattr(result, "people", None)
     if people is not None:  # who drove the pose (pose.person)
         data["people"] = to_json_value(people.to_dict(), canonical=False)
+    quality = getattr(result, "quality", None)
+    if quality is not None:  # the clip's scores against the poses it was asked for
+        data["quality"] = to_json_value(quality, canonical=False)
     text = json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n"
     # Surrogates (a file name that is not UTF-8) only occur inside JSON strings: written as
     # \\uXXXX escapes they stay valid UTF-8 JSON and load back as the exact name.
@@ -106,7 +109,7 @@ def text_table(
     return "\n".join(lines)
 
 
-_SUMMARY_HEADER = ("#", "job", "status", "preprocess", "pipeline", "total", "output")
+_SUMMARY_HEADER = ("#", "job", "status", "quality", "preprocess", "pipeline", "total", "output")
 _ERROR_WIDTH = 80
 
 
@@ -130,6 +133,7 @@ def format_summary(results: Sequence[JobResult] | Iterable[JobResult]) -> str:
                 str(r.job.index + 1),
                 _job_label(r.job, results),
                 "skipped (done)" if r.status == "skipped" else r.status,
+                getattr(r, "verdict", None) or "-",
                 _seconds(r.timings.get("preprocess")),
                 _seconds(r.timings.get("pipeline")),
                 _seconds(r.timings.get("total")),
@@ -144,6 +148,9 @@ def format_summary(results: Sequence[JobResult] | Iterable[JobResult]) -> str:
         summary += f", {stopped} interrupted"
     if skipped:
         summary += f", {skipped} skipped (done)"
+    suspect = [r for r in results if getattr(r, "verdict", None) == "suspect"]
+    if suspect:
+        summary += f"; {len(suspect)} suspect (their reasons are in the sidecars and the report)"
     kept = [r.kept for r in results if r.kept is not None]
     if kept:
         folders = ", ".join(sorted({str(path.parent) for path in kept}))
@@ -151,7 +158,7 @@ def format_summary(results: Sequence[JobResult] | Iterable[JobResult]) -> str:
             f"\n{len(kept)} result(s) not published (the output store refused them), kept on "
             f"this machine in {folders}: a run with {setting('resume', True)} publishes them"
         )
-    return printable(text_table(rows, right=(0, 3, 4, 5)) + "\n" + summary)
+    return printable(text_table(rows, right=(0, 4, 5, 6)) + "\n" + summary)
 
 
 def _job_label(job: Job, results: list[JobResult]) -> str:

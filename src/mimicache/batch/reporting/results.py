@@ -51,6 +51,7 @@ def result_row(result: JobResult, *, run: str) -> dict[str, Any]:
         "cache_hits": _cache_hits(result.cache_events),
         "platform": result.platform or None,
         "error": result.error,
+        "quality": result.quality,
     }
     if job.source is not None and job.source.get("rejected"):
         # a bad row never built its case: the placeholder's inputs are not the row's
