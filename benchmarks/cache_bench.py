@@ -54,14 +54,13 @@ import PIL.Image
 import torch
 
 import mimicache
-from mimicache.cache import keys
 from mimicache.cache.digest_memo import DigestMemo
 from mimicache.cache.store import CacheEvent, FeatureStore
 from mimicache.config import InferenceConfig, TestCase
 from mimicache.engine import JobRecord, MimicMotion, stages
 from mimicache.media import fit_image, probe_video, read_image, write_video
 from mimicache.pose.preprocess import to_model_pixels
-from mimicache.storage.digests import file_digest
+from mimicache.storage.digests import RACY_WINDOW_NS, file_digest
 from mimicache.storage.sizes import format_size
 from mimicache.testing.models import (
     CLIP_PREPROCESSOR_CONFIG,
@@ -218,7 +217,7 @@ def prepare(workdir: Path, frames: int) -> InferenceConfig:
         det, pose = write_tiny_dwpose(dwpose_dir)
     image_path, video_path = write_inputs(workdir / "inputs", frames)
     # Freshly written files are not memoised (racy window): let them age past it.
-    time.sleep(keys.RACY_WINDOW_NS / 1e9 * 2)
+    time.sleep(RACY_WINDOW_NS / 1e9 * 2)
     case = TestCase(
         ref_video_path=video_path,
         ref_image_path=image_path,

@@ -1,4 +1,4 @@
-"""File digest throughput (BLAKE3, mimicache.cache.keys.file_digest) and memo-hit latency.
+"""File digest throughput (BLAKE3, mimicache.storage.digests.file_digest) and memo-hit latency.
 
     python benchmarks/digest_bench.py [--size 1GB] [--dir /tmp]
 
@@ -16,9 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from mimicache.cache import keys
 from mimicache.cache.digest_memo import DigestMemo
-from mimicache.storage.digests import file_digest
+from mimicache.storage.digests import RACY_WINDOW_NS, file_digest
 from mimicache.storage.sizes import format_size, parse_size
 
 
@@ -69,7 +68,7 @@ def main() -> None:
         print(f"page-cache read: {size / warm / 1e9:6.2f} GB/s  ({warm:.3f} s, best of 3)")
 
         memo = DigestMemo(Path(tmp) / "index.sqlite")
-        time.sleep(keys.RACY_WINDOW_NS / 1e9)
+        time.sleep(RACY_WINDOW_NS / 1e9)
         assert file_digest(path, memo) == digest  # memoised now
         times = []
         for _ in range(args.hits):

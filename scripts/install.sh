@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Create .venv and install mimicache with its test tools, Ray (the Ray executor's tests) and
-# the web UI. torch is pinned, and its build (CPU or CUDA) is picked by what the machine has:
-# an unpinned torch from PyPI pulls a multi-GB CUDA build even where no GPU exists.
+# Create .venv and install mimicache with its test tools, Ray (the Ray executor's tests), the
+# web UI, pose-format (.pose export) and the docs tools (mkdocs). torch is pinned, and its
+# build (CPU or CUDA) is picked by what the machine has: an unpinned torch from PyPI pulls a
+# multi-GB CUDA build even where no GPU exists.
 # Usage: bash scripts/install.sh [--dry-run]   (--dry-run prints the steps without running them)
 # MIMICACHE_TORCH_VERSION pins another torch; MIMICACHE_TORCH_INDEX overrides the wheel index.
 set -euo pipefail
@@ -20,7 +21,7 @@ run() {
 }
 
 ver="${MIMICACHE_TORCH_VERSION:-2.13.0}"
-extras="test,plot,ray,ui,s3"
+extras="test,plot,ray,ui,s3,pose,docs"
 index_args=()
 # The CPU wheels: from PyTorch's CPU index, unless MIMICACHE_TORCH_INDEX names another or pip
 # is set up with its own index or wheel folder (a mirror, an offline wheelhouse), which decides.

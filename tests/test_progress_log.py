@@ -101,6 +101,7 @@ def test_a_ray_worker_reports_progress_as_lines_for_the_driver(tiny_bundle, tmp_
     """The worker class Ray runs, called here in-process: its job's log lines (which the
     driver logs again) hold the progress; nothing is drawn on its stderr."""
     from mimicache.batch.executing.workers import GenerationWorker
+    from mimicache.batch.job import Job
     from mimicache.config import load_config
     from mimicache.engine.spec import EngineSpec
     from tests.engine_fixtures import figure_video, reference_image, write_config
@@ -112,7 +113,8 @@ def test_a_ray_worker_reports_progress_as_lines_for_the_driver(tiny_bundle, tmp_
     worker = GenerationWorker(EngineSpec(config, device="cpu", cache_dir=tmp_path / "cache"))
     assert worker.info()["error"] is None
     capfd.readouterr()
-    outcome, lines = worker.run(case, "walk")
+    job = Job(0, 0, case, case.ref_video_path, tmp_path / "out" / "walk.mp4")
+    outcome, lines = worker.run(job)
     assert outcome.error is None
     progress = [text for name, _, text in lines if name == "mimicache.engine.progress"]
     assert progress[0].startswith("walk: preprocess (")

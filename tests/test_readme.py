@@ -124,7 +124,7 @@ def test_the_parse_check_catches_a_flag_that_does_not_exist():
     assert "--inference" not in _leaf(parser, argv)._option_string_actions
 
 
-@pytest.mark.parametrize("command", ["run", "bench", "pose"])
+@pytest.mark.parametrize("command", ["run", "bench", "pose", "score", "grid"])
 def test_every_flag_is_in_the_readme(command):
     parser = _subparsers(build_parser())[command]
     flags = [f for f in parser._option_string_actions if f not in ("-h", "--help")]

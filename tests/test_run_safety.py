@@ -126,7 +126,7 @@ def test_override_tag_names_what_differs():
     assert override_tag({"guidance_scale": 2.5, "scheduler": "AnimateLCM_SVD"}) == "g2.5_lcm"
     assert override_tag({"seed": None}) == ""
     with pytest.raises(ValueError):
-        override_tag({"resolution": 5})
+        override_tag({"no_such_value": 5})
 
 
 # --------------------------------------------------------------------------- before any work

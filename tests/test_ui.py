@@ -16,9 +16,11 @@ import pytest
 
 from mimicache.cache.store import FeatureStore
 from mimicache.cli import main
-from mimicache.cli.ui import build_app, generate_action, launch, preview_action, prune_action
+from mimicache.cli.ui import build_app, launch
+from mimicache.cli.ui_actions import generate_action, preview_action, prune_action
 from mimicache.cli.ui_session import Inputs, Settings, UiSession
 from mimicache.config import load_config
+from mimicache.errors import ConfigError
 from tests.engine_fixtures import figure_video, reference_image, write_config
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -59,10 +61,14 @@ def engine(workspace):
     import torch
 
     from mimicache.engine import MimicMotion
+    from mimicache.engine.scoring import ScoreOptions
 
     config = load_config(workspace.config)
     store = FeatureStore(workspace.cache)
-    loaded = MimicMotion.from_config(config, device="cpu", dtype=torch.float32, cache=store)
+    # scored, as the app's own engine (built from the command's flags) is
+    loaded = MimicMotion.from_config(
+        config, device="cpu", dtype=torch.float32, cache=store, score=ScoreOptions()
+    )
     return SimpleNamespace(engine=loaded, loads=[])
 
 
@@ -111,6 +117,11 @@ def test_preview_and_generate_write_what_run_writes(workspace, engine, tmp_path)
     sidecar = json.loads(output.with_suffix(".json").read_text())
     assert sidecar["status"] == "ok" and sidecar["parameters"]["num_inference_steps"] == 2
     assert "1 succeeded, 0 failed" in outcome.summary and outcome.errors == []
+    # the score next to the result is the sidecar's, in plain lines
+    score = session.score_text(output)
+    assert score.splitlines()[0] == sidecar["quality"]["verdict"]
+    assert all(f"- {reason}" in score for reason in sidecar["quality"]["reasons"])
+    assert "identity" in score and "frames scored" in score
     texts = [t for _, t in reports]
     # 2 steps x 2 tiles (1+5 frames, tiles of 4 overlapping by 1): each tile's pass reported
     assert [t for t in texts if "denoising" in t] == [
@@ -157,6 +168,25 @@ def test_preview_and_generate_write_what_run_writes(workspace, engine, tmp_path)
     assert re.search(r"TOTAL\s+0\s", session.cache_stats())
 
 
+def test_a_sweep_runs_every_variant_on_the_loaded_models_and_draws_its_grid(
+    workspace, engine, tmp_path
+):
+    session = _session(workspace, engine, tmp_path / "out")
+    inputs = Inputs(image=workspace.image, video=workspace.clips / "a_walk.mp4")
+    before = len(engine.loads)
+    axes = [("seed", "1,2"), ("scheduler", "EulerDiscreteScheduler,AnimateLCM_SVD")]
+    outcome = session.sweep(inputs, _settings(), axes)
+    assert len(engine.loads) - before <= 1  # loaded at most once, for every variant
+    assert len(outcome.outputs) == 4 and "4 succeeded" in outcome.summary
+    [grid] = outcome.grids
+    assert Path(grid.video).is_file() and grid.image is not None
+    assert {tuple(sorted(c.values)) for c in grid.group.clips} == {("scheduler", "seed")}
+    with pytest.raises(ConfigError, match="choose one or two keys"):
+        session.sweep(inputs, _settings(), [("", ""), ("", "")])
+    with pytest.raises(ConfigError, match="not a key that can be swept"):
+        session.sweep(inputs, _settings(), [("seeds", "1,2")])
+
+
 def test_bad_inputs_show_the_cli_messages(workspace, engine, tmp_path, capsys):
     session = _session(workspace, engine, tmp_path / "out")
     preview, generate = preview_action(session), generate_action(session)
@@ -189,7 +219,10 @@ def test_bad_inputs_show_the_cli_messages(workspace, engine, tmp_path, capsys):
     assert "not a video PyAV can decode" in cli_message
     sheet, pose, message = preview(str(workspace.image), str(workspace.broken), "", *DEFAULTS)
     assert (sheet, pose) == (None, None) and message == f"error: {cli_message}"
-    _, _, summary, message = generate(str(workspace.image), str(workspace.broken), "", *DEFAULTS)
+    _, score, _, summary, message = generate(
+        str(workspace.image), str(workspace.broken), "", *DEFAULTS
+    )
+    assert score == ""  # no clip, no score
     assert message.splitlines()[-1] == f"error: c_broken: {cli_message}"
     assert "0 succeeded, 1 failed" in summary
 
@@ -371,8 +404,22 @@ def test_the_page_in_a_browser(workspace, engine, tmp_path, monkeypatch):
                     "src", re.compile(r"a_walk_\d{14}(_1)?\.mp4"), timeout=60_000
                 )
                 expect(tab.locator("#summary textarea")).to_have_value(re.compile("1 succeeded"))
+                # the clip's score beside it: the tiny random weights draw noise
+                expect(tab.locator("#clip-score textarea")).to_have_value(
+                    re.compile(r"^suspect\n- body error")
+                )
             expect(page.locator("#cache-stats textarea")).to_have_value(
                 re.compile(r"pose_frames\s+[1-9]")
+            )
+
+            page.get_by_role("button", name="Sweep: every combination of up to two keys").click()
+            page.click("#sweep-button")  # seed 1,2 on the form's values
+            expect(page.locator("#sweep-summary textarea")).to_have_value(
+                re.compile(r"^grid: .*_grid\.mp4\n(.|\n)*2 succeeded"), timeout=60_000
+            )
+            expect(page.locator("#sweep-sheet img")).to_have_attribute("src", re.compile("."))
+            expect(page.locator("#sweep-grid video")).to_have_attribute(
+                "src", re.compile(r"_grid\.mp4")
             )
 
             page.locator("#driving-video button[aria-label='Clear']").first.click()
@@ -387,7 +434,9 @@ def test_the_page_in_a_browser(workspace, engine, tmp_path, monkeypatch):
         app.close()
     assert outside == []  # the page fetched nothing from anywhere but the app
     assert most[0] == 1  # the two tabs' runs took turns on the one engine
-    assert len(list((tmp_path / "out").glob("a_walk_*.mp4"))) == 2
+    written = [p.name for p in (tmp_path / "out").glob("a_walk_*.mp4")]
+    assert len([n for n in written if "seed" not in n and "grid" not in n]) == 2
+    assert len([n for n in written if "_seed" in n]) == 2  # the sweep's variants
 
 
 @pytest.mark.parametrize("port", ["99999", "-1", "0", "http"])

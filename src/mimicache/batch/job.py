@@ -30,13 +30,19 @@ class Job:
     base_stem: str = ""  # the output name before any ``_N``; defaults to output_path's stem
     # a manifest job's origin: {"path": manifest path or URL, "row": n, "values": {...}}
     source: dict[str, Any] | None = None
+    # a sweep variant's engine choices (flag keys: scheduler, speed, pose_retarget, ...), made
+    # on the loaded models; its sweep ({"id": ..., "values": {...}}) and name part (seed1_g2.5)
+    engine: dict[str, Any] = field(default_factory=dict)
+    sweep: dict[str, Any] | None = None
+    variant: str = ""
 
     def __post_init__(self) -> None:
         self.base_stem = self.base_stem or self.output_path.stem
 
     @property
     def name(self) -> str:
-        return self.video_path.stem
+        """The video's name, and a sweep variant's values (``walk_seed1_g2.5``)."""
+        return self.video_path.stem + (f"_{self.variant}" if self.variant else "")
 
     @property
     def sidecar_path(self) -> Path:

@@ -26,6 +26,7 @@ FLAGS = {
         for name in (
             "batch_folder",
             "cache_platform",
+            "cols",
             "compile",
             "config",
             "decode_chunk_size",
@@ -43,9 +44,12 @@ FLAGS = {
             "pose_retarget",
             "ray_address",
             "resume",
+            "rows",
             "scheduler",
             "scheduler_s_noise",
             "speed",
+            "sweep",
+            "sweep_limit",
         )
     },
 }

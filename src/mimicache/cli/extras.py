@@ -38,6 +38,7 @@ EXTRAS = {
     "plot": Extra("plot", ("matplotlib",)),
     "ui": Extra("ui", ("gradio",)),
     "s3": Extra("s3", ("fsspec", "s3fs")),
+    "pose": Extra("pose", ("pose_format",)),
 }
 
 

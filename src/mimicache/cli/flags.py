@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from mimicache.batch.planning.sweep import CASE_KEYS, ENGINE_KEYS, SWEEP_LIMIT
 from mimicache.cli.engine_flags import add_engine_flags
 from mimicache.cli.fmt import size_arg
 from mimicache.cli.scale import add_scale_arguments
@@ -32,6 +33,7 @@ def add_run_arguments(
     _add_scheduler_arguments(parser, defaults)
     _add_speed_arguments(parser)
     _add_score_arguments(parser)
+    _add_sweep_arguments(parser)
     _add_cache_arguments(parser, benchmark_flag=benchmark_flag)
     add_scale_arguments(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
@@ -93,6 +95,26 @@ def _add_scheduler_arguments(parser: argparse.ArgumentParser, defaults: dict) ->
 def _add_score_arguments(parser: argparse.ArgumentParser) -> None:
     scores = parser.add_argument_group("clip scores")
     add_engine_flags(scores, ("score", "score_frames", "score_thresholds"))
+
+
+def _add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    sweep = parser.add_argument_group("sweep")
+    sweep.add_argument(
+        "--sweep",
+        nargs="+",
+        metavar="KEY=V1,V2",
+        help="run every combination of these values for every job (one model load): test-case "
+        f"keys ({', '.join(CASE_KEYS)}) and engine choices ({', '.join(ENGINE_KEYS)}); "
+        "whole numbers take ranges (seed=1:8, both ends). Each pair's variants are also "
+        "drawn side by side ({name}_grid.mp4 and .png)",
+    )
+    sweep.add_argument(
+        "--sweep_limit",
+        type=int,
+        default=SWEEP_LIMIT,
+        metavar="N",
+        help="refuse a sweep of more than N jobs (default: %(default)s)",
+    )
 
 
 def _add_speed_arguments(parser: argparse.ArgumentParser) -> None:

@@ -14,8 +14,10 @@ from mimicache.cli.console import call_command
 from mimicache.cli.demo import add_demo_command
 from mimicache.cli.doctor import add_doctor_command
 from mimicache.cli.download import add_download_command
+from mimicache.cli.grid import add_grid_command
 from mimicache.cli.pose import add_pose_command
 from mimicache.cli.run import RUN_DEFAULTS, add_run_arguments, run_command
+from mimicache.cli.score import add_score_command
 from mimicache.cli.ui import add_ui_command
 
 
@@ -47,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.set_defaults(func=run_command, benchmark_cache=True)
     add_pose_command(commands)
+    add_score_command(commands)
+    add_grid_command(commands)
     add_cache_commands(commands)
     add_demo_command(commands)
     add_doctor_command(commands)

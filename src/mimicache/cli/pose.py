@@ -20,7 +20,7 @@ from mimicache.batch.outputs.publish import candidates
 from mimicache.batch.reporting.html import ReportRow, report_path, write_report
 from mimicache.cli.console import setup_logging
 from mimicache.cli.engine_flags import add_engine_flags, engine_spec
-from mimicache.cli.extras import check_run_extras
+from mimicache.cli.extras import check_run_extras, require
 from mimicache.config import (
     DEFAULT_DWPOSE_DET_PATH,
     DEFAULT_DWPOSE_POSE_PATH,
@@ -78,6 +78,12 @@ def add_pose_command(subparsers: Any) -> argparse.ArgumentParser:
     )
     io.add_argument("--dwpose_det_path", help=f"detector ONNX (default: {DEFAULT_DWPOSE_DET_PATH})")
     io.add_argument("--dwpose_pose_path", help=f"pose ONNX (default: {DEFAULT_DWPOSE_POSE_PATH})")
+    io.add_argument(
+        "--export_pose",
+        metavar="DIR",
+        help="also write the driving video's and the target's keypoints as .pose files "
+        "(pose-format) into DIR",
+    )
     gen = parser.add_argument_group("pose frames (as in the run's test case)")
     gen.add_argument(
         "--resolution", type=int, help=f"(default: the config's, else {DEFAULTS.resolution})"
@@ -107,6 +113,9 @@ def pose_command(args: argparse.Namespace) -> int:
     """The preview of one image + video: 0 when written, 1 when the inputs gave no pose
     frames (the report says why), 2 (raised) for usage and setup errors."""
     check_run_extras(args)  # before the output folder, the log file and the models
+    if args.export_pose:
+        require("pose", "--export_pose")
+        check_output_folder(args.export_pose, "--export_pose folder")
     config = _config(args)
     case = preview_case(args, config)
     check_dwpose_files(config.dwpose_det_path, config.dwpose_pose_path, how=_DWPOSE_FLAGS)
@@ -147,6 +156,7 @@ def pose_command(args: argparse.Namespace) -> int:
         write_video(output, panels, preview.fps)
         _save_png(contact_sheet(preview), sheet)
         preview.timings["write"] = time.perf_counter() - start
+        exported = _export(args, engine, case, preview, output.stem)
     except MimicacheError as exc:
         logger.error("no preview: %s", exc)
         job.error = str(exc)
@@ -165,6 +175,8 @@ def pose_command(args: argparse.Namespace) -> int:
         f"{preview.num_frames - 1} sampled driving frames)\ncontact sheet: {sheet}\n"
         f"pose stages from the cache: {cached}; {preview.timings.get('total', 0.0):.2f} s"
     )
+    for path in exported:
+        print(f"keypoints: {path}")
     _report(log_file, job, parameters, sheet)
     return 0
 
@@ -267,6 +279,16 @@ def _config(args: argparse.Namespace) -> InferenceConfig:
     if args.dwpose_pose_path:
         changes["dwpose_pose_path"] = Path(args.dwpose_pose_path)
     return config.replace(**changes)
+
+
+def _export(args: argparse.Namespace, engine, case: TestCase, preview, stem: str) -> list[Path]:
+    """``--export_pose``: the driving video's and the target's ``.pose`` files."""
+    if not args.export_pose:
+        return []
+    from mimicache.engine.pose_export import export_poses
+
+    size = preview.pose_frames.shape[1:3]
+    return export_poses(engine, case, preview.targets, args.export_pose, stem, size=size)
 
 
 def _save_png(image, path: Path) -> None:

@@ -27,6 +27,7 @@ from mimicache.batch.executing.job_loop import INTERRUPTED_EXIT
 from mimicache.batch.outputs.root import UPLOAD_EVERY_S, OutputRoot, open_output_root
 from mimicache.batch.planning.manifest import plan_manifest, read_manifest
 from mimicache.batch.planning.plan import shard_jobs
+from mimicache.batch.planning.sweep import Sweep, parse_sweep, sweep_jobs
 from mimicache.batch.reporting.html import write_run_report
 from mimicache.batch.reporting.results import RESULTS_FILE, ResultsLog, read_results
 from mimicache.cli.console import call_command, flag_words, setup_logging
@@ -40,6 +41,7 @@ from mimicache.errors import MimicacheError
 
 if TYPE_CHECKING:
     from mimicache.batch.bench.cold_warm import BenchReport
+    from mimicache.batch.reporting.grid import GridFiles
     from mimicache.cache.store import FeatureStore
     from mimicache.engine import MimicMotion
 
@@ -58,6 +60,7 @@ def run_command(args: argparse.Namespace) -> int:
     exit code of the jobs."""
     check_executor_flags(args)  # before the log file, the output folder and the models
     check_run_extras(args)
+    sweep = parse_sweep(args.sweep) if args.sweep else None  # a bad key or value: now
     timestamp = make_timestamp()
     root, log_file = _check_paths_and_log(args, timestamp)
     output_dir = root.folder
@@ -65,6 +68,8 @@ def run_command(args: argparse.Namespace) -> int:
     # flag > config > the command's default
     pose_retarget = args.pose_retarget or config.pose_retarget or args.default_pose_retarget
     plan, rejected = _planner(args, config, overrides, output_dir, timestamp)
+    if sweep is not None:  # every job times every variant, counted before any model loads
+        plan = _swept(plan, sweep, args.sweep_limit)
     jobs = select_shard(plan(), args.shard)
     if args.shard:
         kept = {job.index for job in shard_jobs([r.job for r in rejected], *args.shard)}
@@ -94,7 +99,8 @@ def run_command(args: argparse.Namespace) -> int:
     summary = flag_words(format_summary(results))
     print(summary)
     logger.debug("summary\n%s", summary)
-    report = _write_report(args, log_file, executor.spec, executor.engine, results, bench)
+    grids = _grids(results) if sweep is not None and bench is None else []
+    report = _write_report(args, log_file, executor.spec, executor.engine, results, bench, grids)
     own_log = log_file if log_file.parent == root.staging else None  # not a --log_file
     # a URL root: the driver's files go up; each one that cannot stays here, named
     left = [p for p in (log.path, report, own_log) if p is not None and not root.upload(p)]
@@ -193,6 +199,34 @@ def _manifest_planner(
     return plan, first.rejected
 
 
+def _swept(plan: Callable[..., list[Job]], sweep: Sweep, limit: int) -> Callable[..., list[Job]]:
+    """The plan with every job times every variant of ``sweep`` (checked once, now)."""
+    first = sweep_jobs(plan(), sweep, limit=limit)
+    logger.info(
+        "sweep %s: %d variant(s) of %s, %d job(s)",
+        sweep.id,
+        sweep.size,
+        ", ".join(sweep.keys),
+        len(first),
+    )
+
+    def swept(label: str = "") -> list[Job]:
+        return first if not label else sweep_jobs(plan(label), sweep, limit=limit)
+
+    return swept
+
+
+def _grids(results: list[JobResult]) -> list[GridFiles]:
+    """Each sweep pair's variants side by side (printed where they went)."""
+    from mimicache.batch.reporting.grid import grids_of_results
+
+    grids = grids_of_results(results)
+    for grid in grids:
+        if grid.video is not None:
+            print(f"grid of {len(grid.group.clips)} variants: {grid.video} (and {grid.sheet})")
+    return grids
+
+
 def _engine_spec(
     args: argparse.Namespace, config: InferenceConfig, pose_retarget: str
 ) -> EngineSpec:
@@ -258,6 +292,7 @@ def _write_report(
     engine: MimicMotion | None,
     results: list[JobResult],
     bench: BenchReport | None,
+    grids: list[GridFiles],
 ) -> Path | None:
     """``report.html`` beside the log: the run's parameters, then its jobs (``engine`` None:
     the jobs ran on Ray workers)."""
@@ -275,8 +310,15 @@ def _write_report(
         "person": engine.person if engine is not None else spec.person or "auto",
         "feature cache": spec.cache_dir if spec.cache_enabled else "off",
     }
+    if args.sweep:
+        parameters["sweep"] = " ".join(args.sweep)
     return write_run_report(
-        log_file, results, parameters=parameters, bench=bench, plot=getattr(args, "plot", None)
+        log_file,
+        results,
+        parameters=parameters,
+        bench=bench,
+        plot=getattr(args, "plot", None),
+        grids=grids,
     )
 
 

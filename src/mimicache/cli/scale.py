@@ -30,10 +30,15 @@ SETTING_FLAGS = {
 
 def executor_settings(args: argparse.Namespace) -> ExecutorSettings:
     """The scale-out flags as the executor's settings."""
-    return ExecutorSettings(**{field: getattr(args, flag) for field, flag in SETTING_FLAGS.items()})
+    given = {
+        field: getattr(args, flag) for field, flag in SETTING_FLAGS.items() if hasattr(args, flag)
+    }
+    return ExecutorSettings(**given)
 
 
-def add_scale_arguments(parser: argparse.ArgumentParser) -> None:
+def add_scale_arguments(parser: argparse.ArgumentParser, *, jobs: bool = True) -> None:
+    """The scale-out flags; ``jobs`` False: only the executor and its workers (a command
+    that generates nothing: no pose workers, retries, shards or resume)."""
     scale = parser.add_argument_group("scale-out")
     scale.add_argument(
         "--executor",
@@ -45,7 +50,8 @@ def add_scale_arguments(parser: argparse.ArgumentParser) -> None:
     scale.add_argument(
         "--workers",
         type=_positive_int,
-        help="generation workers (ray; default: the GPUs Ray sees, 1 on a CPU-only machine)",
+        help=f"{'generation ' if jobs else ''}workers (ray; default: the GPUs Ray sees, 1 on a "
+        "CPU-only machine)",
     )
     scale.add_argument(
         "--ray_address",
@@ -54,16 +60,18 @@ def add_scale_arguments(parser: argparse.ArgumentParser) -> None:
     scale.add_argument(
         "--gpus_per_worker",
         type=_non_negative_float,
-        help="GPUs per generation worker, may be fractional (ray; default: 1 when the "
-        "cluster has GPUs, else 0)",
+        help="GPUs per worker, may be fractional (ray; default: 1 when the cluster has GPUs, "
+        "else 0)",
     )
+    add_engine_flags(scale, ("threads",))
+    if not jobs:
+        return
     scale.add_argument(
         "--pose_workers",
         type=_non_negative_int,
         help="CPU workers running DWPose ahead of the generation (ray; default: 1 when the "
         "workers use GPUs, else 0)",
     )
-    add_engine_flags(scale, ("threads",))
     scale.add_argument(
         "--max_retries",
         type=_non_negative_int,
@@ -95,7 +103,8 @@ def check_executor_flags(args: argparse.Namespace) -> None:
     given = [
         field
         for field, flag in SETTING_FLAGS.items()
-        if field not in chosen.reads and getattr(args, flag, None) != getattr(defaults, field)
+        if field not in chosen.reads
+        and getattr(args, flag, getattr(defaults, field)) != getattr(defaults, field)
     ]
     if not given:
         return

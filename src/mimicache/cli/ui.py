@@ -10,18 +10,23 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import shutil
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mimicache.batch import check_output_folder, make_timestamp, reserve_log
-from mimicache.cli.console import flag_words, setup_logging
+from mimicache.cli.console import setup_logging
 from mimicache.cli.engine_flags import add_engine_flags, engine_spec
-from mimicache.cli.extras import require
-from mimicache.cli.ui_session import Inputs, Settings, UiSession
+from mimicache.cli.ui_actions import (
+    SWEEP_KEYS,
+    generate_action,
+    import_gradio,
+    preview_action,
+    prune_action,
+    sweep_action,
+)
+from mimicache.cli.ui_session import UiSession
 from mimicache.config import PERSON_MODES, RETARGET_MODES, load_config
 from mimicache.config.fields import SPEEDS
 from mimicache.config.sampler import SCHEDULER_NAMES
@@ -131,15 +136,6 @@ def engine_factory(spec: EngineSpec, cache: FeatureStore) -> Callable[[], MimicM
     return load
 
 
-def import_gradio() -> Any:
-    """Gradio, with its analytics off (set before the import, as Gradio reads it then)."""
-    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
-    require("ui", "mimicache ui")
-    import gradio
-
-    return gradio
-
-
 def launch(app: gradio.Blocks, session: UiSession, *, port: int) -> str:
     """Serve ``app`` on 127.0.0.1:``port`` in the background; its URL. The outputs and previews
     are the only folders (besides Gradio's own) the page may serve files from."""
@@ -174,90 +170,6 @@ def launch(app: gradio.Blocks, session: UiSession, *, port: int) -> str:
 
 
 # --------------------------------------------------------------------------- the page
-
-
-def _settings(
-    steps: Any, guidance: Any, seed: Any, scheduler: str, retarget: str, person: str, speed: str
-) -> Settings:
-    return Settings(steps, guidance, seed, scheduler, retarget, person, speed)
-
-
-def _inputs(image: str | None, video: str | None, folder: str | None) -> Inputs:
-    folder = (folder or "").strip()
-    return Inputs(
-        image=Path(image) if image else None,
-        video=Path(video) if video else None,
-        batch_folder=Path(folder) if folder else None,
-    )
-
-
-def _progress_report(progress: Any) -> Callable[[float, str], None]:
-    return lambda fraction, text: progress(fraction, desc=text)
-
-
-def _handler(call: Callable, shape: Callable, failed: tuple) -> Callable[..., tuple]:
-    """A page action over the form's values: ``call(inputs, settings, report)`` shaped by
-    ``shape``; a ``MimicacheError`` gives ``failed`` plus the CLI's ``error: {message}``.
-    Gradio reads the parameter list (and hands a live tracker to ``progress``), so it is
-    spelled out once here."""
-    gr = import_gradio()
-
-    tracker = gr.Progress()  # Gradio hands a live tracker to the parameter with this default
-
-    def handler(
-        image,
-        video,
-        folder,
-        steps,
-        guidance,
-        seed,
-        scheduler,
-        retarget,
-        person,
-        speed,
-        progress=tracker,
-    ):
-        try:
-            result = call(
-                _inputs(image, video, folder),
-                _settings(steps, guidance, seed, scheduler, retarget, person, speed),
-                _progress_report(progress),
-            )
-        except MimicacheError as exc:
-            return (*failed, f"error: {flag_words(str(exc))}")
-        return shape(result)
-
-    return handler
-
-
-def preview_action(session: UiSession) -> Callable[..., tuple]:
-    """(image, video, folder, steps, guidance, seed, scheduler, retarget, person, speed,
-    progress) -> (contact sheet, preview mp4, message)."""
-
-    def shape(result) -> tuple:
-        message = f"pose preview: the reference's pose, then {result.frames - 1} driving frames"
-        if result.people:
-            message += f"\n{result.people}"
-        return result.sheet, str(result.video), message
-
-    return _handler(session.preview, shape, (None, None))
-
-
-def generate_action(session: UiSession) -> Callable[..., tuple]:
-    """(image, video, folder, settings..., progress) -> (result mp4, outputs dropdown, summary,
-    message)."""
-    gr = import_gradio()
-
-    def shape(outcome) -> tuple:
-        outputs = [str(path) for path in outcome.outputs]
-        choices = [(Path(path).name, path) for path in outputs]
-        first = outputs[0] if outputs else None
-        message = f"{len(outputs)} of {len(outcome.results)} written to {session.output_dir}"
-        if outcome.errors:
-            message += "\n" + "\n".join(f"error: {flag_words(text)}" for text in outcome.errors)
-        return first, gr.update(choices=choices, value=first), outcome.summary, message
-
-    return _handler(session.generate, shape, (None, gr.update(choices=[], value=None), ""))
 
 
 def build_app(session: UiSession) -> gradio.Blocks:
@@ -316,10 +228,38 @@ def build_app(session: UiSession) -> gradio.Blocks:
                     label="Contact sheet", interactive=False, elem_id="pose-sheet", height=320
                 )
                 result = gr.Video(label="Result", elem_id="result-video", autoplay=True, height=360)
+                score = gr.Textbox(
+                    label="Clip score (pose fidelity per part, identity, flicker)",
+                    elem_id="clip-score",
+                    interactive=False,
+                    lines=2,
+                    max_lines=12,
+                )
                 outputs = gr.Dropdown([], label="Outputs of the last run", elem_id="outputs")
                 summary = gr.Textbox(
                     label="Summary", elem_id="summary", interactive=False, lines=3, max_lines=40
                 )
+        with gr.Accordion("Sweep: every combination of up to two keys", open=False):
+            with gr.Row():
+                key1 = gr.Dropdown(
+                    list(SWEEP_KEYS), value="seed", label="Key", elem_id="sweep-key1"
+                )
+                values1 = gr.Textbox(
+                    label="Values (1,2,3 or 1:8)", value="1,2", elem_id="sweep-values1"
+                )
+                key2 = gr.Dropdown(
+                    ["", *SWEEP_KEYS], value="", label="Second key", elem_id="sweep-key2"
+                )
+                values2 = gr.Textbox(label="Values", elem_id="sweep-values2")
+            sweep_button = gr.Button("Run sweep", elem_id="sweep-button")
+            with gr.Row():
+                sweep_grid = gr.Video(label="Grid", elem_id="sweep-grid", height=360)
+                sweep_sheet = gr.Image(
+                    label="Grid sheet", interactive=False, elem_id="sweep-sheet", height=360
+                )
+            sweep_summary = gr.Textbox(
+                label="Variants and scores", elem_id="sweep-summary", lines=3, max_lines=40
+            )
         with gr.Accordion("Feature cache", open=False):
             stats = gr.Textbox(label="Entries by stage", elem_id="cache-stats", lines=8)
             with gr.Row():
@@ -339,22 +279,19 @@ def build_app(session: UiSession) -> gradio.Blocks:
         generate_button.click(
             generate_action(session),
             values,
-            [result, outputs, summary, message],
+            [result, score, outputs, summary, message],
             concurrency_limit=1,
             concurrency_id=ENGINE_QUEUE,
         ).then(session.cache_stats, None, stats)
-        outputs.change(lambda path: path, outputs, result)
+        sweep_button.click(
+            sweep_action(session),
+            [*values, key1, values1, key2, values2],
+            [sweep_grid, sweep_sheet, sweep_summary],
+            concurrency_limit=1,
+            concurrency_id=ENGINE_QUEUE,
+        ).then(session.cache_stats, None, stats)
+        outputs.change(lambda path: (path, session.score_text(path)), outputs, [result, score])
         refresh.click(session.cache_stats, None, stats)
         prune.click(prune_action(session), max_size, pruned).then(session.cache_stats, None, stats)
         app.load(session.cache_stats, None, stats)
     return app
-
-
-def prune_action(session: UiSession) -> Callable[[str], str]:
-    def prune(max_size: str) -> str:
-        try:
-            return session.prune_cache(max_size or "")
-        except MimicacheError as exc:
-            return f"error: {flag_words(str(exc))}"
-
-    return prune

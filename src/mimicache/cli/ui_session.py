@@ -16,7 +16,7 @@ import logging
 import math
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,6 +134,7 @@ class RunOutcome:
     results: list[JobResult]
     summary: str  # the CLI's summary table
     errors: list[str] = field(default_factory=list)  # "{job}: {message}" per failed job
+    grids: list[Any] = field(default_factory=list)  # a sweep's ``GridFiles``, one per pair
 
     @property
     def outputs(self) -> list[Path]:
@@ -161,6 +162,7 @@ class UiSession:
         self._engine: MimicMotion | None = None
         self._previews = itertools.count(1)
         self._variants: dict[tuple, MimicMotion] = {}  # (scheduler, speed, retarget, person)
+        self._scores: dict[str, dict] = {}  # an output written here -> its clip score
         self.lock = threading.Lock()
 
     def default_settings(self) -> Settings:
@@ -250,6 +252,33 @@ class UiSession:
     ) -> RunOutcome:
         """One reference image with one video, or with every video of a batch folder: planned,
         run and written (mp4 + JSON sidecar, claimed names) as ``mimicache run`` does."""
+        return self._run(inputs, settings, report)
+
+    def sweep(
+        self,
+        inputs: Inputs,
+        settings: Settings,
+        axes: Sequence[tuple[str | None, str]],
+        report: Report | None = None,
+    ) -> RunOutcome:
+        """Up to two swept keys, each with its values (``("seed", "1,2,3")``), over the page's
+        inputs and values: every variant run on the loaded models as ``run --sweep`` does, then
+        each pair's grid (``RunOutcome.grids``)."""
+        from mimicache.batch.planning.sweep import parse_sweep
+
+        items = [f"{key}={values.strip()}" for key, values in axes if key and values.strip()]
+        if not items or len(items) > 2:
+            raise ConfigError("choose one or two keys to sweep, each with its values (e.g. 1,2,3)")
+        return self._run(inputs, settings, report, sweep=parse_sweep(items))
+
+    def _run(
+        self, inputs: Inputs, settings: Settings, report: Report | None, sweep: Any = None
+    ) -> RunOutcome:
+        from mimicache.batch.executing.variants import EngineVariants
+        from mimicache.batch.planning.sweep import SWEEP_LIMIT, sweep_jobs
+        from mimicache.batch.reporting.grid import grids_of_results
+        from mimicache.engine.spec import EngineSpec
+
         settings = settings.check()
         if inputs.video is None and inputs.batch_folder is None:
             raise InputError("choose a driving video or a batch folder")
@@ -263,16 +292,41 @@ class UiSession:
             timestamp=make_timestamp(),
             tag=override_tag(self._overrides(settings)),
         )
+        if sweep is not None:
+            jobs = sweep_jobs(jobs, sweep, limit=SWEEP_LIMIT)
         for folder in sorted({job.output_path.parent for job in jobs}):
             check_output_folder(folder)
         _say(report, 0.0, "waiting for the models" if self.engine_loaded else "loading the models")
         with self.engine(settings) as engine:
-            errors = _JobWatch(
-                engine, _RunProgress(len(jobs), settings.num_inference_steps, report)
+            watch = _JobWatch(engine, _RunProgress(len(jobs), settings.num_inference_steps, report))
+            spec = EngineSpec(
+                self.config,
+                scheduler=SchedulerOptions(name=settings.scheduler),
+                speed=settings.speed,
+                pose_retarget=settings.pose_retarget,
+                person=settings.person,
             )
-            results = run_jobs(errors, jobs, config=config, progress=True)
+            variants = EngineVariants(engine, spec)  # a sweep's engine choices on these models
+            results = run_jobs(
+                watch,
+                jobs,
+                config=config,
+                progress=True,
+                engine_for=lambda job: watch.on(variants.engine(job)),
+            )
         _say(report, 1.0, "done")
-        return RunOutcome(results, format_summary(results), errors.errors)
+        for result in results:
+            if result.output is not None and result.quality is not None:
+                self._scores[str(result.output)] = result.quality
+        grids = grids_of_results(results) if sweep is not None else []
+        return RunOutcome(results, format_summary(results), watch.errors, grids)
+
+    def score_text(self, output: str | Path | None) -> str:
+        """The clip score of an output this app wrote, in plain lines ("" when none)."""
+        from mimicache.quality.score import describe
+
+        found = self._scores.get(str(output)) if output else None
+        return "" if found is None else describe(found)
 
     def _overrides(self, settings: Settings) -> dict[str, Any]:
         """Values away from the config's (and the run command's scheduler): in the output names,
@@ -342,10 +396,19 @@ class _JobWatch:
     """The engine as ``run_jobs`` sees it: each job's progress goes to ``observer``, and each
     failed job's message (the text the CLI logs after "failed:") is kept."""
 
-    def __init__(self, engine: MimicMotion, observer: Callable[[ProgressEvent], None]):
+    def __init__(
+        self,
+        engine: MimicMotion,
+        observer: Callable[[ProgressEvent], None],
+        errors: list[str] | None = None,
+    ):
         self.engine = engine
         self.observer = observer
-        self.errors: list[str] = []
+        self.errors: list[str] = [] if errors is None else errors
+
+    def on(self, engine: MimicMotion) -> _JobWatch:
+        """The same watch over another engine (a sweep variant's): its failures kept here."""
+        return self if engine is self.engine else _JobWatch(engine, self.observer, self.errors)
 
     @property
     def model_files(self) -> dict[str, Any]:

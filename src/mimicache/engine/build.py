@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from mimicache.cache.store import CacheMode, FeatureStore
+from mimicache.config.thresholds import check_thresholds
 from mimicache.engine.devices import default_device
 from mimicache.engine.engine import MimicMotion
 from mimicache.engine.record import ProgressObserver
@@ -18,7 +19,7 @@ from mimicache.engine.scoring import ScoreOptions
 from mimicache.engine.settings import EngineSettings
 from mimicache.engine.spec import EngineSpec
 from mimicache.errors import MimicacheError, setting
-from mimicache.pipeline.schedulers import SchedulerOptions, build_scheduler
+from mimicache.pipeline.schedulers import build_scheduler
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def engine_settings(spec: EngineSpec) -> EngineSettings:
     frames = spec.score_frames or config.score_frames or "auto"
     score = ScoreOptions(
         frames=None if frames == "all" else frames,
-        thresholds={**config.score_thresholds, **dict(spec.score_thresholds)},
+        thresholds=check_thresholds({**config.score_thresholds, **dict(spec.score_thresholds)}),
     )
     return EngineSettings.of(
         score=score if spec.score else None,
@@ -112,6 +113,18 @@ def build_pose_engine(spec: EngineSpec, *, cache: FeatureStore | None = None) ->
     )
 
 
+def build_scoring_engine(spec: EngineSpec, *, cache: FeatureStore | None = None) -> MimicMotion:
+    """DWPose and CLIP (``MimicMotion.for_scoring``): what scoring written clips needs."""
+    _set_threads(spec)
+    return MimicMotion.for_scoring(
+        spec.engine_config(),
+        device=spec.device,
+        dtype=None if spec.dtype is None else getattr(torch, spec.dtype),
+        cache=cache if cache is not None else open_cache(spec),
+        settings=engine_settings(spec),
+    )
+
+
 def result_settings(spec: EngineSpec, engine: MimicMotion) -> dict[str, Any]:
     """What the frames depend on beyond the case and the model files (see batch.resume)."""
     return {
@@ -131,32 +144,46 @@ def _set_threads(spec: EngineSpec) -> None:
         torch.set_num_threads(spec.threads)
 
 
+VARIANT_CHOICES = ("scheduler", "pose_retarget", "person", "speed", "decode_chunk_size")
+"""The engine choices a variant may change on loaded models (the others prepare the models:
+compilation, offload, the device and dtype need a new engine)."""
+
+
 def engine_variant(
-    engine: MimicMotion,
-    *,
-    scheduler: SchedulerOptions,
-    speed: str,
-    pose_retarget: str,
-    person: str,
-    observer: ProgressObserver | None = None,
+    engine: MimicMotion, *, observer: ProgressObserver | None = None, **changes: Any
 ) -> MimicMotion:
     """A new engine on the loaded models of ``engine`` (shared, not copied, and left as they
-    are) with another sampler, speed mode, pose retargeting or person, and its own batch
-    planner; the models are prepared for ``engine``'s speed options only (no compile or
-    channels-last is added here). For an app that changes these between runs."""
-    pipe = engine.pipeline
-    pipeline = type(pipe)(
-        **{
-            **pipe.components,
-            "scheduler": build_scheduler(scheduler, engine.base_files.scheduler_dir),
-        }
-    )
-    pipeline.set_progress_bar_config(**getattr(pipe, "_progress_bar_config", {}))
-    settings = engine.settings.replace(
-        scheduler=scheduler,
-        pose_retarget=pose_retarget,
-        person=person,
-        speed_options=dataclasses.replace(engine.speed, speed=speed),
-    )
-    models = dataclasses.replace(engine.models, pipeline=pipeline)
+    are) with some of ``VARIANT_CHOICES`` changed: ``scheduler`` (a ``SchedulerOptions``),
+    ``pose_retarget``, ``person``, ``speed``, ``decode_chunk_size``; its own batch planner.
+    The models stay prepared for ``engine``'s speed options (no compile or channels-last is
+    added here). For an app or a sweep that changes these between jobs.
+
+    Raises:
+        ValueError: a change that is not one of ``VARIANT_CHOICES``.
+    """
+    unknown = sorted(set(changes) - set(VARIANT_CHOICES))
+    if unknown:
+        raise ValueError(
+            f"{', '.join(unknown)} cannot change on loaded models; the choices that can: "
+            f"{', '.join(VARIANT_CHOICES)}"
+        )
+    models = engine.models
+    settings = engine.settings
+    scheduler = changes.get("scheduler")
+    if scheduler is not None and scheduler != settings.scheduler:
+        pipe = engine.pipeline
+        pipeline = type(pipe)(
+            **{
+                **pipe.components,
+                "scheduler": build_scheduler(scheduler, engine.base_files.scheduler_dir),
+            }
+        )
+        pipeline.set_progress_bar_config(**getattr(pipe, "_progress_bar_config", {}))
+        models = dataclasses.replace(models, pipeline=pipeline)
+        settings = settings.replace(scheduler=scheduler)
+    speed = {k: changes[k] for k in ("speed", "decode_chunk_size") if k in changes}
+    if speed:
+        settings = settings.replace(speed_options=dataclasses.replace(engine.speed, **speed))
+    pose = {k: changes[k] for k in ("pose_retarget", "person") if changes.get(k) is not None}
+    settings = settings.replace(**pose)
     return MimicMotion(models, settings, cache=engine.cache, observer=observer)

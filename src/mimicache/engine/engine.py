@@ -22,7 +22,12 @@ import torch
 from mimicache.cache import FeatureStore
 from mimicache.config import DEFAULT_PERSON, InferenceConfig, TestCase, person_choice
 from mimicache.engine.fingerprints import ModelFingerprints
-from mimicache.engine.loaded import LoadedModels, load_models, load_pose_models
+from mimicache.engine.loaded import (
+    LoadedModels,
+    load_models,
+    load_pose_models,
+    load_scoring_models,
+)
 from mimicache.engine.progress import ProgressLog
 from mimicache.engine.record import (
     GenerationResult,
@@ -166,6 +171,24 @@ class MimicMotion(StageRunner):
         models, settings = load_pose_models(config, _settings(settings, options), device)
         return cls(models, settings, cache=cache)
 
+    @classmethod
+    def for_scoring(
+        cls,
+        config: InferenceConfig,
+        *,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        cache: FeatureStore | None = None,
+        settings: EngineSettings | None = None,
+        **options: Any,
+    ) -> MimicMotion:
+        """DWPose and SVD's CLIP image encoder alone, to score clips written before
+        (``engine.scoring.score_written``) with the cache entries ``generate`` uses; no UNet,
+        VAE or checkpoint is read and ``generate`` refuses. Args and Raises as ``from_config``.
+        """
+        models, settings = load_scoring_models(config, _settings(settings, options), device, dtype)
+        return cls(models, settings, cache=cache)
+
     # -- one job --------------------------------------------------------------------------------
     def generate(
         self,
@@ -191,7 +214,7 @@ class MimicMotion(StageRunner):
 
         Raises:
             InputError: an input cannot be used (missing, corrupt, no person).
-            RuntimeError: the engine holds DWPose only (``for_pose``).
+            RuntimeError: the engine holds no pipeline (``for_pose``, ``for_scoring``).
         """
         tell = observer or self.observer or _ignore
         record = JobRecord(self.device)
@@ -201,8 +224,8 @@ class MimicMotion(StageRunner):
             tell = ProgressLog(then=tell)
         if self.pipeline is None:
             raise RuntimeError(
-                "this MimicMotion holds DWPose only (MimicMotion.for_pose); load it with "
-                "MimicMotion.from_config to generate videos"
+                "this MimicMotion holds no pipeline (MimicMotion.for_pose or for_scoring); "
+                "load it with MimicMotion.from_config to generate videos"
             )
         self.pipeline.set_progress_bar_config(
             disable=not bars, desc=f"{label}: denoise", leave=False

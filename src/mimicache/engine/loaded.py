@@ -16,10 +16,15 @@ from mimicache.engine.settings import EngineSettings
 from mimicache.engine.speed import prepare_models
 from mimicache.pipeline import MimicMotionPipeline
 from mimicache.pipeline.offload import apply_offload, offload_applies, require_accelerate
-from mimicache.pipeline.weights import BaseModelFiles, load_pipeline, resolve_base_model
+from mimicache.pipeline.weights import (
+    BaseModelFiles,
+    load_image_encoder,
+    load_pipeline,
+    resolve_base_model,
+)
 from mimicache.pose import DWPose
 
-__all__ = ["LoadedModels", "load_models", "load_pose_models"]
+__all__ = ["LoadedModels", "load_models", "load_pose_models", "load_scoring_models"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,31 @@ def load_pose_models(
     return models, settings.replace(pose_retarget=pose_retarget, person=person)
 
 
+def _dtype(device: torch.device, dtype: torch.dtype | None) -> torch.dtype:
+    """``dtype`` None: float16 on CUDA, float32 elsewhere."""
+    if dtype is not None:
+        return dtype
+    return torch.float16 if device.type == "cuda" else torch.float32
+
+
+def load_scoring_models(
+    config: InferenceConfig,
+    settings: EngineSettings,
+    device: str | torch.device | None,
+    dtype: torch.dtype | None,
+) -> tuple[LoadedModels, EngineSettings]:
+    """DWPose and SVD's CLIP image encoder: what scoring a written clip needs (no UNet, VAE
+    or checkpoint is read)."""
+    pose, settings = load_pose_models(config, settings, device)
+    dtype = _dtype(pose.device, dtype)
+    base_files = resolve_base_model(config.base_model_path)
+    encoder = load_image_encoder(base_files, dtype=dtype, device=pose.device)
+    models = LoadedModels(
+        None, pose.dwpose, base_files, pose.ckpt_path, pose.device, dtype, encoder
+    )
+    return models, settings
+
+
 def load_models(
     config: InferenceConfig,
     settings: EngineSettings,
@@ -58,8 +88,7 @@ def load_models(
     """DWPose, then the pipeline; ``dtype`` None: float16 on CUDA, float32 elsewhere."""
     pose, settings = load_pose_models(config, settings, device)
     device = pose.device
-    if dtype is None:
-        dtype = torch.float16 if device.type == "cuda" else torch.float32
+    dtype = _dtype(device, dtype)
     base_files = resolve_base_model(config.base_model_path)
     options = settings.speed_options
     offloaded = offload_applies(options.offload, device)

@@ -25,7 +25,7 @@ from mimicache.media import iter_frames
 
 if TYPE_CHECKING:
     from mimicache.engine.engine import MimicMotion
-    from mimicache.pose import PeopleReport
+    from mimicache.pose import PeopleReport, PoseSequence
 
 MAX_SHEET_ROWS = 12
 SHEET_ROW_HEIGHT = 144  # pixels per contact-sheet row
@@ -49,6 +49,7 @@ class PosePreview:
     people: PeopleReport | None = None
     timings: dict[str, float] = field(default_factory=dict)
     cache_events: list[Any] = field(default_factory=list)
+    targets: PoseSequence | None = None  # the poses the pose frames show (1+F)
 
     @property
     def num_frames(self) -> int:
@@ -101,7 +102,14 @@ def pose_preview(
     if progress and not bars:
         record.log_stages(label)
     return PosePreview(
-        pose_frames, driving, overlay, case.fps, record.people, record.timings, record.events
+        pose_frames,
+        driving,
+        overlay,
+        case.fps,
+        record.people,
+        record.timings,
+        record.events,
+        record.targets,
     )
 
 

@@ -10,8 +10,10 @@ entry the job used. The targets are the poses its pose frames show (``Generation
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,12 +25,13 @@ from mimicache.engine.record import JobRecord
 from mimicache.engine.stages import (
     OUTPUT_EMBEDDINGS_STAGE,
     OUTPUT_KEYPOINTS_STAGE,
+    VIDEO_KEYPOINTS_STAGE,
     output_embeddings_key,
     output_keypoints_key,
 )
 from mimicache.errors import InputError
 from mimicache.pose import PoseSequence
-from mimicache.pose.preprocess import ReferenceImage
+from mimicache.pose.preprocess import ReferenceImage, extract_video_poses, select_person
 from mimicache.quality.metrics import body_scale
 from mimicache.quality.points import matching_points, person_points, sequence_points
 from mimicache.quality.score import ClipScore, score_clip, scored_frames
@@ -40,10 +43,13 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "CPU_SCORE_FRAMES",
+    "ClipPoints",
     "ScoreOptions",
+    "driving_points",
     "score_frames",
     "score_job",
     "score_result",
+    "score_written",
 ]
 
 CPU_SCORE_FRAMES = 16
@@ -66,6 +72,19 @@ def score_frames(engine: MimicMotion, options: ScoreOptions) -> int | None:
     if options.frames == "auto":
         return CPU_SCORE_FRAMES if str(engine.dwpose.device).startswith("cpu") else None
     return options.frames  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class ClipPoints:
+    """The points a score compared, (n, 128, 3) float64 in the clip's pixels (``quality
+    .metrics``): what the scored ``frames`` were asked for (``targets``) and what DWPose found
+    in them (``found``); ``height`` x ``width`` the clip's frame size."""
+
+    frames: list[int]
+    targets: np.ndarray
+    found: np.ndarray
+    height: int
+    width: int
 
 
 def score_result(
@@ -100,6 +119,23 @@ def score_result(
         InputError: the targets do not match the clip (a clip not made from these poses).
     """
     options = options or ScoreOptions()
+    measured = _measure(
+        engine, case, frames, targets, record, options, subject, reference_embedding
+    )
+    return measured[0]
+
+
+def _measure(
+    engine: MimicMotion,
+    case: TestCase,
+    frames: np.ndarray,
+    targets: PoseSequence | None,
+    record: JobRecord,
+    options: ScoreOptions,
+    subject: str,
+    reference_embedding: torch.Tensor | None,
+) -> tuple[ClipScore, ClipPoints]:
+    """``score_result``, and the points it compared."""
     if targets is None or len(targets) != 1 + len(frames):
         count = max(len(targets) - 1, 0) if targets is not None else 0
         raise InputError(
@@ -127,7 +163,7 @@ def score_result(
             [matching_points(pose, want, height, width) for pose, want in zip(found, wanted)]
         )
         reference = person_points(targets[0], 0, height, width)
-        return score_clip(
+        score = score_clip(
             targets=wanted,
             outputs=outputs,
             scale=body_scale(reference, fallback=height / 4),
@@ -137,6 +173,51 @@ def score_result(
             frame_embeddings=frame_embeddings,
             thresholds=options.thresholds,
         )
+    return score, ClipPoints(picked, wanted, outputs, height, width)
+
+
+def score_written(
+    engine: MimicMotion,
+    case: TestCase,
+    frames: np.ndarray,
+    *,
+    subject: str,
+    options: ScoreOptions | None = None,
+) -> tuple[ClipScore, ClipPoints, JobRecord]:
+    """The scores of a clip written before (``frames`` (F, H, W, 3) uint8, decoded from its
+    mp4) made for ``case`` with ``engine``'s pose settings: the poses it was asked for come
+    from the pose stages (cache hits where the run left them), then ``score_result``.
+
+    Returns:
+        The judged score, the points compared, and the record (timings, cache events).
+
+    Raises:
+        InputError: an input of ``case`` cannot be read, or the clip does not match its poses.
+    """
+    record = JobRecord(engine.device)
+    start = time.perf_counter()
+    with record.time("preprocess"):
+        engine.prepare_pose(case, record, progress=False)
+    score, points = _measure(
+        engine, case, frames, record.targets, record, options or ScoreOptions(), subject, None
+    )
+    record.timings["total"] = time.perf_counter() - start
+    return score, points, record
+
+
+def driving_points(engine: MimicMotion, case: TestCase, record: JobRecord) -> np.ndarray:
+    """(F, 128, 3) float64: the driving video's sampled frames' keypoints (the chosen person,
+    in the video's pixels) [video_keypoints], e.g. to export beside the clip's."""
+    keys = engine.keys(case)
+    video = engine.run_stage(
+        VIDEO_KEYPOINTS_STAGE,
+        lambda: keys.video_keypoints,
+        lambda: extract_video_poses(case.ref_video_path, case.sample_stride, engine.dwpose),
+        Path(case.ref_video_path),
+        record,
+    )
+    chosen, _ = select_person(video, engine.person, video_path=case.ref_video_path)
+    return sequence_points(chosen.poses, chosen.frame_height, chosen.frame_width)
 
 
 def _embeddings(

@@ -32,6 +32,7 @@ from mimicache.config.hub import BASE_MODEL_PATTERNS, hub_error, hub_repo, local
 from mimicache.errors import ModelLoadError
 from mimicache.models.pose_net import PoseNet
 from mimicache.models.unet import MimicMotionUNet
+from mimicache.pipeline.clip import ImageEncoder
 from mimicache.pipeline.mimicmotion import MimicMotionPipeline
 from mimicache.pipeline.schedulers import SchedulerOptions, build_scheduler
 
@@ -309,20 +310,36 @@ def load_pipeline(
         files = resolve_base_model(base_model_path)
     unet, pose_net = build_mimicmotion_modules(files.unet_config, ckpt_path, dtype)
     vae = _load_component(AutoencoderKLTemporalDecoder, files, "vae", dtype)
-    image_encoder = _load_component(CLIPVisionModelWithProjection, files, "image_encoder", dtype)
+    clip = load_image_encoder(files, dtype=dtype)
+    pipeline = MimicMotionPipeline(
+        vae=vae,
+        image_encoder=clip.image_encoder,
+        unet=unet,
+        scheduler=build_scheduler(scheduler or SchedulerOptions(), files.scheduler_dir),
+        feature_extractor=clip.feature_extractor,
+        pose_net=pose_net,
+    )
+    pipeline.set_progress_bar_config(leave=False)
+    return pipeline.to(device)
+
+
+def load_image_encoder(
+    files: BaseModelFiles,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+) -> ImageEncoder:
+    """SVD's CLIP image encoder and its preprocessor config alone (the pipeline's own, or
+    for scoring clips without loading the UNet and the VAE), on ``device``.
+
+    Raises:
+        ModelLoadError: the encoder's weights or the preprocessor config cannot be read.
+    """
+    encoder = _load_component(CLIPVisionModelWithProjection, files, "image_encoder", dtype)
     try:
         feature_extractor = _CLIPProcessor.from_pretrained(str(files.root / "feature_extractor"))
     except Exception as exc:
         raise ModelLoadError(
             f"{files.root / 'feature_extractor'}: could not read the CLIP preprocessor config ({exc})"
         ) from exc
-    pipeline = MimicMotionPipeline(
-        vae=vae,
-        image_encoder=image_encoder,
-        unet=unet,
-        scheduler=build_scheduler(scheduler or SchedulerOptions(), files.scheduler_dir),
-        feature_extractor=feature_extractor,
-        pose_net=pose_net,
-    )
-    pipeline.set_progress_bar_config(leave=False)
-    return pipeline.to(device)
+    return ImageEncoder(encoder.to(device), feature_extractor)

@@ -33,7 +33,7 @@ from mimicache.quality.metrics import (
     part_recall,
 )
 
-__all__ = ["SCORER", "ClipScore", "PartScore", "score_clip", "scored_frames"]
+__all__ = ["SCORER", "ClipScore", "PartScore", "describe", "score_clip", "scored_frames"]
 
 SCORER = "mimicache-score/1"  # bump when a measure changes: clips scored before are rescored
 
@@ -76,6 +76,7 @@ class ClipScore:
     scorer: str = SCORER
     # the frames with the largest error (up to WORST): their target and found points, pixels
     worst: list[dict[str, Any]] = field(default_factory=list)
+    clip_frames: int = 0  # the frames in the clip (the scored ones are ``frames``)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -227,5 +228,30 @@ def score_clip(
         identities=[_number(x) for x in sims],
         flicker=float(flicker(clip)),
         worst=_worst(frames, errors, targets, outputs),
+        clip_frames=len(clip),
     )
     return score.judge(check_thresholds(thresholds or DEFAULT_THRESHOLDS))
+
+
+def describe(score: Mapping[str, Any]) -> str:
+    """A score (``ClipScore.to_dict()``) in a few plain lines: the verdict and its reasons, then
+    each part's error and the hands' recall, the identity and the flicker."""
+    lines = [str(score.get("verdict", "?"))]
+    lines += [f"- {reason}" for reason in score.get("reasons") or []]
+    parts = score.get("parts") or {}
+    measures = []
+    for part, word in _WORDS.items():
+        found = parts.get(part) or {}
+        if found.get("error") is None:
+            continue
+        text = f"{word} {found['error']:.2f}"
+        if part.endswith("hand") and found.get("recall") is not None:
+            text += f" ({found['recall']:.0%} shown)"
+        measures.append(text)
+    if score.get("identity") is not None:
+        measures.append(f"identity {score['identity']:.2f}")
+    if score.get("flicker") is not None:
+        measures.append(f"flicker {score['flicker']:.3f}")
+    count = len(score.get("frames") or [])
+    lines.append(f"{', '.join(measures)} ({count} frames scored)")
+    return "\n".join(lines)

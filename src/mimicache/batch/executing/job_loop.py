@@ -157,13 +157,15 @@ def run_jobs(
     config: InferenceConfig,
     progress: bool = True,
     on_frames: Callable[[Job, Any], None] | None = None,
-    result_key: Callable[[TestCase], ResultKey | None] | None = None,
+    result_key: Callable[[Job], ResultKey | None] | None = None,
     on_result: Callable[[JobResult], None] | None = None,
+    engine_for: Callable[[Job], Engine] | None = None,
 ) -> list[JobResult]:
-    """Run every job with the one loaded ``engine``; a failing job is recorded and the rest run.
+    """Run every job with the one loaded ``engine`` (``engine_for(job)``: a sweep variant's
+    engine on the same models); a failing job is recorded and the rest run.
 
     Each job publishes its mp4 and a JSON sidecar (a failed job: the sidecar), then
-    ``on_result(result)`` hears of it (``results.jsonl``). ``result_key(case)`` (``--resume``)
+    ``on_result(result)`` hears of it (``results.jsonl``). ``result_key(job)`` (``--resume``)
     is recorded in the sidecars. Ctrl-C stops the run: the job under way and those after it
     come back "interrupted" (no files, so ``--resume`` redoes them), so the caller can still
     write the summary and the report.
@@ -174,7 +176,12 @@ def run_jobs(
         for number, job in enumerate(jobs, start=1):
             log_start(job, number, len(jobs))
             outcome = generate_outcome(
-                engine, job, number, len(jobs), progress=progress, result_key=result_key
+                engine_for(job) if engine_for is not None else engine,
+                job,
+                number,
+                len(jobs),
+                progress=progress,
+                result_key=result_key,
             )
             result = finish_job(job, outcome, info, number=number, total=len(jobs))
             if on_frames is not None and result.ok:
@@ -220,10 +227,10 @@ def generate_outcome(
     total: int,
     *,
     progress: bool,
-    result_key: Callable[[TestCase], ResultKey | None] | None = None,
+    result_key: Callable[[Job], ResultKey | None] | None = None,
 ) -> Outcome:
     """``engine.generate`` for one job (its URL inputs fetched once), with its
-    ``result_key(case)`` when given; its error (logged) instead of raising."""
+    ``result_key(job)`` when given; its error (logged) instead of raising."""
     try:
         case = fetched(job.case)
         generated = engine.generate(case, progress=progress, label=job.name)
@@ -234,7 +241,7 @@ def generate_outcome(
     except Exception as exc:  # a bug or a runtime fault (out of memory...): isolate the job
         logger.exception("[%d/%d] %s failed unexpectedly", number, total, job.name)
         return Outcome(error=error_text(exc))
-    return Outcome(generated, result_key=result_key(case) if result_key is not None else None)
+    return Outcome(generated, result_key=result_key(job) if result_key is not None else None)
 
 
 def _sidecar(job: Job, result: JobResult, info: RunInfo, extra: dict[str, Any]) -> bytes:
@@ -243,7 +250,7 @@ def _sidecar(job: Job, result: JobResult, info: RunInfo, extra: dict[str, Any]) 
         result,
         config=info.config,
         model_files=info.model_files,
-        pose_retarget=info.pose_retarget,
+        pose_retarget=job.engine.get("pose_retarget") or info.pose_retarget,
         extra={"run": info.run, **extra},
     )
 

@@ -9,7 +9,8 @@ from typing import Any
 
 from mimicache.batch.executing.executor import ExecutorBase, Resume
 from mimicache.batch.executing.job_loop import run_jobs
-from mimicache.batch.executing.resume import ResultKeys, split_done
+from mimicache.batch.executing.resume import split_done
+from mimicache.batch.executing.variants import EngineVariants
 from mimicache.batch.job import Job, JobResult
 from mimicache.config import InferenceConfig
 
@@ -20,6 +21,7 @@ class LocalExecutor(ExecutorBase):
     """One process, one engine: ``load`` builds it (``run`` does when nobody did)."""
 
     in_process = True
+    _variants: EngineVariants | None = None
 
     def load(self, job_count: int = 0) -> Any:
         """The engine (models loaded once) on the device the spec names, else the default."""
@@ -46,29 +48,31 @@ class LocalExecutor(ExecutorBase):
         )
         return engine
 
-    def result_keys(self) -> ResultKeys:
-        """The result key of each case, as ``--resume`` and the sidecars record it."""
-        from mimicache.engine.build import result_settings
-
-        return ResultKeys(self.engine, result_settings(self.spec, self.engine))
+    def variants(self) -> EngineVariants:
+        """The engine of each job (a sweep variant's on the same models) and its result key,
+        as ``--resume`` and the sidecars record it."""
+        if self._variants is None or self._variants.base is not self.engine:
+            self._variants = EngineVariants(self.engine, self.spec)
+        return self._variants
 
     def run(
         self, jobs: Sequence[Job], *, config: InferenceConfig, resume: Resume | None = None
     ) -> list[JobResult]:
-        engine = self.load(len(jobs))
-        keys = self.result_keys()
+        self.load(len(jobs))
+        variants = self.variants()
         skipped: list[JobResult] = []
         todo = list(jobs)
         if resume is not None:
-            keyed = [keys(job.case) for job in todo]
+            keyed = [variants.result_key(job) for job in todo]
             skipped, todo = split_done(todo, keyed, resume.records)
         listener = self.on_result
         done = run_jobs(
-            engine,
+            variants.base,
             todo,
             config=config,
             progress=self.progress,
-            result_key=keys,
+            result_key=variants.result_key,
             on_result=None if listener is None else lambda result: listener(result, self),
+            engine_for=variants.engine,
         )
         return sorted([*skipped, *done], key=lambda r: r.job.index)

@@ -22,10 +22,10 @@ import sys
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from typing import Any
 
-from mimicache.batch.executing.executor import ExecutorBase, Resume
+from mimicache.batch.executing.executor import ExecutorBase, ExecutorSettings, Resume
 from mimicache.batch.executing.job_loop import RunInfo, finish_job, log_start
 from mimicache.batch.executing.resume import split_done
 from mimicache.batch.executing.workers import (
@@ -36,6 +36,7 @@ from mimicache.batch.executing.workers import (
 )
 from mimicache.batch.job import Job, JobResult, Outcome
 from mimicache.config import InferenceConfig
+from mimicache.engine.spec import EngineSpec
 from mimicache.errors import MimicacheError, setting
 
 logger = logging.getLogger(__name__)
@@ -85,6 +86,48 @@ def connect(address: str | None) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class Layout:
+    """How many workers of each kind and what each reserves."""
+
+    workers: int
+    gpus_per_worker: float
+    worker_cpus: float
+    pose_workers: int
+    pose_cpus: float
+
+
+def worker_layout(spec: EngineSpec, settings: ExecutorSettings, *, pose: bool = True) -> Layout:
+    """The workers the cluster and the settings give (``pose`` False: no pose workers)."""
+    import ray
+
+    resources = ray.cluster_resources()
+    gpus, cpus = resources.get("GPU", 0.0), resources.get("CPU", 1.0)
+    cpu_device = spec.device == "cpu" or (spec.device is None and not gpus)
+    per = settings.gpus_per_worker
+    if per is None:
+        per = 1.0 if gpus and not cpu_device else 0.0
+    if per > 0 and spec.device == "cpu":
+        raise MimicacheError(
+            f"{setting('gpus_per_worker', per)} needs a CUDA device, not {setting('device', 'cpu')}"
+        )
+    if per > gpus:  # the actors would wait for GPUs forever
+        raise MimicacheError(
+            f"{setting('gpus_per_worker', per)}: the Ray cluster has {gpus:g} GPU(s); "
+            "add GPU nodes, or leave it out to run the workers on the CPU"
+        )
+    workers = settings.workers or (max(1, math.floor(gpus / per)) if per else 1)
+    poses = settings.pose_workers if pose else 0
+    if poses is None:
+        poses = 1 if per > 0 else 0
+    if per > 0:  # GPU workers need little CPU; the pose stage gets the rest
+        worker_cpus = 1.0
+        pose_cpus = max(1.0, math.floor((cpus - workers) / max(poses, 1)))
+    else:
+        worker_cpus = pose_cpus = max(0.01, cpus / (workers + poses))
+    return Layout(workers, per, worker_cpus, poses, pose_cpus)
+
+
 class RayExecutor(ExecutorBase):
     """Runs jobs on Ray actors built from ``spec``. ``on_result(result, executor)`` is called
     on the driver after each job is written. The models live in the workers: ``engine`` and
@@ -105,41 +148,13 @@ class RayExecutor(ExecutorBase):
 
     # ------------------------------------------------------------------ set-up
 
-    def _layout(self) -> tuple[int, float, float, int, float]:
-        """(workers, GPUs and CPUs per worker, pose workers, CPUs per pose worker)."""
-        import ray
-
-        resources = ray.cluster_resources()
-        gpus, cpus = resources.get("GPU", 0.0), resources.get("CPU", 1.0)
-        cpu_device = self.spec.device == "cpu" or (self.spec.device is None and not gpus)
-        per = self.settings.gpus_per_worker
-        if per is None:
-            per = 1.0 if gpus and not cpu_device else 0.0
-        if per > 0 and self.spec.device == "cpu":
-            raise MimicacheError(
-                f"{setting('gpus_per_worker', per)} needs a CUDA device, not {setting('device', 'cpu')}"
-            )
-        if per > gpus:  # the actors would wait for GPUs forever
-            raise MimicacheError(
-                f"{setting('gpus_per_worker', per)}: the Ray cluster has {gpus:g} GPU(s); "
-                "add GPU nodes, or leave it out to run the workers on the CPU"
-            )
-        workers = self.settings.workers or (max(1, math.floor(gpus / per)) if per else 1)
-        pose = self.settings.pose_workers
-        if pose is None:
-            pose = 1 if per > 0 else 0
-        if per > 0:  # GPU workers need little CPU; the pose stage gets the rest
-            worker_cpus = 1.0
-            pose_cpus = max(1.0, math.floor((cpus - workers) / max(pose, 1)))
-        else:
-            worker_cpus = pose_cpus = max(0.01, cpus / (workers + pose))
-        return workers, per, worker_cpus, pose, pose_cpus
-
     def _start(self) -> None:
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        workers, per, worker_cpus, pose, pose_cpus = self._layout()
+        workers, per, worker_cpus, pose, pose_cpus = astuple(
+            worker_layout(self.spec, self.settings)
+        )
         spec = self.spec
         if spec.device is None:
             spec = spec.replace(device="cuda" if per > 0 else "cpu")
@@ -217,7 +232,7 @@ class RayExecutor(ExecutorBase):
 
                 keys = ray.get(
                     [
-                        self.slots[i % len(self.slots)].actor.result_key.remote(job.case)
+                        self.slots[i % len(self.slots)].actor.result_key.remote(job)
                         for i, job in enumerate(jobs)
                     ]
                 )
@@ -373,7 +388,7 @@ class _PoseAhead:
                 continue
             actor = self.actors[self._next % len(self.actors)]
             self._next += 1
-            ref = actor.prepare.remote(job.case)
+            ref = actor.prepare.remote(job)
             self.pending[ref] = job.index
             self.refs[job.index] = ref
 

@@ -21,10 +21,10 @@ from contextlib import contextmanager
 from typing import Any
 
 from mimicache.batch.executing.job_loop import RunInfo, finish_job
-from mimicache.batch.executing.resume import ResultKey, ResultKeys
+from mimicache.batch.executing.resume import ResultKey
+from mimicache.batch.executing.variants import EngineVariants
 from mimicache.batch.job import Job, JobResult, Outcome, error_text
 from mimicache.batch.planning.inputs import fetched
-from mimicache.config import TestCase
 from mimicache.engine.progress import ProgressLog
 from mimicache.engine.spec import EngineSpec
 from mimicache.errors import MimicacheError
@@ -126,10 +126,10 @@ class GenerationWorker:
         level = logging.DEBUG if spec.verbose else logging.INFO
         with captured_logs(level) as self.load_logs:
             try:
-                from mimicache.engine.build import build_engine, result_settings
+                from mimicache.engine.build import build_engine
 
                 self.engine = build_engine(spec)
-                self.keys = ResultKeys(self.engine, result_settings(spec, self.engine))
+                self.variants = EngineVariants(self.engine, spec)
             except MimicacheError as exc:
                 self.load_error = str(exc)
             except Exception as exc:
@@ -150,8 +150,8 @@ class GenerationWorker:
     def pid(self) -> int:
         return os.getpid()
 
-    def result_key(self, case: TestCase) -> ResultKey | None:
-        return self.keys(case)
+    def result_key(self, job: Job) -> ResultKey | None:
+        return self.variants.result_key(job)
 
     def run_job(
         self,
@@ -164,7 +164,7 @@ class GenerationWorker:
         """One job run and published here: its result (no frames) and the records logged.
         ``ahead``: the cache events and seconds of its pose stage, run by a pose worker, or
         ``[object ref]`` of that pose job when it was still running."""
-        outcome, lines = self.run(job.case, job.name)
+        outcome, lines = self.run(job)
         if isinstance(ahead, list):
             ahead = _pose_ahead(ahead[0])
         if ahead is not None and outcome.error is None:
@@ -179,23 +179,26 @@ class GenerationWorker:
             result = finish_job(job, outcome, info, number=number, total=total)
         return result, [*lines, *published]
 
-    def run(self, case: TestCase, label: str) -> tuple[Outcome, list[LogLine]]:
-        """One job: its outcome (frames or the error text) and the records it logged."""
+    def run(self, job: Job) -> tuple[Outcome, list[LogLine]]:
+        """One job (a sweep variant on its engine variant): its outcome (frames or the error
+        text) and the records it logged."""
         level = logging.DEBUG if self.spec.verbose else logging.INFO
+        label = job.name
         with captured_logs(level) as lines:
             try:
-                case = fetched(case)
+                case = fetched(job.case)
+                engine = self.variants.engine(job)
                 # progress as log lines the driver logs (live through the relay, else
                 # with the job's records), never as a bar in its log
                 live = ProgressLog(log=self.live) if self.live is not None else ProgressLog()
-                generated = self.engine.generate(case, progress=False, label=label, observer=live)
+                generated = engine.generate(case, progress=False, label=label, observer=live)
             except MimicacheError as exc:
                 logger.error("%s failed: %s", label, exc)
                 return Outcome(error=error_text(exc)), lines
             except Exception as exc:  # a bug or out of memory: the job fails, the worker lives
                 logger.exception("%s failed unexpectedly", label)
                 return Outcome(error=error_text(exc)), lines
-            outcome = Outcome(generated, result_key=self.keys(case))
+            outcome = Outcome(generated, result_key=self.variants.result_key(job))
         return outcome, lines
 
 
@@ -227,15 +230,20 @@ class PoseWorker:
     def pid(self) -> int:
         return os.getpid()
 
-    def prepare(self, case: TestCase) -> tuple[list[Any], float, list[LogLine]]:
-        """The cache events of the job's pose stages, the seconds spent, the records logged."""
+    def prepare(self, job: Job) -> tuple[list[Any], float, list[LogLine]]:
+        """The cache events of the job's pose stages (with a sweep variant's pose choices),
+        the seconds spent, the records logged."""
         from mimicache.engine import JobRecord
+        from mimicache.engine.build import engine_variant
 
         start = time.perf_counter()
         record = JobRecord()
+        case = job.case
+        pose = {k: job.engine[k] for k in ("pose_retarget", "person") if k in job.engine}
+        engine = engine_variant(self.engine, **pose) if pose else self.engine
         with captured_logs(self.level) as lines:
             try:
-                self.engine.prepare_pose(fetched(case), record, progress=False)
+                engine.prepare_pose(fetched(case), record, progress=False)
             except Exception as exc:  # the generation stage meets it again and reports it
                 logger.debug("pose ahead of %s failed: %s", case.ref_video_path, exc)
         return record.events, time.perf_counter() - start, lines

@@ -86,6 +86,36 @@ class _Folder:
         (self.folder / name).unlink(missing_ok=True)
 
 
+def _store(folder: Path) -> Any:
+    """A local folder, or an object-storage folder (the same rule with conditional puts)."""
+    url = remote_url(folder)
+    if url is not None:
+        from mimicache.batch.outputs.root import Bucket
+
+        return Bucket(url)
+    return _Folder(folder)
+
+
+def publish_files(folder: Path, stem: str, files: dict[str, bytes]) -> dict[str, Path]:
+    """Publish files that belong together (``{suffix: bytes}``, e.g. a grid's ``.mp4`` and
+    ``.png``) create-only under the first ``{stem}[_N]`` free for all of them; their paths
+    by suffix. A name taken meanwhile by another run moves them all to the next name."""
+    store = _store(folder)
+    for n in itertools.count():
+        name = f"{stem}_{n}" if n else stem
+        put: list[str] = []
+        for suffix, data in files.items():
+            if not store.put_new(name + suffix, data):
+                break
+            put.append(name + suffix)
+        else:
+            return {suffix: store.path(name + suffix) for suffix in files}
+        for done in put:
+            with contextlib.suppress(OSError):
+                store.remove(done)
+    raise AssertionError("unreachable: the candidate names never run out")
+
+
 def publish_output(
     folder: Path,
     stem: str,
@@ -107,13 +137,7 @@ def publish_output(
     published by an earlier attempt whose answer was lost (its worker died just after): that
     name is returned as it is, so a retried job is published once.
     """
-    url = remote_url(folder)
-    if url is not None:  # an object-storage root: the same rule with conditional puts
-        from mimicache.batch.outputs.root import Bucket
-
-        store: Any = Bucket(url)
-    else:
-        store = _Folder(folder)
+    store = _store(folder)
     for n in itertools.count():
         name = f"{stem}_{n}" if n else stem
         mp4, json_name = f"{name}.mp4", f"{name}.json"

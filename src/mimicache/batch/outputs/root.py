@@ -48,13 +48,11 @@ def location(path: str | os.PathLike[str] | None) -> str | None:
     return input_url(path) or os.fspath(path)
 
 
-def _filesystem(url: str) -> tuple[Any, str]:
+def _filesystem(url: str, name: str = "output_dir") -> tuple[Any, str]:
     try:
         return open_filesystem(url)
     except StorageError as exc:  # names the extra to install
-        raise OutputError(
-            f"{setting('output_dir', url)}: {str(exc).removeprefix(url + ': ')}"
-        ) from None
+        raise OutputError(f"{setting(name, url)}: {str(exc).removeprefix(url + ': ')}") from None
 
 
 def staging_base() -> Path:
@@ -62,11 +60,10 @@ def staging_base() -> Path:
     return local_cache_base() / "staging"
 
 
-def _store_error(url: str, fs: Any, exc: BaseException) -> OutputError:
-    """``exc`` of the store at ``url`` as the one-line error found before any work."""
-    return OutputError(
-        f"{setting('output_dir', url)}: {fault_of(exc).advice(url, endpoint_of(fs))}"
-    )
+def _store_error(url: str, fs: Any, exc: BaseException, name: str = "output_dir") -> OutputError:
+    """``exc`` of the store at ``url`` as the one-line error found before any work (``name``:
+    the setting that named the URL)."""
+    return OutputError(f"{setting(name, url)}: {fault_of(exc).advice(url, endpoint_of(fs))}")
 
 
 class Bucket:
@@ -196,21 +193,21 @@ class OutputRoot:
         return True
 
 
-def open_output_root(text: str | os.PathLike[str]) -> OutputRoot:
-    """The output root ``--output_dir`` names. A URL root is checked (the extra installed,
-    an object can be written: an ``OutputError`` says what is wrong) and gets a fresh
-    staging folder; a local one is checked by the caller as before."""
+def open_output_root(text: str | os.PathLike[str], *, name: str = "output_dir") -> OutputRoot:
+    """The output root ``--output_dir`` (or the setting ``name``) names. A URL root is checked
+    (the extra installed, an object can be written: an ``OutputError`` says what is wrong)
+    and gets a fresh staging folder; a local one is checked by the caller as before."""
     url = remote_url(text)
     if url is None:
         return OutputRoot(Path(text), Path(text))
-    fs, base = _filesystem(url)
+    fs, base = _filesystem(url, name)
     # an object written (and removed) proves what the run needs, and a failure says which of
     # bucket, credentials, endpoint or request rate is wrong before any GPU time is spent
     probe = f"{base.rstrip('/')}/.mimicache-write-check-{uuid.uuid4().hex}"
     try:
         put_new(fs, probe, b"")
     except Exception as exc:
-        raise _store_error(url, fs, exc) from None
+        raise _store_error(url, fs, exc, name) from None
     try:
         fs.rm_file(probe)
     except Exception as exc:  # allowed to write, not to remove: harmless

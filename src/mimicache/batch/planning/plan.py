@@ -98,25 +98,47 @@ def plan_jobs(
     return jobs
 
 
+# The name part of each value a command line or a sweep sets: "seed1_steps8_g1.5_lcm".
+_TAG_LABELS = {
+    "seed": "seed",
+    "num_inference_steps": "steps",
+    "guidance_scale": "g",
+    "noise_aug_strength": "aug",
+    "resolution": "res",
+    "num_frames": "tile",
+    "frames_overlap": "overlap",
+    "sample_stride": "stride",
+    "fps": "fps",
+    "scheduler": "",
+    "speed": "",
+    "pose_retarget": "",
+    "person": "person",
+    "decode_chunk_size": "dchunk",
+    "lcm_num_train_timesteps": "lcmT",
+}
+_TAG_WORDS = {"AnimateLCM_SVD": "lcm", "EulerDiscreteScheduler": "euler"}
+
+
 def override_tag(overrides: dict[str, Any]) -> str:
-    """A name part for the values a command line overrode, so runs of a sweep that start in
-    the same second get names that tell them apart: ``{"seed": 1, "num_inference_steps": 8}``
-    -> ``"seed1_steps8"``. ``None`` values are skipped; unknown keys are an error."""
-    labels = {
-        "seed": "seed",
-        "num_inference_steps": "steps",
-        "guidance_scale": "g",
-        "noise_aug_strength": "aug",
-        "scheduler": "",
-    }
+    """A name part for the values a command line overrode or a sweep variant sets, so runs of
+    a sweep that start in the same second get names that tell them apart: ``{"seed": 1,
+    "num_inference_steps": 8}`` -> ``"seed1_steps8"``. ``None`` values are skipped; a
+    scheduler setting is named by its flag (``scheduler_s_noise0.5``); an unknown key is an
+    error."""
     parts = []
     for key, value in overrides.items():
         if value is None:
             continue
-        if key not in labels:
+        if key in _TAG_LABELS:
+            label = _TAG_LABELS[key]
+        elif key.startswith("scheduler_"):
+            label = key
+        else:
             raise ValueError(f"no name label for override {key!r}")
-        text = {"AnimateLCM_SVD": "lcm", "EulerDiscreteScheduler": "euler"}.get(value, value)
-        parts.append(f"{labels[key]}{text}")
+        text = _TAG_WORDS.get(value, value) if isinstance(value, str) else value
+        if isinstance(value, bool):
+            text = "on" if value else "off"
+        parts.append(f"{label}{text}")
     return "_".join(parts)
 
 

@@ -1,7 +1,8 @@
-"""``report.html``: one self-contained page per run (inline CSS, images as base64 data URIs, no
-script, nothing fetched): the parameters, a row per job with its status and per-stage timing
-bar (seconds), the cache hits and misses with their reasons (seconds, MB), a thumbnail strip of
-each output, and the failures with their messages. Frames in are (N,H,W,3) uint8 RGB.
+"""``report.html``: one self-contained page per run (inline CSS, images as base64 data URIs, a
+few lines of inline script to sort a sweep's tables, nothing fetched): the parameters, a row per
+job with its status and per-stage timing bar (seconds), the cache hits and misses with their
+reasons (seconds, MB), a thumbnail strip of each output, a sweep's grids, and the failures with
+their messages. Frames in are (N,H,W,3) uint8 RGB.
 
 An output in object storage is fetched once for its strip (a temporary file); when the store
 cannot give it, the job says so plainly and the other objects are not asked for. A result the
@@ -21,6 +22,7 @@ from mimicache.batch.outputs.root import location
 from mimicache.batch.reporting.page import (
     CSS,
     OTHER_COLOR,
+    SORT_SCRIPT,
     Videos,
     escape,
     frames_at,
@@ -39,6 +41,7 @@ if TYPE_CHECKING:  # numpy and PIL load when a report is drawn, not when the CLI
 if TYPE_CHECKING:
     from mimicache.batch.bench.cold_warm import BenchReport
     from mimicache.batch.job import JobResult
+    from mimicache.batch.reporting.grid import GridFiles
 
 logger = logging.getLogger(__name__)
 
@@ -95,10 +98,11 @@ def write_run_report(
     parameters: Mapping[str, Any],
     bench: BenchReport | None = None,
     plot: str | Path | None = None,
+    grids: Sequence[GridFiles] = (),
 ) -> Path | None:
     """A run's (or a benchmark's: cold and warm rows, the comparison table and ``plot`` when
-    it was drawn) report beside its log; a report that cannot be written is a warning, never
-    a failed run. Returns its path, None when not written."""
+    it was drawn) report beside its log, with its sweep's ``grids``; a report that cannot be
+    written is a warning, never a failed run. Returns its path, None when not written."""
     sections: list[tuple[str, str]] = []
     images: list[tuple[str, Path | PIL.Image.Image]] = []
     if bench is None:
@@ -121,12 +125,21 @@ def write_run_report(
             parameters=parameters,
             sections=sections,
             images=images,
+            blocks=_sweep_blocks(grids),
         )
     except OSError as exc:
         logger.warning("could not write the report: %s", exc)
         return None
     logger.info("report: %s", path)
     return path
+
+
+def _sweep_blocks(grids: Sequence[GridFiles]) -> list[str]:
+    if not grids:
+        return []
+    from mimicache.batch.reporting.grid import grid_section
+
+    return ["<h2>Sweeps, side by side</h2>", *(grid_section(g) for g in grids)]
 
 
 def write_report(
@@ -137,11 +150,20 @@ def write_report(
     parameters: Mapping[str, Any],
     sections: Sequence[tuple[str, str]] = (),
     images: Sequence[tuple[str, Path | PIL.Image.Image]] = (),
+    blocks: Sequence[str] = (),
 ) -> Path:
     """Write the page atomically and return its path. ``sections``: (heading, preformatted
     text) shown after the jobs (e.g. the benchmark table); ``images``: (caption, image file or
-    PIL image) embedded after those."""
-    page = render_report(jobs, title=title, parameters=parameters, sections=sections, images=images)
+    PIL image) embedded after those; ``blocks``: HTML shown after the jobs table (a sweep's
+    grids)."""
+    page = render_report(
+        jobs,
+        title=title,
+        parameters=parameters,
+        sections=sections,
+        images=images,
+        blocks=blocks,
+    )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, printable(page).encode("utf-8"))
@@ -155,6 +177,7 @@ def render_report(
     parameters: Mapping[str, Any],
     sections: Sequence[tuple[str, str]] = (),
     images: Sequence[tuple[str, Path | PIL.Image.Image]] = (),
+    blocks: Sequence[str] = (),
 ) -> str:
     """The page as one HTML string (see ``write_report``)."""
     from mimicache import __version__
@@ -176,6 +199,7 @@ def render_report(
         "<h2>Jobs</h2>",
         _jobs_table(jobs, longest),
         _legend(jobs),
+        *blocks,
         quality_overview(jobs),
     ]
     failures = [j for j in jobs if j.status == "failed"]
@@ -193,6 +217,8 @@ def render_report(
         uri = image_uri(image)
         if uri:
             out.append(f'<h2>{escape(caption)}</h2><img alt="{escape(caption)}" src="{uri}">')
+    if any('class="sortable"' in part for part in out):
+        out.append(SORT_SCRIPT)
     out.append("</body></html>")
     return "\n".join(out) + "\n"
 

@@ -69,6 +69,8 @@ def sidecar_bytes(
     }
     if job.source is not None:  # the manifest row the job came from
         data["manifest"] = to_json_value(job.source, canonical=False)
+    if job.sweep is not None:  # the sweep and the values of this variant
+        data["sweep"] = to_json_value(job.sweep, canonical=False)
     platform = getattr(result, "platform", None)
     if platform:  # the device, threads and library versions the video was computed with
         data["platform"] = to_json_value(platform, canonical=False)

@@ -43,12 +43,13 @@ def result_row(result: JobResult, *, run: str) -> dict[str, Any]:
         "ref_image": location(parameters.pop("ref_image_path")),
         "video": location(parameters.pop("ref_video_path")),
         "manifest": job.source,
+        "sweep": job.sweep,  # {"id": the sweep's, "values": this variant's}; None: no sweep
         "parameters": parameters,
         "output": location(result.output),
         "result_key": None if key is None else key.digest,
         "result_fields": None if key is None else key.fields,  # --resume names what changed
         "timings": {str(k): float(v) for k, v in result.timings.items()},
-        "cache_hits": _cache_hits(result.cache_events),
+        "cache_hits": cache_hits(result.cache_events),
         "platform": result.platform or None,
         "error": result.error,
         "quality": result.quality,
@@ -77,7 +78,7 @@ def result_row(result: JobResult, *, run: str) -> dict[str, Any]:
     return to_json_value(row, canonical=False)
 
 
-def _cache_hits(events: Iterable[Any]) -> dict[str, bool]:
+def cache_hits(events: Iterable[Any]) -> dict[str, bool]:
     """Stage -> whether it was a hit (a stage looked up twice, by the pose stage run ahead and
     by the job, is a hit when either look-up hit)."""
     hits: dict[str, bool] = {}
@@ -89,47 +90,57 @@ def _cache_hits(events: Iterable[Any]) -> dict[str, bool]:
     return hits
 
 
-class ResultsLog:
-    """Appends result rows to ``path``; ``add`` per finished job, ``finish`` at the end with
-    every result of the run (rows not written yet are appended). A file that cannot be written
-    is a warning, once: results.jsonl never fails a run."""
+class JsonLines:
+    """Appends JSON rows to ``path`` (``results.jsonl``, ``scores.jsonl``), one line each, then
+    calls ``after_write(path)``. A file that cannot be written is a warning, once: a record
+    never fails the run it records."""
 
-    def __init__(self, path: Path, *, run: str, after_write: Callable[[Path], None] | None = None):
+    def __init__(self, path: Path, *, after_write: Callable[[Path], None] | None = None):
         self.path = Path(path)
-        self.run = run
         self.after_write = after_write  # e.g. the upload of a URL root's staged copy
-        self._written: set[int] = set()  # ids of the results already written
+        self._started = False
         self._warned = False
 
-    def add(self, result: JobResult, *_: Any) -> None:
-        """One finished job (also the Ray executor's ``on_result(result, executor)``)."""
-        if id(result) in self._written:
-            return
-        self._append(result_row(result, run=self.run))
-        self._written.add(id(result))
-        if self.after_write is not None:
-            self.after_write(self.path)
-
-    def finish(self, results: Iterable[JobResult]) -> None:
-        for result in results:
-            self.add(result)
-
-    def _append(self, row: dict[str, Any]) -> None:
+    def append(self, row: dict[str, Any]) -> None:
         # one write per line on an O_APPEND descriptor: concurrent runs (shards) sharing the
         # output root never interleave inside a line on a local disk
         line = (json.dumps(row, ensure_ascii=True, default=str) + "\n").encode("ascii")
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
             try:
-                if not self._written and _ends_mid_line(fd):
+                if not self._started and _ends_mid_line(fd):
                     line = b"\n" + line  # a crash cut the last row short: never glue onto it
                 os.write(fd, line)
+                self._started = True
             finally:
                 os.close(fd)
         except OSError as exc:
             if not self._warned:
                 logger.warning("could not write %s: %s", self.path, exc)
                 self._warned = True
+        if self.after_write is not None:
+            self.after_write(self.path)
+
+
+class ResultsLog(JsonLines):
+    """``results.jsonl``: ``add`` per finished job, ``finish`` at the end with every result
+    of the run (rows not written yet are appended)."""
+
+    def __init__(self, path: Path, *, run: str, after_write: Callable[[Path], None] | None = None):
+        super().__init__(path, after_write=after_write)
+        self.run = run
+        self._written: set[int] = set()  # ids of the results already written
+
+    def add(self, result: JobResult, *_: Any) -> None:
+        """One finished job (also the Ray executor's ``on_result(result, executor)``)."""
+        if id(result) in self._written:
+            return
+        self._written.add(id(result))
+        self.append(result_row(result, run=self.run))
+
+    def finish(self, results: Iterable[JobResult]) -> None:
+        for result in results:
+            self.add(result)
 
 
 def _ends_mid_line(fd: int) -> bool:
