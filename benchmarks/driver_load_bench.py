@@ -69,14 +69,14 @@ def _modes(tmp: Path, jobs_count: int) -> dict[str, dict[str, float]]:
             log = ResultsLog(out / "results.jsonl", run="bench")
             received = handling = 0.0
             cpu0, wall0 = time.process_time(), time.perf_counter()
-            for n, job in enumerate(jobs, start=1):
+            for job in jobs:
                 if mode == "frames":
-                    value = ray.get(worker.run.remote(job.case, job.name))
+                    value = ray.get(worker.run.remote(job))
                     start = time.process_time()
                     outcome: Outcome = value[0]
-                    result = finish_job(job, outcome, sidecar_info, number=n, total=len(jobs))
+                    result = finish_job(job, outcome, sidecar_info)
                 else:
-                    value = ray.get(worker.run_job.remote(job, info_ref, n, len(jobs)))
+                    value = ray.get(worker.run_job.remote(job, info_ref))
                     start = time.process_time()
                     result = value[0]
                 log.add(result)

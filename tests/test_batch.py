@@ -229,14 +229,17 @@ def test_the_summary_names_each_clips_verdict_and_counts_the_suspect(tmp_path):
     )
 
 
-def test_format_summary_truncates_long_errors_and_single_case(tmp_path):
+def test_format_summary_shows_whole_errors_and_tidy_paths(tmp_path):
     config = make_config(tmp_path, "pose1.mp4")
-    job = plan_jobs(config, batch_folder=None, output_dir=Path("o"), timestamp=TS)[0]
-    text = format_summary([JobResult.failure(job, "x" * 200)])
+    job = plan_jobs(config, batch_folder=None, output_dir=Path("o/a/../b"), timestamp=TS)[0]
+    long = "InputError: " + "x" * 150 + " in data/clip.mp4"
+    text = format_summary([JobResult.failure(job, long + "\nsecond line")])
     row = text.splitlines()[1]
     assert row.startswith("1  pose1  failed")
-    assert row.endswith("error: " + "x" * 77 + "...")
+    assert row.endswith("error: " + long)  # the whole first line: the path is its point
     assert text.splitlines()[-1] == "0 succeeded, 1 failed"
+    done = JobResult(job, "ok", output=job.output_path)
+    assert f"o/b/pose1_{TS}.mp4" in format_summary([done])  # no "a/.." left in it
 
 
 def test_exit_code(tmp_path):

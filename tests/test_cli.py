@@ -1,6 +1,7 @@
 """`mimicache run` end to end on the tiny bundle, and the original scripts."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -287,8 +288,21 @@ def test_demo_runs_offline(tmp_path, capsys):
     from mimicache.cli.demo import run_demo
 
     assert run_demo(tmp_path / "demo") == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
+    # the job count from the first line; the headline: the cached stages and a warm job
+    assert printed.splitlines()[0].startswith("mimicache demo: 2 jobs")
+    assert re.search(r"The cache: its stages ran \d+x faster warm .* a warm job saved", printed)
     assert "outputs bit-identical: yes (2 of 2 jobs)" in printed
+    # what the README's first steps show the demo printing
+    from tests.test_first_steps import assert_shown, first_steps
+
+    assert_shown(first_steps()[0][1], printed)
+    # the warm-up says what it does, and the cache speaks one line per job
+    assert "warm-up: walk_a once with the cache off, untimed, so the cold run" in captured.err
+    assert "walk_a: 0 of 7 cached stages from the cache; computed" in captured.err  # cold
+    assert "walk_a: 5 of 5 cached stages from the cache" in captured.err  # warm
+    assert "Cache miss for" not in captured.err  # each entry's line is in the log file
     assert "tiny random weights" in printed
     assert len(list((tmp_path / "demo" / "outputs" / "videos").glob("*.mp4"))) == 4
     # the closing lines point at the demo's own config and cache, not the defaults
@@ -300,7 +314,7 @@ def test_demo_runs_offline(tmp_path, capsys):
     from pathlib import Path
 
     commands = [line for line in printed.splitlines() if line.startswith("  /")]
-    assert len(commands) == 3
+    assert len(commands) == 5  # run again, the cache's stats, doctor, download, a real run
     for line in commands:
         executable = shlex.split(line)[0]
         assert Path(executable).is_file(), executable

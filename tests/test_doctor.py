@@ -184,3 +184,14 @@ def test_garbage_onnx_file_fails(capsys, workspace, tiny_bundle, tmp_path):
     (fail,) = _lines(out, "FAIL")
     assert "DWPose" in fail and f"cannot load DWPose ONNX model {garbage}" in fail
     assert "download yolox_l.onnx again" in out and "dwpose.det_model_path" in out
+
+
+def test_the_gpu_advice_pins_the_torch_the_install_script_pins():
+    import re
+    from pathlib import Path
+
+    from mimicache.cli.doctor import TORCH_CUDA, TORCH_VERSION
+
+    script = (Path(__file__).resolve().parents[1] / "scripts" / "install.sh").read_text()
+    pinned = re.search(r"MIMICACHE_TORCH_VERSION:-([0-9.]+)\}", script).group(1)
+    assert pinned == TORCH_VERSION and f'"torch=={pinned}"' in TORCH_CUDA

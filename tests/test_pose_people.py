@@ -201,10 +201,9 @@ def test_single_person_frames_are_kept_under_every_choice():
 def test_report_summary_names_the_counts_and_the_choice():
     _, report = choose_person(two_people_video(), "largest", HW)
     text = report.summary()
-    assert "2 people tracked in 7 sampled frames" in text
-    assert "no person in 1 (6)" in text
-    assert "several in 4 (2, 3, 4, 5)" in text
-    assert "person 1 used (person='largest'), seen in 4 frames" in text
+    assert text.startswith("2 different people over 7 sampled frames")
+    assert "two or more at once in 4 (2, 3, 4, 5)" in text and "nobody in 1 (6)" in text
+    assert "person 1 drives the pose (person='largest'), seen in 4 frames" in text
     assert report.to_dict()["chosen"] == 1
 
 
@@ -332,8 +331,8 @@ def test_select_person_logs_one_line(two_people, caplog):
         select_person(video, "auto", video_path=path)
     lines = [r for r in caplog.records if r.name == "mimicache.pose.preprocess"]
     assert [r.levelno for r in lines] == [logging.INFO, logging.WARNING]
-    assert "person 1 used (person='largest')" in lines[0].getMessage()
-    assert "every person drawn (person='auto')" in lines[1].getMessage()
+    assert "person 1 drives the pose (person='largest')" in lines[0].getMessage()
+    assert "everyone is drawn (person='auto')" in lines[1].getMessage()
 
 
 def test_a_single_person_video_gives_identical_frames_under_every_choice(tmp_path, dwpose):

@@ -20,6 +20,8 @@ from mimicache.cli import main
 from mimicache.config import load_config
 from mimicache.engine import JobRecord, MimicMotion
 from mimicache.engine.preview import (
+    HEADER_HEIGHT,
+    LABEL_WIDTH,
     MAX_SHEET_ROWS,
     PANEL_GAP,
     SHEET_ROW_HEIGHT,
@@ -145,8 +147,14 @@ def test_contact_sheet_has_one_row_per_shown_frame(workspace):
     preview = pose_preview(MimicMotion.for_pose(config, device="cpu"), config.test_case[0],
                            progress=False)  # fmt: skip
     sheet = contact_sheet(preview, max_rows=3)  # 7 frames -> every 3rd: 0, 3, 6
-    assert sheet.height == 3 * SHEET_ROW_HEIGHT
+    assert sheet.height == HEADER_HEIGHT + 3 * SHEET_ROW_HEIGHT  # and the column headers
     assert sheet.mode == "RGB"
+    # the headers' row holds text (light pixels) over each panel, the rows below the panels
+    header = np.asarray(sheet)[:HEADER_HEIGHT]
+    width = (sheet.width - LABEL_WIDTH) // 3
+    for column in range(3):
+        x = LABEL_WIDTH + column * width
+        assert header[:, x : x + width].max() > 150, column
 
 
 def test_preview_chooses_the_person(tmp_path, tiny_bundle, workspace, caplog):
@@ -212,7 +220,7 @@ def test_pose_command_writes_preview_sheet_log_and_report(workspace, tmp_path, c
     assert len(decoded) == 7
     assert decoded[0].shape == (RESOLUTION, 3 * RESOLUTION + 2 * PANEL_GAP, 3)
     sheet = Image.open(output.with_suffix(".png"))
-    assert sheet.height == 7 * SHEET_ROW_HEIGHT
+    assert sheet.height == HEADER_HEIGHT + 7 * SHEET_ROW_HEIGHT
     assert output.with_suffix(".log").stat().st_size > 0
     report = (tmp_path / "out" / "preview.report.html").read_text()
     parsed = _Tags()

@@ -98,7 +98,7 @@ def test_report_parses_and_holds_every_job_and_the_failure(tmp_path):
     # cache events with units, the stage timings in seconds
     assert "video_keypoints" in words and "absent" in words
     assert "2.50 MB" in words and "1.0 kB" in words
-    assert "0.400 s" in words and "3.10 s" in words
+    assert "0.400 s" in words and "total 3.100 s" in words  # stages apart from the totals
     assert "1 succeeded, 1 failed" in words
     # one timing bar per job with segments, longest job full width
     bars = [a for t, a in page.tags if t == "div" and a.get("class") == "bar"]
@@ -219,8 +219,8 @@ def test_sidecar_and_report_say_who_drove_the_pose(tmp_path):
         "chosen_frames": 7,
     }
     words = Page(render_report([report_row(ok)], title="t", parameters={})).words
-    assert "person 1 used (person='largest'), seen in 7 frames" in words
-    assert "several in 2 (3, 4)" in words
+    assert "person 1 drives the pose (person='largest'), seen in 7 frames" in words
+    assert "two or more at once in 2 (3, 4)" in words
 
 
 def test_bench_report_holds_cold_and_warm_rows_and_the_table(tiny_bundle, tmp_path):

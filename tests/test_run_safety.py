@@ -302,8 +302,11 @@ def test_no_bars_but_stage_lines_when_stderr_is_not_a_terminal(workspace, tmp_pa
     err = capsys.readouterr().err
     assert "%|" not in err and "it/s" not in err
     log = next(out.glob("*.log")).read_text()
-    for stage in ("video_keypoints", "denoise", "decode"):
-        assert f"good: {stage} " in log
+    [line] = [x for x in log.splitlines() if " good: digest " in x]  # the stages in one line
+    assert all(f" {stage} " in line for stage in ("video_keypoints", "denoise", "decode"))
+    # the cache: one line per job on the console, every entry's line in the log file
+    assert "good: 0 of 7 cached stages from the cache; computed" in err
+    assert "Cache miss for" not in err and "Cache miss for video_keypoints" in log
 
 
 # --------------------------------------------------------------------------- files and help
@@ -508,8 +511,8 @@ def test_a_retried_job_whose_files_stand_finishes_as_done(tmp_path):
     config = InferenceConfig(base_model_path="", ckpt_path=Path(), test_case=[case])
     info = RunInfo(config, {})
     frames = np.zeros((2, 16, 16, 3), dtype=np.uint8)
-    first = finish_job(job, Outcome(GenerationResult(frames, 8, {})), info, number=1, total=1)
-    again = finish_job(job, Outcome(GenerationResult(frames, 8, {})), info, number=1, total=1)
+    first = finish_job(job, Outcome(GenerationResult(frames, 8, {})), info)
+    again = finish_job(job, Outcome(GenerationResult(frames, 8, {})), info)
     assert first.ok and again.ok and again.output == first.output
     assert (again.output_bytes, again.output_blake3) == (first.output_bytes, first.output_blake3)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["walk_x.json", "walk_x.mp4"]

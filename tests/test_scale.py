@@ -203,10 +203,11 @@ def test_resume_runs_only_the_missing_jobs(workspace, local_run, tmp_path, capsy
     capsys.readouterr()
     with caplog.at_level(logging.INFO, logger="mimicache.batch.executing.resume"):
         assert main(_argv(workspace, out, cache, "--resume")) == 0
-    redone = {m.split(":")[0]: m for m in caplog.messages if ": redone: " in m}
+    redone = _why(caplog.messages)
     assert sorted(redone) == ["v1", "v3", "v4", "v5"]  # one line each, with why
-    assert "no sidecar" in redone["v1"] and "no sidecar" in redone["v5"]
-    assert f"the mp4 {damaged} is damaged" in redone["v4"]
+    assert "v1: not finished: no earlier result in" in redone["v1"]
+    assert "v5: not finished" in redone["v5"]  # a killed run's empty claim is no result
+    assert f"v4: runs again: the mp4 {damaged} is damaged" in redone["v4"]
     stdout = capsys.readouterr().out
     assert "4 succeeded, 0 failed, 2 skipped (done)" in stdout
     rows = {line.split()[1]: line for line in stdout.splitlines() if line[:1].isdigit()}
@@ -255,8 +256,8 @@ def test_resume_logs_why_each_job_is_redone(tmp_path, caplog):
         skipped, todo = split_done(jobs, [*keys[:4], keys[4]])
     assert [r.job.name for r in skipped] == ["done"]
     assert [j.name for j in todo] == ["fresh", "reseeded", "empty", "gone"]
-    redone = {m.split(":")[0]: m for m in caplog.messages if ": redone: " in m}
-    assert f"no sidecar of an earlier result in {out}" in redone["fresh"]
+    redone = _why(caplog.messages)
+    assert f"fresh: not finished: no earlier result in {out}" in redone["fresh"]
     assert "changed since reseeded_1.json: seed 1 -> 2" in redone["reseeded"]
     assert "pose_frames" not in redone["reseeded"]  # only the fields that differ
     assert f"the mp4 {out / 'empty_1.mp4'} is empty" in redone["empty"]
@@ -264,6 +265,34 @@ def test_resume_logs_why_each_job_is_redone(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="mimicache.batch.executing.resume"):
         assert split_done(jobs[:1], [None])[1] == jobs[:1]
     assert "no result key (an input cannot be read)" in caplog.messages[-1]
+
+
+def _why(messages: list[str]) -> dict[str, str]:
+    """Job name -> the line that says why it runs (never finished, or its result cannot stand)."""
+    return {
+        m.split(":")[0]: m for m in messages if ": not finished: " in m or ": runs again: " in m
+    }
+
+
+def test_resume_says_a_job_an_earlier_run_never_finished_was_not_finished(tmp_path, caplog):
+    from mimicache.batch.executing.resume import ResultKey, split_done
+    from mimicache.batch.job import Job
+
+    case = load_config_like(tmp_path).test_case[0]
+    jobs = [Job(i, 0, case, tmp_path / f"{n}.mp4", tmp_path / f"{n}_1.mp4") for i, n in
+            enumerate(("cut", "broke"))]  # fmt: skip
+    records = [
+        {"name": "cut", "case_index": 0, "status": "interrupted", "run": "20261206120000"},
+        {"name": "broke", "case_index": 0, "status": "failed", "run": "20261206120000",
+         "error": "InputError: bad video"},
+    ]  # fmt: skip
+    keys = [ResultKey(f"{i}" * 64, {}) for i in range(2)]
+    with caplog.at_level(logging.INFO, logger="mimicache.batch.executing.resume"):
+        assert split_done(jobs, keys, records)[1] == jobs
+    why = _why(caplog.messages)
+    assert "not finished: the run of 20261206120000 was interrupted before it" in why["cut"]
+    assert "not finished: it failed in 20261206120000 (InputError: bad video)" in why["broke"]
+    assert not any("redone" in m for m in caplog.messages)
 
 
 def file_digest_of(data: bytes) -> str:

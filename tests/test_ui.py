@@ -98,7 +98,7 @@ def test_preview_and_generate_write_what_run_writes(workspace, engine, tmp_path)
     inputs = Inputs(workspace.image, workspace.clips / "a_walk.mp4")
     preview = session.preview(inputs, _settings(), lambda f, t: reports.append((f, t)))
     assert preview.frames == 1 + 5  # the reference's pose, then each driving frame
-    assert preview.people.startswith("1 person tracked in 5 sampled frames")
+    assert preview.people.startswith("1 person over 5 sampled frames")
     import av
 
     with av.open(str(preview.video)) as container:
@@ -382,9 +382,24 @@ def test_the_page_in_a_browser(workspace, engine, tmp_path, monkeypatch):
                     ),
                 )
                 tab.goto(url)
-                _choose(tab, expect, "reference-image", workspace.image)
-                _choose(tab, expect, "driving-video", workspace.clips / "a_walk.mp4")
+                # the config's first test case fills the form, its files included
+                for field, path in (
+                    ("reference-image", workspace.image),
+                    ("driving-video", workspace.clips / "a_walk.mp4"),
+                ):
+                    cell = tab.locator(f"#{field}").get_by_role("cell", name=path.name)
+                    expect(cell).to_be_visible()
             page = tabs[0]
+            # no control is cut off at the default window size (1280 x 720): every text field
+            # and dropdown shows its whole value
+            page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+            cut = page.evaluate(
+                """() => Array.from(document.querySelectorAll("input, textarea"))
+                    .filter(e => e.offsetParent !== null && e.type !== "file"
+                                 && e.scrollWidth > e.clientWidth + 1)
+                    .map(e => e.value)"""
+            )
+            assert cut == [] and (tmp_path / "page.png").stat().st_size > 0
             page.get_by_role("button", name="Feature cache").click()
             expect(page.locator("#cache-stats textarea")).to_have_value(re.compile("TOTAL"))
 

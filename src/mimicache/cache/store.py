@@ -280,7 +280,7 @@ class FeatureStore(LocalAdmin):
             corrupt = found.corrupt
         if not self._can_write:
             reason = self._reason(stage, key, subject, corrupt)
-            logger.info("Cache miss for %s (%s): %s; computing", stage, label, reason)
+            _detail("Cache miss for %s (%s): %s; computing", stage, label, reason)
             return prepare_tensors(compute()), event(False, reason, 0)
 
         with self._key_lock(stage, key.digest, label) as locked:
@@ -291,7 +291,7 @@ class FeatureStore(LocalAdmin):
                     return self._hit(stage, key, found.entry, subject, label, event)
                 corrupt = corrupt or found.corrupt
             reason = self._reason(stage, key, subject, corrupt)
-            logger.info("Cache miss for %s (%s): %s; computing", stage, label, reason)
+            _detail("Cache miss for %s (%s): %s; computing", stage, label, reason)
             tensors = prepare_tensors(compute())
             replace = corrupt or self.mode is CacheMode.REFRESH
             written = (
@@ -352,9 +352,7 @@ class FeatureStore(LocalAdmin):
     ) -> tuple[dict[str, torch.Tensor], CacheEvent]:
         self.index.record(stage, key.digest, entry.metadata, entry.size, subject, hit=True)
         ev = event(True, HIT_REASON, entry.size)
-        logger.info(
-            "Loaded cached features for %s (%s) in %.1f ms", stage, label, ev.seconds * 1000
-        )
+        _detail("Loaded cached features for %s (%s) in %.1f ms", stage, label, ev.seconds * 1e3)
         return entry.tensors, ev
 
     # ------------------------------------------------------------------ entry files
@@ -444,3 +442,9 @@ class FeatureStore(LocalAdmin):
                 self._write_failed(exc)
         with stack:
             yield locked
+
+
+def _detail(message: str, *args: object) -> None:
+    """A per-entry line: always in a run's log file, on the console with -v (a job's summary
+    line stands for them there: ``cli.console``)."""
+    logger.info(message, *args, extra={"cache_detail": True})

@@ -25,6 +25,8 @@ def original_script_main(argv: Sequence[str] | None = None, *, cache: bool) -> i
         "config sets pose.retarget); `mimicache run` defaults to the published pose frames.",
     )
     add_run_arguments(parser, ORIGINAL_SCRIPT_DEFAULTS)
+    # their users read every "Cache miss..." / "Loaded cached features..." line on the console
+    parser.set_defaults(cache_detail=True)
     if not cache:
         parser.set_defaults(disable_feature_cache=True)
     return call_command(run_command, parser.parse_args(argv))

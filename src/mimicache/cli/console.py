@@ -80,8 +80,23 @@ class _FlagWords(logging.Formatter):
         return flag_words(super().format(record))
 
 
-def setup_logging(verbose: bool, log_file: Path | None = None, *, bars: bool = True) -> None:
-    """Console (and file) logging; ``bars=False`` also turns off the model loaders' bars."""
+class _Summaries(logging.Filter):
+    """Keeps the cache's per-entry lines off the console (they are in the log file, and each
+    job logs one line of them): the console reads as what the run does."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(record, "cache_detail", False)
+
+
+def setup_logging(
+    verbose: bool,
+    log_file: Path | None = None,
+    *,
+    bars: bool = True,
+    cache_detail: bool = False,
+) -> None:
+    """Console (and file) logging; ``bars=False`` also turns off the model loaders' bars;
+    ``cache_detail`` (or ``verbose``): every cache hit and miss on the console too."""
     if not bars:
         import diffusers.utils.logging
         import transformers.utils.logging
@@ -96,6 +111,8 @@ def setup_logging(verbose: bool, log_file: Path | None = None, *, bars: bool = T
     console = logging.StreamHandler(sys.stderr)
     console.setFormatter(_FlagWords("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
     console.setLevel(logging.DEBUG if verbose else logging.INFO)
+    if not (verbose or cache_detail):
+        console.addFilter(_Summaries())
     handlers: list[logging.Handler] = [console]
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -108,7 +125,8 @@ def setup_logging(verbose: bool, log_file: Path | None = None, *, bars: bool = T
         root.addHandler(handler)
     root.setLevel(logging.DEBUG)
     # Libraries' own chatter stays at warnings; diffusers warns on every deliberate VAE upcast.
-    for name in ("transformers", "httpx", "huggingface_hub", "filelock"):
+    quiet = ("transformers", "httpx", "httpx2", "huggingface_hub", "filelock", "PIL", "urllib3")
+    for name in (*quiet, "botocore", "aiobotocore", "s3fs", "fsspec", "asyncio"):
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("diffusers").setLevel(logging.ERROR)
 

@@ -27,7 +27,13 @@ LOW_SPACE = 2 * 10**9
 # a 72-frame tile peaks near 16 GiB and users report running out of memory on 24 GB cards:
 # up to that size, the memory options are worth knowing
 SMALL_GPU = 24 * 2**30
-TORCH_CUDA = "pip install torch --index-url https://download.pytorch.org/whl/cu126"
+TORCH_VERSION = "2.13.0"  # the version scripts/install.sh pins (MIMICACHE_TORCH_VERSION)
+# the CUDA build of the pinned torch: an unpinned `pip install torch` may bring another
+# version than the one the project is tested with
+TORCH_CUDA = (
+    f'pip install "torch=={TORCH_VERSION}" --index-url https://download.pytorch.org/whl/cu126 '
+    "(or bash scripts/install.sh, which picks the build by the machine)"
+)
 DOWNLOAD_FIX = "mimicache download (fetches every weight file and writes a config naming them)"
 
 
@@ -78,7 +84,8 @@ def doctor_command(args: argparse.Namespace) -> int:
         *config_checks(Path(args.inference_config), digests=not args.no_digests),
         *space_checks(Path(args.output_dir), Path(args.feature_cache_dir)),
     ]
-    print(report(checks))
+    # paths under the working folder as the config names them: relative, as a user types them
+    print(report(checks).replace(str(Path.cwd()) + os.sep, ""))
     return 1 if any(c.status == FAIL for c in checks) else 0
 
 

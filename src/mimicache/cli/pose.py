@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from mimicache.batch import check_log_file, check_output_folder
 from mimicache.batch.outputs.publish import candidates
-from mimicache.batch.reporting.html import ReportRow, report_path, write_report
+from mimicache.batch.reporting.html import report_path, write_report
+from mimicache.batch.reporting.page import ReportRow
 from mimicache.cli.console import setup_logging
 from mimicache.cli.engine_flags import add_engine_flags, engine_spec
 from mimicache.cli.extras import check_run_extras, require

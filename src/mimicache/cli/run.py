@@ -28,7 +28,7 @@ from mimicache.batch.outputs.root import UPLOAD_EVERY_S, OutputRoot, open_output
 from mimicache.batch.planning.manifest import plan_manifest, read_manifest
 from mimicache.batch.planning.plan import shard_jobs
 from mimicache.batch.planning.sweep import Sweep, parse_sweep, sweep_jobs
-from mimicache.batch.reporting.html import write_run_report
+from mimicache.batch.reporting.html import report_path, write_run_report
 from mimicache.batch.reporting.results import RESULTS_FILE, ResultsLog, read_results
 from mimicache.cli.console import call_command, flag_words, setup_logging
 from mimicache.cli.engine_flags import engine_spec
@@ -123,13 +123,16 @@ def _check_paths_and_log(args: argparse.Namespace, timestamp: str) -> tuple[Outp
         check_log_file(args.log_file) if args.log_file else reserve_log(root.staging, timestamp)
     )
     bars = not args.quiet and sys.stderr.isatty()
-    setup_logging(args.verbose, log_file, bars=bars)
+    detail = getattr(args, "cache_detail", False)  # the original scripts show each entry
+    setup_logging(args.verbose, log_file, bars=bars, cache_detail=detail)
     logger.info("log file: %s", log_file)
     return root, log_file
 
 
 def _load_config(args: argparse.Namespace) -> tuple[InferenceConfig, dict[str, Any]]:
-    """The config with the flags' per-case overrides applied, and those overrides."""
+    """The config with the flags' per-case overrides applied, and the overrides that change
+    a value of the config (each logged once: a command's own default, such as the original
+    scripts' 4 steps, changes the config without a flag in sight)."""
     config = load_config(args.inference_config)
     overrides = {
         "num_inference_steps": args.num_inference_steps,
@@ -137,17 +140,28 @@ def _load_config(args: argparse.Namespace) -> tuple[InferenceConfig, dict[str, A
         "guidance_scale": args.guidance_scale,
         "noise_aug_strength": args.noise_aug_strength,
     }
+    changed = {}
+    for key, value in overrides.items():
+        before = sorted({getattr(case, key) for case in config.test_case})
+        if value is not None and before != [value]:
+            changed[key] = value
+            logger.info(
+                "%s %s over the config's %s%s",
+                key,
+                value,
+                ", ".join(map(str, before)),
+                " (this command's default)" if value == args.command_defaults.get(key) else "",
+            )
     config = config.replace(test_case=[case.replace(**overrides) for case in config.test_case])
-    return config, overrides
+    return config, changed
 
 
 def _overridden(args: argparse.Namespace, overrides: dict) -> dict:
-    """The generation values this command line sets away from the command's defaults: they go
-    into the output names so the runs of a sweep can be told apart."""
+    """The generation values this command line sets away from the config (and the sampler
+    away from the command's default): they go into the output names, so the runs of a sweep
+    and a run with another value than its config are told apart (``_steps4``)."""
     defaults = args.command_defaults
     out = dict(overrides)
-    if args.num_inference_steps == defaults["num_inference_steps"]:
-        out["num_inference_steps"] = None
     out["scheduler"] = args.scheduler if args.scheduler != defaults["scheduler"] else None
     return out
 
@@ -266,7 +280,7 @@ def _benchmark(
     from mimicache.engine.build import open_cache
 
     report = run_benchmark(
-        executor.load(),
+        executor.load(len(plan())),
         config,
         plan,
         open_store=lambda mode: open_cache(executor.spec, mode),
@@ -306,12 +320,15 @@ def _write_report(
         "device": engine.device if engine is not None else spec.device or "the workers'",
         "dtype": str(engine.dtype).removeprefix("torch.") if engine is not None else spec.dtype,
         "scheduler": args.scheduler,
+        "speed": spec.speed + (" + compile" if spec.compile else ""),
         "pose retarget": spec.pose_retarget,
         "person": engine.person if engine is not None else spec.person or "auto",
         "feature cache": spec.cache_dir if spec.cache_enabled else "off",
     }
     if args.sweep:
         parameters["sweep"] = " ".join(args.sweep)
+    # a resumed batch: this report lists every job; the earlier runs' reports are linked
+    earlier = sorted(p.name for p in log_file.parent.glob("*.report.html"))
     return write_run_report(
         log_file,
         results,
@@ -319,6 +336,7 @@ def _write_report(
         bench=bench,
         plot=getattr(args, "plot", None),
         grids=grids,
+        earlier=[name for name in earlier if name != report_path(log_file).name],
     )
 
 

@@ -282,7 +282,8 @@ def _report(
     spec: EngineSpec,
     args: argparse.Namespace,
 ) -> Path | None:
-    from mimicache.batch.reporting.html import ReportRow, report_path, write_report
+    from mimicache.batch.reporting.html import report_path, write_report
+    from mimicache.batch.reporting.page import ReportRow
     from mimicache.quality.score import SCORER
 
     rows = []

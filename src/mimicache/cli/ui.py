@@ -13,6 +13,7 @@ import logging
 import shutil
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mimicache.batch import check_output_folder, make_timestamp, reserve_log
@@ -153,7 +154,11 @@ def launch(app: gradio.Blocks, session: UiSession, *, port: int) -> str:
             prevent_thread_lock=True,
             show_error=True,
             quiet=True,
-            allowed_paths=[str(session.output_dir.resolve()), str(session.preview_dir.resolve())],
+            allowed_paths=[
+                str(session.output_dir.resolve()),
+                str(session.preview_dir.resolve()),
+                *session.input_folders(),  # the config's own inputs fill the form
+            ],
             footer_links=[],
             ssr_mode=False,
             mcp_server=False,
@@ -172,6 +177,11 @@ def launch(app: gradio.Blocks, session: UiSession, *, port: int) -> str:
 # --------------------------------------------------------------------------- the page
 
 
+def _existing(path: Any) -> str | None:
+    """A config's input file for the form, when it is there."""
+    return str(path) if path and Path(path).is_file() else None
+
+
 def build_app(session: UiSession) -> gradio.Blocks:
     """The page; every action is a ``session`` method, errors shown as ``error: {message}``."""
     gr = import_gradio()
@@ -184,8 +194,17 @@ def build_app(session: UiSession) -> gradio.Blocks:
         )
         with gr.Row():
             with gr.Column():
-                image = gr.File(label="Reference image", elem_id="reference-image")
-                video = gr.File(label="Driving video", elem_id="driving-video")
+                # the config's first test case fills the form, its files included
+                image = gr.File(
+                    _existing(session.template.ref_image_path),
+                    label="Reference image",
+                    elem_id="reference-image",
+                )
+                video = gr.File(
+                    _existing(session.template.ref_video_path),
+                    label="Driving video",
+                    elem_id="driving-video",
+                )
                 folder = gr.Textbox(
                     label="…or a batch folder on this machine (every video in it)",
                     elem_id="batch-folder",
@@ -196,16 +215,26 @@ def build_app(session: UiSession) -> gradio.Blocks:
                         guidance = gr.Number(defaults.guidance_scale, label="Guidance scale")
                         seed = gr.Number(defaults.seed, label="Seed", precision=0)
                     with gr.Row():
+                        scheduler = gr.Dropdown(
+                            list(SCHEDULER_NAMES),
+                            value=defaults.scheduler,
+                            label="Scheduler",
+                            elem_id="scheduler",
+                            scale=2,
+                            min_width=240,  # the longest name shows whole
+                        )
                         speed = gr.Dropdown(
                             list(SPEEDS),
                             value=defaults.speed,
-                            label="Speed (exact: published; fast: batched)",
-                        )
-                        scheduler = gr.Dropdown(
-                            list(SCHEDULER_NAMES), value=defaults.scheduler, label="Scheduler"
+                            label="Speed",
+                            info="exact: published; fast: batched",
+                            min_width=140,
                         )
                         retarget = gr.Dropdown(
-                            list(RETARGET_MODES), value=defaults.pose_retarget, label="Pose"
+                            list(RETARGET_MODES),
+                            value=defaults.pose_retarget,
+                            label="Pose",
+                            min_width=140,
                         )
                         person = gr.Dropdown(
                             [*PERSON_MODES, "0", "1", "2"],

@@ -4,6 +4,7 @@ components; a ``MimicacheError`` is the CLI's ``error: {message}`` line."""
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -43,38 +44,52 @@ def _progress_report(progress: Any) -> Callable[[float, str], None]:
     return lambda fraction, text: progress(fraction, desc=text)
 
 
-def _handler(call: Callable, shape: Callable, failed: tuple) -> Callable[..., tuple]:
-    """A page action over the form's values: ``call(inputs, settings, report)`` shaped by
-    ``shape``; a ``MimicacheError`` gives ``failed`` plus the CLI's ``error: {message}``.
-    Gradio reads the parameter list (and hands a live tracker to ``progress``), so it is
-    spelled out once here."""
+# The form's values, in the order the page hands them to every action.
+FORM = (
+    "image",
+    "video",
+    "folder",
+    "steps",
+    "guidance",
+    "seed",
+    "scheduler",
+    "retarget",
+    "person",
+    "speed",
+)
+
+
+def _handler(
+    call: Callable, shape: Callable, failed: tuple, extra: tuple[str, ...] = ()
+) -> Callable[..., tuple]:
+    """A page action over the form's values (and the ``extra`` components after them):
+    ``call(inputs, settings, report, *extra values)`` shaped by ``shape``; a
+    ``MimicacheError`` gives ``failed`` plus the CLI's ``error: {message}``. Gradio reads the
+    declared parameters (``__signature__``) and hands its live tracker as the last one,
+    ``progress``."""
     gr = import_gradio()
-
     tracker = gr.Progress()  # Gradio hands a live tracker to the parameter with this default
+    names = (*FORM, *extra)
 
-    def handler(
-        image,
-        video,
-        folder,
-        steps,
-        guidance,
-        seed,
-        scheduler,
-        retarget,
-        person,
-        speed,
-        progress=tracker,
-    ):
+    def handler(*values: Any) -> tuple:
+        progress = values[len(names)] if len(values) > len(names) else tracker
+        form = dict(zip(names, values))
         try:
             result = call(
-                _inputs(image, video, folder),
-                _settings(steps, guidance, seed, scheduler, retarget, person, speed),
+                _inputs(form["image"], form["video"], form["folder"]),
+                _settings(*(form[k] for k in FORM[3:])),
                 _progress_report(progress),
+                *(form.get(k) for k in extra),
             )
         except MimicacheError as exc:
             return (*failed, f"error: {flag_words(str(exc))}")
         return shape(result)
 
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    handler.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter(n, kind) for n in names]
+        + [inspect.Parameter("progress", kind, default=tracker)]
+    )
     return handler
 
 
@@ -126,35 +141,12 @@ SWEEP_KEYS = (
 def sweep_action(session: UiSession) -> Callable[..., tuple]:
     """(the form's values, key 1, values 1, key 2, values 2, progress) -> (grid mp4, grid
     sheet, summary with the scores)."""
-    gr = import_gradio()
-    tracker = gr.Progress()
 
-    def handler(
-        image,
-        video,
-        folder,
-        steps,
-        guidance,
-        seed,
-        scheduler,
-        retarget,
-        person,
-        speed,
-        key1,
-        values1,
-        key2,
-        values2,
-        progress=tracker,
-    ):
-        try:
-            outcome = session.sweep(
-                _inputs(image, video, folder),
-                _settings(steps, guidance, seed, scheduler, retarget, person, speed),
-                [(key1, values1 or ""), (key2, values2 or "")],
-                _progress_report(progress),
-            )
-        except MimicacheError as exc:
-            return None, None, f"error: {flag_words(str(exc))}"
+    def call(inputs, settings, report, key1, values1, key2, values2):
+        axes = [(key1, values1 or ""), (key2, values2 or "")]
+        return session.sweep(inputs, settings, axes, report)
+
+    def shape(outcome) -> tuple:
         grid = next((g for g in outcome.grids if g.video is not None), None)
         lines = [outcome.summary, *(f"error: {flag_words(e)}" for e in outcome.errors)]
         if grid is None:
@@ -162,7 +154,7 @@ def sweep_action(session: UiSession) -> Callable[..., tuple]:
             return None, None, "\n".join(lines)
         return grid.video, grid.image, "\n".join([f"grid: {grid.video}", *lines])
 
-    return handler
+    return _handler(call, shape, (None, None), ("key1", "values1", "key2", "values2"))
 
 
 def prune_action(session: UiSession) -> Callable[[str], str]:

@@ -165,6 +165,12 @@ class UiSession:
         self._scores: dict[str, dict] = {}  # an output written here -> its clip score
         self.lock = threading.Lock()
 
+    def input_folders(self) -> list[str]:
+        """The folders of the config's first test case's files (the form starts with them)."""
+        case = self.template
+        paths = (Path(case.ref_image_path), Path(case.ref_video_path))
+        return sorted({str(p.resolve().parent) for p in paths if p.is_file()})
+
     def default_settings(self) -> Settings:
         case = self.template
         retarget = self.config.pose_retarget or RETARGET_MODES[0]

@@ -15,8 +15,7 @@ from mimicache.config.thresholds import check_thresholds
 from mimicache.engine.devices import default_device
 from mimicache.engine.engine import MimicMotion
 from mimicache.engine.record import ProgressObserver
-from mimicache.engine.scoring import ScoreOptions
-from mimicache.engine.settings import EngineSettings
+from mimicache.engine.settings import EngineSettings, ScoreOptions
 from mimicache.engine.spec import EngineSpec
 from mimicache.errors import MimicacheError, setting
 from mimicache.pipeline.schedulers import build_scheduler

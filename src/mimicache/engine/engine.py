@@ -251,6 +251,8 @@ class MimicMotion(StageRunner):
             self.cache.flush()  # the job's hits, in one transaction, now that it is done
         record.timings["total"] = time.perf_counter() - start
         tell(ProgressEvent(label, "done"))
+        if progress:
+            record.log_cache(label)
         if progress and not bars:
             record.log_stages(label)
         return GenerationResult(

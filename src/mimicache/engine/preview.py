@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 import PIL.Image
 import PIL.ImageDraw
+import PIL.ImageFont
 
 from mimicache.config import TestCase
 from mimicache.engine.record import JobRecord
@@ -139,22 +140,52 @@ def sheet_step(num_frames: int, max_rows: int = MAX_SHEET_ROWS) -> int:
     return max(1, -(-num_frames // max_rows))
 
 
+SHEET_HEADERS = ("driving", "over reference", "skeleton")
+HEADER_HEIGHT = 22  # pixels of the column headers' row
+
+
 def contact_sheet(preview: PosePreview, *, max_rows: int = MAX_SHEET_ROWS) -> PIL.Image.Image:
     """Every n-th frame's three panels in one RGB image, one row per frame, its number at left
-    ("ref" for the reference, i for sampled driving frame i, counted from 1)."""
+    ("ref" for the reference, i for sampled driving frame i, counted from 1), the columns
+    named on top. The skeletons are drawn thicker by the factor the rows shrink them, so a
+    limb stays visible at thumbnail size."""
     step = sheet_step(preview.num_frames, max_rows)
     indices = list(range(0, preview.num_frames, step))
-    panels = preview.panels()
-    _, h, w, _ = panels.shape
-    row_w = max(1, round(w * SHEET_ROW_HEIGHT / h))
-    sheet = PIL.Image.new("RGB", (LABEL_WIDTH + row_w, SHEET_ROW_HEIGHT * len(indices)), (0, 0, 0))
+    _, h, w, _ = preview.pose_frames.shape
+    scale = SHEET_ROW_HEIGHT / h
+    thick = _thicker(preview.pose_frames[indices], scale)
+    reference = preview.driving[0]
+    panels = PosePreview(
+        thick,
+        preview.driving[indices],
+        np.stack([draw_over(reference, p) for p in thick]),
+        preview.fps,
+    ).panels()
+    row_w = max(1, round(panels.shape[2] * scale))
+    top0 = HEADER_HEIGHT
+    sheet = PIL.Image.new(
+        "RGB", (LABEL_WIDTH + row_w, top0 + SHEET_ROW_HEIGHT * len(indices)), (0, 0, 0)
+    )
     draw = PIL.ImageDraw.Draw(sheet)
-    for row, index in enumerate(indices):
-        thumb = PIL.Image.fromarray(panels[index]).resize(
+    font = PIL.ImageFont.load_default(size=12)
+    draw.text((6, 5), "frame", fill=(200, 200, 200), font=font)
+    for i, header in enumerate(SHEET_HEADERS):
+        x = LABEL_WIDTH + round(i * (w + PANEL_GAP) * scale) + 3
+        draw.text((x, 5), header, fill=(235, 235, 235), font=font)
+    for row, (index, panel) in enumerate(zip(indices, panels)):
+        thumb = PIL.Image.fromarray(panel).resize(
             (row_w, SHEET_ROW_HEIGHT), PIL.Image.Resampling.BOX
         )
-        top = row * SHEET_ROW_HEIGHT
+        top = top0 + row * SHEET_ROW_HEIGHT
         sheet.paste(thumb, (LABEL_WIDTH, top))
         text = "ref" if index == 0 else str(index)
-        draw.text((6, top + SHEET_ROW_HEIGHT // 2 - 6), text, fill=(235, 235, 235))
+        draw.text((6, top + SHEET_ROW_HEIGHT // 2 - 6), text, fill=(235, 235, 235), font=font)
     return sheet
+
+
+def _thicker(poses: np.ndarray, scale: float) -> np.ndarray:
+    """(N,H,W,3) skeleton images with every stroke widened (a maximum filter) by twice the
+    shrink 1/``scale`` the sheet applies, so a limb stays visible at thumbnail size."""
+    size = max(2, round(2 / scale))  # twice the shrink: a 4-pixel limb stays 2 pixels wide
+    kernel = np.ones((size, size), np.uint8)
+    return np.stack([cv2.dilate(p, kernel) for p in poses])

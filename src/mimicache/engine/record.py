@@ -52,9 +52,31 @@ class JobRecord:
         return StageTimer(self.timings, stage, self.device if wait else None)
 
     def log_stages(self, label: str) -> None:
-        """One log line per stage: what a terminal without progress bars gets instead."""
-        for stage, seconds in self.timings.items():
-            logger.info("%s: %s %.2f s", label, stage, seconds)
+        """The stages' seconds in one log line: what a terminal without bars gets instead."""
+        shown = ", ".join(f"{stage} {seconds:.2f} s" for stage, seconds in self.timings.items())
+        logger.info("%s: %s", label, shown)
+
+    def log_cache(self, label: str) -> None:
+        """The job's cache events in one line ("5 of 5 cached stages from the cache"); each
+        event's own line is in the log file and, with ``-v``, on the console."""
+        if self.events:
+            logger.info("%s: %s", label, cache_summary(self.events))
+
+
+def cache_summary(events: list[Any]) -> str:
+    """``"2 of 5 cached stages from the cache; computed video_keypoints, pose_frames
+    (absent), clip_embeddings (forced)"``: the hits counted, the misses by reason."""
+    hits = sum(bool(getattr(e, "hit", False)) for e in events)
+    text = f"{hits} of {len(events)} cached stages from the cache"
+    reasons: dict[str, list[str]] = {}
+    for event in events:
+        if not getattr(event, "hit", False):
+            reasons.setdefault(str(getattr(event, "reason", "?")), []).append(str(event.stage))
+    if reasons:
+        text += "; computed " + ", ".join(
+            f"{', '.join(stages)} ({reason})" for reason, stages in reasons.items()
+        )
+    return text
 
 
 @dataclass

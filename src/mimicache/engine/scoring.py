@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
 from mimicache.config import TestCase
-from mimicache.config.thresholds import DEFAULT_THRESHOLDS
 from mimicache.engine.record import JobRecord
+from mimicache.engine.settings import CPU_SCORE_FRAMES, ScoreOptions
 from mimicache.engine.stages import (
     OUTPUT_EMBEDDINGS_STAGE,
     OUTPUT_KEYPOINTS_STAGE,
@@ -36,9 +35,6 @@ from mimicache.quality.metrics import body_scale
 from mimicache.quality.points import matching_points, person_points, sequence_points
 from mimicache.quality.score import ClipScore, score_clip, scored_frames
 
-if TYPE_CHECKING:
-    from mimicache.engine.engine import MimicMotion
-
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -52,22 +48,31 @@ __all__ = [
     "score_written",
 ]
 
-CPU_SCORE_FRAMES = 16
-"""Frames scored where DWPose runs on the CPU (about 4 s a frame with the real models), evenly
-spaced with the first and last; a GPU (about 30 frames/s) scores every frame."""
+
+class ScoringEngine(Protocol):
+    """What scoring uses of an engine (``engine.MimicMotion``): its DWPose and CLIP, where
+    they run, its settings and model fingerprints, and its cached stages."""
+
+    dwpose: Any
+    device: torch.device
+    dtype: torch.dtype
+    fingerprints: Any
+    settings: Any
+    person: str
+    image_encoder: Any
+
+    def keys(self, case: TestCase) -> Any: ...
+
+    def key_platform(self, part: str) -> dict: ...
+
+    def run_stage(self, stage: Any, key: Any, compute: Any, subject: Any, record: Any) -> Any: ...
+
+    def prepare_pose(self, case: TestCase, record: JobRecord, **options: Any) -> Any: ...
+
+    def reference_embedding(self, case: TestCase, image: Any, record: JobRecord) -> Any: ...
 
 
-@dataclass(frozen=True)
-class ScoreOptions:
-    """``frames``: how many evenly spaced frames to score (None: every frame; "auto":
-    ``CPU_SCORE_FRAMES`` where DWPose runs on the CPU, every frame elsewhere); ``thresholds``
-    of the verdict (``quality.score``)."""
-
-    frames: int | str | None = "auto"
-    thresholds: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
-
-
-def score_frames(engine: MimicMotion, options: ScoreOptions) -> int | None:
+def score_frames(engine: ScoringEngine, options: ScoreOptions) -> int | None:
     """The number of frames ``options`` scores with this engine (None: all)."""
     if options.frames == "auto":
         return CPU_SCORE_FRAMES if str(engine.dwpose.device).startswith("cpu") else None
@@ -88,7 +93,7 @@ class ClipPoints:
 
 
 def score_result(
-    engine: MimicMotion,
+    engine: ScoringEngine,
     case: TestCase,
     frames: np.ndarray,
     targets: PoseSequence | None,
@@ -126,7 +131,7 @@ def score_result(
 
 
 def _measure(
-    engine: MimicMotion,
+    engine: ScoringEngine,
     case: TestCase,
     frames: np.ndarray,
     targets: PoseSequence | None,
@@ -177,7 +182,7 @@ def _measure(
 
 
 def score_written(
-    engine: MimicMotion,
+    engine: ScoringEngine,
     case: TestCase,
     frames: np.ndarray,
     *,
@@ -205,7 +210,7 @@ def score_written(
     return score, points, record
 
 
-def driving_points(engine: MimicMotion, case: TestCase, record: JobRecord) -> np.ndarray:
+def driving_points(engine: ScoringEngine, case: TestCase, record: JobRecord) -> np.ndarray:
     """(F, 128, 3) float64: the driving video's sampled frames' keypoints (the chosen person,
     in the video's pixels) [video_keypoints], e.g. to export beside the clip's."""
     keys = engine.keys(case)
@@ -221,7 +226,7 @@ def driving_points(engine: MimicMotion, case: TestCase, record: JobRecord) -> np
 
 
 def _embeddings(
-    engine: MimicMotion,
+    engine: ScoringEngine,
     case: TestCase,
     chosen: np.ndarray,
     record: JobRecord,
@@ -258,7 +263,7 @@ def _float64(tensor: torch.Tensor) -> np.ndarray:
 
 
 def score_job(
-    engine: MimicMotion,
+    engine: ScoringEngine,
     case: TestCase,
     frames: np.ndarray,
     record: JobRecord,

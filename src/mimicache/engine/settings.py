@@ -5,16 +5,32 @@ is built from it the same way everywhere (``MimicMotion.from_config``, the compo
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from mimicache.engine.scoring import ScoreOptions
+from mimicache.config.thresholds import DEFAULT_THRESHOLDS
 from mimicache.engine.speed import SpeedOptions
 from mimicache.pipeline.schedulers import SchedulerOptions
 
-__all__ = ["EngineSettings"]
+__all__ = ["CPU_SCORE_FRAMES", "EngineSettings", "ScoreOptions"]
 
 _SPEED_FIELDS = frozenset(f.name for f in dataclasses.fields(SpeedOptions))
+
+
+CPU_SCORE_FRAMES = 16
+"""Frames scored where DWPose runs on the CPU (about 4 s a frame with the real models), evenly
+spaced with the first and last; a GPU (about 30 frames/s) scores every frame."""
+
+
+@dataclass(frozen=True)
+class ScoreOptions:
+    """``frames``: how many evenly spaced frames to score (None: every frame; "auto":
+    ``CPU_SCORE_FRAMES`` where DWPose runs on the CPU, every frame elsewhere); ``thresholds``
+    of the verdict (``quality.score``)."""
+
+    frames: int | str | None = "auto"
+    thresholds: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
 
 
 @dataclass(frozen=True)
@@ -30,7 +46,7 @@ class EngineSettings:
         dwpose_device: where DWPose runs (None: where the models run).
         speed_options: speed mode, compilation, decode chunk size, offload (``SpeedOptions``).
         cache_pipeline_features: whether the CLIP and VAE stages use the feature cache.
-        score: how each clip is scored (``scoring.ScoreOptions``); None: not scored.
+        score: how each clip is scored (``ScoreOptions``); None: not scored.
     """
 
     scheduler: SchedulerOptions | None = None

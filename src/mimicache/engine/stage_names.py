@@ -40,26 +40,29 @@ JOB_STAGES = POSE_STAGES + PIPELINE_STAGES  # keyed by a job's inputs (``stages.
 SCORE_STAGES = (OUTPUT_KEYPOINTS, OUTPUT_EMBEDDINGS)  # keyed by a finished clip's frames
 STAGES = JOB_STAGES + SCORE_STAGES
 
+# Report colours: Okabe-Ito's colour-blind-safe hues (and lighter tints of them), one family
+# per kind of work (pose: blues; the reference's features: orange and yellow; the scores'
+# stages: purples), the big uncached steps in hues of their own, bookkeeping in greys.
 STAGE_COLORS = {
-    VIDEO_KEYPOINTS: "#2171b5",
-    IMAGE_KEYPOINTS: "#6baed6",
-    POSE_FRAMES: "#9ecae1",
-    CLIP_EMBEDDINGS: "#fd8d3c",
-    VAE_LATENTS: "#e6550d",
-    OUTPUT_KEYPOINTS: "#756bb1",
-    OUTPUT_EMBEDDINGS: "#dadaeb",
+    VIDEO_KEYPOINTS: "#0072B2",
+    IMAGE_KEYPOINTS: "#56B4E9",
+    POSE_FRAMES: "#A6D8F2",
+    CLIP_EMBEDDINGS: "#E69F00",
+    VAE_LATENTS: "#F0E442",
+    OUTPUT_KEYPOINTS: "#CC79A7",
+    OUTPUT_EMBEDDINGS: "#E9C1D8",
 }
 # Timed steps the cache does not touch, in run order (their cold/warm differences are
 # run-to-run noise), then the steps timed around a job, with their colours in reports.
 UNCACHED_STEPS = {
-    "digest": "#bcbddc",
-    "unpack": "#9e9ac8",
-    "pose_net": "#74c476",
-    "denoise": "#31a354",
-    "decode": "#a1d99b",
-    "score": "#54278f",  # the clip scores' measures (their DWPose and CLIP are cached stages)
+    "digest": "#C8C8C8",
+    "unpack": "#A0A0A0",
+    "pose_net": "#D55E00",
+    "denoise": "#009E73",
+    "decode": "#3A3A3A",
+    "score": "#882255",  # the clip scores' measures (their DWPose and CLIP are cached stages)
 }
-JOB_STEPS = {"write": "#969696", "preview": "#c994c7"}
+JOB_STEPS = {"write": "#707070", "preview": "#AA4499"}
 # The original scripts' three totals: sums of the steps above, so they get no bar segment of their own.
 TOTALS = ("preprocess", "pipeline", "total")
 STEP_COLORS = {**STAGE_COLORS, **UNCACHED_STEPS, **JOB_STEPS}

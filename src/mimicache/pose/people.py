@@ -204,20 +204,27 @@ class PeopleReport:
     chosen_frames: int = 0
 
     def summary(self) -> str:
-        parts = [
-            f"{self.people} {'person' if self.people == 1 else 'people'} tracked in "
-            f"{self.frames} sampled frames",
-            f"no person in {len(self.no_person)}{_frames(self.no_person)}",
-            f"several in {len(self.several)}{_frames(self.several)}",
-        ]
-        if self.chosen is not None:
-            used = f"person {self.chosen} used ({setting('person', self.choice)})"
-            parts.append(f"{used}, seen in {self.chosen_frames} frames")
-        elif self.several and self.choice == AUTO:
-            parts.append(f"every person drawn ({setting('person', AUTO)}); pick one to draw one")
+        """Who was seen, in plain words: "2 different people over 7 sampled frames, two or
+        more at once in 4 (2, 3, 4, 5), nobody in 1 (6); person 1 drives the pose ..."."""
+        if self.people == 0:
+            seen = f"nobody in any of the {self.frames} sampled frames"
         else:
-            parts.append(f"frames kept as they are ({setting('person', self.choice)})")
-        return "; ".join(parts)
+            who = "1 person" if self.people == 1 else f"{self.people} different people"
+            seen = f"{who} over {self.frames} sampled frames"
+            if self.people > 1:
+                seen += (
+                    f", two or more at once in {len(self.several)}{_frames(self.several)}"
+                    if self.several
+                    else ", never two at once"
+                )
+            if self.no_person:
+                seen += f", nobody in {len(self.no_person)}{_frames(self.no_person)}"
+        if self.chosen is not None:
+            used = f"person {self.chosen} drives the pose ({setting('person', self.choice)})"
+            return f"{seen}; {used}, seen in {self.chosen_frames} frames"
+        if self.several and self.choice == AUTO:
+            return f"{seen}; everyone is drawn ({setting('person', AUTO)}); choose one to draw one"
+        return f"{seen}; frames kept as they are ({setting('person', self.choice)})"
 
     def to_dict(self) -> dict:
         return {

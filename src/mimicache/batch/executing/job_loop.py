@@ -77,7 +77,7 @@ class RunInfo:
     run: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
-def finish_job(job: Job, outcome: Outcome, info: RunInfo, *, number: int, total: int) -> JobResult:
+def finish_job(job: Job, outcome: Outcome, info: RunInfo) -> JobResult:
     """Publish the job's mp4 and its sidecar under a free name; the job's result.
 
     Each file appears whole or not at all (``publish_output``): a video that cannot be written
@@ -94,7 +94,9 @@ def finish_job(job: Job, outcome: Outcome, info: RunInfo, *, number: int, total:
     published: list[JobResult] = []  # the result its sidecar records, once one is written
 
     def result_at(output: Path) -> JobResult:
-        timings = dict(outcome.timings, write=time.perf_counter() - start)
+        write = time.perf_counter() - start
+        timings = dict(outcome.timings, write=write)
+        timings["total"] = timings.get("total", 0.0) + write  # the whole job, written
         return JobResult.from_outcome(
             job,
             outcome,
@@ -122,25 +124,24 @@ def finish_job(job: Job, outcome: Outcome, info: RunInfo, *, number: int, total:
         digest = bytes_digest(video)
         output = publish_output(folder, job.base_stem, video, sidecar, _ours(job, info, "ok"))
     except StoreError as exc:  # the output store refused it even after the retries
-        return _kept(job, outcome, exc, video, sidecar, number=number, total=total)
+        return _kept(job, outcome, exc, video, sidecar)
     except OSError as exc:
         error = OutputError(
             f"cannot write the video of {job.name} to {location(folder)} "
             f"({exc.strerror or exc}). "
             "Check that the folder is writable and has free space."
         )
-        logger.error("[%d/%d] %s failed: %s", number, total, job.name, error)
+        logger.error("[#%d] %s failed: %s", job.index + 1, job.name, error)
         return _publish_failure(job, JobResult.failure(job, error, outcome.timings), info)
     except (MimicacheError, ValueError) as exc:
-        logger.error("[%d/%d] %s failed: %s", number, total, job.name, exc)
+        logger.error("[#%d] %s failed: %s", job.index + 1, job.name, exc)
         return _publish_failure(job, JobResult.failure(job, exc, outcome.timings), info)
     # none written: an earlier attempt of this job (its worker died after publishing) had
     # published these very files, and they stand
     result = published[-1] if published else result_at(output)
     logger.info(
-        "[%d/%d] %s done: preprocess %.2fs, pipeline %.2fs, total %.2fs -> %s",
-        number,
-        total,
+        "[#%d] %s done: preprocess %.2fs, pipeline %.2fs, total %.2fs -> %s",
+        job.index + 1,
         job.name,
         result.timings.get("preprocess", 0.0),
         result.timings.get("pipeline", 0.0),
@@ -178,12 +179,10 @@ def run_jobs(
             outcome = generate_outcome(
                 engine_for(job) if engine_for is not None else engine,
                 job,
-                number,
-                len(jobs),
                 progress=progress,
                 result_key=result_key,
             )
-            result = finish_job(job, outcome, info, number=number, total=len(jobs))
+            result = finish_job(job, outcome, info)
             if on_frames is not None and result.ok:
                 on_frames(job, outcome.generated.frames)
             results.append(result)
@@ -211,10 +210,11 @@ def interrupted(jobs: Sequence[Job], results: list[JobResult]) -> list[JobResult
 
 def log_start(job: Job, number: int, total: int) -> None:
     logger.info(
-        "[%d/%d] %s: image %s, video %s",
+        "[#%d] %s (%d of %d to run): image %s, video %s",
+        job.index + 1,
+        job.name,
         number,
         total,
-        job.name,
         location(job.case.ref_image_path),
         location(job.video_path),
     )
@@ -223,8 +223,6 @@ def log_start(job: Job, number: int, total: int) -> None:
 def generate_outcome(
     engine: Engine,
     job: Job,
-    number: int,
-    total: int,
     *,
     progress: bool,
     result_key: Callable[[Job], ResultKey | None] | None = None,
@@ -235,11 +233,11 @@ def generate_outcome(
         case = fetched(job.case)
         generated = engine.generate(case, progress=progress, label=job.name)
     except MimicacheError as exc:
-        logger.error("[%d/%d] %s failed: %s", number, total, job.name, exc)
+        logger.error("[#%d] %s failed: %s", job.index + 1, job.name, exc)
         logger.debug("traceback", exc_info=True)
         return Outcome(error=error_text(exc))
     except Exception as exc:  # a bug or a runtime fault (out of memory...): isolate the job
-        logger.exception("[%d/%d] %s failed unexpectedly", number, total, job.name)
+        logger.exception("[#%d] %s failed unexpectedly", job.index + 1, job.name)
         return Outcome(error=error_text(exc))
     return Outcome(generated, result_key=result_key(job) if result_key is not None else None)
 
@@ -279,9 +277,6 @@ def _kept(
     error: StoreError,
     video: bytes,
     sidecar: Callable[[Path], bytes],
-    *,
-    number: int,
-    total: int,
 ) -> JobResult:
     """A finished job whose files the output store refused: kept on this machine, failed
     with the store's reason and where they are (no failure sidecar: the store refuses)."""
@@ -289,10 +284,10 @@ def _kept(
         kept = keep(job.output_path.parent, job.base_stem, video, sidecar, error)
     except OSError as exc:
         message = f"{error}; nor can it be kept on this machine ({exc.strerror or exc})"
-        logger.error("[%d/%d] %s failed: %s", number, total, job.name, message)
+        logger.error("[#%d] %s failed: %s", job.index + 1, job.name, message)
         return JobResult.failure(job, message, outcome.timings)
     message = kept_message(error, kept)
-    logger.error("[%d/%d] %s failed: %s", number, total, job.name, message)
+    logger.error("[#%d] %s failed: %s", job.index + 1, job.name, message)
     return JobResult.from_outcome(
         job,
         outcome,

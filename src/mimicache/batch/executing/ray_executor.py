@@ -270,9 +270,7 @@ class RayExecutor(ExecutorBase):
                     slot = idle.pop(0)
                     if attempt == 0:
                         log_start(job, order[job.index], len(jobs))
-                    call = slot.actor.run_job.remote(
-                        job, info, order[job.index], len(jobs), pose.take(job.index)
-                    )
+                    call = slot.actor.run_job.remote(job, info, pose.take(job.index))
                     self.busy[call] = (job, slot, attempt)
                 waiting = [*self.busy, *pose.pending, *self.reviving]
                 ready, _ = ray.wait(waiting, num_returns=1, timeout=RELAY_POLL_S)
@@ -293,9 +291,7 @@ class RayExecutor(ExecutorBase):
                     if result is None:
                         continue
                     if isinstance(result, Outcome):  # its worker is gone: the driver records it
-                        result = finish_job(
-                            job, result, sidecar, number=order[job.index], total=len(jobs)
-                        )
+                        result = finish_job(job, result, sidecar)
                     results.append(result)
                     bar.update(1)
                     if self.on_result is not None:

@@ -110,6 +110,7 @@ class _Found:
     sidecar: Path
     output_bytes: int | None = None
     output_blake3: str | None = None
+    quality: dict[str, Any] | None = None  # its score, as the earlier run recorded it
 
 
 def find_done(
@@ -128,7 +129,10 @@ def find_done(
             continue
         damage[video] = _damage(video, data)
         if damage[video] is None:
-            done = _Found(video, sidecar, data.get("output_bytes"), data.get("output_blake3"))
+            quality = data.get("quality") if isinstance(data.get("quality"), dict) else None
+            done = _Found(
+                video, sidecar, data.get("output_bytes"), data.get("output_blake3"), quality
+            )
             found.setdefault(key, []).append(done)
     return found, damage
 
@@ -165,6 +169,7 @@ def split_done(
                     result_key=key,
                     output_bytes=found.output_bytes,
                     output_blake3=found.output_blake3,
+                    quality=found.quality,
                 )
             )
             continue
@@ -172,7 +177,7 @@ def split_done(
         if published is not None:
             skipped.append(published)
             continue
-        logger.info("%s: redone: %s", job.name, redo_reason(job, key, sidecars, damage))
+        logger.info("%s: %s", job.name, redo_reason(job, key, sidecars, damage, records))
         todo.append(job)
     return skipped, todo
 
@@ -182,11 +187,14 @@ def redo_reason(
     key: ResultKey | None,
     sidecars: list[tuple[Path, dict]],
     damage: Mapping[Path, str | None],
+    records: Iterable[Mapping[str, Any]] = (),
 ) -> str:
-    """Why ``job`` has no usable earlier result, as one phrase for the log (``damage``: what
-    ``find_done`` found wrong with the mp4s it checked)."""
+    """Why ``job`` runs, as one phrase for the log: it never finished before ("not finished:
+    ...", ``records`` say whether an earlier run was interrupted or failed), or its earlier
+    result cannot stand ("runs again: ..."; ``damage``: what ``find_done`` found wrong with
+    the mp4s it checked)."""
     if key is None:
-        return "no result key (an input cannot be read)"
+        return "runs: no result key (an input cannot be read)"
     mine = [
         (sidecar, data)
         for sidecar, data in sidecars
@@ -196,7 +204,29 @@ def redo_reason(
         and data["job"].get("case_index") == job.case_index
     ]
     if not mine:
-        return f"no sidecar of an earlier result in {location(job.output_path.parent)}"
+        return "not finished: " + _unfinished(job, records)
+    return "runs again: " + _why_again(job, key, mine, damage)
+
+
+def _unfinished(job: Job, records: Iterable[Mapping[str, Any]]) -> str:
+    """What an earlier run left of a job that has no result: interrupted, failed, or nothing."""
+    rows = [
+        r for r in records if r.get("name") == job.name and r.get("case_index", 0) == job.case_index
+    ]
+    last = rows[-1] if rows else None
+    if last is not None and last.get("status") == "interrupted":
+        return f"the run of {last.get('run', 'an earlier run')} was interrupted before it"
+    if last is not None and last.get("status") == "failed":
+        return f"it failed in {last.get('run', 'an earlier run')} ({last.get('error')})"
+    return f"no earlier result in {location(job.output_path.parent)}"
+
+
+def _why_again(
+    job: Job,
+    key: ResultKey,
+    mine: list[tuple[Path, dict]],
+    damage: Mapping[Path, str | None],
+) -> str:
     same = [(s, d) for s, d in mine if d.get("result_key") == key.digest]
     for _, data in same:
         video = Path(data["output"])

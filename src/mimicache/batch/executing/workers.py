@@ -157,8 +157,6 @@ class GenerationWorker:
         self,
         job: Job,
         info: RunInfo,
-        number: int,
-        total: int,
         ahead: tuple[list[Any], float] | list[Any] | None = None,
     ) -> tuple[JobResult, list[LogLine]]:
         """One job run and published here: its result (no frames) and the records logged.
@@ -176,7 +174,7 @@ class GenerationWorker:
             self.live.handlers[0].flush()
         level = logging.DEBUG if self.spec.verbose else logging.INFO
         with captured_logs(level) as published:
-            result = finish_job(job, outcome, info, number=number, total=total)
+            result = finish_job(job, outcome, info)
         return result, [*lines, *published]
 
     def run(self, job: Job) -> tuple[Outcome, list[LogLine]]:

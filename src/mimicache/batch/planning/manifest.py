@@ -11,6 +11,8 @@ import dataclasses
 import difflib
 import itertools
 import json
+import os
+import posixpath
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
@@ -317,9 +319,14 @@ def _folder_of(source: str, path: Path) -> str:
 
 
 def _join(base: str, text: str) -> str:
-    if "://" in text or Path(text).expanduser().is_absolute():
+    """A row's path against the manifest's folder, tidied (``data/../x.mp4`` is ``x.mp4``)."""
+    if "://" in text:
         return text
-    return f"{base}/{text}" if "://" in base else str(Path(base) / text)
+    if Path(text).expanduser().is_absolute():
+        return os.path.normpath(Path(text).expanduser())
+    if "://" in base:
+        return f"{base}/{posixpath.normpath(text)}"
+    return os.path.normpath(Path(base) / text)
 
 
 # --------------------------------------------------------------------------- formats

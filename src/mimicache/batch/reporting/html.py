@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +22,7 @@ from mimicache.batch.reporting.page import (
     CSS,
     OTHER_COLOR,
     SORT_SCRIPT,
+    ReportRow,
     Videos,
     escape,
     frames_at,
@@ -35,7 +35,6 @@ from mimicache.engine.stage_names import STEP_COLORS, TOTALS
 from mimicache.storage.files import atomic_write, printable
 
 if TYPE_CHECKING:  # numpy and PIL load when a report is drawn, not when the CLI starts
-    import numpy as np
     import PIL.Image
 
 if TYPE_CHECKING:
@@ -44,26 +43,6 @@ if TYPE_CHECKING:
     from mimicache.batch.reporting.grid import GridFiles
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class ReportRow:
-    """One row of the report. ``timings`` in seconds; ``frames`` (N,H,W,3) uint8 for the strip
-    (None: read from ``output`` when it is a video, fetched when it is a URL, else from
-    ``kept``); ``notes`` extra lines (e.g. people); ``kept``: the mp4 of a result the output
-    store refused, kept on this machine."""
-
-    name: str
-    status: str
-    output: Path | None = None
-    timings: dict[str, float] = field(default_factory=dict)
-    cache_events: list[Any] = field(default_factory=list)
-    error: str | None = None
-    parameters: dict[str, Any] = field(default_factory=dict)
-    frames: np.ndarray | None = None
-    notes: list[str] = field(default_factory=list)
-    kept: Path | None = None
-    quality: dict[str, Any] | None = None  # the clip's scores (ClipScore.to_dict())
 
 
 def report_row(result: JobResult, *, label: str = "") -> ReportRow:
@@ -78,7 +57,7 @@ def report_row(result: JobResult, *, label: str = "") -> ReportRow:
         timings=dict(result.timings),
         cache_events=list(result.cache_events),
         error=result.error,
-        parameters=case_to_dict(result.job.case),
+        parameters={**case_to_dict(result.job.case), **result.job.engine},
         notes=[f"people: {people.summary()}"] if people is not None else [],
         kept=result.kept,
         quality=result.quality,
@@ -99,6 +78,7 @@ def write_run_report(
     bench: BenchReport | None = None,
     plot: str | Path | None = None,
     grids: Sequence[GridFiles] = (),
+    earlier: Sequence[str] = (),
 ) -> Path | None:
     """A run's (or a benchmark's: cold and warm rows, the comparison table and ``plot`` when
     it was drawn) report beside its log, with its sweep's ``grids``; a report that cannot be
@@ -125,13 +105,21 @@ def write_run_report(
             parameters=parameters,
             sections=sections,
             images=images,
-            blocks=_sweep_blocks(grids),
+            blocks=[*_earlier_block(earlier), *_sweep_blocks(grids)],
         )
     except OSError as exc:
         logger.warning("could not write the report: %s", exc)
         return None
     logger.info("report: %s", path)
     return path
+
+
+def _earlier_block(names: Sequence[str]) -> list[str]:
+    """Links to the reports of earlier runs in the same folder (a resumed batch's others)."""
+    if not names:
+        return []
+    links = "".join(f'<li><a href="{escape(n)}">{escape(n)}</a></li>' for n in names)
+    return [f'<div class="muted">earlier runs in this folder:</div><ul>{links}</ul>']
 
 
 def _sweep_blocks(grids: Sequence[GridFiles]) -> list[str]:
@@ -194,10 +182,14 @@ def render_report(
         f"<h1>{escape(title)}</h1>",
         f'<div class="muted">{escape(created)} · mimicache {escape(__version__)} · {len(jobs)} '
         f"job(s): {escape(tally)}</div>",
+        *_settings(jobs, parameters),
         "<h2>Parameters</h2>",
-        table([(str(k), show(v)) for k, v in parameters.items()], ("parameter", "value")),
+        table(
+            [(str(k), show(v)) for k, v in parameters.items() if k not in _SETTING_NAMES],
+            ("parameter", "value"),
+        ),
         "<h2>Jobs</h2>",
-        _jobs_table(jobs, longest),
+        _jobs_table(jobs, longest, _differing(jobs)),
         _legend(jobs),
         *blocks,
         quality_overview(jobs),
@@ -258,20 +250,79 @@ def _cache_counts(events: Sequence[Any]) -> str:
     return f"{hits} hit(s), {len(events) - hits} miss(es)" if events else "not used"
 
 
-def _jobs_table(jobs: Sequence[ReportRow], longest: float) -> str:
-    head = "".join(
-        f"<th>{h}</th>" for h in ("#", "job", "status", "total", "stages", "cache", "output")
-    )
+# The values a run's jobs are made with, shown at the top of its report (one value, or the
+# values when the jobs differ).
+SETTINGS = (
+    ("num_inference_steps", "steps"),
+    ("guidance_scale", "guidance"),
+    ("seed", "seed"),
+    ("resolution", "resolution"),
+    ("num_frames", "frames per tile"),
+    ("frames_overlap", "tile overlap"),
+    ("noise_aug_strength", "noise augmentation"),
+    ("sample_stride", "sample stride"),
+    ("fps", "fps"),
+    ("scheduler", "scheduler"),
+    ("speed", "speed"),
+)
+
+
+_SETTING_NAMES = {name for _, name in SETTINGS}  # shown in the settings, not again
+
+
+def _values(jobs: Sequence[ReportRow], key: str) -> list[Any]:
+    seen: list[Any] = []
+    for job in jobs:
+        if key in job.parameters and job.parameters[key] not in seen:
+            seen.append(job.parameters[key])
+    return seen
+
+
+def _settings(jobs: Sequence[ReportRow], run: Mapping[str, Any]) -> list[str]:
+    """The values the jobs were made with (the run's own where no job names one)."""
+    rows = []
+    for key, name in SETTINGS:
+        values = _values(jobs, key) or ([run[name]] if run.get(name) is not None else [])
+        if values:
+            text = ", ".join(show(v) for v in values)
+            rows.append((name, text + (" (differs per job)" if len(values) > 1 else "")))
+    return ["<h2>Settings</h2>", table(rows, ("setting", "value"))] if rows else []
+
+
+def _differing(jobs: Sequence[ReportRow]) -> list[str]:
+    """The parameters whose value differs between the jobs (a column each)."""
+    keys: list[str] = []
+    for job in jobs:
+        keys += [k for k in job.parameters if k not in keys]
+    return [k for k in keys if len(_values(jobs, k)) > 1 and k != "ref_video_path"]
+
+
+def _cell(key: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    return Path(str(value)).name if key.endswith("_path") else show(value)
+
+
+def _jobs_table(jobs: Sequence[ReportRow], longest: float, columns: Sequence[str] = ()) -> str:
+    names = dict(SETTINGS)
+    header = ("#", "job", *(names.get(k, k) for k in columns), "status", "total", "stages")
+    head = "".join(f"<th>{escape(h)}</th>" for h in (*header, "cache", "output"))
     rows = []
     for i, job in enumerate(jobs, start=1):
         total = job.timings.get("total")
+        values = "".join(
+            f'<td class="{"num" if isinstance(v, (int, float)) else "nowrap"}">'
+            f"{escape(_cell(k, v))}</td>"
+            for k in columns
+            for v in [job.parameters.get(k)]
+        )
         rows.append(
             "<tr>"
-            f'<td class="num">{i}</td><td><a href="#job{i}">{escape(job.name)}</a></td>'
+            f'<td class="num">{i}</td><td><a href="#job{i}">{escape(job.name)}</a></td>{values}'
             f'<td class="{escape(job.status)}">{escape(job.status)}</td>'
-            f'<td class="num">{"-" if total is None else f"{total:.2f} s"}</td>'
-            f'<td style="width:34%">{_bar(job.timings, longest)}</td>'
-            f"<td>{escape(_cache_counts(job.cache_events))}</td>"
+            f'<td class="num">{"-" if total is None else f"{total:.2f}&nbsp;s"}</td>'
+            f'<td style="width:30%">{_bar(job.timings, longest)}</td>'
+            f'<td class="nowrap">{escape(_cache_counts(job.cache_events))}</td>'
             f"<td>{escape(location(job.output)) if job.output else '-'}</td></tr>"
         )
     return f'<table style="width:100%"><tr>{head}</tr>{"".join(rows)}</table>'
@@ -308,9 +359,12 @@ def _job_section(number: int, job: ReportRow, strips: Videos) -> str:
     parts += [f"<div>{escape(note)}</div>" for note in job.notes]
     if job.error:
         parts.append(f"<pre>{escape(job.error)}</pre>")
-    stages = [(name, f"{seconds:.3f} s") for name, seconds in job.timings.items()]
+    stages = [(n, f"{v:.3f} s") for n, v in job.timings.items() if n not in TOTALS]
     if stages:
         parts.append(table(stages, ("stage", "time"), {1}))
+    totals = [f"{n} {job.timings[n]:.3f} s" for n in TOTALS if n in job.timings]
+    if totals:  # sums of the stages above: apart from them
+        parts.append(f'<div class="muted">totals: {escape(" · ".join(totals))}</div>')
     if job.cache_events:
         rows = [
             (

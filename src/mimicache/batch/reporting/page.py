@@ -1,5 +1,5 @@
-"""The pieces of a self-contained report page: its CSS, escaping, tables, images as base64
-data URIs, and the frames of an output video (``Videos``: a local mp4, a kept one, or an
+"""The pieces of a self-contained report page: a row (``ReportRow``), its CSS, escaping,
+tables, images as base64 data URIs, and the frames of an output video (``Videos``: a local mp4, a kept one, or an
 object fetched once into a temporary folder). Frames are (N,H,W,3) uint8 RGB."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import io
 import logging
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +23,6 @@ if TYPE_CHECKING:  # numpy and PIL load when a report is drawn, not when the CLI
     import numpy as np
     import PIL.Image
 
-    from mimicache.batch.reporting.html import ReportRow
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px}
 .muted{color:#777} table{border-collapse:collapse;margin:6px 0}
 td,th{padding:4px 10px;border-bottom:1px solid #e4e4e4;text-align:left;vertical-align:top}
 th{background:#f6f6f6;font-weight:600} td.num{text-align:right;font-variant-numeric:tabular-nums}
+td.num,td.nowrap{white-space:nowrap}
 .ok{color:#1a7f37;font-weight:600} .failed{color:#c62828;font-weight:600}
 .interrupted{color:#b26a00;font-weight:600} .suspect{color:#b26a00;font-weight:600}
 .quality{margin:8px 0;padding:6px 10px;background:#fafafa;border-radius:4px}
@@ -145,6 +146,26 @@ def thumbnail_strip(frames: np.ndarray, count: int = THUMBNAILS) -> PIL.Image.Im
     return strip
 
 
+@dataclass
+class ReportRow:
+    """One row of the report. ``timings`` in seconds; ``frames`` (N,H,W,3) uint8 for the strip
+    (None: read from ``output`` when it is a video, fetched when it is a URL, else from
+    ``kept``); ``notes`` extra lines (e.g. people); ``kept``: the mp4 of a result the output
+    store refused, kept on this machine."""
+
+    name: str
+    status: str
+    output: Path | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    cache_events: list[Any] = field(default_factory=list)
+    error: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    frames: np.ndarray | None = None
+    notes: list[str] = field(default_factory=list)
+    kept: Path | None = None
+    quality: dict[str, Any] | None = None  # the clip's scores (ClipScore.to_dict())
+
+
 class Videos:
     """The frames of each job's output: its own (``frames``), its local mp4, its object
     (fetched once into a temporary folder kept while the page is drawn) or its kept mp4.
@@ -175,7 +196,7 @@ class Videos:
 
     def local(self, job: ReportRow) -> tuple[Path | None, str | None]:
         """The job's video on this machine (None, and why, when there is none to show)."""
-        if job.status == "ok" and job.output is not None:
+        if job.status in ("ok", "skipped") and job.output is not None:
             if remote_url(job.output) is None:
                 return Path(job.output), None
             return self._fetched(Path(job.output))

@@ -5,6 +5,7 @@ is the one plain-text table layout every command prints."""
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
@@ -112,7 +113,6 @@ def text_table(
 
 
 _SUMMARY_HEADER = ("#", "job", "status", "quality", "preprocess", "pipeline", "total", "output")
-_ERROR_WIDTH = 80
 
 
 def format_summary(results: Sequence[JobResult] | Iterable[JobResult]) -> str:
@@ -125,11 +125,11 @@ def format_summary(results: Sequence[JobResult] | Iterable[JobResult]) -> str:
     rows = [_SUMMARY_HEADER]
     for r in results:
         if r.done:
-            last = str(location(r.output if r.output is not None else r.job.output_path))
+            last = _tidy(location(r.output if r.output is not None else r.job.output_path))
         elif r.status == "interrupted":
             last = "-"
-        else:
-            last = "error: " + _short(r.error or "unknown error")
+        else:  # the whole first line: the path it names is the point of the message
+            last = "error: " + _first_line(r.error or "unknown error")
         rows.append(
             (
                 str(r.job.index + 1),
@@ -172,6 +172,12 @@ def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def _short(text: str) -> str:
-    line = text.strip().splitlines()[0] if text.strip() else "unknown error"
-    return line if len(line) <= _ERROR_WIDTH else line[: _ERROR_WIDTH - 3] + "..."
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else "unknown error"
+
+
+def _tidy(where: str | None) -> str:
+    """A local path without ``..`` and ``.`` parts; a URL as it is."""
+    if where is None:
+        return "-"
+    return where if "://" in where else os.path.normpath(where)

@@ -13,7 +13,7 @@ from mimicache.batch.reporting.page import THUMB_HEIGHT, escape, png_uri, table
 if TYPE_CHECKING:
     import numpy as np
 
-    from mimicache.batch.reporting.html import ReportRow
+    from mimicache.batch.reporting.page import ReportRow
 
 __all__ = ["PART_COLORS", "error_chart", "quality_overview", "quality_section", "worst_frames"]
 
