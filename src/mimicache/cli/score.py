@@ -96,18 +96,7 @@ def score_command(args: argparse.Namespace) -> int:
     )
     from mimicache.quality.score import SCORER
 
-    check_executor_flags(args)
-    if args.executor == "ray":
-        require("ray", "--executor ray")
-    if args.export_pose:
-        require("pose", "--export_pose")
-        if args.score_frames not in (None, "all"):
-            raise ConfigError(
-                "--export_pose writes every frame's keypoints, so it scores every frame: "
-                f"drop --score_frames {args.score_frames}"
-            )
-        args.score_frames = "all"
-        check_output_folder(args.export_pose, "--export_pose folder")
+    _check_flags(args)
     timestamp = make_timestamp()
     found = find_clips(args.source)
     root = open_output_root(found.root, name=_SOURCE)
@@ -163,6 +152,25 @@ def score_command(args: argparse.Namespace) -> int:
         print(f"not uploaded to {root.url}; on this machine: {', '.join(map(str, left))}")
     failed = any(what == "failed" for what, _ in outcome.values()) or found.unusable
     return 1 if failed else 0
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    """Before the root is touched: the executor's flags, the extras, ``--export_pose``'s
+    folder (and every frame scored for it)."""
+    from mimicache.batch.outputs.publish import check_output_folder
+
+    check_executor_flags(args)
+    if args.executor == "ray":
+        require("ray", "--executor ray")
+    if args.export_pose:
+        require("pose", "--export_pose")
+        if args.score_frames not in (None, "all"):
+            raise ConfigError(
+                "--export_pose writes every frame's keypoints, so it scores every frame: "
+                f"drop --score_frames {args.score_frames}"
+            )
+        args.score_frames = "all"
+        check_output_folder(args.export_pose, "--export_pose folder")
 
 
 def _config(args: argparse.Namespace, found: ClipSet) -> InferenceConfig:

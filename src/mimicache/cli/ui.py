@@ -13,6 +13,7 @@ import logging
 import shutil
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -268,34 +269,8 @@ def build_app(session: UiSession) -> gradio.Blocks:
                 summary = gr.Textbox(
                     label="Summary", elem_id="summary", interactive=False, lines=3, max_lines=40
                 )
-        with gr.Accordion("Sweep: every combination of up to two keys", open=False):
-            with gr.Row():
-                key1 = gr.Dropdown(
-                    list(SWEEP_KEYS), value="seed", label="Key", elem_id="sweep-key1"
-                )
-                values1 = gr.Textbox(
-                    label="Values (1,2,3 or 1:8)", value="1,2", elem_id="sweep-values1"
-                )
-                key2 = gr.Dropdown(
-                    ["", *SWEEP_KEYS], value="", label="Second key", elem_id="sweep-key2"
-                )
-                values2 = gr.Textbox(label="Values", elem_id="sweep-values2")
-            sweep_button = gr.Button("Run sweep", elem_id="sweep-button")
-            with gr.Row():
-                sweep_grid = gr.Video(label="Grid", elem_id="sweep-grid", height=360)
-                sweep_sheet = gr.Image(
-                    label="Grid sheet", interactive=False, elem_id="sweep-sheet", height=360
-                )
-            sweep_summary = gr.Textbox(
-                label="Variants and scores", elem_id="sweep-summary", lines=3, max_lines=40
-            )
-        with gr.Accordion("Feature cache", open=False):
-            stats = gr.Textbox(label="Entries by stage", elem_id="cache-stats", lines=8)
-            with gr.Row():
-                refresh = gr.Button("Refresh", elem_id="cache-refresh")
-                max_size = gr.Textbox(label="Prune to (e.g. 500MB)", elem_id="prune-size")
-                prune = gr.Button("Prune", elem_id="cache-prune")
-            pruned = gr.Textbox(label="Prune", elem_id="cache-pruned", interactive=False)
+        sweep = _sweep_panel(gr)
+        stats = _cache_panel(gr, session)
 
         values = [image, video, folder, steps, guidance, seed, scheduler, retarget, person, speed]
         preview_button.click(
@@ -312,15 +287,58 @@ def build_app(session: UiSession) -> gradio.Blocks:
             concurrency_limit=1,
             concurrency_id=ENGINE_QUEUE,
         ).then(session.cache_stats, None, stats)
-        sweep_button.click(
+        sweep.button.click(
             sweep_action(session),
-            [*values, key1, values1, key2, values2],
-            [sweep_grid, sweep_sheet, sweep_summary],
+            [*values, *sweep.axes],
+            sweep.shown,
             concurrency_limit=1,
             concurrency_id=ENGINE_QUEUE,
         ).then(session.cache_stats, None, stats)
         outputs.change(lambda path: (path, session.score_text(path)), outputs, [result, score])
-        refresh.click(session.cache_stats, None, stats)
-        prune.click(prune_action(session), max_size, pruned).then(session.cache_stats, None, stats)
         app.load(session.cache_stats, None, stats)
     return app
+
+
+@dataclass
+class _SweepPanel:
+    button: Any
+    axes: list[Any]  # key 1, values 1, key 2, values 2
+    shown: list[Any]  # the grid video, its sheet, the variants' summary
+
+
+def _sweep_panel(gr: Any) -> _SweepPanel:
+    """Up to two keys and their values, the button, and where the grid and scores show."""
+    with gr.Accordion("Sweep: every combination of up to two keys", open=False):
+        with gr.Row():
+            key1 = gr.Dropdown(list(SWEEP_KEYS), value="seed", label="Key", elem_id="sweep-key1")
+            values1 = gr.Textbox(
+                label="Values (1,2,3 or 1:8)", value="1,2", elem_id="sweep-values1"
+            )
+            key2 = gr.Dropdown(
+                ["", *SWEEP_KEYS], value="", label="Second key", elem_id="sweep-key2"
+            )
+            values2 = gr.Textbox(label="Values", elem_id="sweep-values2")
+        button = gr.Button("Run sweep", elem_id="sweep-button")
+        with gr.Row():
+            grid = gr.Video(label="Grid", elem_id="sweep-grid", height=360)
+            sheet = gr.Image(
+                label="Grid sheet", interactive=False, elem_id="sweep-sheet", height=360
+            )
+        summary = gr.Textbox(
+            label="Variants and scores", elem_id="sweep-summary", lines=3, max_lines=40
+        )
+    return _SweepPanel(button, [key1, values1, key2, values2], [grid, sheet, summary])
+
+
+def _cache_panel(gr: Any, session: UiSession) -> Any:
+    """The cache's entries by stage, refreshed and pruned here; its text box."""
+    with gr.Accordion("Feature cache", open=False):
+        stats = gr.Textbox(label="Entries by stage", elem_id="cache-stats", lines=8)
+        with gr.Row():
+            refresh = gr.Button("Refresh", elem_id="cache-refresh")
+            max_size = gr.Textbox(label="Prune to (e.g. 500MB)", elem_id="prune-size")
+            prune = gr.Button("Prune", elem_id="cache-prune")
+        pruned = gr.Textbox(label="Prune", elem_id="cache-pruned", interactive=False)
+    refresh.click(session.cache_stats, None, stats)
+    prune.click(prune_action(session), max_size, pruned).then(session.cache_stats, None, stats)
+    return stats

@@ -89,39 +89,35 @@ def build_engine(
 ) -> MimicMotion:
     """The whole engine for ``spec``, with ``cache`` or a store of its own; ``observer``
     receives each job's progress events."""
-    _set_threads(spec)
-    return MimicMotion.from_config(
-        spec.engine_config(),
-        device=spec.device,
-        dtype=None if spec.dtype is None else getattr(torch, spec.dtype),
-        cache=cache if cache is not None else open_cache(spec),
-        settings=engine_settings(spec),
-        observer=observer,
-    )
+    return _built(MimicMotion.from_config, spec, cache, dtype=_dtype(spec), observer=observer)
 
 
 def build_pose_engine(spec: EngineSpec, *, cache: FeatureStore | None = None) -> MimicMotion:
     """DWPose only (``MimicMotion.for_pose``), DWPose where ``spec.dwpose_device`` says, else
     where the engine would run it."""
-    _set_threads(spec)
-    return MimicMotion.for_pose(
-        spec.engine_config(),
-        device=spec.device,
-        cache=cache if cache is not None else open_cache(spec),
-        settings=engine_settings(spec),
-    )
+    return _built(MimicMotion.for_pose, spec, cache)
 
 
 def build_scoring_engine(spec: EngineSpec, *, cache: FeatureStore | None = None) -> MimicMotion:
     """DWPose and CLIP (``MimicMotion.for_scoring``): what scoring written clips needs."""
+    return _built(MimicMotion.for_scoring, spec, cache, dtype=_dtype(spec))
+
+
+def _built(make: Any, spec: EngineSpec, cache: FeatureStore | None, **more: Any) -> MimicMotion:
+    """``make`` (one of ``MimicMotion``'s constructors) for ``spec``, on ``cache`` or a
+    store of the spec's own."""
     _set_threads(spec)
-    return MimicMotion.for_scoring(
+    return make(
         spec.engine_config(),
         device=spec.device,
-        dtype=None if spec.dtype is None else getattr(torch, spec.dtype),
         cache=cache if cache is not None else open_cache(spec),
         settings=engine_settings(spec),
+        **more,
     )
+
+
+def _dtype(spec: EngineSpec) -> torch.dtype | None:
+    return None if spec.dtype is None else getattr(torch, spec.dtype)
 
 
 def result_settings(spec: EngineSpec, engine: MimicMotion) -> dict[str, Any]:

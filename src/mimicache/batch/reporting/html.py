@@ -130,31 +130,12 @@ def _sweep_blocks(grids: Sequence[GridFiles]) -> list[str]:
     return ["<h2>Sweeps, side by side</h2>", *(grid_section(g) for g in grids)]
 
 
-def write_report(
-    path: str | Path,
-    jobs: Sequence[ReportRow],
-    *,
-    title: str,
-    parameters: Mapping[str, Any],
-    sections: Sequence[tuple[str, str]] = (),
-    images: Sequence[tuple[str, Path | PIL.Image.Image]] = (),
-    blocks: Sequence[str] = (),
-) -> Path:
-    """Write the page atomically and return its path. ``sections``: (heading, preformatted
-    text) shown after the jobs (e.g. the benchmark table); ``images``: (caption, image file or
-    PIL image) embedded after those; ``blocks``: HTML shown after the jobs table (a sweep's
-    grids)."""
-    page = render_report(
-        jobs,
-        title=title,
-        parameters=parameters,
-        sections=sections,
-        images=images,
-        blocks=blocks,
-    )
+def write_report(path: str | Path, jobs: Sequence[ReportRow], **page: Any) -> Path:
+    """Write the page (``render_report(jobs, **page)``) atomically and return its path."""
+    text = render_report(jobs, **page)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, printable(page).encode("utf-8"))
+    atomic_write(path, printable(text).encode("utf-8"))
     return path
 
 
@@ -167,7 +148,10 @@ def render_report(
     images: Sequence[tuple[str, Path | PIL.Image.Image]] = (),
     blocks: Sequence[str] = (),
 ) -> str:
-    """The page as one HTML string (see ``write_report``)."""
+    """The page as one HTML string: ``title``, the run's ``parameters``, the jobs;
+    ``sections``: (heading, preformatted text) shown after the jobs (e.g. the benchmark
+    table); ``images``: (caption, image file or PIL image) embedded after those; ``blocks``:
+    HTML shown after the jobs table (a sweep's grids, links to earlier runs)."""
     from mimicache import __version__
 
     counts = Counter(j.status for j in jobs)
