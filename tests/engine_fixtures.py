@@ -50,3 +50,10 @@ def write_config(path: Path, bundle, image: Path, video: Path, **case) -> Path:
     }
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def walk_workspace(root: Path, bundle) -> dict:
+    """A folder with a reference image, a 6-frame walk and a config naming them."""
+    image = reference_image(root / "ref.png")
+    video = figure_video(root / "walk.mp4", frames=6)
+    return {"root": root, "config": write_config(root / "cfg.yaml", bundle, image, video)}

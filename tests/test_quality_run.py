@@ -11,7 +11,7 @@ import pytest
 import mimicache.engine.scoring
 from mimicache.batch.reporting.results import RESULTS_FILE, read_results
 from mimicache.cli import main
-from tests.engine_fixtures import figure_video, reference_image, write_config
+from tests.engine_fixtures import walk_workspace
 
 LENIENT = [
     "body=100", "left_hand=100", "right_hand=100", "face=100", "hand_recall=0",
@@ -21,11 +21,7 @@ LENIENT = [
 
 @pytest.fixture(scope="module")
 def workspace(tiny_bundle, tmp_path_factory):
-    root = tmp_path_factory.mktemp("scored")
-    image = reference_image(root / "ref.png")
-    video = figure_video(root / "walk.mp4", frames=6)
-    config = write_config(root / "cfg.yaml", tiny_bundle, image, video)
-    return {"root": root, "config": config}
+    return walk_workspace(tmp_path_factory.mktemp("scored"), tiny_bundle)
 
 
 def _run(workspace, out, *extra):

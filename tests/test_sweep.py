@@ -21,7 +21,7 @@ from mimicache.config import TestCase
 from mimicache.errors import ConfigError
 from mimicache.media import iter_frames
 from tests import s3_fixtures
-from tests.engine_fixtures import figure_video, reference_image, write_config
+from tests.engine_fixtures import walk_workspace
 
 s3_server, s3_url = s3_fixtures.s3_server, s3_fixtures.s3_url  # fixtures
 
@@ -98,11 +98,7 @@ def test_the_limit_and_an_impossible_variant_are_errors(tmp_path):
 
 @pytest.fixture(scope="module")
 def workspace(tiny_bundle, tmp_path_factory):
-    root = tmp_path_factory.mktemp("sweep")
-    image = reference_image(root / "ref.png")
-    video = figure_video(root / "walk.mp4", frames=6)
-    config = write_config(root / "cfg.yaml", tiny_bundle, image, video)
-    return {"root": root, "config": config}
+    return walk_workspace(tmp_path_factory.mktemp("sweep"), tiny_bundle)
 
 
 def _run(workspace, out, *extra, cache="cache"):
