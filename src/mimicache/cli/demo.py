@@ -79,16 +79,18 @@ def write_demo_config(path: Path, bundle, image: Path, videos: Path) -> Path:
     return path
 
 
+HELP = "tiny models + generated media: the whole flow, offline (about 12 s on 2 CPU cores)"
+DESCRIPTION = """\
+Write a tiny random-weight model bundle and two generated driving videos, then run both cold and
+warm through the feature cache exactly as `mimicache bench` does, and print what the cache
+saved. Offline; about 12 s on 2 CPU cores (median of 3 runs), the first run of a fresh install a
+few seconds more.
+"""
+
+
 def add_demo_command(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``demo`` on an argparse sub-parser set."""
-    demo = subparsers.add_parser(
-        "demo",
-        help="tiny models + generated media: the whole flow, offline (about 12 s on 2 CPU cores)",
-        description="Write a tiny random-weight model bundle and two generated driving videos, "
-        "then run both cold and warm through the feature cache exactly as `mimicache bench` "
-        "does, and print what the cache saved. Offline; about 12 s on 2 CPU cores (median of "
-        "3 runs), the first run of a fresh install a few seconds more.",
-    )
+    demo = subparsers.add_parser("demo", help=HELP, description=DESCRIPTION)
     demo.add_argument("--workdir", default="mimicache-demo", help="(default: %(default)s)")
     demo.add_argument("-v", "--verbose", action="store_true")
     demo.set_defaults(func=demo_command)

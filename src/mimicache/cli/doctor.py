@@ -47,13 +47,15 @@ class Check:
     fix: str | None = None
 
 
+HELP = "check torch/CUDA, DWPose, video codecs, weight files and disk space"
+DESCRIPTION = """\
+Check that a run of the config would work here; print the fix of each problem. Exit 1 when a run
+would fail.
+"""
+
+
 def add_doctor_command(commands) -> None:
-    doctor = commands.add_parser(
-        "doctor",
-        help="check torch/CUDA, DWPose, video codecs, weight files and disk space",
-        description="Check that a run of the config would work here; print the fix of each "
-        "problem. Exit 1 when a run would fail.",
-    )
+    doctor = commands.add_parser("doctor", help=HELP, description=DESCRIPTION)
     doctor.add_argument(
         "--inference_config", default="configs/test.yaml", help="(default: %(default)s)"
     )

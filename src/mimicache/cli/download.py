@@ -23,17 +23,18 @@ DEFAULT_FOLDER = "models/"
 DEFAULT_CONFIG = "configs/real.yaml"
 
 
+HELP = "fetch the SVD, MimicMotion and DWPose weights from the hub and write a config"
+DESCRIPTION = """\
+Fetch every weight file a real run needs from the Hugging Face hub into --dir (only the files
+inference reads), verify each against the hub's size and sha256, and write a config naming them.
+A re-run fetches only what is missing. The SVD repository is gated: accept its licence on the
+hub and log in (hf auth login) first.
+"""
+
+
 def add_download_command(commands) -> None:
     """Register ``download`` on the sub-command parsers ``commands``."""
-    download = commands.add_parser(
-        "download",
-        help="fetch the SVD, MimicMotion and DWPose weights from the hub and write a config",
-        description="Fetch every weight file a real run needs from the Hugging Face hub into "
-        "--dir (only the files inference reads), verify each against the hub's size and "
-        "sha256, and write a config naming them. A re-run fetches only what is missing. The "
-        "SVD repository is gated: accept its licence on the hub and log in (hf auth login) "
-        "first.",
-    )
+    download = commands.add_parser("download", help=HELP, description=DESCRIPTION)
     download.add_argument(
         "--dir", default=DEFAULT_FOLDER, help="where the weights go (default: %(default)s)"
     )

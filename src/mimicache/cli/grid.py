@@ -16,15 +16,17 @@ from mimicache.errors import InputError
 logger = logging.getLogger(__name__)
 
 
+HELP = "draw a sweep's variants side by side (an output folder, results.jsonl or s3:// root)"
+DESCRIPTION = """\
+Draw each sweep pair's variants side by side from their written clips: {name}_grid.mp4 (every
+variant a labelled tile, in step) and {name}_grid.png (a few frames per variant), beside the
+variants. `run --sweep` draws them itself; this draws them again with another layout, or for an
+earlier run.
+"""
+
+
 def add_grid_command(subparsers: Any) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "grid",
-        help="draw a sweep's variants side by side (an output folder, results.jsonl or s3:// root)",
-        description="Draw each sweep pair's variants side by side from their written clips: "
-        "{name}_grid.mp4 (every variant a labelled tile, in step) and {name}_grid.png (a few "
-        "frames per variant), beside the variants. `run --sweep` draws them itself; this "
-        "draws them again with another layout, or for an earlier run.",
-    )
+    parser = subparsers.add_parser("grid", help=HELP, description=DESCRIPTION)
     parser.add_argument(
         "source",
         metavar="PATH_OR_URL",

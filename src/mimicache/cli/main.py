@@ -20,6 +20,15 @@ from mimicache.cli.run import RUN_DEFAULTS, add_run_arguments, run_command
 from mimicache.cli.score import add_score_command
 from mimicache.cli.ui import add_ui_command
 
+BENCH_HELP = "run cold then warm and compare the timings per stage"
+BENCH_DESCRIPTION = """\
+Run the first job once with the cache off and untimed (a warm-up, so the cold run is not charged
+the process's first-call costs), then the jobs twice, first with every cache entry recomputed
+(cold), then reading the cache (warm); print the per-stage timings side by side, the cached
+stages' and the whole job's speed-ups apart, and whether the outputs are bit-identical. Takes
+the same flags as `run`.
+"""
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -32,15 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_run_arguments(run, RUN_DEFAULTS)
     run.set_defaults(func=run_command)
-    bench = commands.add_parser(
-        "bench",
-        help="run cold then warm and compare the timings per stage",
-        description="Run the first job once with the cache off and untimed (a warm-up, so the "
-        "cold run is not charged the process's first-call costs), then the jobs twice, first "
-        "with every cache entry recomputed (cold), then reading the cache (warm); print the "
-        "per-stage timings side by side, the cached stages' and the whole job's speed-ups "
-        "apart, and whether the outputs are bit-identical. Takes the same flags as `run`.",
-    )
+    bench = commands.add_parser("bench", help=BENCH_HELP, description=BENCH_DESCRIPTION)
     add_run_arguments(bench, RUN_DEFAULTS, benchmark_flag=False)
     bench.add_argument(
         "--plot",

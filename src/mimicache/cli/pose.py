@@ -45,15 +45,17 @@ logger = logging.getLogger(__name__)
 DEFAULTS = TestCase(ref_video_path=Path(), ref_image_path=Path())
 
 
+HELP = "preview the aligned skeleton of a reference image and a driving video"
+DESCRIPTION = """\
+Preview the pose frames a run would use (only DWPose is loaded): the driving frame, the skeleton
+over the reference image and the skeleton alone, side by side, as an mp4, plus a PNG contact
+sheet and report.html. Shares the feature cache with `run`: a preview makes a later run's pose
+stages cache hits.
+"""
+
+
 def add_pose_command(subparsers: Any) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "pose",
-        help="preview the aligned skeleton of a reference image and a driving video",
-        description="Preview the pose frames a run would use (only DWPose is loaded): the "
-        "driving frame, the skeleton over the reference image and the skeleton alone, side by "
-        "side, as an mp4, plus a PNG contact sheet and report.html. Shares the feature cache "
-        "with `run`: a preview makes a later run's pose stages cache hits.",
-    )
+    parser = subparsers.add_parser("pose", help=HELP, description=DESCRIPTION)
     io = parser.add_argument_group("inputs and outputs")
     io.add_argument("--ref_image", help="the reference image (default: the config's test case's)")
     io.add_argument("--video", help="the driving video (default: the config's test case's)")

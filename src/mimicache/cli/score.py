@@ -33,18 +33,19 @@ logger = logging.getLogger(__name__)
 _SOURCE = "PATH_OR_URL"
 
 
+HELP = "score clips that exist (an output folder, results.jsonl or s3:// root)"
+DESCRIPTION = """\
+Score written clips without generating: pose fidelity per body part against the poses each clip
+was made from, identity against the reference, flicker, and a verdict. Reads each clip's sidecar
+(inputs, parameters, pose settings) and loads only DWPose and CLIP; appends the scores to
+scores.jsonl at the root and writes a log and a report beside it (sidecars are never rewritten).
+A clip already scored by the same scorer over the same frames is skipped; with other thresholds
+it is re-judged without computing anything.
+"""
+
+
 def add_score_command(subparsers: Any) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "score",
-        help="score clips that exist (an output folder, results.jsonl or s3:// root)",
-        description="Score written clips without generating: pose fidelity per body part "
-        "against the poses each clip was made from, identity against the reference, flicker, "
-        "and a verdict. Reads each clip's sidecar (inputs, parameters, pose settings) and loads "
-        "only DWPose and CLIP; appends the scores to scores.jsonl at the root and writes a log "
-        "and a report beside it (sidecars are never rewritten). A clip already scored by the "
-        "same scorer over the same frames is skipped; with other thresholds it is re-judged "
-        "without computing anything.",
-    )
+    parser = subparsers.add_parser("score", help=HELP, description=DESCRIPTION)
     parser.add_argument(
         "source",
         metavar=_SOURCE,

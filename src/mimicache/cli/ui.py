@@ -50,15 +50,17 @@ ENGINE_QUEUE = "engine"  # previews and runs share one queue: one at a time, tab
 TABLE_CSS = "#summary textarea, #cache-stats textarea { font-family: ui-monospace, monospace; }"
 
 
+HELP = "a local web app: preview poses, generate, play results, tidy the cache"
+DESCRIPTION = """\
+Serve a web page on http://127.0.0.1:PORT to choose a reference image and a driving video (or a
+batch folder), preview the aligned pose frames, set steps, guidance, seed and scheduler, run
+with live progress, play the results and look at the feature cache. Needs the ui extra: pip
+install 'mimicache[ui]'.
+"""
+
+
 def add_ui_command(commands: Any) -> argparse.ArgumentParser:
-    ui = commands.add_parser(
-        "ui",
-        help="a local web app: preview poses, generate, play results, tidy the cache",
-        description="Serve a web page on http://127.0.0.1:PORT to choose a reference image and "
-        "a driving video (or a batch folder), preview the aligned pose frames, set steps, "
-        "guidance, seed and scheduler, run with live progress, play the results and look at "
-        "the feature cache. Needs the ui extra: pip install 'mimicache[ui]'.",
-    )
+    ui = commands.add_parser("ui", help=HELP, description=DESCRIPTION)
     ui.add_argument(
         "--inference_config",
         default="configs/test.yaml",
