@@ -8,6 +8,7 @@ import numpy as np
 import yaml
 from PIL import Image
 
+from mimicache.config import InferenceConfig, load_config
 from mimicache.media import write_video
 from mimicache.testing.tiny_dwpose import make_figure_frame
 
@@ -50,6 +51,14 @@ def write_config(path: Path, bundle, image: Path, video: Path, **case) -> Path:
     }
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def figure_config(root: Path, bundle, frames: int = 6) -> InferenceConfig:
+    """The loaded config of a reference image and a walk of ``frames`` frames written in
+    ``root``."""
+    image = reference_image(root / "ref.png")
+    video = figure_video(root / "walk.mp4", frames=frames)
+    return load_config(write_config(root / "c.yaml", bundle, image, video))
 
 
 def walk_workspace(root: Path, bundle) -> dict:

@@ -9,17 +9,14 @@ import av
 import numpy as np
 import torch
 
-from mimicache.config import load_config
 from mimicache.engine import MimicMotion
 from mimicache.media import encode_video
-from tests.engine_fixtures import figure_video, reference_image, write_config
+from tests.engine_fixtures import figure_config
 
 
 def test_frames_do_not_depend_on_the_global_random_state_at_load(tiny_bundle, tmp_path):
     # Five video frames make two tiles that share frame 3: the overlap is blended from both.
-    image = reference_image(tmp_path / "ref.png")
-    video = figure_video(tmp_path / "walk.mp4", frames=5)
-    config = load_config(write_config(tmp_path / "c.yaml", tiny_bundle, image, video))
+    config = figure_config(tmp_path, tiny_bundle, frames=5)
     job = config.test_case[0]
     runs = []
     with torch.random.fork_rng(devices=[]):

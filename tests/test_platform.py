@@ -9,7 +9,7 @@ from mimicache.cache.store import FeatureStore
 from mimicache.config import load_config
 from mimicache.engine import MimicMotion
 from mimicache.engine.platform import describe, dwpose_platform, torch_platform
-from tests.engine_fixtures import figure_video, reference_image, write_config
+from tests.engine_fixtures import figure_config, reference_image, write_config
 
 ALL = {"image_keypoints", "video_keypoints", "pose_frames", "clip_embeddings", "vae_latents"}
 FULL_HIT = {"pose_frames", "clip_embeddings", "vae_latents"}  # no keypoints needed
@@ -18,9 +18,7 @@ FULL_HIT = {"pose_frames", "clip_embeddings", "vae_latents"}  # no keypoints nee
 @pytest.fixture(scope="module")
 def config(tiny_bundle, tmp_path_factory):
     root = tmp_path_factory.mktemp("platform")
-    image = reference_image(root / "ref.png")
-    video = figure_video(root / "walk.mp4")
-    return load_config(write_config(root / "c.yaml", tiny_bundle, image, video))
+    return figure_config(root, tiny_bundle)
 
 
 def _generate(config, threads: int, cache_root):

@@ -35,7 +35,13 @@ from mimicache.errors import InputError
 from mimicache.media import write_video
 from mimicache.pose import DWPose, preprocess
 from mimicache.testing.tiny_dwpose import make_people_frame
-from tests.engine_fixtures import RESOLUTION, figure_video, reference_image, write_config
+from tests.engine_fixtures import (
+    RESOLUTION,
+    figure_config,
+    figure_video,
+    reference_image,
+    write_config,
+)
 
 POSE_STAGES = {"image_keypoints", "video_keypoints", "pose_frames"}
 
@@ -43,10 +49,14 @@ POSE_STAGES = {"image_keypoints", "video_keypoints", "pose_frames"}
 @pytest.fixture(scope="module")
 def workspace(tiny_bundle, tmp_path_factory):
     root = tmp_path_factory.mktemp("preview")
-    image = reference_image(root / "ref.png")
-    video = figure_video(root / "walk.mp4", frames=6)
-    config = load_config(write_config(root / "c.yaml", tiny_bundle, image, video))
-    return {"root": root, "image": image, "video": video, "config": config}
+    config = figure_config(root, tiny_bundle)
+    case = config.test_case[0]
+    return {
+        "root": root,
+        "image": case.ref_image_path,
+        "video": case.ref_video_path,
+        "config": config,
+    }
 
 
 def _hits(events):

@@ -7,6 +7,7 @@ import logging
 
 from mimicache.engine.progress import ProgressLog, format_duration
 from mimicache.engine.record import ProgressEvent
+from tests.engine_fixtures import figure_config
 
 
 class Clock:
@@ -72,14 +73,10 @@ def test_jobs_are_followed_apart(caplog):
 def test_a_job_without_a_terminal_logs_its_progress(tiny_bundle, tmp_path, caplog):
     """stderr is not a terminal under pytest: generate(progress=True) logs lines, and its
     observer still gets every event."""
-    from mimicache.config import load_config
     from mimicache.engine import build_engine
     from mimicache.engine.spec import EngineSpec
-    from tests.engine_fixtures import figure_video, reference_image, write_config
 
-    video = figure_video(tmp_path / "walk.mp4", frames=5)
-    image = reference_image(tmp_path / "ref.png")
-    config = load_config(write_config(tmp_path / "cfg.yaml", tiny_bundle, image, video))
+    config = figure_config(tmp_path, tiny_bundle, frames=5)
     case = config.test_case[0].replace(num_inference_steps=2)
     events: list[ProgressEvent] = []
     engine = build_engine(EngineSpec(config, device="cpu", cache_dir=tmp_path / "cache"))
@@ -102,13 +99,9 @@ def test_a_ray_worker_reports_progress_as_lines_for_the_driver(tiny_bundle, tmp_
     driver logs again) hold the progress; nothing is drawn on its stderr."""
     from mimicache.batch.executing.workers import GenerationWorker
     from mimicache.batch.job import Job
-    from mimicache.config import load_config
     from mimicache.engine.spec import EngineSpec
-    from tests.engine_fixtures import figure_video, reference_image, write_config
 
-    video = figure_video(tmp_path / "walk.mp4", frames=5)
-    image = reference_image(tmp_path / "ref.png")
-    config = load_config(write_config(tmp_path / "cfg.yaml", tiny_bundle, image, video))
+    config = figure_config(tmp_path, tiny_bundle, frames=5)
     case = config.test_case[0].replace(num_inference_steps=2)
     worker = GenerationWorker(EngineSpec(config, device="cpu", cache_dir=tmp_path / "cache"))
     assert worker.info()["error"] is None

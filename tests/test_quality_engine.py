@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from mimicache.cache.store import FeatureStore
-from mimicache.config import load_config
 from mimicache.engine import JobRecord, MimicMotion
 from mimicache.engine.scoring import (
     CPU_SCORE_FRAMES,
@@ -19,15 +18,13 @@ from mimicache.errors import InputError
 from mimicache.pose import PoseSequence
 from mimicache.quality.score import scored_frames
 from mimicache.testing.tiny_dwpose import make_figure_frame
-from tests.engine_fixtures import figure_video, reference_image, write_config
+from tests.engine_fixtures import figure_config
 
 
 @pytest.fixture(scope="module")
 def engine(tiny_bundle, tmp_path_factory):
     root = tmp_path_factory.mktemp("scoring")
-    image = reference_image(root / "ref.png")
-    video = figure_video(root / "walk.mp4", frames=6)
-    config = load_config(write_config(root / "c.yaml", tiny_bundle, image, video))
+    config = figure_config(root, tiny_bundle)
     engine = MimicMotion.from_config(config, device="cpu", cache=FeatureStore(root / "cache"))
     return engine, config.test_case[0]
 

@@ -19,6 +19,7 @@ from mimicache.cli.flags import ORIGINAL_SCRIPT_DEFAULTS, RUN_DEFAULTS, add_run_
 from mimicache.config import InferenceConfig
 from mimicache.config.sampler import SchedulerOptions
 from mimicache.engine.spec import EngineSpec
+from tests.engine_fixtures import figure_config
 
 CONFIG = InferenceConfig(base_model_path="", ckpt_path=Path(), test_case=[])
 SPEC_MODULES = ("engine/spec.py", "config/options.py", "config/sampler.py", "config/fields.py")
@@ -137,13 +138,9 @@ def test_the_executor_registry_is_what_the_flag_offers():
 
 
 def test_the_built_engine_reports_progress_to_its_observer(tiny_bundle, tmp_path):
-    from mimicache.config import load_config
     from mimicache.engine import ProgressEvent, build_engine, engine_variant
-    from tests.engine_fixtures import figure_video, reference_image, write_config
 
-    video = figure_video(tmp_path / "walk.mp4", frames=5)
-    image = reference_image(tmp_path / "ref.png")
-    config = load_config(write_config(tmp_path / "cfg.yaml", tiny_bundle, image, video))
+    config = figure_config(tmp_path, tiny_bundle, frames=5)
     case = config.test_case[0].replace(num_inference_steps=2)
     events: list[ProgressEvent] = []
     spec = EngineSpec(config, device="cpu", cache_dir=tmp_path / "cache")
