@@ -105,3 +105,16 @@ def fill_the_disk(root: str) -> dict[str, Any]:
     rows = conn.execute("SELECT count(*) FROM entries").fetchone()[0]
     conn.close()
     return {"rows": rows, "full": full > 0}
+
+
+def holds_a_read(db: str, reading: Any, release: Any) -> None:
+    """Keep a read transaction open on the index (as a long ``cache verify`` does) until told."""
+    import sqlite3
+
+    conn = sqlite3.connect(db)
+    conn.execute("BEGIN")
+    conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    reading.set()
+    release.wait(120)
+    conn.rollback()
+    conn.close()

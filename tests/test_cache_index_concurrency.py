@@ -17,6 +17,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from mimicache.cache.store import FeatureStore
@@ -112,3 +113,27 @@ def test_a_run_on_a_nearly_full_disk_leaves_no_wal_file(tmp_path):
     assert json.loads(report)["full"], done.stderr  # the disk did fill up
     assert json.loads(report)["rows"] > 0
     assert wal in ("wal=absent", "wal=0"), done.stderr
+
+
+def test_closing_does_not_wait_for_another_process_reading(tmp_path):
+    """The WAL truncation at close is best effort: a reader elsewhere makes it give up at once
+    instead of holding this process's exit for the 30 s busy timeout."""
+    ctx = multiprocessing.get_context("spawn")
+    root = tmp_path / "cache"
+    store = FeatureStore(root)
+    w.write(store, "before", 0)
+    reading, release = ctx.Event(), ctx.Event()
+    reader = ctx.Process(target=w.holds_a_read, args=(str(root / "index.sqlite"), reading, release))
+    reader.start()
+    try:
+        assert reading.wait(120)
+        w.write(store, "during", 0)  # in the WAL, past the reader's snapshot
+        started = time.monotonic()
+        store.close()
+        waited = time.monotonic() - started
+    finally:
+        release.set()
+        reader.join(60)
+    assert reader.exitcode == 0
+    assert waited < 10, f"close waited {waited:.1f} s for the reader"
+    assert _rows(str(root / "index.sqlite"))[0] == "ok"

@@ -287,3 +287,42 @@ def test_an_endpoint_cut_mid_run_loses_no_job_and_resume_publishes_what_was_kept
     (resumed_log,) = [p for p in fs.glob(f"{bucket_path}/*.log")]
     text = fs.cat_file(resumed_log).decode()
     assert text.count("published the result an earlier run kept") == 2 and "redone" not in text
+
+
+# --------------------------------------------------------------------------- reading clips back
+
+
+def test_reading_clips_from_a_refusing_store_names_the_fault(s3_url, s3_proxy, capsys, caplog):
+    """``score`` and ``grid`` read an object-storage root: a store fault is the one-line error
+    with what to do, and a results.jsonl whose last line a crash cut is read without it."""
+    from mimicache.batch.outputs.clips import find_clips
+    from mimicache.errors import InputError
+
+    out = s3_url.replace("/cache", "/read")
+    good = {"status": "failed", "output": None, "error": "x"}
+    _direct(s3_proxy.upstream_url).pipe(
+        out.split("://", 1)[1] + "/results.jsonl", (json.dumps(good) + '\n{"status": "o').encode()
+    )
+    assert find_clips(f"{out}/results.jsonl").clips == []  # the cut line skipped, not fatal
+    assert "line 2 is not a result row" in caplog.text
+
+    s3_proxy.fail(403)
+    for source in (out, f"{out}/results.jsonl"):
+        with pytest.raises(InputError) as denied:
+            find_clips(source)
+        assert "refuses these credentials" in str(denied.value), source
+    assert main(["score", out]) == 2
+    error = capsys.readouterr().err
+    assert "refuses these credentials" in error and "Traceback" not in error
+
+
+def test_a_grid_whose_sheet_cannot_be_published_leaves_no_video_alone(s3_url, s3_proxy):
+    from mimicache.batch.outputs.publish import publish_files
+
+    out = s3_url.replace("/cache", "/grids")
+    s3_proxy.fail(403, when=lambda method, path: method == "PUT" and path.endswith(".png"))
+    with pytest.raises(OutputError):
+        publish_files(out, "walk_grid", {".mp4": b"video", ".png": b"sheet"})
+    assert _puts(s3_proxy, "walk_grid.mp4") == 1  # it was published, then taken back
+    s3_proxy.heal()
+    assert not _direct(s3_proxy.upstream_url).glob(out.split("://", 1)[1] + "/walk_grid*")

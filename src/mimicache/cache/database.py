@@ -13,6 +13,7 @@ import contextlib
 import errno
 import os
 import sqlite3
+import threading
 import time
 import weakref
 from pathlib import Path
@@ -22,6 +23,8 @@ from mimicache.cache.sharing import wal_allowed, wal_known, wal_usable, wal_work
 __all__ = ["cannot_write", "close_sqlite", "connect_sqlite", "journal_mode", "sqlite_error_code"]
 
 _SQLITE_TIMEOUT_S = 30.0
+_CHECKPOINT_WAIT_MS = 100  # how long a closing connection's checkpoint waits for others
+_CREATING = threading.Lock()  # one thread at a time creates a database file
 
 # Python < 3.11 exceptions carry no result code; their text is then SQLite's fixed errstr().
 _ERRSTR_CODES = {
@@ -105,12 +108,15 @@ def _create(path: Path) -> None:
     whatever the umask, and its -wal/-shm copy that mode), like every file the cache writes.
 
     Only a file that does not exist yet is opened (``O_EXCL``): no connection of this process
-    can hold a lock on it, so closing the descriptor drops none."""
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
-    except OSError:  # there already (or not creatable: SQLite then says why)
-        return
-    os.close(fd)
+    can hold a lock on it, so closing the descriptor drops none. Every connect passes here
+    first, so under the lock another thread's connection opens the file only after the close.
+    """
+    with _CREATING:
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        except OSError:  # there already (or not creatable: SQLite then says why)
+            return
+        os.close(fd)
 
 
 class _Connection(sqlite3.Connection):
@@ -150,6 +156,9 @@ def close_sqlite(conn: sqlite3.Connection) -> None:
         _OPEN.discard(conn)
     with contextlib.suppress(sqlite3.Error):
         if journal_mode(conn) == "wal":
+            # a checkpoint waits for other processes' readers and writers through the busy
+            # handler: briefly, so that a long reader elsewhere never holds up this exit
+            conn.execute(f"PRAGMA busy_timeout={_CHECKPOINT_WAIT_MS}")
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
 

@@ -23,7 +23,7 @@ from mimicache.config.fields import (
     DEFAULT_DWPOSE_POSE_PATH,
     DWPOSE_HF_REPO,
 )
-from mimicache.errors import ConfigError, ModelLoadError
+from mimicache.errors import ConfigError, ModelLoadError, exception_chain
 
 HUB_PREFIX = "hf://"
 # Licences are accepted in a browser on the hub's site, whatever HF_ENDPOINT says.
@@ -226,14 +226,6 @@ def gated_message(repo_id: str, what: str, *, have_token: bool) -> str:
     return f"{prefix}{repo_id} is a gated model: {step}, and run the command again"
 
 
-def _chain(exc: BaseException):
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        yield exc
-        exc = exc.__cause__ or exc.__context__
-
-
 def _network_types() -> tuple[type[BaseException], ...]:
     try:  # huggingface_hub 1.x and 2.x speak HTTP through httpx2
         import httpx2
@@ -265,7 +257,7 @@ def hub_error(exc: BaseException, what: str, repo_id: str, *, retry: str = "") -
 
     page = f"{HUB_SITE}/{repo_id}"
     offline = is_offline_mode() or any(
-        isinstance(e, errors.OfflineModeIsEnabled) for e in _chain(exc)
+        isinstance(e, errors.OfflineModeIsEnabled) for e in exception_chain(exc)
     )
     if isinstance(exc, errors.GatedRepoError):
         return ModelLoadError(gated_message(repo_id, what, have_token=get_token() is not None))
@@ -285,7 +277,7 @@ def hub_error(exc: BaseException, what: str, repo_id: str, *, retry: str = "") -
             "online (unset HF_HUB_OFFLINE) once so the file is cached"
         )
     network = _network_types()
-    cause = next((e for e in _chain(exc) if isinstance(e, network)), None)
+    cause = next((e for e in exception_chain(exc) if isinstance(e, network)), None)
     if cause is not None or isinstance(exc, errors.LocalEntryNotFoundError):
         shown = f"{type(cause).__name__}: {cause}" if cause is not None else "no answer"
         return ModelLoadError(

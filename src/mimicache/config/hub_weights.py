@@ -46,6 +46,7 @@ from mimicache.config.hub import (
 )
 from mimicache.config.schema import TestCase
 from mimicache.errors import ConfigError, ModelLoadError, setting
+from mimicache.storage.digests import file_state
 from mimicache.storage.files import atomic_write
 
 PLACEHOLDER_IMAGE = "path/to/reference_image.png"
@@ -226,12 +227,11 @@ def plan_weights(folder: str | os.PathLike[str]) -> WeightsPlan:
     return WeightsPlan(folder, tuple(files), tuple(gated))
 
 
-def _identity(path: Path) -> tuple[int, int, int] | None:
+def _identity(path: Path) -> tuple[int, ...] | None:
     try:
-        st = path.stat()
+        return file_state(path.stat())
     except OSError:
         return None
-    return (st.st_size, st.st_mtime_ns, st.st_ino)
 
 
 class VerifiedFiles:

@@ -23,11 +23,11 @@ from __future__ import annotations
 import errno
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from mimicache.errors import OutputError
+from mimicache.errors import OutputError, exception_chain
 
 logger = logging.getLogger(__name__)
 
@@ -144,15 +144,6 @@ class StoreError(OutputError):
         self.fault = fault
 
 
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        current = current.__cause__ or current.__context__
-
-
 def _status(exc: BaseException) -> tuple[int | None, str, str]:
     """(HTTP status, the store's error code, its message) of an answer, when ``exc`` carries
     one (botocore's ``response``, gcsfs' ``code``, azure's ``status_code``)."""
@@ -170,7 +161,7 @@ def _status(exc: BaseException) -> tuple[int | None, str, str]:
 
 def fault_of(exc: BaseException) -> Fault:
     """What ``exc``, raised by a store operation, says about the store."""
-    for cause in _chain(exc):  # the store's answer first: it says the most
+    for cause in exception_chain(exc):  # the store's answer first: it says the most
         status, code, message = _status(cause)
         if status is None and not code:
             continue
@@ -185,7 +176,7 @@ def fault_of(exc: BaseException) -> Fault:
         if status is not None and status >= 500:
             return Fault("server", detail)
         return Fault("other", detail)
-    for cause in _chain(exc):
+    for cause in exception_chain(exc):
         names = {kind.__name__ for kind in type(cause).__mro__}
         detail = f"{type(cause).__name__}: {cause}"
         if names & _UNREACHABLE_TYPES:

@@ -17,12 +17,13 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from mimicache.batch.outputs.root import fetch_object, location
-from mimicache.batch.reporting.results import RESULTS_FILE, read_results
+from mimicache.batch.reporting.results import RESULTS_FILE, read_results, result_rows
 from mimicache.config import TestCase
 from mimicache.errors import InputError, MimicacheError
 
 if TYPE_CHECKING:  # numpy and PyAV load when a clip is read, not when the CLI starts
     import numpy as np
+from mimicache.storage.faults import endpoint_of, fault_of
 from mimicache.storage.objects import open_filesystem, remote_url
 
 logger = logging.getLogger(__name__)
@@ -127,15 +128,24 @@ def _remote(url: str) -> ClipSet:
             text = fs.cat_file(base)
         except FileNotFoundError:
             raise InputError(f"{url} does not exist (no such object)") from None
-        rows = [json.loads(line) for line in text.decode("utf-8").splitlines() if line.strip()]
+        except Exception as exc:
+            raise _unreadable(url, fs, exc) from None
+        rows = result_rows(text.decode("utf-8", errors="replace"), url)
         return _from_rows(url.rsplit("/", 1)[0], None, rows)
     try:
         paths = sorted(fs.glob(f"{base}/**/*.json"))
         contents = fs.cat(paths) if paths else {}
     except FileNotFoundError:
         paths, contents = [], {}
+    except Exception as exc:
+        raise _unreadable(url, fs, exc) from None
     found = [(fs.unstrip_protocol(p), contents.get(p)) for p in paths]
     return _from_files(url.rstrip("/"), found)
+
+
+def _unreadable(url: str, fs: Any, exc: BaseException) -> InputError:
+    """The store's fault behind ``exc`` (refused credentials, unreachable...) and what to do."""
+    return InputError(f"{url}: {fault_of(exc).advice(url, endpoint_of(fs))}")
 
 
 def _from_files(root: str, files: Iterable[tuple[str, bytes | None]]) -> ClipSet:

@@ -99,20 +99,24 @@ def _store(folder: Path) -> Any:
 def publish_files(folder: Path, stem: str, files: dict[str, bytes]) -> dict[str, Path]:
     """Publish files that belong together (``{suffix: bytes}``, e.g. a grid's ``.mp4`` and
     ``.png``) create-only under the first ``{stem}[_N]`` free for all of them; their paths
-    by suffix. A name taken meanwhile by another run moves them all to the next name."""
+    by suffix. A name taken meanwhile by another run moves them all to the next name; a put
+    that fails removes the ones before it, so none stands without the others."""
     store = _store(folder)
     for n in itertools.count():
         name = f"{stem}_{n}" if n else stem
         put: list[str] = []
-        for suffix, data in files.items():
-            if not store.put_new(name + suffix, data):
-                break
-            put.append(name + suffix)
-        else:
-            return {suffix: store.path(name + suffix) for suffix in files}
-        for done in put:
-            with contextlib.suppress(OSError):
-                store.remove(done)
+        try:
+            for suffix, data in files.items():
+                if not store.put_new(name + suffix, data):
+                    break
+                put.append(name + suffix)
+            else:
+                return {suffix: store.path(name + suffix) for suffix in files}
+        finally:
+            if len(put) < len(files):
+                for done in put:
+                    with contextlib.suppress(OSError):
+                        store.remove(done)
     raise AssertionError("unreachable: the candidate names never run out")
 
 

@@ -9,9 +9,9 @@ so a crash keeps the rows of all but the last seconds; their sidecars are in the
 case) and everything at the end.
 
 A store that fails is never a traceback: ``open_output_root`` proves before any work that an
-object can be written and names what is wrong (``store_faults``: no such bucket, refused
+object can be written and names what is wrong (``storage.faults``: no such bucket, refused
 credentials, an endpoint that cannot be reached, throttling); a job's publication is retried
-(``store_faults.PUBLISH_RETRY``) and then kept on this machine (``unpublished``); an upload of
+(``storage.faults.PUBLISH_RETRY``) and then kept on this machine (``unpublished``); an upload of
 the driver's files that fails is a warning naming the local file, which stays where it is.
 
 A job's output path is a ``Path`` of the URL (``Path("s3://b/p/x.mp4")`` reads ``s3:/b/p/x.mp4``);
@@ -69,7 +69,7 @@ def _store_error(url: str, fs: Any, exc: BaseException, name: str = "output_dir"
 class Bucket:
     """An object-storage output folder as ``outputs.publish_output`` uses it: conditional
     (create-only) puts by name. Each call is retried while the store's fault may pass
-    (``store_faults.with_retries``); one that still fails raises ``StoreError``."""
+    (``storage.faults.with_retries``); one that still fails raises ``StoreError``."""
 
     def __init__(self, url: str):
         self.fs, base = _filesystem(url)

@@ -158,6 +158,11 @@ def read_results(path: Path) -> list[dict[str, Any]]:
     except (OSError, UnicodeDecodeError) as exc:
         logger.warning("could not read %s: %s", path, exc)
         return []
+    return result_rows(text, path)
+
+
+def result_rows(text: str, where: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The rows of a ``results.jsonl``'s text (``where`` names it in the warnings)."""
     rows = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -169,5 +174,5 @@ def read_results(path: Path) -> list[dict[str, Any]]:
         if isinstance(row, dict):
             rows.append(row)
         else:
-            logger.warning("%s line %d is not a result row; skipped", path, number)
+            logger.warning("%s line %d is not a result row; skipped", where, number)
     return rows
