@@ -13,7 +13,7 @@ import pytest
 import mimicache.engine.engine
 from mimicache.batch.job import Job
 from mimicache.batch.planning.sweep import parse_sweep, sweep_jobs
-from mimicache.batch.reporting.grid import GridClip, GridGroup, grid_layout
+from mimicache.batch.reporting.grid import GridClip, GridGroup, grid_layout, groups_of
 from mimicache.batch.reporting.results import read_results
 from mimicache.cli import main
 from mimicache.cli.console import flag_words
@@ -96,6 +96,41 @@ def test_the_limit_and_an_impossible_variant_are_errors(tmp_path):
         sweep_jobs([_job(tmp_path)], parse_sweep(["frames_overlap=100"]))
 
 
+def test_values_are_checked_alone_and_each_variant_with_its_case(tmp_path):
+    # no default tile size or overlap stands in for the config's
+    assert parse_sweep(["num_frames=4,8"]).axes == (("num_frames", (4, 8)),)
+    assert parse_sweep(["frames_overlap=80"]).axes == (("frames_overlap", (80,)),)
+    job = _job(tmp_path)
+    job.case = job.case.replace(num_frames=96, frames_overlap=2)
+    assert [j.case.num_frames for j in sweep_jobs([job], parse_sweep(["num_frames=4,8"]))] == [4, 8]
+    assert sweep_jobs([job], parse_sweep(["frames_overlap=80"]))[0].case.frames_overlap == 80
+    with pytest.raises(ConfigError) as error:
+        sweep_jobs([job], parse_sweep(["num_frames=4,8", "frames_overlap=80"]))
+    assert "sweep='num_frames=4 frames_overlap=80': frames_overlap must be smaller" in str(
+        error.value
+    )
+
+
+def test_the_variants_of_two_jobs_of_one_video_keep_apart(tmp_path):
+    """Two test cases over one video: the plan names the second job ``_1``; its variants keep
+    that, and each job's variants make a grid of their own."""
+    first, second = _job(tmp_path), _job(tmp_path, 1)
+    second.case_index, second.base_stem = 1, first.base_stem  # as plan_jobs makes them
+    jobs = sweep_jobs([first, second], parse_sweep(["seed=1,2"]))
+    assert len({j.output_path for j in jobs}) == 4
+    assert [j.output_path.name for j in jobs[2:]] == [
+        "walk_20261206120000_1_seed1.mp4",
+        "walk_20261206120000_1_seed2.mp4",
+    ]
+    groups = groups_of(
+        (j.sweep, GridClip(str(j.output_path), j.sweep["values"]), "out") for j in jobs
+    )
+    assert [[c.video for c in g.clips] for g in groups] == [
+        [str(j.output_path) for j in jobs[:2]],
+        [str(j.output_path) for j in jobs[2:]],
+    ]
+
+
 @pytest.fixture(scope="module")
 def workspace(tiny_bundle, tmp_path_factory):
     return walk_workspace(tmp_path_factory.mktemp("sweep"), tiny_bundle)
@@ -129,6 +164,15 @@ def test_errors_come_before_anything_loads(workspace, tmp_path, loads, capsys):
     assert "error: --sweep guidance: not a key that can be swept" in capsys.readouterr().err
     assert _run(workspace, tmp_path / "b", "--sweep", "seed=1:300") == 2
     assert "--sweep_limit 256" in capsys.readouterr().err
+    # a variant's engine choice that clashes with the run's other settings
+    assert (
+        _run(
+            workspace, tmp_path / "c", "--speed", "fast", "--compile", "--sweep", "speed=exact,fast"
+        )
+        == 2
+    )
+    error = capsys.readouterr().err
+    assert "error: --sweep speed=exact: --compile changes float rounding" in error, error
     assert loads == [] and not (tmp_path / "a").exists()
 
 
@@ -228,6 +272,17 @@ def test_shards_and_resume_run_every_variant_once(workspace, tmp_path, capsys):
     capsys.readouterr()
     assert _run(workspace, out, *sweep, "--resume") == 0
     assert "0 succeeded, 0 failed, 6 skipped (done)" in capsys.readouterr().out
+    # the two shards' variants are one sweep of one job: one grid of all six
+    assert main(["grid", str(out)]) == 0
+    assert ": 6 variants ->" in capsys.readouterr().out
+
+
+def test_a_swept_key_is_named_by_the_variants_alone(workspace, tmp_path):
+    out = tmp_path / "out"
+    assert _run(workspace, out, "--seed", "7", "--guidance_scale", "3", "--sweep", "seed=1,2") == 0
+    names = sorted(p.name for p in out.glob("walk_*.mp4") if "_grid" not in p.name)
+    assert len(names) == 2 and all("seed7" not in n and "_g3" in n for n in names), names
+    assert [n.rsplit("_", 1)[-1] for n in names] == ["seed1.mp4", "seed2.mp4"]
 
 
 def test_a_sweep_on_ray_workers_into_object_storage(

@@ -46,7 +46,13 @@ def grid_command(args: argparse.Namespace) -> int:
     """0 when every sweep pair got its grid, 1 when one could not be drawn."""
     from mimicache.batch.outputs.clips import find_clips
     from mimicache.batch.outputs.root import open_output_root
-    from mimicache.batch.reporting.grid import GridClip, folder_of, groups_of, write_grid
+    from mimicache.batch.reporting.grid import (
+        GridClip,
+        folder_of,
+        grid_layout,
+        groups_of,
+        write_grid,
+    )
     from mimicache.batch.reporting.results import read_results
     from mimicache.batch.scoring.scores import SCORES_FILE, current_scores
 
@@ -77,6 +83,8 @@ def grid_command(args: argparse.Namespace) -> int:
             f"{args.source}: no sweep with two or more finished variants found; run one with "
             "`mimicache run --sweep KEY=V1,V2`"
         )
+    for group in groups:  # a --rows or --cols that no sweep has: before any clip is read
+        grid_layout(group, rows=args.rows, cols=args.cols)
     failed = 0
     for group in groups:
         files = write_grid(group, rows=args.rows, cols=args.cols)

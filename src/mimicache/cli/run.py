@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +27,12 @@ from mimicache.batch.executing.job_loop import INTERRUPTED_EXIT
 from mimicache.batch.outputs.root import UPLOAD_EVERY_S, OutputRoot, open_output_root
 from mimicache.batch.planning.manifest import plan_manifest, read_manifest
 from mimicache.batch.planning.plan import shard_jobs
-from mimicache.batch.planning.sweep import Sweep, parse_sweep, sweep_jobs
+from mimicache.batch.planning.sweep import (
+    Sweep,
+    check_engine_choices,
+    parse_sweep,
+    sweep_jobs,
+)
 from mimicache.batch.reporting.html import report_path, write_run_report
 from mimicache.batch.reporting.results import RESULTS_FILE, ResultsLog, read_results
 from mimicache.cli.console import call_command, flag_words, setup_logging
@@ -67,7 +72,8 @@ def run_command(args: argparse.Namespace) -> int:
     config, overrides = _load_config(args)
     # flag > config > the command's default
     pose_retarget = args.pose_retarget or config.pose_retarget or args.default_pose_retarget
-    plan, rejected = _planner(args, config, overrides, output_dir, timestamp)
+    swept = sweep.keys if sweep is not None else ()
+    plan, rejected = _planner(args, config, overrides, output_dir, timestamp, swept)
     if sweep is not None:  # every job times every variant, counted before any model loads
         plan = _swept(plan, sweep, args.sweep_limit)
     jobs = select_shard(plan(), args.shard)
@@ -80,7 +86,10 @@ def run_command(args: argparse.Namespace) -> int:
         run=timestamp,
         after_write=lambda path: root.upload(path, every=UPLOAD_EVERY_S),
     )
-    executor = _executor(args, _engine_spec(args, config, pose_retarget), log)
+    spec = _engine_spec(args, config, pose_retarget)
+    if sweep is not None:  # a variant's engine choices that clash with the other settings
+        check_engine_choices(spec, jobs)
+    executor = _executor(args, spec, log)
     if args.benchmark_cache and (not executor.in_process or args.resume or args.shard):
         raise MimicacheError(
             "--benchmark_cache runs locally and whole: drop --executor "
@@ -156,14 +165,15 @@ def _load_config(args: argparse.Namespace) -> tuple[InferenceConfig, dict[str, A
     return config, changed
 
 
-def _overridden(args: argparse.Namespace, overrides: dict) -> dict:
+def _overridden(args: argparse.Namespace, overrides: dict, swept: Collection[str]) -> dict:
     """The generation values this command line sets away from the config (and the sampler
     away from the command's default): they go into the output names, so the runs of a sweep
-    and a run with another value than its config are told apart (``_steps4``)."""
+    and a run with another value than its config are told apart (``_steps4``). A key that
+    ``--sweep`` sets (``swept``) is named by each variant instead."""
     defaults = args.command_defaults
     out = dict(overrides)
     out["scheduler"] = args.scheduler if args.scheduler != defaults["scheduler"] else None
-    return out
+    return {k: v for k, v in out.items() if k not in swept}
 
 
 def _planner(
@@ -172,11 +182,12 @@ def _planner(
     overrides: dict[str, Any],
     output_dir: Path,
     timestamp: str,
+    swept: Collection[str] = (),
 ) -> tuple[Callable[..., list[Job]], list[JobResult]]:
     """``plan(label="")``: the run's jobs, ``label`` (``cold``/``warm``) ending the names; and
     the manifest's bad rows as failed results."""
     batch_folder = Path(args.batch_folder) if args.batch_folder else config.batch_video_folder
-    tag = override_tag(_overridden(args, overrides))
+    tag = override_tag(_overridden(args, overrides, swept))
     if args.manifest:
         return _manifest_planner(args, config, output_dir, timestamp, tag)
 

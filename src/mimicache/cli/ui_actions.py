@@ -147,12 +147,16 @@ def sweep_action(session: UiSession) -> Callable[..., tuple]:
         return session.sweep(inputs, settings, axes, report)
 
     def shape(outcome) -> tuple:
-        grid = next((g for g in outcome.grids if g.video is not None), None)
-        lines = [outcome.summary, *(f"error: {flag_words(e)}" for e in outcome.errors)]
-        if grid is None:
+        # the page plays the first grid; every grid (one per video of a batch folder) is named
+        drawn = [g for g in outcome.grids if g.video is not None]
+        lines = [f"grid: {g.video}" for g in drawn]
+        lines += [f"no grid of {g.group.base}: {g.error}" for g in outcome.grids if g.error]
+        if not outcome.grids:
             lines.append("no grid: fewer than two variants finished")
+        lines += [outcome.summary, *(f"error: {flag_words(e)}" for e in outcome.errors)]
+        if not drawn:
             return None, None, "\n".join(lines)
-        return grid.video, grid.image, "\n".join([f"grid: {grid.video}", *lines])
+        return drawn[0].video, drawn[0].image, "\n".join(lines)
 
     return _handler(call, shape, (None, None), ("key1", "values1", "key2", "values2"))
 

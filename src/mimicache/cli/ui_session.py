@@ -16,7 +16,7 @@ import logging
 import math
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -296,7 +296,7 @@ class UiSession:
             batch_folder=inputs.batch_folder,
             output_dir=output_dir,
             timestamp=make_timestamp(),
-            tag=override_tag(self._overrides(settings)),
+            tag=override_tag(self._overrides(settings, sweep.keys if sweep is not None else ())),
         )
         if sweep is not None:
             jobs = sweep_jobs(jobs, sweep, limit=SWEEP_LIMIT)
@@ -334,16 +334,17 @@ class UiSession:
         found = self._scores.get(str(output)) if output else None
         return "" if found is None else describe(found)
 
-    def _overrides(self, settings: Settings) -> dict[str, Any]:
+    def _overrides(self, settings: Settings, swept: Collection[str] = ()) -> dict[str, Any]:
         """Values away from the config's (and the run command's scheduler): in the output names,
-        as the CLI's overrides are."""
+        as the CLI's overrides are; a key a sweep sets (``swept``) is named by each variant."""
         case = self.template
-        return {
+        changed = {
             "num_inference_steps": _changed(settings.num_inference_steps, case.num_inference_steps),
             "seed": _changed(settings.seed, case.seed),
             "guidance_scale": _changed(settings.guidance_scale, case.guidance_scale),
             "scheduler": _changed(settings.scheduler, DEFAULT_SCHEDULER),
         }
+        return {k: v for k, v in changed.items() if k not in swept}
 
     # -- the cache panel: the `mimicache cache` commands' own text -------------------------------
     def cache_stats(self) -> str:

@@ -17,10 +17,9 @@ from mimicache.config.fields import (
 )
 from mimicache.config.hub import HubFile
 from mimicache.config.validation import (
-    _check_case,
-    _join_problems,
     _resolve_path,
     _unknown_hint,
+    check_case_values,
 )
 from mimicache.errors import ConfigError
 from mimicache.storage.fetch import input_url
@@ -52,9 +51,7 @@ class TestCase:
 
     def __post_init__(self) -> None:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        problems = _check_case(values, prefix="")
-        if problems:
-            raise ConfigError(_join_problems(None, [(key, msg) for key, msg, _ in problems]))
+        check_case_values(values)
         for name in _PATH_FIELDS:
             setattr(self, name, Path(getattr(self, name)))
         for name in _INT_FIELDS:

@@ -57,6 +57,14 @@ def check_dwpose_files(
 # --------------------------------------------------------------------------- validation
 
 
+def check_case_values(values: Mapping[str, Any]) -> None:
+    """``ConfigError`` naming each test-case value of ``values`` that is not valid; each is
+    checked against the others given, never against defaults."""
+    problems = _check_case(values, prefix="")
+    if problems:
+        raise ConfigError(_join_problems(None, [(key, msg) for key, msg, _ in problems]))
+
+
 def _check_case(values: Mapping[str, Any], prefix: str) -> list[tuple[str, str, None]]:
     """Problems with the case fields present in ``values`` as (key, message, None)."""
     out: list[tuple[str, str, None]] = []

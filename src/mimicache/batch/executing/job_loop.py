@@ -177,10 +177,7 @@ def run_jobs(
         for number, job in enumerate(jobs, start=1):
             log_start(job, number, len(jobs))
             outcome = generate_outcome(
-                engine_for(job) if engine_for is not None else engine,
-                job,
-                progress=progress,
-                result_key=result_key,
+                engine_for or (lambda _: engine), job, progress=progress, result_key=result_key
             )
             result = finish_job(job, outcome, info)
             if on_frames is not None and result.ok:
@@ -221,17 +218,18 @@ def log_start(job: Job, number: int, total: int) -> None:
 
 
 def generate_outcome(
-    engine: Engine,
+    engine_for: Callable[[Job], Engine],
     job: Job,
     *,
     progress: bool,
     result_key: Callable[[Job], ResultKey | None] | None = None,
 ) -> Outcome:
-    """``engine.generate`` for one job (its URL inputs fetched once), with its
-    ``result_key(job)`` when given; its error (logged) instead of raising."""
+    """``engine_for(job).generate`` for one job (its URL inputs fetched once), with its
+    ``result_key(job)`` when given; its error (logged) instead of raising, a variant's engine
+    that cannot be made included."""
     try:
         case = fetched(job.case)
-        generated = engine.generate(case, progress=progress, label=job.name)
+        generated = engine_for(job).generate(case, progress=progress, label=job.name)
     except MimicacheError as exc:
         logger.error("[#%d] %s failed: %s", job.index + 1, job.name, exc)
         logger.debug("traceback", exc_info=True)

@@ -18,13 +18,12 @@ import dataclasses
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from mimicache.batch.job import Job
 from mimicache.batch.planning.plan import fit_stem, override_tag
-from mimicache.config import TestCase
 from mimicache.config.options import flag_fields
+from mimicache.config.validation import check_case_values
 from mimicache.engine.spec import EngineSpec
 from mimicache.errors import ConfigError, MimicacheError, setting
 from mimicache.storage.json_values import canonical_json
@@ -35,6 +34,7 @@ __all__ = [
     "SWEEP_LIMIT",
     "Sweep",
     "apply_engine_choices",
+    "check_engine_choices",
     "parse_sweep",
     "sweep_jobs",
 ]
@@ -161,8 +161,8 @@ def _value(key: str, text: str) -> Any:
                 "a number" if key in ("guidance_scale", "noise_aug_strength") else "a whole number"
             )
             raise ConfigError(f"{_named(key + '=' + text)}: {text!r} is not {kind}") from None
-        try:
-            TestCase(ref_video_path=Path(), ref_image_path=Path()).replace(**{key: number})
+        try:  # alone: how it goes with the case's other values is checked per job
+            check_case_values({key: number})
         except MimicacheError as exc:
             raise ConfigError(f"{_named(key + '=' + text)}: {exc}") from None
         return number
@@ -196,10 +196,34 @@ def apply_engine_choices(spec: EngineSpec, choices: Mapping[str, Any]) -> Engine
     return spec
 
 
+def check_engine_choices(spec: EngineSpec, jobs: Iterable[Job]) -> None:
+    """Whether every variant's engine choices go with the run's other settings (``speed=exact``
+    does not go with ``--compile``), before any model loads.
+
+    Raises:
+        ConfigError: naming the first variant whose choices do not.
+    """
+    from mimicache.engine.build import engine_settings
+
+    seen: set[str] = set()
+    for job in jobs:
+        key = canonical_json(job.engine)
+        if not job.engine or key in seen:
+            continue
+        seen.add(key)
+        try:
+            engine_settings(apply_engine_choices(spec, job.engine))
+        except MimicacheError as exc:
+            shown = " ".join(f"{k}={v}" for k, v in job.engine.items())
+            raise ConfigError(f"{_named(shown)}: {exc}") from None
+
+
 def sweep_jobs(jobs: Iterable[Job], sweep: Sweep, *, limit: int = SWEEP_LIMIT) -> list[Job]:
     """Every job of the plan times every variant, renumbered in plan order: each job's
     variants back to back, its case and engine choices set, its name tagged with the values
-    (``walk_20261206120000_seed1_g1.5``; ``Job.variant``), ``Job.sweep`` saying which.
+    (``walk_20261206120000_seed1_g1.5``; ``Job.variant``), ``Job.sweep`` saying which
+    (``{"id", "values", "base", "keys", "job"}``: ``job`` the plan position of the job the
+    variant is of, which the grids group by).
 
     Raises:
         ConfigError: the product passes ``limit`` jobs (``--sweep_limit``), or a variant's
@@ -225,7 +249,9 @@ def sweep_jobs(jobs: Iterable[Job], sweep: Sweep, *, limit: int = SWEEP_LIMIT) -
                 shown = " ".join(f"{k}={v}" for k, v in values.items())
                 raise ConfigError(f"{_named(shown)}: {exc}") from None
             tag = override_tag(values)
-            stem = fit_stem(job.base_stem, f"_{tag}") if tag else job.base_stem
+            # from the planned name, whose _N tells apart the jobs of one video and second
+            planned = job.output_path.stem
+            stem = fit_stem(planned, f"_{tag}") if tag else planned
             out.append(
                 dataclasses.replace(
                     job,
@@ -237,8 +263,9 @@ def sweep_jobs(jobs: Iterable[Job], sweep: Sweep, *, limit: int = SWEEP_LIMIT) -
                     sweep={
                         "id": sweep.id,
                         "values": dict(values),
-                        "base": job.base_stem,
+                        "base": planned,
                         "keys": list(sweep.keys),
+                        "job": job.index,
                     },
                     variant=tag,
                 )

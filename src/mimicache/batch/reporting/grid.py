@@ -75,6 +75,16 @@ class GridGroup:
     keys: tuple[str, ...]
     clips: list[GridClip] = field(default_factory=list)
 
+    def add(self, clip: GridClip, base: str) -> None:
+        """``clip`` as its variant's tile; of a variant made twice (a sweep run again), the
+        newest (names end in their run's time), whose base then names the grid too."""
+        self.base = max(self.base, base)
+        same = next((i for i, c in enumerate(self.clips) if c.values == clip.values), None)
+        if same is None:
+            self.clips.append(clip)
+        elif str(clip.video) > str(self.clips[same].video):
+            self.clips[same] = clip
+
     def differing(self) -> list[str]:
         """The swept keys whose value differs between the variants."""
         return [k for k in self.keys if len({repr(c.values.get(k)) for c in self.clips}) > 1]
@@ -82,17 +92,20 @@ class GridGroup:
 
 def groups_of(items: Iterable[tuple[Mapping[str, Any] | None, GridClip, str]]) -> list[GridGroup]:
     """The sweep groups of finished clips: ``(sweep, clip, folder)`` per clip (``sweep``: a
-    job's or sidecar's ``{"id", "values", "base", "keys"}``; None: not a sweep); groups of one
-    variant are left out."""
+    job's or sidecar's ``{"id", "values", "base", "keys", "job"}``; None: not a sweep), one
+    group per sweep, folder and planned job (``job``: its place in the plan, the same in
+    every shard and resumed run; records without it: the base name); groups of one variant
+    are left out."""
     groups: dict[tuple[str, str, str], GridGroup] = {}
     for sweep, clip, folder in items:
         if not sweep or not sweep.get("base"):
             continue
-        key = (str(sweep["id"]), folder, str(sweep["base"]))
+        base = str(sweep["base"])
+        key = (str(sweep["id"]), folder, str(sweep.get("job", base)))
         if key not in groups:
             keys = tuple(sweep.get("keys") or sweep["values"])
-            groups[key] = GridGroup(key[0], key[2], folder, keys)
-        groups[key].clips.append(clip)
+            groups[key] = GridGroup(key[0], base, folder, keys)
+        groups[key].add(clip, base)
     return [g for g in groups.values() if len(g.clips) > 1]
 
 
