@@ -104,6 +104,50 @@ def test_dtw_takes_the_diagonal_among_equal_paths():
     assert dtw_error(target, output, SCALE, "body") == pytest.approx(1.0)
 
 
+def _dtw_by_the_book(target, output, part):
+    """nDTW-MJE written out cell by cell from its definition: the cheapest monotone path over
+    the (target frame, output frame) costs, ties to the diagonal, then down, then across;
+    cells whose target shows none of the part cost 0 and are not counted."""
+    sl = PARTS[part]
+    n, m = len(target), len(output)
+    cost = np.full((n, m), np.nan)
+    for i in range(n):
+        for j in range(m):
+            d = point_distances(target[i : i + 1, sl], output[j : j + 1, sl], SCALE)[0]
+            if not np.all(np.isnan(d)):
+                cost[i, j] = np.nanmean(d)
+    total, count = np.full((n + 1, m + 1), np.inf), np.zeros((n + 1, m + 1))
+    total[0, 0] = 0.0
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            pi, pj = min(((i - 1, j - 1), (i - 1, j), (i, j - 1)), key=lambda p: total[p])
+            c = cost[i - 1, j - 1]
+            total[i, j] = total[pi, pj] + (0.0 if np.isnan(c) else c)
+            count[i, j] = count[pi, pj] + (not np.isnan(c))
+    return total[n, m] / count[n, m] if count[n, m] else math.nan
+
+
+def test_dtw_equals_its_definition_on_random_sequences_with_hidden_points():
+    rng = np.random.default_rng(7)
+    for _ in range(6):
+        n, m = rng.integers(1, 9, 2)
+        target, output = (
+            np.concatenate(
+                [
+                    rng.uniform(0, 100, (k, NUM_POINTS, 2)),
+                    rng.choice([0.1, 0.9], (k, NUM_POINTS, 1)),
+                ],
+                axis=2,
+            )
+            for k in (n, m)
+        )
+        target[rng.random(n) < 0.3, :, 2] = 0.1  # target frames that show nobody: cells not counted
+        for part in PARTS:
+            want = _dtw_by_the_book(target, output, part)
+            got = dtw_error(target, output, SCALE, part)
+            assert (math.isnan(want) and math.isnan(got)) or got == pytest.approx(want, rel=1e-12)
+
+
 def test_body_scale_is_the_reference_shoulder_width():
     reference = np.zeros((NUM_POINTS, 3))
     reference[2] = [100, 50, 0.9]  # right shoulder

@@ -172,6 +172,10 @@ def test_pose_files_load_back_with_pose_format(unscored, tmp_path):
     assert np.allclose(found[worst["frame"]][shown, :2], kept[shown, :2], atol=0.06)
     target, _ = read_pose_points(files[f"{stem}.target.pose"])
     assert np.allclose(target[worst["frame"]][:, :2], np.array(worst["target"])[:, :2], atol=0.06)
+    # the clips are scored now: an export into another folder still writes every clip's files
+    again = tmp_path / "again"
+    assert _score(out, unscored["root"] / "cache", "--export_pose", str(again)) == 0
+    assert {p.name for p in again.iterdir()} == set(files)
 
 
 def test_pose_command_exports_the_driving_and_target_keypoints(unscored, tmp_path, capsys):

@@ -62,7 +62,8 @@ def add_score_command(subparsers: Any) -> argparse.ArgumentParser:
         "--export_pose",
         metavar="DIR",
         help="also write each clip's keypoints as .pose files (pose-format) into DIR: the "
-        "driving video's, the target's and the output's; scores every frame",
+        "driving video's, the target's and the output's; scores every frame of every clip, "
+        "already scored or not",
     )
     io.add_argument(
         "--force", action="store_true", help="score every clip again, even one already scored"
@@ -119,7 +120,7 @@ def score_command(args: argparse.Namespace) -> int:
         current,
         frames=options.frames,
         thresholds=options.thresholds,
-        force=args.force,
+        force=args.force or args.export_pose is not None,  # exporting reads every clip
     )
     logger.info(
         "%d clip(s) in %s: %d to score, %d to re-judge, %d already scored by %s",

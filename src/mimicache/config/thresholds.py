@@ -9,7 +9,10 @@ from typing import Any
 
 from mimicache.errors import ConfigError
 
-__all__ = ["DEFAULT_THRESHOLDS", "check_thresholds", "parse_thresholds"]
+__all__ = ["DEFAULT_THRESHOLDS", "PART_WORDS", "check_thresholds", "parse_thresholds"]
+
+# the body parts a clip score measures, in their order, as messages and the report name them
+PART_WORDS = {"body": "body", "left_hand": "left hand", "right_hand": "right hand", "face": "face"}
 
 DEFAULT_THRESHOLDS: dict[str, float] = {
     "body": 0.30,

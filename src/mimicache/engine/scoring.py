@@ -9,8 +9,10 @@ entry the job used. The targets are the poses its pose frames show (``Generation
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,12 +27,14 @@ from mimicache.engine.stages import (
     OUTPUT_EMBEDDINGS_STAGE,
     OUTPUT_KEYPOINTS_STAGE,
     VIDEO_KEYPOINTS_STAGE,
+    clip_frames,
     output_embeddings_key,
     output_keypoints_key,
 )
 from mimicache.errors import InputError
 from mimicache.pose import PoseSequence
-from mimicache.pose.preprocess import ReferenceImage, extract_video_poses, select_person
+from mimicache.pose.people import choose_person
+from mimicache.pose.preprocess import ReferenceImage, extract_video_poses
 from mimicache.quality.metrics import body_scale
 from mimicache.quality.points import matching_points, person_points, sequence_points
 from mimicache.quality.score import ClipScore, score_clip, scored_frames
@@ -150,17 +154,18 @@ def _measure(
     picked = scored_frames(len(frames), score_frames(engine, options))
     chosen = np.ascontiguousarray(frames[picked])
     height, width = frames.shape[1:3]
+    inputs = functools.cache(lambda: clip_frames(chosen))  # both stages' key, digested once
     found: PoseSequence = engine.run_stage(
         OUTPUT_KEYPOINTS_STAGE,
         lambda: output_keypoints_key(
-            chosen, engine.fingerprints.dwpose, engine.key_platform("dwpose")
+            inputs(), engine.fingerprints.dwpose, engine.key_platform("dwpose")
         ),
         lambda: PoseSequence(engine.dwpose.detect_many(list(chosen), progress=False)),
         subject,
         record,
     )
     reference_embedding, frame_embeddings = _embeddings(
-        engine, case, chosen, record, subject, reference_embedding
+        engine, case, chosen, inputs, record, subject, reference_embedding
     )
     with record.time("score"):
         wanted = sequence_points([targets[i + 1] for i in picked], height, width)
@@ -221,14 +226,17 @@ def driving_points(engine: ScoringEngine, case: TestCase, record: JobRecord) -> 
         Path(case.ref_video_path),
         record,
     )
-    chosen, _ = select_person(video, engine.person, video_path=case.ref_video_path)
-    return sequence_points(chosen.poses, chosen.frame_height, chosen.frame_width)
+    size = (video.frame_height, video.frame_width)
+    # the person the job's own pose step chose, which said so already: no second log line
+    poses, _ = choose_person(video.poses, engine.person, size, video_path=case.ref_video_path)
+    return sequence_points(poses, *size)
 
 
 def _embeddings(
     engine: ScoringEngine,
     case: TestCase,
     chosen: np.ndarray,
+    inputs: Callable[[], dict],
     record: JobRecord,
     subject: str,
     reference: torch.Tensor | None,
@@ -245,7 +253,7 @@ def _embeddings(
     embeds: torch.Tensor = engine.run_stage(
         OUTPUT_EMBEDDINGS_STAGE,
         lambda: output_embeddings_key(
-            chosen,
+            inputs(),
             engine.fingerprints.image_encoder,
             dtype,
             engine.device.type,

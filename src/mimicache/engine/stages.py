@@ -149,15 +149,18 @@ def vae_latents_key(
     )
 
 
-def _frames_inputs(frames: np.ndarray) -> dict:
-    return {"frames": bytes_digest(frames.tobytes()), "shape": list(frames.shape)}
+def clip_frames(frames: np.ndarray) -> dict:
+    """A clip's scored (n,H,W,3) uint8 frames as the output stages' key inputs: the digest of
+    their bytes (read in place, not copied) and their shape."""
+    data = memoryview(np.ascontiguousarray(frames)).cast("B")
+    return {"frames": bytes_digest(data), "shape": list(frames.shape)}
 
 
-def output_keypoints_key(frames: np.ndarray, detector: str, platform: dict) -> StageKey:
-    """DWPose on a clip's scored (n,H,W,3) uint8 frames: their bytes, the detector, the
+def output_keypoints_key(frames: dict, detector: str, platform: dict) -> StageKey:
+    """DWPose on a clip's scored frames (``frames``: ``clip_frames``), the detector, the
     platform (as the video's keypoints)."""
     return StageKey(
-        inputs=_frames_inputs(frames),
+        inputs=dict(frames),
         models={"dwpose": detector},
         params={"code": KEYPOINTS_VERSION},
         platform=dict(platform),
@@ -165,11 +168,11 @@ def output_keypoints_key(frames: np.ndarray, detector: str, platform: dict) -> S
 
 
 def output_embeddings_key(
-    frames: np.ndarray, encoder: str, dtype: str, device_type: str, platform: dict
+    frames: dict, encoder: str, dtype: str, device_type: str, platform: dict
 ) -> StageKey:
-    """CLIP of a clip's scored (n,H,W,3) uint8 frames (as the reference's)."""
+    """CLIP of a clip's scored frames (``frames``: ``clip_frames``), as the reference's."""
     return StageKey(
-        inputs=_frames_inputs(frames),
+        inputs=dict(frames),
         models={"image_encoder": encoder},
         params={"dtype": dtype, "device": device_type},
         platform=dict(platform),

@@ -26,6 +26,7 @@ __all__ = [
     "dtw_error",
     "flicker",
     "identity",
+    "mean_or_nan",
     "part_errors",
     "part_recall",
     "point_distances",
@@ -83,7 +84,8 @@ def _distances(target: np.ndarray, output: np.ndarray, scale: float) -> np.ndarr
     return np.where(shown_t, out, np.nan)
 
 
-def _mean_or_nan(values: np.ndarray, axis: int) -> np.ndarray:
+def mean_or_nan(values: np.ndarray, axis: int) -> np.ndarray:
+    """The mean along ``axis`` of the values that are not NaN; NaN where there are none."""
     counted = np.sum(~np.isnan(values), axis=axis)
     total = np.nansum(values, axis=axis)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -94,7 +96,7 @@ def part_errors(target: np.ndarray, output: np.ndarray, scale: float) -> dict[st
     """Per part, the (F,) mean point distance per frame (NaN in a frame whose target shows
     none of the part's points)."""
     d = point_distances(target, output, scale)
-    return {part: _mean_or_nan(d[:, sl], axis=1) for part, sl in PARTS.items()}
+    return {part: mean_or_nan(d[:, sl], axis=1) for part, sl in PARTS.items()}
 
 
 def part_recall(target: np.ndarray, output: np.ndarray) -> dict[str, np.ndarray]:
@@ -119,24 +121,36 @@ def dtw_error(target: np.ndarray, output: np.ndarray, scale: float, part: str) -
     counted; NaN when no cell counts."""
     target, output = _check(target, "target"), _check(output, "output")
     sl = PARTS[part]
-    pair = _distances(target[:, None, sl], output[None, :, sl], scale)  # (Ft, Fo, k)
-    cost = _mean_or_nan(pair, axis=2)
-    defined = ~np.isnan(cost)
-    cost = np.where(defined, cost, 0.0)
-    n, m = cost.shape
+    n, m = len(target), len(output)
     if n == 0 or m == 0:
         return math.nan
-    total = np.full((n + 1, m + 1), np.inf)
-    count = np.zeros((n + 1, m + 1))
-    total[0, 0] = 0.0
-    for i in range(1, n + 1):
+    # one target frame against every output frame at a time: (Fo, k), never (Ft, Fo, k)
+    cost = np.stack(
+        [
+            mean_or_nan(_distances(target[i, None, sl], output[:, sl], scale), axis=1)
+            for i in range(n)
+        ]
+    )
+    defined = ~np.isnan(cost)
+    costs, counts = np.where(defined, cost, 0.0).tolist(), defined.tolist()
+    # the table a row at a time, in Python floats (numpy scalars per cell cost more than the
+    # arithmetic); among equal totals the diagonal first, as nDTW takes the shortest path
+    above, above_n = [0.0] + [math.inf] * m, [0] * (m + 1)
+    for i in range(n):
+        row, row_n = [math.inf] * (m + 1), [0] * (m + 1)
+        step, counted = costs[i], counts[i]
         for j in range(1, m + 1):
-            # among equal costs prefer the diagonal: the shortest path, as nDTW does
-            moves = ((i - 1, j - 1), (i - 1, j), (i, j - 1))
-            pi, pj = min(moves, key=lambda p: total[p])
-            total[i, j] = total[pi, pj] + cost[i - 1, j - 1]
-            count[i, j] = count[pi, pj] + defined[i - 1, j - 1]
-    return float(total[n, m] / count[n, m]) if count[n, m] else math.nan
+            diagonal, up, left = above[j - 1], above[j], row[j - 1]
+            if diagonal <= up and diagonal <= left:
+                best, best_n = diagonal, above_n[j - 1]
+            elif up <= left:
+                best, best_n = up, above_n[j]
+            else:
+                best, best_n = left, row_n[j - 1]
+            row[j] = best + step[j - 1]
+            row_n[j] = best_n + counted[j - 1]
+        above, above_n = row, row_n
+    return above[m] / above_n[m] if above_n[m] else math.nan
 
 
 def identity(reference: np.ndarray, frames: np.ndarray) -> np.ndarray:

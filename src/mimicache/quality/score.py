@@ -22,13 +22,14 @@ from typing import Any
 
 import numpy as np
 
-from mimicache.config.thresholds import DEFAULT_THRESHOLDS, check_thresholds
+from mimicache.config.thresholds import DEFAULT_THRESHOLDS, PART_WORDS, check_thresholds
 from mimicache.errors import ConfigError
 from mimicache.quality.metrics import (
     PARTS,
     dtw_error,
     flicker,
     identity,
+    mean_or_nan,
     part_errors,
     part_recall,
 )
@@ -36,8 +37,6 @@ from mimicache.quality.metrics import (
 __all__ = ["SCORER", "ClipScore", "PartScore", "describe", "score_clip", "scored_frames"]
 
 SCORER = "mimicache-score/1"  # bump when a measure changes: clips scored before are rescored
-
-_WORDS = {"body": "body", "left_hand": "left hand", "right_hand": "right hand", "face": "face"}
 
 
 def _number(value: float) -> float | None:
@@ -93,7 +92,7 @@ class ClipScore:
             self.thresholds = dict(thresholds)
         t = self.thresholds
         reasons = []
-        for part, word in _WORDS.items():
+        for part, word in PART_WORDS.items():
             score, limit = self.parts[part], t[part]
             if score.error is not None and score.error > limit:
                 where = _frames(self.frames, score.errors, lambda e, limit=limit: e > limit)
@@ -103,7 +102,7 @@ class ClipScore:
             if score.recall is not None and score.recall < t["hand_recall"]:
                 where = _frames(self.frames, score.recalls, lambda r: r < t["hand_recall"])
                 reasons.append(
-                    f"{_WORDS[part]} shows {score.recall:.0%} of its points < "
+                    f"{PART_WORDS[part]} shows {score.recall:.0%} of its points < "
                     f"{t['hand_recall']:.0%}{where}"
                 )
         if self.identity is not None and self.identity < t["identity"]:
@@ -130,8 +129,7 @@ def _worst(
     """The ``WORST`` frames by their mean part error, with their target and found points
     (rounded: a tenth of a pixel, a hundredth of a confidence)."""
     per_frame = np.stack([errors[part] for part in PARTS])  # (parts, n)
-    with np.errstate(invalid="ignore"):
-        mean = np.where(np.all(np.isnan(per_frame), axis=0), -1.0, np.nanmean(per_frame, axis=0))
+    mean = np.nan_to_num(mean_or_nan(per_frame, axis=0), nan=-1.0)  # -1: nobody to compare
     order = [int(i) for i in np.argsort(-mean, kind="stable")[:WORST] if mean[i] >= 0]
 
     def rounded(points: np.ndarray) -> list[list[float]]:
@@ -240,7 +238,7 @@ def describe(score: Mapping[str, Any]) -> str:
     lines += [f"- {reason}" for reason in score.get("reasons") or []]
     parts = score.get("parts") or {}
     measures = []
-    for part, word in _WORDS.items():
+    for part, word in PART_WORDS.items():
         found = parts.get(part) or {}
         if found.get("error") is None:
             continue

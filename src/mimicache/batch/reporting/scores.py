@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mimicache.batch.reporting.page import THUMB_HEIGHT, escape, png_uri, table
+from mimicache.config.thresholds import PART_WORDS
 
 if TYPE_CHECKING:
     import numpy as np
@@ -17,8 +18,7 @@ if TYPE_CHECKING:
 
 __all__ = ["PART_COLORS", "error_chart", "quality_overview", "quality_section", "worst_frames"]
 
-PARTS = ("body", "left_hand", "right_hand", "face")
-WORDS = {"body": "body", "left_hand": "left hand", "right_hand": "right hand", "face": "face"}
+PARTS = tuple(PART_WORDS)
 # Okabe and Ito's palette: told apart with any colour vision
 PART_COLORS = {
     "body": "#0072B2",
@@ -49,7 +49,7 @@ def quality_section(quality: Mapping[str, Any], frames: Callable[[list[int]], di
     thresholds = quality.get("thresholds", {})
     rows = [
         (
-            WORDS[part],
+            PART_WORDS[part],
             _n(score.get("error")),
             _n(thresholds.get(part)),
             _share(score.get("recall")),
@@ -136,11 +136,11 @@ def error_chart(quality: Mapping[str, Any]) -> str:
         if points:
             out.append(
                 f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{points}">'
-                f"<title>{escape(WORDS[part])}</title></polyline>"
+                f"<title>{escape(PART_WORDS[part])}</title></polyline>"
             )
     out.append("</svg>")
     legend = "".join(
-        f'<span><i class="swatch" style="background:{PART_COLORS[p]}"></i>{escape(WORDS[p])}</span>'
+        f'<span><i class="swatch" style="background:{PART_COLORS[p]}"></i>{escape(PART_WORDS[p])}</span>'
         for p in series
     )
     return (

@@ -12,15 +12,15 @@ from typing import Any
 
 from mimicache.batch.executing.executor import ExecutorSettings
 from mimicache.batch.executing.workers import LogLine, captured_logs, replay_logs
+from mimicache.batch.job import error_text
 from mimicache.batch.scoring.scorer import ClipScorer, ScoreTask
 from mimicache.engine.spec import EngineSpec
 from mimicache.errors import MimicacheError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SCORE_EXECUTORS", "ScoreWorker", "score_clips"]
+__all__ = ["ScoreWorker", "score_clips"]
 
-SCORE_EXECUTORS = ("local", "ray")
 RowListener = Callable[[ScoreTask, dict[str, Any]], None]
 
 
@@ -62,7 +62,7 @@ class ScoreWorker:
             except MimicacheError as exc:
                 self.error = str(exc)
             except Exception as exc:
-                self.error = f"{type(exc).__name__}: {exc}"
+                self.error = error_text(exc)
 
     def info(self) -> dict[str, Any]:
         return {"error": self.error, "logs": self.load_logs}

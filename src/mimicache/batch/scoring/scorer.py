@@ -10,10 +10,11 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from mimicache.batch.job import error_text
 from mimicache.batch.outputs.clips import Clip, read_clip
 from mimicache.batch.planning.inputs import fetched
 from mimicache.batch.reporting.results import cache_hits
-from mimicache.engine.build import build_scoring_engine, resolve
+from mimicache.engine.build import build_scoring_engine, engine_variant, resolve
 from mimicache.engine.spec import EngineSpec
 from mimicache.errors import MimicacheError
 
@@ -45,16 +46,12 @@ class ClipScorer:
 
     def engine_for(self, clip: Clip) -> MimicMotion:
         """The engine with the clip's pose retargeting and person (the models shared)."""
-        from mimicache.engine.engine import MimicMotion
-
         settings = clip.pose_settings
         if settings not in self._variants:
             retarget, person = settings
-            base = self.engine
-            changed = base.settings.replace(
-                pose_retarget=retarget or base.pose_retarget, person=person or base.person
+            self._variants[settings] = engine_variant(
+                self.engine, pose_retarget=retarget, person=person
             )
-            self._variants[settings] = MimicMotion(base.models, changed, cache=base.cache)
         return self._variants[settings]
 
     def score(self, task: ScoreTask) -> dict[str, Any]:
@@ -94,6 +91,6 @@ class ClipScorer:
             row = {"status": "failed", "error": str(exc)}
         except Exception as exc:  # a bug or a runtime fault: this clip fails, the rest go on
             logger.debug("traceback", exc_info=True)
-            row = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+            row = {"status": "failed", "error": error_text(exc)}
         row.setdefault("timings", {})["total"] = time.perf_counter() - start
         return row
