@@ -16,7 +16,7 @@ from mimicache.engine.devices import default_device
 from mimicache.engine.engine import MimicMotion
 from mimicache.engine.record import ProgressObserver
 from mimicache.engine.settings import EngineSettings, ScoreOptions
-from mimicache.engine.spec import EngineSpec
+from mimicache.engine.spec import VARIANT_CHOICES, EngineSpec
 from mimicache.errors import MimicacheError, setting
 from mimicache.pipeline.schedulers import build_scheduler
 
@@ -137,11 +137,6 @@ def result_settings(spec: EngineSpec, engine: MimicMotion) -> dict[str, Any]:
 def _set_threads(spec: EngineSpec) -> None:
     if spec.threads:
         torch.set_num_threads(spec.threads)
-
-
-VARIANT_CHOICES = ("scheduler", "pose_retarget", "person", "speed", "decode_chunk_size")
-"""The engine choices a variant may change on loaded models (the others prepare the models:
-compilation, offload, the device and dtype need a new engine)."""
 
 
 def engine_variant(

@@ -16,6 +16,9 @@ from mimicache.config.sampler import SchedulerOptions
 
 DEFAULT_CACHE_DIR = "cache/features"
 CACHE_PLATFORMS = ("strict", "any")
+# The engine choices a variant may change on loaded models (the others prepare the models:
+# compilation, offload, the device and dtype need a new engine).
+VARIANT_CHOICES = ("scheduler", "pose_retarget", "person", "speed", "decode_chunk_size")
 
 
 def score_frames_arg(text: str) -> int | str:

@@ -51,11 +51,9 @@ class EngineVariants:
 
 
 def _choices(changed: dict[str, Any], spec: EngineSpec) -> dict[str, Any]:
-    """``engine_variant``'s keywords for the flag keys a variant sets."""
-    out: dict[str, Any] = {}
-    for key in changed:
-        if key == "scheduler" or key.startswith(("scheduler_", "lcm_")):
-            out["scheduler"] = spec.scheduler
-        else:
-            out[key] = getattr(spec, key)
-    return out
+    """``engine_variant``'s keywords for the flag keys a variant sets (a scheduler setting's
+    flag, ``scheduler_s_noise``, changes the whole ``scheduler``)."""
+    from mimicache.batch.planning.sweep import engine_choice_field
+
+    fields = {engine_choice_field(key) for key in changed}
+    return {name: getattr(spec, name) for name in fields}

@@ -24,7 +24,7 @@ from mimicache.batch.job import Job
 from mimicache.batch.planning.plan import fit_stem, override_tag
 from mimicache.config.options import flag_fields
 from mimicache.config.validation import check_case_values
-from mimicache.engine.spec import EngineSpec
+from mimicache.engine.spec import VARIANT_CHOICES, EngineSpec
 from mimicache.errors import ConfigError, MimicacheError, setting
 from mimicache.storage.json_values import canonical_json
 
@@ -35,6 +35,7 @@ __all__ = [
     "Sweep",
     "apply_engine_choices",
     "check_engine_choices",
+    "engine_choice_field",
     "parse_sweep",
     "sweep_jobs",
 ]
@@ -51,10 +52,9 @@ CASE_KEYS = (
     "sample_stride",
     "fps",
 )
-_ENGINE_FIELDS = {"scheduler", "speed", "pose_retarget", "person", "decode_chunk_size"}
 # flag key (as on the command line, without dashes) -> its field path in EngineSpec
 _ENGINE_PATHS = {
-    item.flag.key: item for item in flag_fields(EngineSpec) if item.path[0] in _ENGINE_FIELDS
+    item.flag.key: item for item in flag_fields(EngineSpec) if item.path[0] in VARIANT_CHOICES
 }
 ENGINE_KEYS = tuple(_ENGINE_PATHS)
 # the values that change cached features: vary them slowest
@@ -181,6 +181,12 @@ def _value(key: str, text: str) -> Any:
     if key == "decode_chunk_size" and value < 1:
         raise ConfigError(f"{_named(key + '=' + text)}: must be at least 1")
     return value
+
+
+def engine_choice_field(key: str) -> str:
+    """The ``EngineSpec`` field an engine key of a sweep sets (``scheduler_s_noise``:
+    ``scheduler``)."""
+    return _ENGINE_PATHS[key].path[0]
 
 
 def apply_engine_choices(spec: EngineSpec, choices: Mapping[str, Any]) -> EngineSpec:

@@ -20,6 +20,7 @@ import PIL.Image
 import PIL.ImageDraw
 import PIL.ImageFont
 
+from mimicache.batch.reporting.scores import worst_part_error
 from mimicache.errors import ConfigError, setting
 
 logger = logging.getLogger(__name__)
@@ -159,11 +160,10 @@ def tile_label(clip: GridClip, keys: Sequence[str]) -> list[str]:
     lines = [" ".join(_shown(k, clip.values.get(k)) for k in keys) or "variant"]
     q = clip.quality
     if q:
-        errors = [p.get("error") for p in (q.get("parts") or {}).values()]
-        errors = [e for e in errors if e is not None]
+        worst = worst_part_error(q)
         parts = [str(q.get("verdict", "?"))]
-        if errors:
-            parts.append(f"worst part {max(errors):.2f}")
+        if worst is not None:
+            parts.append(f"worst part {worst:.2f}")
         if q.get("identity") is not None:
             parts.append(f"id {q['identity']:.2f}")
         lines.append(" · ".join(parts))
@@ -348,15 +348,14 @@ def grid_section(files: GridFiles) -> str:
     rows = []
     for clip in group.clips:
         q = clip.quality or {}
-        errors = [p.get("error") for p in (q.get("parts") or {}).values()]
-        errors = [e for e in errors if e is not None]
+        worst = worst_part_error(q)
         rows.append(
             (
                 clip.name or Path(clip.video).stem,
                 *(str(clip.values.get(k)) for k in keys),
                 "-" if clip.seconds is None else f"{clip.seconds:.2f}",
                 str(q.get("verdict", "-")),
-                f"{max(errors):.3f}" if errors else "-",
+                "-" if worst is None else f"{worst:.3f}",
                 "-" if q.get("identity") is None else f"{q['identity']:.3f}",
                 "-" if q.get("flicker") is None else f"{q['flicker']:.4f}",
             )

@@ -16,7 +16,14 @@ if TYPE_CHECKING:
 
     from mimicache.batch.reporting.page import ReportRow
 
-__all__ = ["PART_COLORS", "error_chart", "quality_overview", "quality_section", "worst_frames"]
+__all__ = [
+    "PART_COLORS",
+    "error_chart",
+    "quality_overview",
+    "quality_section",
+    "worst_frames",
+    "worst_part_error",
+]
 
 PARTS = tuple(PART_WORDS)
 # Okabe and Ito's palette: told apart with any colour vision
@@ -207,6 +214,12 @@ def _row(images: list) -> Any:
     return row
 
 
+def worst_part_error(quality: Mapping[str, Any] | None) -> float | None:
+    """The largest part error of a clip's scores (None: no part was measured)."""
+    errors = [p.get("error") for p in ((quality or {}).get("parts") or {}).values()]
+    return max((e for e in errors if e is not None), default=None)
+
+
 def quality_overview(jobs: Sequence[ReportRow]) -> str:
     """The scored jobs, worst first (suspect before ok, then by their largest part error):
     the order a person checks a dataset in. Empty when no job was scored."""
@@ -214,13 +227,11 @@ def quality_overview(jobs: Sequence[ReportRow]) -> str:
     if not scored:
         return ""
 
-    def worst_part(quality: Mapping[str, Any]) -> float:
-        errors = [p.get("error") for p in quality.get("parts", {}).values()]
-        return max((e for e in errors if e is not None), default=0.0)
+    def worst(item: tuple[int, ReportRow]) -> tuple[bool, float]:
+        quality = item[1].quality
+        return quality.get("verdict") != "suspect", -(worst_part_error(quality) or 0.0)
 
-    scored.sort(
-        key=lambda item: (item[1].quality.get("verdict") != "suspect", -worst_part(item[1].quality))
-    )
+    scored.sort(key=worst)
     head = "".join(
         f"<th>{escape(h)}</th>"
         for h in (
