@@ -20,7 +20,14 @@ from pathlib import Path
 
 from mimicache.cache.sharing import wal_allowed, wal_known, wal_usable, wal_works
 
-__all__ = ["cannot_write", "close_sqlite", "connect_sqlite", "journal_mode", "sqlite_error_code"]
+__all__ = [
+    "cannot_write",
+    "close_sqlite",
+    "connect_sqlite",
+    "journal_mode",
+    "move_aside",
+    "sqlite_error_code",
+]
 
 _SQLITE_TIMEOUT_S = 30.0
 _CHECKPOINT_WAIT_MS = 100  # how long a closing connection's checkpoint waits for others
@@ -89,10 +96,7 @@ def connect_sqlite(db_path: str | os.PathLike[str], read_only: bool = False) -> 
         # it only holds rebuildable data, so it is moved aside and started afresh.
         if wal or not in_wal or sqlite_error_code(exc) != sqlite3.SQLITE_READONLY:
             raise
-    aside = f"{path}.wal-unusable-{int(time.time())}"
-    for suffix in ("", "-wal"):
-        with contextlib.suppress(FileNotFoundError):
-            os.replace(f"{path}{suffix}", f"{aside}{suffix}")
+    move_aside(path, "wal-unusable", ("", "-wal"))  # the fresh one journals without -shm
     _create(path)
     conn = _open(path)
     try:
@@ -101,6 +105,16 @@ def connect_sqlite(db_path: str | os.PathLike[str], read_only: bool = False) -> 
         conn.close()
         raise
     return conn
+
+
+def move_aside(path: Path, why: str, suffixes: tuple[str, ...] = ("", "-wal", "-shm")) -> Path:
+    """Move the database at ``path`` and its files of ``suffixes`` (those there) to
+    ``{path}.{why}-{time}`` so that a fresh one is made; returns that name. Raises OSError."""
+    aside = Path(f"{path}.{why}-{int(time.time())}")
+    for suffix in suffixes:
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(f"{path}{suffix}", f"{aside}{suffix}")
+    return aside
 
 
 def _create(path: Path) -> None:

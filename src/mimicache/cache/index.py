@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mimicache.cache.database import cannot_write, close_sqlite, connect_sqlite
+from mimicache.cache.database import cannot_write, close_sqlite, connect_sqlite, move_aside
 from mimicache.cache.keys import StageKey
 from mimicache.cache.modes import MissReason
 from mimicache.storage.json_values import canonical_json
@@ -407,11 +407,7 @@ class Index:
         self.close()
         self._noted.clear()
         self._subjects.clear()
-        aside = self.path.with_name(f"{self.path.name}.broken-{int(time.time())}")
-        for suffix in ("", "-wal", "-shm"):
-            p = Path(f"{self.path}{suffix}")
-            if p.exists():
-                os.replace(p, Path(f"{aside}{suffix}"))
+        aside = move_aside(self.path, "broken")
         self.broken, self.error, self.absent = False, "", False
         return aside
 
