@@ -13,7 +13,13 @@ import pytest
 import mimicache.engine.engine
 from mimicache.batch.job import Job
 from mimicache.batch.planning.sweep import parse_sweep, sweep_jobs
-from mimicache.batch.reporting.grid import GridClip, GridGroup, grid_layout, groups_of
+from mimicache.batch.reporting.grid import (
+    GridClip,
+    GridGroup,
+    grid_frames,
+    grid_layout,
+    groups_of,
+)
 from mimicache.batch.reporting.results import read_results
 from mimicache.cli import main
 from mimicache.cli.console import flag_words
@@ -239,6 +245,21 @@ def test_grid_redraws_an_existing_sweep_with_another_layout(workspace, tmp_path,
     assert frames.shape[1] == 2 * tile.shape[1]  # two seeds across
     assert main(["grid", str(out), "--rows", "scheduler"]) == 2
     assert "--rows scheduler: not a swept key" in capsys.readouterr().err
+
+
+def test_a_shorter_variant_holds_its_last_frame_in_the_grid():
+    rng = np.random.default_rng(0)
+    clips = {"a.mp4": rng.integers(0, 255, (5, 16, 24, 3), dtype=np.uint8)}
+    clips["b.mp4"] = clips["a.mp4"][:3] // 2
+    group = GridGroup(
+        "id", "walk", "out", ("seed",), [GridClip(v, {"seed": n}) for n, v in enumerate(clips)]
+    )
+    grid = grid_frames(group, clips)
+    assert len(grid) == 5
+    tiles = grid[:, -16:]  # below the label band: a's tile, then b's, across
+    assert np.array_equal(tiles[:, :, :24], clips["a.mp4"])
+    assert np.array_equal(tiles[:3, :, 24:], clips["b.mp4"])
+    assert all(np.array_equal(tiles[t, :, 24:], clips["b.mp4"][-1]) for t in (3, 4))
 
 
 def test_grid_layout_folds_the_other_keys_into_rows():

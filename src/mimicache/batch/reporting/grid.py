@@ -224,10 +224,10 @@ def grid_frames(
             y, x = r * (height + band), c * width
             label = _label(labels[clip.video], width, band)
             canvas[:, y : y + band, x : x + width] = label
-            video = frames[clip.video]
-            for t in range(total):
-                frame = video[min(t, len(video) - 1)]
-                canvas[t, y + band : y + band + height, x : x + width] = _fit(frame, height, width)
+            tile = np.stack([_fit(frame, height, width) for frame in frames[clip.video]])
+            cell = canvas[:, y + band : y + band + height, x : x + width]
+            cell[: len(tile)] = tile
+            cell[len(tile) :] = tile[-1]  # a shorter clip holds its last frame
     return canvas
 
 
