@@ -40,3 +40,4 @@ def tiny_bundle(tmp_path_factory):
 
 
 from tests.ray_fixtures import ray_cluster  # noqa: E402, F401  (a session-wide Ray cluster)
+from tests.s3_fixtures import s3_server  # noqa: E402, F401  (the Ray cluster's environment)

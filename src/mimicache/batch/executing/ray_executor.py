@@ -128,6 +128,31 @@ def worker_layout(spec: EngineSpec, settings: ExecutorSettings, *, pose: bool = 
     return Layout(workers, per, worker_cpus, poses, pose_cpus)
 
 
+def actor_spec(spec: EngineSpec, gpus: float, cpus: float) -> EngineSpec:
+    """``spec`` as an actor with ``gpus`` and ``cpus`` runs it: on CUDA when it has a GPU and
+    as many threads as whole CPUs, where the spec does not name them."""
+    if spec.device is None:
+        spec = spec.replace(device="cuda" if gpus > 0 else "cpu")
+    return spec.replace(threads=spec.threads or max(1, math.floor(cpus)))
+
+
+def started(actors: Sequence[Any]) -> list[dict[str, Any]]:
+    """Each actor's ``info()`` once it has loaded its models (the first one's load lines
+    logged here).
+
+    Raises:
+        MimicacheError: the first error an actor met while loading.
+    """
+    import ray
+
+    infos = ray.get([a.info.remote() for a in actors])
+    replay_logs(infos[0]["logs"])
+    errors = [i["error"] for i in infos if i["error"]]
+    if errors:
+        raise MimicacheError(errors[0])
+    return infos
+
+
 class RayExecutor(ExecutorBase):
     """Runs jobs on Ray actors built from ``spec``. ``on_result(result, executor)`` is called
     on the driver after each job is written. The models live in the workers: ``engine`` and
@@ -164,7 +189,6 @@ class RayExecutor(ExecutorBase):
         gen = ray.remote(GenerationWorker).options(
             num_cpus=worker_cpus, num_gpus=per, max_restarts=-1, max_task_retries=0
         )
-        threads = spec.threads or max(1, math.floor(worker_cpus))
         # beside the driver, so it goes only with it; restarted (lines lost) if it dies anyway
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
         self.relay = (
@@ -172,15 +196,12 @@ class RayExecutor(ExecutorBase):
             .options(num_cpus=0, max_restarts=-1, scheduling_strategy=here)
             .remote()
         )
-        actors = [gen.remote(spec.replace(threads=threads), self.relay) for _ in range(workers)]
+        gen_spec = actor_spec(spec, per, worker_cpus)
+        actors = [gen.remote(gen_spec, self.relay) for _ in range(workers)]
         poser = ray.remote(PoseWorker).options(num_cpus=pose_cpus, max_restarts=-1)
-        pose_spec = spec.replace(threads=spec.threads or max(1, math.floor(pose_cpus)))
+        pose_spec = actor_spec(spec, 0, pose_cpus)
         self.pose_actors = [poser.remote(pose_spec) for _ in range(pose)]
-        infos = ray.get([a.info.remote() for a in actors])
-        replay_logs(infos[0]["logs"])
-        errors = [i["error"] for i in infos if i["error"]]
-        if errors:
-            raise MimicacheError(errors[0])
+        infos = started(actors)
         self.slots = [_Slot(a, i["pid"]) for a, i in zip(actors, infos)]
         self.info = infos[0]
         logger.info(

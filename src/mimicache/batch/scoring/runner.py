@@ -6,7 +6,6 @@ is restarted for the others."""
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -81,27 +80,26 @@ def _on_ray(
 ) -> None:
     import ray
 
-    from mimicache.batch.executing.ray_executor import connect, worker_layout
+    from mimicache.batch.executing.ray_executor import (
+        actor_spec,
+        connect,
+        started,
+        worker_layout,
+    )
 
-    started = connect(settings.address)
+    connected = connect(settings.address)
     try:
         layout = worker_layout(spec, settings, pose=False)
         workers = min(layout.workers, len(tasks))
-        if spec.device is None:
-            spec = spec.replace(device="cuda" if layout.gpus_per_worker > 0 else "cpu")
-        threads = spec.threads or max(1, math.floor(layout.worker_cpus))
         actor = ray.remote(ScoreWorker).options(
             num_cpus=layout.worker_cpus,
             num_gpus=layout.gpus_per_worker,
             max_restarts=-1,
             max_task_retries=0,
         )
-        actors = [actor.remote(spec.replace(threads=threads)) for _ in range(workers)]
-        infos = ray.get([a.info.remote() for a in actors])
-        replay_logs(infos[0]["logs"])
-        errors = [i["error"] for i in infos if i["error"]]
-        if errors:
-            raise MimicacheError(errors[0])
+        worker_spec = actor_spec(spec, layout.gpus_per_worker, layout.worker_cpus)
+        actors = [actor.remote(worker_spec) for _ in range(workers)]
+        started(actors)
         logger.info(
             "Ray: %d scoring worker(s) (%g GPU, %g CPU each)",
             workers,
@@ -110,7 +108,7 @@ def _on_ray(
         )
         _spread(tasks, actors, on_row)
     finally:
-        if started:
+        if connected:
             ray.shutdown()
 
 
