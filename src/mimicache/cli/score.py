@@ -61,9 +61,8 @@ def add_score_command(subparsers: Any) -> argparse.ArgumentParser:
     io.add_argument(
         "--export_pose",
         metavar="DIR",
-        help="also write each clip's keypoints as .pose files (pose-format) into DIR: the "
-        "driving video's, the target's and the output's; scores every frame of every clip, "
-        "already scored or not",
+        help="also write .pose files (pose-format) into DIR: each clip's driving, target and "
+        "output keypoints; scores every frame of every clip, scored before or not",
     )
     io.add_argument(
         "--force", action="store_true", help="score every clip again, even one already scored"
