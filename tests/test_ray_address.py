@@ -34,9 +34,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _stop(group: int, grace_s: float = 10.0) -> None:
+def _stop(group: int, grace_s: float = 2.0) -> None:
     """End the processes of one cluster by their process group (``ray stop`` would end every
-    Ray process on the machine, other people's clusters included)."""
+    Ray process on the machine, other people's clusters included); those still there after
+    ``grace_s`` are killed (a test cluster keeps nothing worth a longer wait)."""
     try:
         os.killpg(group, signal.SIGTERM)
     except ProcessLookupError:
