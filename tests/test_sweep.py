@@ -328,3 +328,14 @@ def test_a_sweep_on_ray_workers_into_object_storage(
     assert len([n for n in names if n.endswith("_grid.png")]) == 1
     rows = [json.loads(line) for line in fs.cat_file(f"{bucket}/results.jsonl").splitlines()]
     assert sorted(r["sweep"]["values"]["seed"] for r in rows) == [1, 1, 2, 2]
+
+
+def test_a_tile_label_too_wide_for_its_tile_breaks_between_words():
+    from mimicache.batch.reporting.grid import _font, _wrapped
+
+    lines = _wrapped(["seed=1", "suspect · worst part 1.26 · id 0.54"], 60)
+    assert " ".join(lines).replace("  ", " ") == "seed=1 suspect worst part 1.26 id 0.54"
+    assert all(_font().getlength(line) <= 60 for line in lines), lines
+    assert _wrapped(["suspect · worst part 1.26 · id 0.54"], 1000) == [
+        "suspect · worst part 1.26 · id 0.54"
+    ]

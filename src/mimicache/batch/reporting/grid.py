@@ -175,7 +175,10 @@ def _font() -> PIL.ImageFont.ImageFont:
 
 
 def _label_height(lines: int) -> int:
-    return lines * (FONT_SIZE + 3) + 4
+    # a whole number of the encoder's 16-pixel blocks: no block mixes label and tile, so a
+    # tile's frames keep their fidelity however many lines the labels take
+    text = lines * (FONT_SIZE + 3) + 4
+    return -(-text // 16) * 16
 
 
 def _fit(frame: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -232,21 +235,30 @@ def grid_frames(
 
 
 def _wrapped(lines: Sequence[str], width: int) -> list[str]:
-    """``lines`` broken between their parts (" · "-separated, else words) so each fits
-    ``width`` pixels where it can."""
-    font = _font()
+    """``lines`` broken between their parts (" · "-separated), and a part still too wide
+    between its words, so each fits ``width`` pixels where it can."""
     out: list[str] = []
     for line in lines:
-        sep = " · " if " · " in line else " "
-        current = ""
-        for part in line.split(sep):
-            joined = f"{current}{sep}{part}" if current else part
-            if current and font.getlength(joined) > width:
-                out.append(current)
-                current = part
-            else:
-                current = joined
-        out.append(current)
+        for piece in _packed(line.split(" · "), " · ", width):
+            too_wide = _font().getlength(piece) > width
+            out += _packed(piece.split(" "), " ", width) if too_wide else [piece]
+    return out
+
+
+def _packed(parts: Sequence[str], sep: str, width: int) -> list[str]:
+    """``parts`` joined by ``sep`` into as few lines as fit ``width`` pixels (a part wider
+    than that stands alone)."""
+    font = _font()
+    out: list[str] = []
+    current = ""
+    for part in parts:
+        joined = f"{current}{sep}{part}" if current else part
+        if current and font.getlength(joined) > width:
+            out.append(current)
+            current = part
+        else:
+            current = joined
+    out.append(current)
     return out
 
 
